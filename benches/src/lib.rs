@@ -1,0 +1,29 @@
+//! Shared inputs for the benchmarks.
+
+use std::path::PathBuf;
+
+/// The promqltest directory: `PROMQLTEST_DIR`, or `../shared/promqltest` beside the checkout.
+pub fn promqltest_dir() -> PathBuf {
+    match std::env::var_os("PROMQLTEST_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/promqltest"),
+    }
+}
+
+/// Every `eval` query of the promqltest scripts, in file order.
+pub fn corpus_queries() -> Result<Vec<String>, String> {
+    let dir = promqltest_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("cannot read {}: {e} (set PROMQLTEST_DIR)", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "test"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let evals = promql::promqltest::eval_queries(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+        out.extend(evals.into_iter().map(|e| e.query));
+    }
+    Ok(out)
+}

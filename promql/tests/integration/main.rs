@@ -1,0 +1,13 @@
+//! The `promql` crate's integration tests, one binary:
+//! - `corpus`: every query of Prometheus' promqltest files parses;
+//! - `rejects`: inputs Prometheus refuses, with message and position;
+//! - `roundtrip`: `parse(print(e)) == e` for generated trees and for the corpus;
+//! - `nesting`: hostile depth gives an error, never a stack overflow.
+
+// Tests fail loudly: unwrapping is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod corpus;
+mod nesting;
+mod rejects;
+mod roundtrip;
