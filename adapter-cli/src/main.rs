@@ -36,6 +36,25 @@ enum Command {
         /// The PromQL expression.
         query: String,
     },
+    /// Run Prometheus promqltest scripts against the engine.
+    ///
+    /// Prints `FILE: N passed, N failed` per file and a total line. `FILE:LINE` runs the
+    /// one eval at that line and shows expected against got. Exit codes: 0 when every
+    /// failure is listed in the baseline (or there is none), 1 otherwise, 2 bad usage.
+    #[command(after_help = "Examples:\n  promql-cli test ../shared/promqltest/*.test\n  \
+                            promql-cli test ../shared/promqltest/functions.test:120\n  \
+                            promql-cli test --baseline promql/tests/conformance-baseline.txt ../shared/promqltest/*.test")]
+    Test {
+        /// Known failures, `file:line reason` per line (file names without directory).
+        #[arg(long, value_name = "FILE")]
+        baseline: Option<std::path::PathBuf>,
+        /// Print each failing case's details.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Script files, or FILE:LINE for a single case.
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,7 +72,66 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let features = Features::from_flags(&cli.enable_feature.join(",")).context("--enable-feature")?;
     match cli.command {
         Command::Parse { json, query } => parse(&query, features, json),
+        Command::Test { baseline, verbose, files } => test(&files, baseline.as_deref(), verbose),
     }
+}
+
+fn test(files: &[String], baseline: Option<&std::path::Path>, verbose: bool) -> anyhow::Result<ExitCode> {
+    use promql::promqltest::{run::run_script, run::Outcome, Baseline};
+    let baseline = match baseline {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Baseline::parse(&text).map_err(anyhow::Error::msg)?
+        }
+        None => Baseline::default(),
+    };
+    let (mut passed, mut failed, mut unexpected) = (0usize, 0usize, 0usize);
+    for arg in files {
+        // FILE:LINE selects one case.
+        let (path, line) = match arg.rsplit_once(':') {
+            Some((p, l)) if l.chars().all(|c| c.is_ascii_digit()) && !l.is_empty() => {
+                (p, l.parse::<usize>().ok())
+            }
+            _ => (arg.as_str(), None),
+        };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        let results = run_script(&text, line).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+        if line.is_some() && results.is_empty() {
+            anyhow::bail!("{arg}: no eval command at that line");
+        }
+        let name =
+            std::path::Path::new(path).file_name().map_or(path.into(), |n| n.to_string_lossy().into_owned());
+        let (mut p, mut f) = (0, 0);
+        for r in &results {
+            match &r.outcome {
+                Outcome::Pass => p += 1,
+                Outcome::Fail(msg) => {
+                    f += 1;
+                    let known = baseline.reason(&name, r.line).is_some();
+                    if !known {
+                        unexpected += 1;
+                    }
+                    if verbose || line.is_some() {
+                        println!(
+                            "{path}:{}: FAIL{} {}\n{msg}\n",
+                            r.line,
+                            if known { " (in baseline)" } else { "" },
+                            r.query
+                        );
+                    }
+                }
+            }
+        }
+        if line.is_some() && f == 0 {
+            println!("{path}:{}: PASS {}", results[0].line, results[0].query);
+        }
+        println!("{path}: {p} passed, {f} failed");
+        passed += p;
+        failed += f;
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if unexpected == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn parse(query: &str, features: Features, json: bool) -> anyhow::Result<ExitCode> {

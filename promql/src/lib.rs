@@ -24,16 +24,21 @@
 pub mod ast;
 pub mod check;
 mod error;
+pub mod eval;
 mod features;
 pub mod functions;
+mod labels;
 mod lexer;
 pub mod parser;
 mod printer;
 pub mod promqltest;
+pub mod storage;
+pub mod value;
 
 pub use ast::{Expr, Span, ValueType};
 pub use error::{ErrorKind, ParseError};
 pub use features::{Feature, Features, UnknownFeature};
+pub use labels::{Label, Labels, METRIC_NAME};
 
 /// Parses and checks a query with no feature flags enabled, like a Prometheus server
 /// started without `--enable-feature`.

@@ -1,4 +1,5 @@
 //! The `promql` crate's integration tests, one binary:
+//! - `conformance`: every promqltest script against the engine, with a baseline;
 //! - `corpus`: every query of Prometheus' promqltest files parses;
 //! - `rejects`: inputs Prometheus refuses, with message and position;
 //! - `roundtrip`: `parse(print(e)) == e` for generated trees and for the corpus;
@@ -7,6 +8,7 @@
 // Tests fail loudly: unwrapping is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod conformance;
 mod corpus;
 mod nesting;
 mod rejects;

@@ -1,0 +1,327 @@
+//! Aggregation operators.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use super::kernels;
+use super::{check_duplicates, exec_error, AnnotationKind, EResult, Evaluator, S, V};
+use crate::ast::{AggregateExpr, AggregateOp, Grouping};
+use crate::labels::{Labels, METRIC_NAME};
+use crate::value::Timestamp;
+
+/// The labels that identify an element's group.
+fn group_labels(labels: &Labels, grouping: Option<&Grouping>) -> Labels {
+    match grouping {
+        None => Labels::empty(),
+        Some(g) => {
+            let names: Vec<&str> = g.labels.iter().map(String::as_str).collect();
+            if g.without {
+                let mut names = names;
+                names.extend([METRIC_NAME, "__type__", "__unit__"]);
+                labels.without(&names)
+            } else {
+                labels.keep(&names)
+            }
+        }
+    }
+}
+
+/// Per-group state of the value aggregations.
+enum Acc {
+    Sum { sum: f64, c: f64 },
+    Avg(kernels::AvgAcc),
+    Count(f64),
+    Group,
+    Min(f64),
+    Max(f64),
+    Stddev(kernels::StddevAcc),
+    Quantile(Vec<f64>),
+}
+
+impl Acc {
+    fn new(op: AggregateOp, v: f64) -> Acc {
+        match op {
+            AggregateOp::Sum => Acc::Sum { sum: v, c: 0.0 },
+            AggregateOp::Avg => Acc::Avg(kernels::AvgAcc::new(v)),
+            AggregateOp::Count => Acc::Count(1.0),
+            AggregateOp::Min => Acc::Min(v),
+            AggregateOp::Max => Acc::Max(v),
+            AggregateOp::Stddev | AggregateOp::Stdvar => Acc::Stddev(kernels::StddevAcc::new(v)),
+            AggregateOp::Quantile => Acc::Quantile(vec![v]),
+            _ => Acc::Group,
+        }
+    }
+
+    fn add(&mut self, v: f64) {
+        match self {
+            Acc::Sum { sum, c } => (*sum, *c) = kernels::kahan_inc(v, *sum, *c),
+            Acc::Avg(a) => a.add(v),
+            Acc::Count(n) => *n += 1.0,
+            Acc::Group => {}
+            // NaN is replaced by anything, so NaN results only when all inputs are NaN.
+            Acc::Min(m) => {
+                if v < *m || m.is_nan() {
+                    *m = v;
+                }
+            }
+            Acc::Max(m) => {
+                if v > *m || m.is_nan() {
+                    *m = v;
+                }
+            }
+            Acc::Stddev(s) => s.add(v),
+            Acc::Quantile(vs) => vs.push(v),
+        }
+    }
+
+    fn value(self, op: AggregateOp, param: f64) -> f64 {
+        match self {
+            Acc::Sum { sum, c } => sum + c,
+            Acc::Avg(a) => a.value(),
+            Acc::Count(n) => n,
+            Acc::Group => 1.0,
+            Acc::Min(m) | Acc::Max(m) => m,
+            Acc::Stddev(s) if op == AggregateOp::Stddev => s.stddev(),
+            Acc::Stddev(s) => s.stdvar(),
+            Acc::Quantile(mut vs) => kernels::quantile(param, &mut vs),
+        }
+    }
+}
+
+struct Group {
+    labels: Labels,
+    drop_name: bool,
+    acc: Acc,
+}
+
+impl Evaluator<'_> {
+    pub(super) fn aggregate(&mut self, a: &AggregateExpr, t: Timestamp) -> EResult<V> {
+        let param = match (&a.param, a.op) {
+            (Some(p), AggregateOp::CountValues) => match self.eval(p, t)? {
+                V::String(s) => Param::Label(s),
+                _ => return exec_error("count_values needs a string parameter"),
+            },
+            (Some(p), _) => Param::Number(self.scalar_arg(p, t)?),
+            (None, _) => Param::None,
+        };
+        let input = self.vector_arg(&a.expr, t)?;
+        let grouping = a.grouping.as_ref();
+        let out = match (a.op, param) {
+            (AggregateOp::Topk | AggregateOp::Bottomk, Param::Number(k)) => {
+                top_bottom_k(input, grouping, k, a.op == AggregateOp::Topk)?
+            }
+            (AggregateOp::Limitk, Param::Number(k)) => limitk(input, grouping, k)?,
+            (AggregateOp::LimitRatio, Param::Number(r)) => {
+                if r.is_nan() {
+                    return exec_error("Ratio value is NaN");
+                }
+                let capped = r.clamp(-1.0, 1.0);
+                if capped != r {
+                    self.annotate(
+                        AnnotationKind::Warning,
+                        format!(
+                            "ratio value should be between -1 and 1, got {}, capping to {}",
+                            kernels::go_format_g(r),
+                            kernels::go_format_g(capped)
+                        ),
+                        a.param.as_ref().map_or(a.span, |p| p.span()),
+                    );
+                }
+                input.into_iter().filter(|s| ratio_keeps(&s.labels, capped)).collect()
+            }
+            (AggregateOp::CountValues, Param::Label(name)) => self.count_values(input, grouping, &name)?,
+            (op, param) => {
+                let p = match param {
+                    Param::Number(p) => p,
+                    _ => f64::NAN,
+                };
+                if op == AggregateOp::Quantile && !(0.0..=1.0).contains(&p) {
+                    self.annotate(
+                        AnnotationKind::Warning,
+                        format!("quantile value should be between 0 and 1, got {}", kernels::go_format_g(p)),
+                        a.param.as_ref().map_or(a.span, |p| p.span()),
+                    );
+                }
+                self.value_aggregation(input, grouping, op, p)
+            }
+        };
+        check_duplicates(&out, self.delayed)?;
+        Ok(V::Vector(out))
+    }
+
+    fn value_aggregation(
+        &self,
+        input: Vec<S>,
+        grouping: Option<&Grouping>,
+        op: AggregateOp,
+        p: f64,
+    ) -> Vec<S> {
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut groups: Vec<Group> = Vec::new();
+        for s in input {
+            let key = group_labels(&s.labels, grouping);
+            match index.get(&key) {
+                Some(&i) => {
+                    groups[i].acc.add(s.v);
+                    groups[i].drop_name |= s.drop_name;
+                }
+                None => {
+                    index.insert(key.clone(), groups.len());
+                    groups.push(Group { labels: key, drop_name: s.drop_name, acc: Acc::new(op, s.v) });
+                }
+            }
+        }
+        groups
+            .into_iter()
+            .map(|g| S { labels: g.labels, v: g.acc.value(op, p), t: 0, drop_name: g.drop_name })
+            .collect()
+    }
+
+    fn count_values(&self, input: Vec<S>, grouping: Option<&Grouping>, name: &str) -> EResult<Vec<S>> {
+        if name.is_empty() {
+            return exec_error(format!("invalid label name {name:?}"));
+        }
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut out: Vec<S> = Vec::new();
+        for s in input {
+            let labels = group_labels(&s.labels, grouping).with(name, &kernels::go_format_float(s.v));
+            match index.get(&labels) {
+                Some(&i) => out[i].v += 1.0,
+                None => {
+                    index.insert(labels.clone(), out.len());
+                    out.push(S { labels, v: 1.0, t: 0, drop_name: false });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+enum Param {
+    None,
+    Number(f64),
+    Label(String),
+}
+
+/// `k` as Prometheus converts it: NaN and values beyond int64 are errors.
+fn k_param(k: f64) -> EResult<i64> {
+    if k.is_nan() {
+        return exec_error("Parameter value is NaN");
+    }
+    if k <= -9_223_372_036_854_775_808.0 {
+        return exec_error(format!("Scalar value {} underflows int64", kernels::go_format_g(k)));
+    }
+    if k >= 9_223_372_036_854_774_784.0 {
+        return exec_error(format!("Scalar value {} overflows int64", kernels::go_format_g(k)));
+    }
+    Ok(k as i64)
+}
+
+/// Splits `input` into groups in order of first appearance.
+fn groups_of(input: Vec<S>, grouping: Option<&Grouping>) -> Vec<Vec<S>> {
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut groups: Vec<Vec<S>> = Vec::new();
+    for s in input {
+        let key = group_labels(&s.labels, grouping);
+        let i = *index.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(s);
+    }
+    groups
+}
+
+/// `topk`/`bottomk`, with Prometheus' heap so that ties come out in the same order.
+fn top_bottom_k(input: Vec<S>, grouping: Option<&Grouping>, k: f64, top: bool) -> EResult<Vec<S>> {
+    let k = k_param(k)?;
+    if k < 1 {
+        return Ok(Vec::new());
+    }
+    // "Less" of Prometheus' heaps: NaN sorts first, so it is the first to be replaced.
+    let less = |a: f64, b: f64| a.is_nan() || if top { a < b } else { a > b };
+    let mut out = Vec::new();
+    for group in groups_of(input, grouping) {
+        let k = (k as usize).min(group.len());
+        let mut heap: Vec<S> = Vec::with_capacity(k);
+        for s in group {
+            if heap.len() < k {
+                heap.push(s);
+                let n = heap.len() - 1;
+                heap_up(&mut heap, n, &less);
+            } else if (if top { heap[0].v < s.v } else { heap[0].v > s.v })
+                || (heap[0].v.is_nan() && !s.v.is_nan())
+            {
+                heap[0] = s;
+                if k > 1 {
+                    heap_down(&mut heap, 0, &less);
+                }
+            }
+        }
+        // Go's sort.Sort(sort.Reverse(heap)); for up to 12 elements that is an insertion sort.
+        insertion_sort_by(&mut heap, |a, b| less(b.v, a.v));
+        out.extend(heap);
+    }
+    Ok(out)
+}
+
+fn heap_up(h: &mut [S], mut j: usize, less: &impl Fn(f64, f64) -> bool) {
+    while j > 0 {
+        let i = (j - 1) / 2;
+        if !less(h[j].v, h[i].v) {
+            break;
+        }
+        h.swap(i, j);
+        j = i;
+    }
+}
+
+fn heap_down(h: &mut [S], mut i: usize, less: &impl Fn(f64, f64) -> bool) {
+    let n = h.len();
+    loop {
+        let j1 = 2 * i + 1;
+        if j1 >= n {
+            break;
+        }
+        let mut j = j1;
+        if j1 + 1 < n && less(h[j1 + 1].v, h[j1].v) {
+            j = j1 + 1;
+        }
+        if !less(h[j].v, h[i].v) {
+            break;
+        }
+        h.swap(i, j);
+        i = j;
+    }
+}
+
+fn insertion_sort_by(v: &mut [S], less: impl Fn(&S, &S) -> bool) {
+    for i in 1..v.len() {
+        let mut j = i;
+        while j > 0 && less(&v[j], &v[j - 1]) {
+            v.swap(j, j - 1);
+            j -= 1;
+        }
+    }
+}
+
+fn limitk(input: Vec<S>, grouping: Option<&Grouping>, k: f64) -> EResult<Vec<S>> {
+    let k = k_param(k)?;
+    if k < 1 {
+        return Ok(Vec::new());
+    }
+    Ok(groups_of(input, grouping).into_iter().flat_map(|g| g.into_iter().take(k as usize)).collect())
+}
+
+/// Whether `limit_ratio` keeps a series: a stable hash of its labels, mapped to [0, 1),
+/// compared with the ratio (from the top for negative ratios).
+fn ratio_keeps(labels: &Labels, ratio: f64) -> bool {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    labels.hash(&mut h);
+    let x = h.finish() as f64 / u64::MAX as f64;
+    if ratio >= 0.0 {
+        x < ratio
+    } else {
+        x >= 1.0 + ratio
+    }
+}

@@ -1,0 +1,495 @@
+//! Function calls: range-vector functions, elementwise math, label manipulation,
+//! sorting, classic histograms, dates.
+
+use std::collections::HashMap;
+
+use super::kernels::{self, Bucket};
+use super::{check_duplicates, exec_error, AnnotationKind, EResult, EvalError, Evaluator, Matrix, S, V};
+use crate::ast::{Call, Expr, MatchOp, VectorSelector};
+use crate::labels::{Labels, METRIC_NAME};
+use crate::storage::go_regex;
+use crate::value::{Point, Timestamp};
+
+impl Evaluator<'_> {
+    pub(super) fn call(&mut self, c: &Call, t: Timestamp) -> EResult<V> {
+        let name = c.func.name;
+        let secs = |ms: i64| ms as f64 / 1000.0;
+        let out = match name {
+            "time" => return Ok(V::Scalar(secs(t))),
+            "pi" => return Ok(V::Scalar(std::f64::consts::PI)),
+            "start" => return Ok(V::Scalar(secs(self.start))),
+            "end" => return Ok(V::Scalar(secs(self.end))),
+            "range" => return Ok(V::Scalar(secs(self.end - self.start))),
+            "step" => return Ok(V::Scalar(secs(self.step))),
+            "min_of" | "max_of" => {
+                let a = self.scalar_arg(&c.args[0], t)?;
+                let b = self.scalar_arg(&c.args[1], t)?;
+                return Ok(V::Scalar(if name == "min_of" {
+                    kernels::go_min(a, b)
+                } else {
+                    kernels::go_max(a, b)
+                }));
+            }
+            "scalar" => {
+                let v = self.vector_arg(&c.args[0], t)?;
+                return Ok(V::Scalar(if v.len() == 1 { v[0].v } else { f64::NAN }));
+            }
+            "vector" => {
+                let v = self.scalar_arg(&c.args[0], t)?;
+                vec![S { labels: Labels::empty(), v, t, drop_name: false }]
+            }
+            "absent" => {
+                let v = self.vector_arg(&c.args[0], t)?;
+                absent(v.is_empty(), &c.args[0])
+            }
+            "absent_over_time" => {
+                let m = self.matrix_arg(&c.args[0], t)?;
+                absent(m.series.is_empty(), &c.args[0])
+            }
+            "present_over_time" => self.range_fn(c, t, 0, |_| Some(1.0))?,
+            "timestamp" => self.timestamp(&c.args[0], t)?,
+            "label_replace" => self.label_replace(c, t)?,
+            "label_join" => self.label_join(c, t)?,
+            "sort" | "sort_desc" => {
+                if self.step != 0 {
+                    self.annotate(
+                        AnnotationKind::Warning,
+                        "sort is ineffective for range queries since results are always ordered by labels"
+                            .into(),
+                        c.span,
+                    );
+                }
+                let mut v = self.vector_arg(&c.args[0], t)?;
+                let desc = name == "sort_desc";
+                // NaN last in both directions; ties keep their order.
+                v.sort_by(|a, b| {
+                    a.v.is_nan().cmp(&b.v.is_nan()).then_with(|| {
+                        let o = a.v.partial_cmp(&b.v).unwrap_or(std::cmp::Ordering::Equal);
+                        if desc {
+                            o.reverse()
+                        } else {
+                            o
+                        }
+                    })
+                });
+                v
+            }
+            "sort_by_label" | "sort_by_label_desc" => {
+                let mut v = self.vector_arg(&c.args[0], t)?;
+                let mut names = Vec::new();
+                for a in &c.args[1..] {
+                    names.push(self.string_arg(a, t)?);
+                }
+                let desc = name == "sort_by_label_desc";
+                v.sort_by(|a, b| {
+                    let o = names
+                        .iter()
+                        .map(|n| {
+                            kernels::natural_cmp(a.labels.get(n).unwrap_or(""), b.labels.get(n).unwrap_or(""))
+                        })
+                        .find(|o| o.is_ne())
+                        .unwrap_or_else(|| a.labels.cmp(&b.labels));
+                    if desc {
+                        o.reverse()
+                    } else {
+                        o
+                    }
+                });
+                v
+            }
+            "histogram_quantile" => {
+                let phi = self.scalar_arg(&c.args[0], t)?;
+                if !(0.0..=1.0).contains(&phi) {
+                    self.annotate(
+                        AnnotationKind::Warning,
+                        format!(
+                            "quantile value should be between 0 and 1, got {}",
+                            kernels::go_format_g(phi)
+                        ),
+                        c.args[0].span(),
+                    );
+                }
+                let v = self.vector_arg(&c.args[1], t)?;
+                self.buckets(v, &c.args[1], |b| {
+                    let (q, fixed, _) = kernels::bucket_quantile(phi, b);
+                    (q, fixed)
+                })?
+            }
+            "histogram_fraction" => {
+                let lo = self.scalar_arg(&c.args[0], t)?;
+                let hi = self.scalar_arg(&c.args[1], t)?;
+                let v = self.vector_arg(&c.args[2], t)?;
+                self.buckets(v, &c.args[2], |b| (kernels::bucket_fraction(lo, hi, b), false))?
+            }
+            "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+            | "histogram_stdvar" => {
+                // These read native histograms and skip float samples, which is all this
+                // engine stores.
+                self.vector_arg(&c.args[0], t)?;
+                Vec::new()
+            }
+            "histogram_quantiles" | "info" | "start_timestamp" => {
+                return Err(EvalError::Unsupported(format!("function {name}()")));
+            }
+            "round" => {
+                let to = match c.args.get(1) {
+                    Some(a) => self.scalar_arg(a, t)?,
+                    None => 1.0,
+                };
+                self.math(c, t, |v| kernels::go_round(v, to))?
+            }
+            "clamp" | "clamp_min" | "clamp_max" => {
+                let (lo, hi) = match name {
+                    "clamp" => (self.scalar_arg(&c.args[1], t)?, self.scalar_arg(&c.args[2], t)?),
+                    "clamp_min" => (self.scalar_arg(&c.args[1], t)?, f64::INFINITY),
+                    _ => (f64::NEG_INFINITY, self.scalar_arg(&c.args[1], t)?),
+                };
+                if hi < lo {
+                    self.vector_arg(&c.args[0], t)?;
+                    Vec::new()
+                } else {
+                    self.math(c, t, |v| kernels::clamp(v, lo, hi))?
+                }
+            }
+            "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
+            | "month" | "year" => {
+                let f = |secs: f64| kernels::date_part(name, secs);
+                if c.args.is_empty() {
+                    vec![S { labels: Labels::empty(), v: f(secs(t).trunc()), t, drop_name: false }]
+                } else {
+                    self.math(c, t, f)?
+                }
+            }
+            "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sin" | "cos" | "tan"
+            | "asin" | "acos" | "atan" | "sinh" | "cosh" | "tanh" | "asinh" | "acosh" | "atanh" | "deg"
+            | "rad" | "sgn" => {
+                let f = elementwise(name);
+                self.math(c, t, f)?
+            }
+            _ => self.range_function(c, t)?,
+        };
+        check_duplicates(&out, self.delayed)?;
+        Ok(V::Vector(out))
+    }
+
+    fn string_arg(&mut self, e: &Expr, t: Timestamp) -> EResult<String> {
+        match self.eval(e, t)? {
+            V::String(s) => Ok(s),
+            _ => exec_error("expected a string argument"),
+        }
+    }
+
+    /// Applies `f` to every sample of the first argument, dropping the metric name.
+    fn math(&mut self, c: &Call, t: Timestamp, f: impl Fn(f64) -> f64) -> EResult<Vec<S>> {
+        let v = self.vector_arg(&c.args[0], t)?;
+        Ok(v.into_iter().map(|s| self.drop_name(S { v: f(s.v), ..s })).collect())
+    }
+
+    fn timestamp(&mut self, arg: &Expr, t: Timestamp) -> EResult<Vec<S>> {
+        // Of a selector, the stored sample's own time; of anything else, the step time.
+        let direct = matches!(arg.unparen(), Expr::VectorSelector(_));
+        let v = self.vector_arg(arg, t)?;
+        Ok(v.into_iter()
+            .map(|s| {
+                let ts = if direct { s.t } else { t };
+                self.drop_name(S { v: ts as f64 / 1000.0, ..s })
+            })
+            .collect())
+    }
+
+    fn label_replace(&mut self, c: &Call, t: Timestamp) -> EResult<Vec<S>> {
+        let v = self.vector_arg(&c.args[0], t)?;
+        let dst = self.string_arg(&c.args[1], t)?;
+        let repl = self.string_arg(&c.args[2], t)?;
+        let src = self.string_arg(&c.args[3], t)?;
+        let pattern = self.string_arg(&c.args[4], t)?;
+        let re = go_regex(&pattern).map_err(|_| {
+            EvalError::Execution(format!("invalid regular expression in label_replace(): {pattern}"))
+        })?;
+        if !valid_label_name(&c.args[1], &dst) {
+            return exec_error(format!("invalid destination label name in label_replace(): {dst}"));
+        }
+        let mut out = Vec::with_capacity(v.len());
+        for mut s in v {
+            let value = s.labels.get(&src).unwrap_or("").to_owned();
+            if let Some(caps) = re.captures(&value) {
+                let mut expanded = String::new();
+                caps.expand(&repl, &mut expanded);
+                s.labels = s.labels.with(&dst, &expanded);
+                if dst == METRIC_NAME {
+                    s.drop_name = false;
+                }
+            }
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    fn label_join(&mut self, c: &Call, t: Timestamp) -> EResult<Vec<S>> {
+        let v = self.vector_arg(&c.args[0], t)?;
+        let dst = self.string_arg(&c.args[1], t)?;
+        let sep = self.string_arg(&c.args[2], t)?;
+        let mut srcs = Vec::new();
+        for a in &c.args[3..] {
+            let s = self.string_arg(a, t)?;
+            if !valid_label_name(a, &s) {
+                return exec_error(format!("invalid source label name in label_join(): {s}"));
+            }
+            srcs.push(s);
+        }
+        if !valid_label_name(&c.args[1], &dst) {
+            return exec_error(format!("invalid destination label name in label_join(): {dst}"));
+        }
+        Ok(v.into_iter()
+            .map(|mut s| {
+                let joined: Vec<&str> = srcs.iter().map(|n| s.labels.get(n).unwrap_or("")).collect();
+                s.labels = s.labels.with(&dst, &joined.join(&sep));
+                if dst == METRIC_NAME {
+                    s.drop_name = false;
+                }
+                s
+            })
+            .collect())
+    }
+
+    /// Groups classic histogram buckets by their labels without `le` and applies `f`.
+    fn buckets(
+        &mut self,
+        v: Vec<S>,
+        arg: &Expr,
+        f: impl Fn(&mut Vec<Bucket>) -> (f64, bool),
+    ) -> EResult<Vec<S>> {
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut groups: Vec<(Labels, bool, Vec<Bucket>)> = Vec::new();
+        for s in v {
+            let le = s.labels.get("le").unwrap_or("");
+            let Some(upper) = kernels::parse_le(le) else {
+                let for_metric = self.for_metric_name(&s.labels);
+                self.annotate(
+                    AnnotationKind::Warning,
+                    format!("bucket label \"le\" is missing or has a malformed value of {le:?}{for_metric}"),
+                    arg.span(),
+                );
+                continue;
+            };
+            let key = s.labels.without(&["le"]);
+            let i = *index.entry(key.clone()).or_insert_with(|| {
+                groups.push((key, s.drop_name, Vec::new()));
+                groups.len() - 1
+            });
+            groups[i].2.push(Bucket { upper, count: s.v });
+        }
+        let mut out = Vec::with_capacity(groups.len());
+        for (labels, drop_name, mut buckets) in groups {
+            let (v, fixed) = f(&mut buckets);
+            if fixed {
+                let for_metric = self.for_metric_name(&labels);
+                self.annotate(
+                    AnnotationKind::Info,
+                    format!("input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile){for_metric}"),
+                    arg.span(),
+                );
+            }
+            out.push(self.drop_name(S { labels, v, t: 0, drop_name }));
+        }
+        Ok(out)
+    }
+
+    /// ` for metric name "x"`, which messages carry only in delayed name removal mode.
+    fn for_metric_name(&self, labels: &Labels) -> String {
+        match labels.metric_name() {
+            Some(n) if self.delayed => format!(" for metric name {n:?}"),
+            _ => String::new(),
+        }
+    }
+
+    /// The functions over a range vector.
+    fn range_function(&mut self, c: &Call, t: Timestamp) -> EResult<Vec<S>> {
+        let name = c.func.name;
+        Ok(match name {
+            "rate" | "increase" | "delta" => {
+                let counter = name != "delta";
+                let rate = name == "rate";
+                let m = self.matrix_arg(&c.args[0], t)?;
+                if counter {
+                    self.counter_info(&m, &c.args[0]);
+                }
+                let (start, end) = (m.start, m.end);
+                self.per_series(m, false, |p| {
+                    kernels::extrapolated_rate(p, start, end, end - start, counter, rate)
+                })
+            }
+            "irate" | "idelta" => {
+                let rate = name == "irate";
+                self.range_fn(c, t, 0, |p| kernels::instant_value(p, rate))?
+            }
+            "deriv" => self.range_fn(c, t, 0, kernels::deriv)?,
+            "predict_linear" => {
+                let d = self.scalar_arg(&c.args[1], t)?;
+                self.range_fn(c, t, 0, |p| kernels::predict_linear(p, t, d))?
+            }
+            "resets" => self.range_fn(c, t, 0, |p| Some(kernels::resets(p)))?,
+            "changes" => self.range_fn(c, t, 0, |p| Some(kernels::changes(p)))?,
+            "sum_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::sum_over_time(p)))?,
+            "avg_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::avg_over_time(p)))?,
+            "min_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::min_over_time(p)))?,
+            "max_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::max_over_time(p)))?,
+            "count_over_time" => self.range_fn(c, t, 0, |p| Some(p.len() as f64))?,
+            "stddev_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::stddev_over_time(p)))?,
+            "stdvar_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::stdvar_over_time(p)))?,
+            "mad_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::mad_over_time(p)))?,
+            "last_over_time" => self.keep_name_fn(c, t, |p| p.last().map(|p| p.v))?,
+            "first_over_time" => self.keep_name_fn(c, t, |p| p.first().map(|p| p.v))?,
+            "ts_of_min_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::ts_of_min_over_time(p)))?,
+            "ts_of_max_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::ts_of_max_over_time(p)))?,
+            "ts_of_first_over_time" => self.range_fn(c, t, 0, |p| p.first().map(|p| p.t as f64 / 1000.0))?,
+            "ts_of_last_over_time" => self.range_fn(c, t, 0, |p| p.last().map(|p| p.t as f64 / 1000.0))?,
+            "quantile_over_time" => {
+                let phi = self.scalar_arg(&c.args[0], t)?;
+                if !(0.0..=1.0).contains(&phi) {
+                    self.annotate(
+                        AnnotationKind::Warning,
+                        format!(
+                            "quantile value should be between 0 and 1, got {}",
+                            kernels::go_format_g(phi)
+                        ),
+                        c.args[0].span(),
+                    );
+                }
+                self.range_fn(c, t, 1, |p| {
+                    let mut vs: Vec<f64> = p.iter().map(|p| p.v).collect();
+                    Some(kernels::quantile(phi, &mut vs))
+                })?
+            }
+            "double_exponential_smoothing" => {
+                let sf = self.scalar_arg(&c.args[1], t)?;
+                let tf = self.scalar_arg(&c.args[2], t)?;
+                let m = self.matrix_arg(&c.args[0], t)?;
+                if !m.series.is_empty() {
+                    kernels::validate_smoothing(sf, tf).map_err(EvalError::Execution)?;
+                }
+                self.per_series(m, false, |p| kernels::double_exponential_smoothing(p, sf, tf))
+            }
+            other => return Err(EvalError::Unsupported(format!("function {other}()"))),
+        })
+    }
+
+    /// `rate`/`increase` on a metric whose name does not say it is a counter.
+    fn counter_info(&mut self, m: &Matrix, arg: &Expr) {
+        let suffixes = ["_total", "_sum", "_count", "_bucket"];
+        let names: Vec<String> = m
+            .series
+            .iter()
+            .filter_map(|s| s.labels.metric_name())
+            .filter(|n| !suffixes.iter().any(|x| n.ends_with(x)))
+            .map(str::to_owned)
+            .collect();
+        for n in names {
+            self.annotate(
+                AnnotationKind::Info,
+                format!(
+                    "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}"
+                ),
+                arg.span(),
+            );
+        }
+    }
+
+    /// A function of the range vector in argument `arg`; the name is dropped.
+    fn range_fn(
+        &mut self,
+        c: &Call,
+        t: Timestamp,
+        arg: usize,
+        f: impl Fn(&[Point]) -> Option<f64>,
+    ) -> EResult<Vec<S>> {
+        let m = self.matrix_arg(&c.args[arg], t)?;
+        Ok(self.per_series(m, false, f))
+    }
+
+    fn per_series(&self, m: Matrix, keep_name: bool, f: impl Fn(&[Point]) -> Option<f64>) -> Vec<S> {
+        let mut out = Vec::new();
+        for s in m.series {
+            if let Some(v) = f(&s.points) {
+                let sample = S { labels: s.labels, v, t: 0, drop_name: s.drop_name };
+                out.push(if keep_name { sample } else { self.drop_name(sample) });
+            }
+        }
+        out
+    }
+
+    /// `last_over_time`/`first_over_time`: the name stays.
+    fn keep_name_fn(
+        &mut self,
+        c: &Call,
+        t: Timestamp,
+        f: impl Fn(&[Point]) -> Option<f64>,
+    ) -> EResult<Vec<S>> {
+        let m = self.matrix_arg(&c.args[0], t)?;
+        Ok(self.per_series(m, true, f))
+    }
+}
+
+/// Whether a label name from a string argument is valid: non-empty UTF-8.
+fn valid_label_name(arg: &Expr, name: &str) -> bool {
+    let invalid_bytes = matches!(arg.unparen(), Expr::String(s) if s.bytes.is_some());
+    !name.is_empty() && !invalid_bytes
+}
+
+/// `absent`'s output: `{labels} 1` when `empty`, with labels from the `=` matchers of
+/// a selector argument.
+fn absent(empty: bool, arg: &Expr) -> Vec<S> {
+    if !empty {
+        return Vec::new();
+    }
+    let vs: Option<&VectorSelector> = match arg.unparen() {
+        Expr::VectorSelector(vs) => Some(vs),
+        Expr::MatrixSelector(ms) => Some(&ms.selector),
+        _ => None,
+    };
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut deleted: Vec<&str> = Vec::new();
+    if let Some(vs) = vs {
+        for m in &vs.matchers {
+            if m.name == METRIC_NAME {
+                continue;
+            }
+            let seen = pairs.iter().any(|(n, _)| *n == m.name) || deleted.contains(&m.name.as_str());
+            if m.op == MatchOp::Equal && !seen {
+                pairs.push((m.name.clone(), m.value.clone()));
+            } else {
+                pairs.retain(|(n, _)| *n != m.name);
+                deleted.push(&m.name);
+            }
+        }
+    }
+    vec![S { labels: Labels::from_pairs(pairs), v: 1.0, t: 0, drop_name: false }]
+}
+
+fn elementwise(name: &str) -> fn(f64) -> f64 {
+    match name {
+        "abs" => f64::abs,
+        "ceil" => f64::ceil,
+        "floor" => f64::floor,
+        "exp" => f64::exp,
+        "sqrt" => f64::sqrt,
+        "ln" => f64::ln,
+        "log2" => f64::log2,
+        "log10" => f64::log10,
+        "sin" => f64::sin,
+        "cos" => f64::cos,
+        "tan" => f64::tan,
+        "asin" => f64::asin,
+        "acos" => f64::acos,
+        "atan" => f64::atan,
+        "sinh" => f64::sinh,
+        "cosh" => f64::cosh,
+        "tanh" => f64::tanh,
+        "asinh" => f64::asinh,
+        "acosh" => f64::acosh,
+        "atanh" => f64::atanh,
+        "deg" => kernels::deg,
+        "rad" => kernels::rad,
+        _ => kernels::sgn,
+    }
+}

@@ -1,0 +1,2646 @@
+//! Numeric kernels of PromQL functions and aggregations, reproducing Prometheus 3.14
+//! float semantics bit for bit (amd64 Go: no fused multiply-add anywhere).
+//!
+//! Everything here is pure arithmetic on already-selected data: windows arrive as the
+//! float points of one series, in time order, with stale markers removed. Label
+//! handling, annotations and the choice of window are the evaluator's job.
+//!
+//! Sources (prometheus/prometheus): `promql/functions.go`, `promql/quantile.go`,
+//! `promql/engine.go` (`aggregation`), `util/kahansum`, `util/almost`; Go's `strconv`
+//! (`ParseFloat`, `FormatFloat`), `math.Max`/`math.Min`, `time`; and
+//! `github.com/facette/natsort@2cd4dd1e2dcb` for `sort_by_label`.
+
+// Kernels are added ahead of their callers; this goes once the evaluator calls every
+// kernel.
+#![allow(dead_code)]
+
+use std::cmp::Ordering;
+
+use crate::value::{Point, STALE_NAN_BITS};
+
+// ---------------------------------------------------------------------------------------
+// Common helpers
+// ---------------------------------------------------------------------------------------
+
+/// Bits of Go's `math.NaN()` (`0x7FF8000000000001`), which Prometheus returns wherever it
+/// *creates* a NaN (as opposed to propagating one). Rust's `f64::NAN` has payload 0.
+pub(crate) const GO_NAN_BITS: u64 = 0x7FF8_0000_0000_0001;
+
+/// Go's `math.NaN()`.
+pub(crate) fn go_nan() -> f64 {
+    f64::from_bits(GO_NAN_BITS)
+}
+
+fn is_stale(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// Go's `math.Max` (amd64 assembly and generic code agree): `+Inf` wins over everything,
+/// including NaN; otherwise NaN propagates; `Max(+0, -0) = +0`.
+pub(crate) fn go_max(x: f64, y: f64) -> f64 {
+    if x == f64::INFINITY || y == f64::INFINITY {
+        return f64::INFINITY;
+    }
+    if x.is_nan() || y.is_nan() {
+        return go_nan();
+    }
+    if x == 0.0 && x == y {
+        return if x.is_sign_negative() { y } else { x };
+    }
+    if x > y {
+        x
+    } else {
+        y
+    }
+}
+
+/// Go's `math.Min`: `-Inf` wins over everything, including NaN; otherwise NaN
+/// propagates; `Min(+0, -0) = -0`.
+pub(crate) fn go_min(x: f64, y: f64) -> f64 {
+    if x == f64::NEG_INFINITY || y == f64::NEG_INFINITY {
+        return f64::NEG_INFINITY;
+    }
+    if x.is_nan() || y.is_nan() {
+        return go_nan();
+    }
+    if x == 0.0 && x == y {
+        return if x.is_sign_negative() { x } else { y };
+    }
+    if x < y {
+        x
+    } else {
+        y
+    }
+}
+
+/// Go's `time.Duration(ms * time.Millisecond).Seconds()`: whole seconds plus the
+/// nanosecond remainder divided by 1e9, which can differ by an ulp from `ms / 1000.0`.
+pub(crate) fn go_duration_seconds_from_ms(ms: i64) -> f64 {
+    let sec = ms / 1000;
+    let nsec = (ms % 1000) * 1_000_000;
+    sec as f64 + nsec as f64 / 1e9
+}
+
+/// Go's `sort.Search(n, f)`: the smallest `i` in `[0, n)` with `f(i)` true (assuming
+/// `f` is monotone), else `n`. Reproduced literally because with NaN counts `f` need not
+/// be monotone and the probe order then matters.
+fn go_sort_search(n: usize, mut f: impl FnMut(usize) -> bool) -> usize {
+    let (mut i, mut j) = (0usize, n);
+    while i < j {
+        let h = i + (j - i) / 2;
+        if !f(h) {
+            i = h + 1;
+        } else {
+            j = h;
+        }
+    }
+    i
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Kahan–Neumaier summation (util/kahansum)
+// ---------------------------------------------------------------------------------------
+
+/// One Kahan–Neumaier step, `kahansum.Inc(x, sum, c)`: returns the new running sum and
+/// compensation. An infinite running sum resets the compensation to 0.
+pub(crate) fn kahan_inc(x: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + x;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= x.abs() {
+        c + ((sum - t) + x)
+    } else {
+        c + ((x - t) + sum)
+    };
+    (t, c)
+}
+
+/// A Kahan–Neumaier sum: `sum_over_time` (start from [`KahanSum::new`]) and the `sum`
+/// aggregator (start from [`KahanSum::starting_with`] the first value).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct KahanSum {
+    sum: f64,
+    c: f64,
+}
+
+impl KahanSum {
+    /// An empty sum (`sum_over_time` starts here and adds every sample).
+    pub(crate) fn new() -> Self {
+        KahanSum { sum: 0.0, c: 0.0 }
+    }
+
+    /// A sum whose running value is `first` with no compensation, as the `sum`
+    /// aggregator starts a group.
+    pub(crate) fn starting_with(first: f64) -> Self {
+        KahanSum { sum: first, c: 0.0 }
+    }
+
+    /// Adds `x` with one [`kahan_inc`] step.
+    pub(crate) fn add(&mut self, x: f64) {
+        let (s, c) = kahan_inc(x, self.sum, self.c);
+        self.sum = s;
+        self.c = c;
+    }
+
+    /// `sum_over_time`'s result: the running sum if it is ±Inf, else sum + compensation.
+    pub(crate) fn value(&self) -> f64 {
+        if self.sum.is_infinite() {
+            self.sum
+        } else {
+            self.sum + self.c
+        }
+    }
+
+    /// The `sum` aggregator's result: always sum + compensation (the compensation is 0
+    /// whenever the sum is infinite, so this equals [`KahanSum::value`]).
+    pub(crate) fn aggregation_value(&self) -> f64 {
+        self.sum + self.c
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 2-5. rate family, deriv, resets/changes
+// ---------------------------------------------------------------------------------------
+
+/// `extrapolatedRate` for `rate` (`is_counter`, `is_rate`), `increase` (`is_counter`)
+/// and `delta` (neither), float samples only, without start timestamps.
+///
+/// `points` are the samples in the window `(range_start_ms, range_end_ms]`;
+/// `range_ms` is the selector's (or subquery's) range, whose Go `Duration.Seconds()`
+/// divides a rate. Fewer than two points give `None` (no output).
+pub(crate) fn extrapolated_rate(
+    points: &[Point],
+    range_start_ms: i64,
+    range_end_ms: i64,
+    range_ms: i64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let first = points[0];
+    let last = points[points.len() - 1];
+    let num_samples_minus_one = points.len() - 1;
+
+    let mut result = last.v - first.v;
+    if is_counter {
+        for w in points.windows(2) {
+            if w[1].v < w[0].v {
+                result += w[0].v;
+            }
+        }
+    }
+
+    let mut duration_to_start = (first.t - range_start_ms) as f64 / 1000.0;
+    let mut duration_to_end = (range_end_ms - last.t) as f64 / 1000.0;
+    let sampled_interval = (last.t - first.t) as f64 / 1000.0;
+    let average_duration_between_samples = sampled_interval / num_samples_minus_one as f64;
+    let extrapolation_threshold = average_duration_between_samples * 1.1;
+
+    if duration_to_start >= extrapolation_threshold {
+        duration_to_start = average_duration_between_samples / 2.0;
+    }
+    if is_counter {
+        // Counters cannot be negative: stop the extrapolation at the zero point.
+        let mut duration_to_zero = duration_to_start;
+        if result > 0.0 && first.v >= 0.0 {
+            duration_to_zero = sampled_interval * (first.v / result);
+        }
+        if duration_to_zero < duration_to_start {
+            duration_to_start = duration_to_zero;
+        }
+    }
+    if duration_to_end >= extrapolation_threshold {
+        duration_to_end = average_duration_between_samples / 2.0;
+    }
+
+    // Go: `factor := 1.0; if sampledInterval != 0 { factor = ... }`.
+    let mut factor = 1.0;
+    if sampled_interval != 0.0 {
+        factor = (sampled_interval + duration_to_start + duration_to_end) / sampled_interval;
+    }
+    if is_rate {
+        factor /= go_duration_seconds_from_ms(range_ms);
+    }
+    Some(result * factor)
+}
+
+/// `instantValue` for `irate` (`is_rate`) and `idelta`: uses the last two points.
+/// Fewer than two points, or two points with the same timestamp, give `None`.
+/// For `irate` a decrease is a counter reset and the last value is taken as the
+/// increase; NaN comparisons are false, so NaN values subtract normally.
+pub(crate) fn instant_value(points: &[Point], is_rate: bool) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let a = points[points.len() - 2];
+    let b = points[points.len() - 1];
+    let sampled_interval = b.t - a.t;
+    if sampled_interval == 0 {
+        return None;
+    }
+    let mut result = if is_rate && b.v < a.v { b.v } else { b.v - a.v };
+    if is_rate {
+        result /= sampled_interval as f64 / 1000.0;
+    }
+    Some(result)
+}
+
+/// `linearRegression`: least-squares slope and intercept at `intercept_time_ms`, with
+/// Kahan-compensated sums of x, y, xy and x² (x in seconds relative to the intercept
+/// time). A constant series gives `(0, y0)`, or `(NaN, NaN)` if `y0` is ±Inf. An empty
+/// slice (where Go would panic) gives `(NaN, NaN)`.
+pub(crate) fn linear_regression(points: &[Point], intercept_time_ms: i64) -> (f64, f64) {
+    let Some(first) = points.first() else {
+        return (go_nan(), go_nan());
+    };
+    let init_y = first.v;
+    let mut const_y = true;
+    let mut n = 0.0f64;
+    let (mut sum_x, mut c_x) = (0.0f64, 0.0f64);
+    let (mut sum_y, mut c_y) = (0.0f64, 0.0f64);
+    let (mut sum_xy, mut c_xy) = (0.0f64, 0.0f64);
+    let (mut sum_x2, mut c_x2) = (0.0f64, 0.0f64);
+    for (i, p) in points.iter().enumerate() {
+        if const_y && i > 0 && p.v != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (p.t - intercept_time_ms) as f64 / 1e3;
+        (sum_x, c_x) = kahan_inc(x, sum_x, c_x);
+        (sum_y, c_y) = kahan_inc(p.v, sum_y, c_y);
+        (sum_xy, c_xy) = kahan_inc(x * p.v, sum_xy, c_xy);
+        (sum_x2, c_x2) = kahan_inc(x * x, sum_x2, c_x2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (go_nan(), go_nan());
+        }
+        return (0.0, init_y);
+    }
+    sum_x += c_x;
+    sum_y += c_y;
+    sum_xy += c_xy;
+    sum_x2 += c_x2;
+
+    let cov_xy = sum_xy - sum_x * sum_y / n;
+    let var_x = sum_x2 - sum_x * sum_x / n;
+    let slope = cov_xy / var_x;
+    let intercept = sum_y / n - slope * sum_x / n;
+    (slope, intercept)
+}
+
+/// `deriv`: the regression slope with the first sample's time as intercept time.
+/// Fewer than two points give `None`.
+pub(crate) fn deriv(points: &[Point]) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    Some(linear_regression(points, points[0].t).0)
+}
+
+/// `predict_linear(v, duration_secs)`: `slope·d + intercept`, with the intercept taken
+/// at `eval_time_ms`, the **step** time (`enh.Ts`, not the @/offset-adjusted time).
+/// Fewer than two points give `None`.
+pub(crate) fn predict_linear(points: &[Point], eval_time_ms: i64, duration_secs: f64) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (slope, intercept) = linear_regression(points, eval_time_ms);
+    Some(slope * duration_secs + intercept)
+}
+
+/// `resets`: the number of decreases between consecutive samples (NaN comparisons are
+/// false). One sample gives 0 (so does an empty slice; the caller outputs nothing for an
+/// empty window).
+pub(crate) fn resets(points: &[Point]) -> f64 {
+    points.windows(2).filter(|w| w[1].v < w[0].v).count() as f64
+}
+
+/// `changes`: the number of consecutive pairs that differ, where two NaNs count as
+/// equal (but `0 → NaN` is a change). One sample gives 0 (so does an empty slice).
+pub(crate) fn changes(points: &[Point]) -> f64 {
+    points.windows(2).filter(|w| w[1].v != w[0].v && !(w[1].v.is_nan() && w[0].v.is_nan())).count() as f64
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. *_over_time
+// ---------------------------------------------------------------------------------------
+
+// The window statistics below return a plain `f64` because the caller only calls them
+// for non-empty windows (Prometheus outputs nothing for an empty window). For an empty
+// slice they return NaN (Go would panic or not be called), never panic.
+
+/// `sum_over_time`: Kahan–Neumaier sum from 0; ±Inf is returned without compensation.
+pub(crate) fn sum_over_time(points: &[Point]) -> f64 {
+    if points.is_empty() {
+        return go_nan();
+    }
+    let mut k = KahanSum::new();
+    for p in points {
+        k.add(p.v);
+    }
+    k.value()
+}
+
+/// `avg_over_time`: direct Kahan mean, switching to the incremental mean once the sum
+/// would overflow, finished as `S/n + C/n` (3.10+). Same algorithm as [`AvgAcc`].
+pub(crate) fn avg_over_time(points: &[Point]) -> f64 {
+    let Some((first, rest)) = points.split_first() else {
+        return go_nan();
+    };
+    let mut acc = AvgAcc::new(first.v);
+    for p in rest {
+        acc.add(p.v);
+    }
+    acc.value()
+}
+
+/// `min_over_time`: starts with the first value and takes `v` when `v < cur` or `cur`
+/// is NaN, so the result is NaN only if every value is NaN.
+pub(crate) fn min_over_time(points: &[Point]) -> f64 {
+    let Some((first, rest)) = points.split_first() else {
+        return go_nan();
+    };
+    rest.iter().fold(first.v, |cur, p| min_step(cur, p.v))
+}
+
+/// `max_over_time`: as [`min_over_time`] with `v > cur`.
+pub(crate) fn max_over_time(points: &[Point]) -> f64 {
+    let Some((first, rest)) = points.split_first() else {
+        return go_nan();
+    };
+    rest.iter().fold(first.v, |cur, p| max_step(cur, p.v))
+}
+
+/// `count_over_time`: the number of samples.
+pub(crate) fn count_over_time(points: &[Point]) -> f64 {
+    points.len() as f64
+}
+
+/// `last_over_time`: the newest value (NaN for an empty slice).
+pub(crate) fn last_over_time(points: &[Point]) -> f64 {
+    points.last().map_or_else(go_nan, |p| p.v)
+}
+
+/// `first_over_time`: the oldest value (NaN for an empty slice).
+pub(crate) fn first_over_time(points: &[Point]) -> f64 {
+    points.first().map_or_else(go_nan, |p| p.v)
+}
+
+/// `varianceOverTime`: Welford's algorithm with Kahan-compensated mean and M2.
+fn variance_over_time(points: &[Point]) -> f64 {
+    if points.is_empty() {
+        return go_nan();
+    }
+    let mut count = 0.0f64;
+    let (mut mean, mut c_mean) = (0.0f64, 0.0f64);
+    let (mut aux, mut c_aux) = (0.0f64, 0.0f64);
+    for p in points {
+        count += 1.0;
+        let delta = p.v - (mean + c_mean);
+        (mean, c_mean) = kahan_inc(delta / count, mean, c_mean);
+        (aux, c_aux) = kahan_inc(delta * (p.v - (mean + c_mean)), aux, c_aux);
+    }
+    (aux + c_aux) / count
+}
+
+/// `stdvar_over_time` (population variance; Welford + Kahan).
+pub(crate) fn stdvar_over_time(points: &[Point]) -> f64 {
+    variance_over_time(points)
+}
+
+/// `stddev_over_time`: the square root of [`stdvar_over_time`].
+pub(crate) fn stddev_over_time(points: &[Point]) -> f64 {
+    variance_over_time(points).sqrt()
+}
+
+/// `quantile_over_time(phi, r)`: [`quantile`] of the window's values. The caller emits
+/// the `quantile value should be between 0 and 1` warning for NaN or out-of-range phi.
+pub(crate) fn quantile_over_time(phi: f64, points: &[Point]) -> f64 {
+    let mut values: Vec<f64> = points.iter().map(|p| p.v).collect();
+    quantile(phi, &mut values)
+}
+
+/// `mad_over_time`: NaN if any value is NaN; otherwise the median of the absolute
+/// deviations from the median (both medians through [`quantile`]).
+pub(crate) fn mad_over_time(points: &[Point]) -> f64 {
+    if points.is_empty() || points.iter().any(|p| p.v.is_nan()) {
+        return go_nan();
+    }
+    let mut values: Vec<f64> = points.iter().map(|p| p.v).collect();
+    let median = quantile(0.5, &mut values);
+    for v in values.iter_mut() {
+        *v = (*v - median).abs();
+    }
+    quantile(0.5, &mut values)
+}
+
+/// `compareOverTime` with `returnTimestamp`: the timestamp (seconds) of the last sample
+/// for which `better(v, current)` held, starting from the first sample.
+fn ts_of_compare(points: &[Point], better: impl Fn(f64, f64) -> bool) -> f64 {
+    let Some(first) = points.first() else {
+        return go_nan();
+    };
+    let mut cur = first.v;
+    let mut ts = first.t;
+    for p in points {
+        if better(p.v, cur) {
+            cur = p.v;
+            ts = p.t;
+        }
+    }
+    ts as f64 / 1000.0
+}
+
+/// `ts_of_min_over_time`: timestamp in seconds of the **last** minimum (`v <= cur` or
+/// `cur` NaN).
+pub(crate) fn ts_of_min_over_time(points: &[Point]) -> f64 {
+    ts_of_compare(points, |v, cur| v <= cur || cur.is_nan())
+}
+
+/// `ts_of_max_over_time`: timestamp in seconds of the **last** maximum (`v >= cur` or
+/// `cur` NaN).
+pub(crate) fn ts_of_max_over_time(points: &[Point]) -> f64 {
+    ts_of_compare(points, |v, cur| v >= cur || cur.is_nan())
+}
+
+/// `ts_of_first_over_time`: the oldest sample's timestamp in seconds.
+pub(crate) fn ts_of_first_over_time(points: &[Point]) -> f64 {
+    points.first().map_or_else(go_nan, |p| p.t as f64 / 1000.0)
+}
+
+/// `ts_of_last_over_time`: the newest sample's timestamp in seconds.
+pub(crate) fn ts_of_last_over_time(points: &[Point]) -> f64 {
+    points.last().map_or_else(go_nan, |p| p.t as f64 / 1000.0)
+}
+
+/// Validates `double_exponential_smoothing`'s factors with Prometheus' exact runtime
+/// errors (checked whenever the window is non-empty). NaN factors pass, as in Go.
+pub(crate) fn validate_smoothing(sf: f64, tf: f64) -> Result<(), String> {
+    if sf <= 0.0 || sf >= 1.0 {
+        return Err(format!(
+            "invalid smoothing factor. Expected: 0 < sf < 1, got: {}",
+            go_format_fixed(sf, 6)
+        ));
+    }
+    if tf <= 0.0 || tf >= 1.0 {
+        return Err(format!("invalid trend factor. Expected: 0 < tf < 1, got: {}", go_format_fixed(tf, 6)));
+    }
+    Ok(())
+}
+
+/// `double_exponential_smoothing(r, sf, tf)` (Holt's linear method, same math as 2.x
+/// `holt_winters`). Fewer than two points give `None`. Validation is separate:
+/// [`validate_smoothing`].
+pub(crate) fn double_exponential_smoothing(points: &[Point], sf: f64, tf: f64) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let mut s0 = 0.0f64;
+    let mut s1 = points[0].v;
+    let mut b = points[1].v - points[0].v;
+    for (i, p) in points.iter().enumerate().skip(1) {
+        let x = sf * p.v;
+        // calcTrendValue(i-1, ...): the initial trend is used unchanged at i == 1.
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let y = (1.0 - sf) * (s1 + b);
+        s0 = s1;
+        s1 = x + y;
+    }
+    Some(s1)
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. quantile
+// ---------------------------------------------------------------------------------------
+
+/// The order of Go's `vectorByValueHeap` (NaN before everything), made total so that
+/// Rust's sort cannot misbehave: NaNs first, then ascending, `-0 == +0`.
+fn cmp_nan_first(a: f64, b: f64) -> Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+        (false, false) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+    }
+}
+
+/// `quantile(phi, values)` of the `quantile` aggregator and `quantile_over_time`
+/// (sorts `values`; a `&mut Vec<f64>` coerces to the slice).
+///
+/// Empty input or NaN phi → NaN; phi < 0 → -Inf; phi > 1 → +Inf. Otherwise values are
+/// sorted with NaN first and the literal formula `x_lo·(1−w) + x_hi·w` is evaluated, so
+/// `Inf·0` yields NaN (`quantile(0.5, {1, 2, +Inf})` is NaN).
+pub(crate) fn quantile(phi: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() || phi.is_nan() {
+        return go_nan();
+    }
+    if phi < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if phi > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_unstable_by(|a, b| cmp_nan_first(*a, *b));
+    let n = values.len() as f64;
+    let rank = phi * (n - 1.0);
+    let lower_index = go_max(0.0, rank.floor());
+    let upper_index = go_min(n - 1.0, lower_index + 1.0);
+    let weight = rank - rank.floor();
+    values[lower_index as usize] * (1.0 - weight) + values[upper_index as usize] * weight
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. Aggregation accumulators
+// ---------------------------------------------------------------------------------------
+
+/// `avg` aggregation state (and `avg_over_time`): a Kahan sum until the sum would
+/// overflow, then an incremental Kahan mean. Bit-exact with Prometheus 3.10+.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AvgAcc {
+    sum: f64,
+    c: f64,
+    mean: f64,
+    count: f64,
+    incremental: bool,
+}
+
+impl AvgAcc {
+    /// A group started by its first value.
+    pub(crate) fn new(first: f64) -> Self {
+        AvgAcc { sum: first, c: 0.0, mean: first, count: 1.0, incremental: false }
+    }
+
+    /// Adds the next value.
+    pub(crate) fn add(&mut self, v: f64) {
+        self.count += 1.0;
+        if !self.incremental {
+            let (s, c) = kahan_inc(v, self.sum, self.c);
+            if !s.is_infinite() {
+                self.sum = s;
+                self.c = c;
+                return;
+            }
+            // The sum would overflow: continue with the incremental mean.
+            self.incremental = true;
+            self.mean = self.sum / (self.count - 1.0);
+            self.c /= self.count - 1.0;
+        }
+        let q = (self.count - 1.0) / self.count;
+        (self.mean, self.c) = kahan_inc(v / self.count, q * self.mean, q * self.c);
+    }
+
+    /// The number of values added so far.
+    pub(crate) fn count(&self) -> f64 {
+        self.count
+    }
+
+    /// The mean: `mean + C` after a switch to incremental mode, else `S/n + C/n`.
+    pub(crate) fn value(&self) -> f64 {
+        if self.incremental {
+            self.mean + self.c
+        } else {
+            self.sum / self.count + self.c / self.count
+        }
+    }
+}
+
+/// `stddev`/`stdvar` aggregation state: plain Welford (no Kahan). A first value of NaN
+/// or ±Inf seeds the M2 accumulator with NaN, so a single such value gives NaN.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct StddevAcc {
+    count: f64,
+    mean: f64,
+    m2: f64,
+}
+
+impl StddevAcc {
+    /// A group started by its first value.
+    pub(crate) fn new(first: f64) -> Self {
+        let m2 = if first.is_nan() || first.is_infinite() { go_nan() } else { 0.0 };
+        StddevAcc { count: 1.0, mean: first, m2 }
+    }
+
+    /// Adds the next value.
+    pub(crate) fn add(&mut self, v: f64) {
+        self.count += 1.0;
+        let delta = v - self.mean;
+        self.mean += delta / self.count;
+        self.m2 += delta * (v - self.mean);
+    }
+
+    /// `stdvar`: `M2 / n`.
+    pub(crate) fn stdvar(&self) -> f64 {
+        self.m2 / self.count
+    }
+
+    /// `stddev`: `sqrt(M2 / n)`.
+    pub(crate) fn stddev(&self) -> f64 {
+        (self.m2 / self.count).sqrt()
+    }
+}
+
+/// One `min` aggregation / `min_over_time` step: `v` replaces `cur` if `v < cur` or
+/// `cur` is NaN.
+pub(crate) fn min_step(cur: f64, v: f64) -> f64 {
+    if v < cur || cur.is_nan() {
+        v
+    } else {
+        cur
+    }
+}
+
+/// One `max` aggregation / `max_over_time` step: `v` replaces `cur` if `v > cur` or
+/// `cur` is NaN.
+pub(crate) fn max_step(cur: f64, v: f64) -> f64 {
+    if v > cur || cur.is_nan() {
+        v
+    } else {
+        cur
+    }
+}
+
+/// Go's `strconv.FormatFloat(v, 'f', -1, 64)` (the `count_values` label): the shortest
+/// decimal that round-trips, never with an exponent; `NaN`, `+Inf`, `-Inf`; `-0` for
+/// negative zero.
+pub(crate) fn go_format_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v == f64::INFINITY {
+        "+Inf".to_string()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_string()
+    } else {
+        // Rust's Display is shortest-round-trip and never uses an exponent.
+        format!("{v}")
+    }
+}
+
+/// Go's `fmt` `%.<prec>f` (`strconv.FormatFloat(v, 'f', prec, 64)` plus fmt's NaN/Inf
+/// spelling): exact decimal expansion rounded half-to-even; `NaN`, `+Inf`, `-Inf`.
+pub(crate) fn go_format_fixed(v: f64, prec: usize) -> String {
+    if v.is_nan() {
+        "NaN".to_string()
+    } else if v == f64::INFINITY {
+        "+Inf".to_string()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".to_string()
+    } else {
+        format!("{v:.prec$}")
+    }
+}
+
+/// Go's `%g` / `strconv.FormatFloat(v, 'g', -1, 64)`, used in annotations such as
+/// `quantile value should be between 0 and 1, got %g`: shortest digits, exponent form
+/// (`1e+06`, `1e-05`) when the decimal exponent is < -4 or >= 6.
+pub(crate) fn go_format_g(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".to_string();
+    }
+    if v == f64::INFINITY {
+        return "+Inf".to_string();
+    }
+    if v == f64::NEG_INFINITY {
+        return "-Inf".to_string();
+    }
+    // Shortest round-trip digits and decimal exponent, from Rust's `{:e}`.
+    let sci = format!("{:e}", v.abs());
+    let (mant, exp) = match sci.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i64>().unwrap_or(0)),
+        None => (sci.as_str(), 0),
+    };
+    let digits: Vec<u8> = mant.bytes().filter(u8::is_ascii_digit).collect();
+    let nd = digits.len() as i64;
+    let dp = exp + 1;
+    let mut out = String::new();
+    if v.is_sign_negative() {
+        out.push('-');
+    }
+    let x = dp - 1;
+    if !(-4..6).contains(&x) {
+        // %e with nd-1 fraction digits.
+        out.push(digits[0] as char);
+        if nd > 1 {
+            out.push('.');
+            out.extend(digits[1..].iter().map(|&d| d as char));
+        }
+        out.push('e');
+        out.push(if x < 0 { '-' } else { '+' });
+        let ax = x.unsigned_abs();
+        if ax < 10 {
+            out.push('0');
+        }
+        out.push_str(&ax.to_string());
+    } else {
+        // %f with max(nd - dp, 0) fraction digits.
+        if dp > 0 {
+            for i in 0..dp {
+                out.push(if i < nd { digits[i as usize] as char } else { '0' });
+            }
+        } else {
+            out.push('0');
+        }
+        let frac = (nd - dp).max(0);
+        if frac > 0 {
+            out.push('.');
+            for i in 1..=frac {
+                let j = dp + i - 1;
+                out.push(if (0..nd).contains(&j) { digits[j as usize] as char } else { '0' });
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. Classic histograms
+// ---------------------------------------------------------------------------------------
+
+/// One classic-histogram bucket: upper bound (`le`) and cumulative count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Bucket {
+    /// The `le` bound.
+    pub(crate) upper: f64,
+    /// The cumulative count.
+    pub(crate) count: f64,
+}
+
+/// Full result of [`bucket_quantile_detailed`], including the data of the
+/// `input to histogram_quantile needed to be fixed for monotonicity` info annotation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct BucketQuantileResult {
+    /// The quantile.
+    pub(crate) value: f64,
+    /// A decrease between buckets had to be removed (triggers the info annotation).
+    pub(crate) forced_monotonic: bool,
+    /// A relative difference ≤ 1e-12 between adjacent buckets was ignored.
+    pub(crate) fixed_precision: bool,
+    /// Lowest upper bound at which monotonicity was forced (+Inf if none, 0 if the
+    /// monotonicity pass did not run).
+    pub(crate) min_bucket: f64,
+    /// Highest such upper bound (-Inf if none, 0 if the pass did not run).
+    pub(crate) max_bucket: f64,
+    /// Largest removed decrease (0 if none).
+    pub(crate) max_diff: f64,
+}
+
+impl BucketQuantileResult {
+    fn plain(value: f64) -> Self {
+        BucketQuantileResult {
+            value,
+            forced_monotonic: false,
+            fixed_precision: false,
+            min_bucket: 0.0,
+            max_bucket: 0.0,
+            max_diff: 0.0,
+        }
+    }
+}
+
+/// Go sorts buckets by upper bound with a comparator that calls NaN equal to anything;
+/// here NaN bounds sort last (a total order), which only matters for `le="NaN"`.
+fn sort_buckets(buckets: &mut [Bucket]) {
+    buckets.sort_by(|a, b| match (a.upper.is_nan(), b.upper.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => a.upper.partial_cmp(&b.upper).unwrap_or(Ordering::Equal),
+    });
+}
+
+/// `coalesceBuckets`: merges sorted buckets with equal bounds (`le="1"` and `le="1.0"`)
+/// by summing counts, in place; returns the new length.
+fn coalesce_buckets(buckets: &mut [Bucket]) -> usize {
+    if buckets.is_empty() {
+        return 0;
+    }
+    let mut last = buckets[0];
+    let mut i = 0;
+    for j in 1..buckets.len() {
+        let b = buckets[j];
+        if b.upper == last.upper {
+            last.count += b.count;
+        } else {
+            buckets[i] = last;
+            last = b;
+            i += 1;
+        }
+    }
+    buckets[i] = last;
+    i + 1
+}
+
+/// `ensureMonotonicAndIgnoreSmallDeltas`: silently absorbs relative differences within
+/// `tolerance` (either direction), then removes remaining decreases; `prev` only moves
+/// on accepted increases.
+fn ensure_monotonic_and_ignore_small_deltas(buckets: &mut [Bucket], tolerance: f64) -> BucketQuantileResult {
+    let mut r = BucketQuantileResult::plain(0.0);
+    r.min_bucket = f64::INFINITY;
+    r.max_bucket = f64::NEG_INFINITY;
+    let Some(first) = buckets.first() else {
+        return r;
+    };
+    let mut prev = first.count;
+    for b in buckets.iter_mut().skip(1) {
+        let curr = b.count;
+        if curr == prev {
+            continue;
+        }
+        if almost_equal(prev, curr, tolerance) {
+            b.count = prev;
+            r.fixed_precision = true;
+            continue;
+        }
+        if curr < prev {
+            b.count = prev;
+            r.forced_monotonic = true;
+            if b.upper < r.min_bucket {
+                r.min_bucket = b.upper;
+            }
+            if b.upper > r.max_bucket {
+                r.max_bucket = b.upper;
+            }
+            let diff = prev - curr;
+            if diff > r.max_diff {
+                r.max_diff = diff;
+            }
+            continue;
+        }
+        prev = curr;
+    }
+    r
+}
+
+/// `BucketQuantile` (classic `histogram_quantile`), full result. Sorts and coalesces
+/// `buckets` in place.
+///
+/// In Go's order: phi NaN → NaN, phi < 0 → -Inf, phi > 1 → +Inf (before any bucket
+/// checks); highest bound not +Inf → NaN; coalescing; the monotonicity/small-delta fix
+/// (`almost.Equal(prev, c, 1e-12)`); fewer than 2 buckets or 0 observations → NaN; then
+/// linear interpolation (the +Inf bucket yields the second-highest bound, a first bucket
+/// with bound ≤ 0 yields that bound). Empty input (a Go panic) gives NaN.
+pub(crate) fn bucket_quantile_detailed(phi: f64, buckets: &mut [Bucket]) -> BucketQuantileResult {
+    if phi.is_nan() {
+        return BucketQuantileResult::plain(go_nan());
+    }
+    if phi < 0.0 {
+        return BucketQuantileResult::plain(f64::NEG_INFINITY);
+    }
+    if phi > 1.0 {
+        return BucketQuantileResult::plain(f64::INFINITY);
+    }
+    if buckets.is_empty() {
+        return BucketQuantileResult::plain(go_nan());
+    }
+    sort_buckets(buckets);
+    if buckets[buckets.len() - 1].upper != f64::INFINITY {
+        return BucketQuantileResult::plain(go_nan());
+    }
+    let n = coalesce_buckets(buckets);
+    let buckets = &mut buckets[..n];
+    let mut r = ensure_monotonic_and_ignore_small_deltas(buckets, 1e-12);
+
+    r.value = go_nan();
+    if n < 2 {
+        return r;
+    }
+    let observations = buckets[n - 1].count;
+    if observations == 0.0 {
+        return r;
+    }
+    let mut rank = phi * observations;
+    let b = go_sort_search(n - 1, |i| buckets[i].count >= rank);
+
+    if b == n - 1 {
+        r.value = buckets[n - 2].upper;
+        return r;
+    }
+    if b == 0 && buckets[0].upper <= 0.0 {
+        r.value = buckets[0].upper;
+        return r;
+    }
+    let mut bucket_start = 0.0;
+    let bucket_end = buckets[b].upper;
+    let mut count = buckets[b].count;
+    if b > 0 {
+        bucket_start = buckets[b - 1].upper;
+        count -= buckets[b - 1].count;
+        rank -= buckets[b - 1].count;
+    }
+    r.value = bucket_start + (bucket_end - bucket_start) * (rank / count);
+    r
+}
+
+/// `BucketQuantile` (classic `histogram_quantile`): `(value, forced_monotonic,
+/// fixed_small_deltas)`. See [`bucket_quantile_detailed`].
+pub(crate) fn bucket_quantile(phi: f64, buckets: &mut [Bucket]) -> (f64, bool, bool) {
+    let r = bucket_quantile_detailed(phi, buckets);
+    (r.value, r.forced_monotonic, r.fixed_precision)
+}
+
+/// `BucketFraction` (classic `histogram_fraction(lo, hi, v)`): sorts and coalesces
+/// `buckets` in place, **no** monotonicity fix.
+///
+/// Highest bound not +Inf → NaN; total count 0 or a NaN bound → NaN; `lo >= hi` → 0.
+/// The first bucket's lower bound is 0 if its upper bound is > 0, else -Inf; inside a
+/// bucket ranks are interpolated linearly (a -Inf lower bound yields the bucket's count,
+/// a +Inf upper bound the previous count). Empty input gives NaN.
+pub(crate) fn bucket_fraction(lo: f64, hi: f64, buckets: &mut [Bucket]) -> f64 {
+    if buckets.is_empty() {
+        return go_nan();
+    }
+    sort_buckets(buckets);
+    if buckets[buckets.len() - 1].upper != f64::INFINITY {
+        return go_nan();
+    }
+    let n = coalesce_buckets(buckets);
+    let buckets = &buckets[..n];
+
+    let count = buckets[n - 1].count;
+    if count == 0.0 || lo.is_nan() || hi.is_nan() {
+        return go_nan();
+    }
+    if lo >= hi {
+        return 0.0;
+    }
+
+    let mut rank = 0.0f64;
+    let (mut lower_rank, mut upper_rank) = (0.0f64, 0.0f64);
+    let (mut lower_set, mut upper_set) = (false, false);
+    let mut lower_bound = if buckets[0].upper <= 0.0 { f64::NEG_INFINITY } else { 0.0 };
+
+    for (i, b) in buckets.iter().enumerate() {
+        if i > 0 {
+            lower_bound = buckets[i - 1].upper;
+        }
+        let upper_bound = b.upper;
+        let interpolate = |v: f64, rank: f64| -> f64 {
+            if lower_bound == f64::NEG_INFINITY {
+                return b.count;
+            }
+            rank + (b.count - rank) * (v - lower_bound) / (upper_bound - lower_bound)
+        };
+
+        if !lower_set && lower_bound >= lo {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && lower_bound >= hi {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lower_bound < lo && upper_bound > lo {
+            lower_rank = interpolate(lo, rank);
+            lower_set = true;
+        }
+        if !upper_set && lower_bound < hi && upper_bound > hi {
+            upper_rank = interpolate(hi, rank);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank = b.count;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / count
+}
+
+/// Go's `underscoreOK`: underscores only between digits, or between a base prefix and a
+/// digit.
+fn go_underscore_ok(s: &[u8]) -> bool {
+    let mut s = s;
+    if let Some((&c, rest)) = s.split_first() {
+        if c == b'-' || c == b'+' {
+            s = rest;
+        }
+    }
+    let mut saw = b'^';
+    let mut i = 0;
+    let mut hex = false;
+    if s.len() >= 2 && s[0] == b'0' && matches!(s[1] | 0x20, b'b' | b'o' | b'x') {
+        i = 2;
+        saw = b'0';
+        hex = s[1] | 0x20 == b'x';
+    }
+    while i < s.len() {
+        let c = s[i];
+        i += 1;
+        if c.is_ascii_digit() || (hex && (b'a'..=b'f').contains(&(c | 0x20))) {
+            saw = b'0';
+            continue;
+        }
+        if c == b'_' {
+            if saw != b'0' {
+                return false;
+            }
+            saw = b'_';
+            continue;
+        }
+        if saw == b'_' {
+            return false;
+        }
+        saw = b'!';
+    }
+    saw != b'_'
+}
+
+/// Go's `atofHex` for float64: rounds a hex mantissa (`trunc`: nonzero bits were
+/// dropped) times `2^exp` to nearest-even; `None` on overflow (Go's `ErrRange`).
+fn go_atof_hex(mut mantissa: u64, mut exp: i64, neg: bool, trunc: bool) -> Option<f64> {
+    const MANTBITS: i64 = 52;
+    const BIAS: i64 = -1023;
+    let max_exp: i64 = (1 << 11) + BIAS - 2;
+    let min_exp: i64 = BIAS + 1;
+    exp += MANTBITS;
+    while mantissa != 0 && mantissa >> (MANTBITS + 2) == 0 {
+        mantissa <<= 1;
+        exp -= 1;
+    }
+    if trunc {
+        mantissa |= 1;
+    }
+    while mantissa >> (1 + MANTBITS + 2) != 0 {
+        mantissa = (mantissa >> 1) | (mantissa & 1);
+        exp += 1;
+    }
+    while mantissa > 1 && exp < min_exp - 2 {
+        mantissa = (mantissa >> 1) | (mantissa & 1);
+        exp += 1;
+    }
+    let mut round = mantissa & 3;
+    mantissa >>= 2;
+    round |= mantissa & 1;
+    exp += 2;
+    if round == 3 {
+        mantissa += 1;
+        if mantissa == 1 << (1 + MANTBITS) {
+            mantissa >>= 1;
+            exp += 1;
+        }
+    }
+    if mantissa >> MANTBITS == 0 {
+        exp = BIAS;
+    }
+    if exp > max_exp {
+        return None;
+    }
+    let mut bits = mantissa & ((1u64 << MANTBITS) - 1);
+    bits |= (((exp - BIAS) & 0x7FF) as u64) << MANTBITS;
+    if neg {
+        bits |= 1u64 << 63;
+    }
+    Some(f64::from_bits(bits))
+}
+
+/// Go's `strconv.ParseFloat(s, 64)` as used for `le` labels, `None` where Go returns an
+/// error (syntax or range).
+///
+/// Accepts: `inf`/`infinity` in any case with an optional sign; `nan` in any case
+/// without sign; decimal `[+-]digits[.digits][(e|E)[+-]digits]` (at least one mantissa
+/// digit); hex `[+-]0x` mantissa with mandatory `p` exponent (`0x1p-3`, `0x1.8p1`);
+/// `_` only between digits (or after a base prefix). Values that overflow (`1e400`,
+/// `0x1p2000`) are range errors; underflow gives ±0 without error.
+pub(crate) fn parse_le(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    if b.is_empty() {
+        return None;
+    }
+    // special(): signed inf/infinity, unsigned nan.
+    {
+        let (neg, rest) = match b[0] {
+            b'+' => (false, &b[1..]),
+            b'-' => (true, &b[1..]),
+            _ => (false, b),
+        };
+        let lower: Vec<u8> = rest.iter().map(|c| c.to_ascii_lowercase()).collect();
+        if lower == b"inf" || lower == b"infinity" {
+            return Some(if neg { f64::NEG_INFINITY } else { f64::INFINITY });
+        }
+        if rest.len() == b.len() && lower == b"nan" {
+            return Some(go_nan());
+        }
+    }
+
+    // readFloat().
+    let mut i = 0usize;
+    let mut neg = false;
+    match b[0] {
+        b'+' => i += 1,
+        b'-' => {
+            i += 1;
+            neg = true;
+        }
+        _ => {}
+    }
+    let mut hex = false;
+    let mut base: u64 = 10;
+    let mut max_mant_digits = 19;
+    let mut exp_char = b'e';
+    if i + 2 < b.len() && b[i] == b'0' && b[i + 1] | 0x20 == b'x' {
+        hex = true;
+        base = 16;
+        max_mant_digits = 16;
+        exp_char = b'p';
+        i += 2;
+    }
+    let mut underscores = false;
+    let mut sawdot = false;
+    let mut sawdigits = false;
+    let mut nd: i64 = 0;
+    let mut nd_mant: i64 = 0;
+    let mut dp: i64 = 0;
+    let mut mantissa: u64 = 0;
+    let mut trunc = false;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'_' {
+            underscores = true;
+        } else if c == b'.' {
+            if sawdot {
+                break;
+            }
+            sawdot = true;
+            dp = nd;
+        } else if c.is_ascii_digit() {
+            sawdigits = true;
+            if c == b'0' && nd == 0 {
+                dp -= 1;
+            } else {
+                nd += 1;
+                if nd_mant < max_mant_digits {
+                    mantissa = mantissa.wrapping_mul(base).wrapping_add(u64::from(c - b'0'));
+                    nd_mant += 1;
+                } else if c != b'0' {
+                    trunc = true;
+                }
+            }
+        } else if hex && (b'a'..=b'f').contains(&(c | 0x20)) {
+            sawdigits = true;
+            nd += 1;
+            if nd_mant < max_mant_digits {
+                mantissa = mantissa.wrapping_mul(16).wrapping_add(u64::from((c | 0x20) - b'a' + 10));
+                nd_mant += 1;
+            } else {
+                trunc = true;
+            }
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    if !sawdigits {
+        return None;
+    }
+    if !sawdot {
+        dp = nd;
+    }
+    if hex {
+        dp *= 4;
+        nd_mant *= 4;
+    }
+    if i < b.len() && b[i] | 0x20 == exp_char {
+        i += 1;
+        if i >= b.len() {
+            return None;
+        }
+        let mut esign: i64 = 1;
+        match b[i] {
+            b'+' => i += 1,
+            b'-' => {
+                i += 1;
+                esign = -1;
+            }
+            _ => {}
+        }
+        if i >= b.len() || !b[i].is_ascii_digit() {
+            return None;
+        }
+        let mut e: i64 = 0;
+        while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'_') {
+            if b[i] == b'_' {
+                underscores = true;
+            } else if e < 10000 {
+                e = e * 10 + i64::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        dp += e * esign;
+    } else if hex {
+        return None;
+    }
+    if underscores && !go_underscore_ok(&b[..i]) {
+        return None;
+    }
+    if i != b.len() {
+        return None;
+    }
+
+    if hex {
+        let exp = if mantissa != 0 { dp - nd_mant } else { 0 };
+        return go_atof_hex(mantissa, exp, neg, trunc);
+    }
+    // Decimal: the grammar is checked; Rust's correctly rounded parser gives the same
+    // value as Go's (both round half to even), and overflow to ±Inf is Go's ErrRange.
+    let cleaned: String = s.chars().filter(|&c| c != '_').collect();
+    let v: f64 = cleaned.parse().ok()?;
+    if v.is_infinite() {
+        return None;
+    }
+    Some(v)
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. Elementwise math
+// ---------------------------------------------------------------------------------------
+
+/// `round(v, to_nearest)`: `floor(v·(1/to) + 0.5) / (1/to)` (ties toward +Inf:
+/// `round(-2.5) = -2`).
+pub(crate) fn go_round(v: f64, to_nearest: f64) -> f64 {
+    let inv = 1.0 / to_nearest;
+    (v * inv + 0.5).floor() / inv
+}
+
+/// `clamp(v, lo, hi)` for one element: `math.Max(lo, math.Min(hi, v))` with Go
+/// semantics (NaN propagates except against an infinity of the winning sign). The caller
+/// returns an empty vector when `hi < lo`. `clamp_min(v, lo) = clamp(v, lo, +Inf)`,
+/// `clamp_max(v, hi) = clamp(v, -Inf, hi)`.
+pub(crate) fn clamp(v: f64, lo: f64, hi: f64) -> f64 {
+    go_max(lo, go_min(hi, v))
+}
+
+/// `sgn`: -1 for negative, 1 for positive, otherwise the input (±0, NaN).
+pub(crate) fn sgn(v: f64) -> f64 {
+    if v < 0.0 {
+        -1.0
+    } else if v > 0.0 {
+        1.0
+    } else {
+        v
+    }
+}
+
+/// `deg`: `v * 180 / π`, evaluated left to right as in Go.
+pub(crate) fn deg(v: f64) -> f64 {
+    v * 180.0 / std::f64::consts::PI
+}
+
+/// `rad`: `v * π / 180`, evaluated left to right as in Go.
+pub(crate) fn rad(v: f64) -> f64 {
+    v * std::f64::consts::PI / 180.0
+}
+
+// ---------------------------------------------------------------------------------------
+// 11. Date functions
+// ---------------------------------------------------------------------------------------
+
+/// Go's `int64(v)` on amd64 (`CVTTSD2SQ`): truncation toward zero; NaN, ±Inf and values
+/// outside `[-2^63, 2^63)` give `i64::MIN` (the "integer indefinite" value). Rust's `as`
+/// would saturate instead.
+pub(crate) fn go_f64_to_i64(v: f64) -> i64 {
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if v.is_nan() || !(-TWO_63..TWO_63).contains(&v) {
+        i64::MIN
+    } else {
+        v as i64
+    }
+}
+
+/// Calendar fields of a Unix time in UTC, as Go's `time.Unix(secs, 0).UTC()` reports
+/// them (proleptic Gregorian, valid for every `i64`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DateParts {
+    /// `year()`.
+    pub(crate) year: i64,
+    /// `month()`, 1–12.
+    pub(crate) month: u32,
+    /// `day_of_month()`, 1–31.
+    pub(crate) day_of_month: u32,
+    /// `day_of_year()`, 1–366.
+    pub(crate) day_of_year: u32,
+    /// `day_of_week()`, 0 = Sunday.
+    pub(crate) day_of_week: u32,
+    /// `days_in_month()`, 28–31.
+    pub(crate) days_in_month: u32,
+    /// `hour()`, 0–23.
+    pub(crate) hour: u32,
+    /// `minute()`, 0–59.
+    pub(crate) minute: u32,
+}
+
+fn is_leap(year: i64) -> bool {
+    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+}
+
+/// Go's `unixToInternal + internalToAbsolute` (Go ≤ 1.22 constants): seconds from Go's
+/// "absolute" epoch (year -292277022399) to 1970. Go converts a Unix time to an unsigned
+/// absolute time by adding this with int64 wrap-around, so Unix times below its negation
+/// (only the ~258 years above `i64::MIN` seconds) wrap and are presented as if `2^64`
+/// seconds later.
+const GO_UNIX_TO_ABSOLUTE: i128 = 9_223_372_028_715_321_600;
+
+/// The calendar fields of `secs` seconds since the epoch (UTC), as Go's
+/// `time.Unix(secs, 0).UTC()` presents them: the proleptic Gregorian calendar, including
+/// Go's wrap-around for the lowest Unix times (so `i64::MIN`, which is what NaN and ±Inf
+/// convert to, reads as 292277026596-12-04 15:30:08).
+pub(crate) fn date_parts(secs: i64) -> DateParts {
+    let mut secs = i128::from(secs);
+    if secs + GO_UNIX_TO_ABSOLUTE < 0 {
+        secs += 1i128 << 64;
+    }
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (proleptic Gregorian), eras of 400 years from 0000-03-01.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy_mar = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy_mar + 2) / 153;
+    let day = doy_mar - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = (yoe + era * 400 + i128::from(month <= 2)) as i64;
+
+    const CUM: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    const DIM: [u32; 12] = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let leap = is_leap(year);
+    let m = month as usize; // 1..=12
+    let day_of_year = CUM[m - 1] + day as u32 + u32::from(leap && m > 2);
+    let days_in_month = DIM[m - 1] + u32::from(leap && m == 2);
+    DateParts {
+        year,
+        month: month as u32,
+        day_of_month: day as u32,
+        day_of_year,
+        day_of_week: (days + 4).rem_euclid(7) as u32,
+        days_in_month,
+        hour: (rem / 3600) as u32,
+        minute: (rem % 3600 / 60) as u32,
+    }
+}
+
+/// The date functions' argument conversion: Go `time.Unix(int64(v), 0)`, including the
+/// amd64 result for NaN/±Inf/out-of-range values (`i64::MIN` seconds, presented by Go as
+/// 292277026596-12-04 15:30:08 UTC; the Go spec calls such conversions
+/// implementation-defined).
+pub(crate) fn date_parts_from_value(v: f64) -> DateParts {
+    date_parts(go_f64_to_i64(v))
+}
+
+/// One date function (`year`, `month`, `day_of_month`, `day_of_year`, `day_of_week`,
+/// `days_in_month`, `hour`, `minute`) of a sample value in seconds, converted as Go's
+/// `int64(v)` ([`date_parts_from_value`]). An unknown name gives NaN. For the
+/// argument-less form pass the step time in seconds truncated toward zero (or use
+/// [`date_parts_from_step_ms`]).
+pub(crate) fn date_part(name: &str, v: f64) -> f64 {
+    let d = date_parts_from_value(v);
+    match name {
+        "year" => d.year as f64,
+        "month" => f64::from(d.month),
+        "day_of_month" => f64::from(d.day_of_month),
+        "day_of_year" => f64::from(d.day_of_year),
+        "day_of_week" => f64::from(d.day_of_week),
+        "days_in_month" => f64::from(d.days_in_month),
+        "hour" => f64::from(d.hour),
+        "minute" => f64::from(d.minute),
+        _ => go_nan(),
+    }
+}
+
+/// The date functions without argument: `time.Unix(T / 1000, 0)` with Go's truncating
+/// division of the step time in milliseconds.
+pub(crate) fn date_parts_from_step_ms(t_ms: i64) -> DateParts {
+    date_parts(t_ms / 1000)
+}
+
+// ---------------------------------------------------------------------------------------
+// 12. sort_by_label natural order (facette/natsort@2cd4dd1e2dcb)
+// ---------------------------------------------------------------------------------------
+
+/// `chunkify`: maximal runs of ASCII digits (`\d+`) and of everything else (`\D+`).
+fn natsort_chunks(s: &str) -> Vec<&str> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=b.len() {
+        if i == b.len() || b[i].is_ascii_digit() != b[start].is_ascii_digit() {
+            if start < i {
+                out.push(&s[start..i]);
+            }
+            start = i;
+        }
+    }
+    out
+}
+
+/// `natsort.Compare(a, b)` of the version Prometheus pins (regexp chunks, `strconv.Atoi`):
+/// `Some(true)` if `a` sorts before `b`. Quirks kept: chunks that are equal as integers
+/// (`"01"` vs `"1"`) make it return true in *both* directions; digit runs above
+/// `i64::MAX` compare as strings. `None` means Go panics (index out of range), which
+/// happens exactly when `a` is non-empty and `b` is empty.
+pub(crate) fn natsort_less(a: &str, b: &str) -> Option<bool> {
+    let ca = natsort_chunks(a);
+    let cb = natsort_chunks(b);
+    for (i, &x) in ca.iter().enumerate() {
+        let y = *cb.get(i)?;
+        let xi = if x.as_bytes()[0].is_ascii_digit() { x.parse::<i64>().ok() } else { None };
+        let yi = if y.as_bytes()[0].is_ascii_digit() { y.parse::<i64>().ok() } else { None };
+        let equal = match (xi, yi) {
+            (Some(p), Some(q)) => {
+                if p != q {
+                    return Some(p < q);
+                }
+                true
+            }
+            _ => x == y,
+        };
+        if equal {
+            if i == ca.len() - 1 {
+                return Some(true);
+            }
+            if i == cb.len() - 1 {
+                return Some(false);
+            }
+            continue;
+        }
+        return Some(x < y);
+    }
+    Some(false)
+}
+
+/// Go's runtime error text for the `natsort.Compare(non-empty, "")` panic, as Prometheus'
+/// evaluator reports it.
+pub(crate) const NATSORT_PANIC_MESSAGE: &str =
+    "unexpected error: runtime error: index out of range [0] with length 0";
+
+/// Compares two digit runs by numeric value (arbitrary length): leading zeros stripped,
+/// then length, then bytes.
+fn cmp_digit_runs(x: &str, y: &str) -> Ordering {
+    let x = x.trim_start_matches('0');
+    let y = y.trim_start_matches('0');
+    x.len().cmp(&y.len()).then_with(|| x.cmp(y))
+}
+
+/// The per-label comparison of `sort_by_label` (ascending; reverse it for
+/// `sort_by_label_desc`): `Equal` means "move on to the next label / `labels.Compare`".
+///
+/// A **total** order (safe for `sort_by`) that agrees with the natsort version Prometheus
+/// pins ([`natsort_less`]) wherever that one is consistent: strings are split into runs
+/// of ASCII digits and of other bytes; two digit runs compare by numeric value, other
+/// runs bytewise; when all runs of the shorter string are equal, the shorter one sorts
+/// first. Deliberate differences, all where Go's comparator is inconsistent or panics:
+/// digit runs above `i64::MAX` (Go compares those as strings, which is not transitive);
+/// numerically equal spellings such as `"01"`/`"1"` give `Equal` here (Go answers
+/// "less" both ways, so its result depends on its sort's probe order); and an empty
+/// value sorts after a non-empty one (Go gives that for `Compare("", x)` but panics for
+/// `Compare(x, "")`, see [`natural_cmp_go`]).
+pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
+    if a == b {
+        return Ordering::Equal;
+    }
+    if a.is_empty() {
+        return Ordering::Greater;
+    }
+    if b.is_empty() {
+        return Ordering::Less;
+    }
+    let ca = natsort_chunks(a);
+    let cb = natsort_chunks(b);
+    for (x, y) in ca.iter().zip(cb.iter()) {
+        let both_digits = x.as_bytes()[0].is_ascii_digit() && y.as_bytes()[0].is_ascii_digit();
+        let o = if both_digits { cmp_digit_runs(x, y) } else { x.cmp(y) };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    ca.len().cmp(&cb.len())
+}
+
+/// Go's exact `sort_by_label` per-label comparator: `Equal` for identical values, else
+/// `Less` iff `natsort.Compare(a, b)` ([`natsort_less`]), and `Err` with Prometheus' query
+/// error where Go panics (`a` non-empty, `b` empty). Not a total order (see
+/// [`natural_cmp`]); only for callers that reproduce Go's own comparison sequence.
+pub(crate) fn natural_cmp_go(a: &str, b: &str) -> Result<Ordering, String> {
+    if a == b {
+        return Ok(Ordering::Equal);
+    }
+    match natsort_less(a, b) {
+        Some(true) => Ok(Ordering::Less),
+        Some(false) => Ok(Ordering::Greater),
+        None => Err(NATSORT_PANIC_MESSAGE.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 13. almost.Equal
+// ---------------------------------------------------------------------------------------
+
+/// `util/almost.Equal`: a stale marker equals only a stale marker; NaN equals NaN;
+/// `a == b`; if either is 0 or `|a|+|b|` is subnormal, `|a−b| < ε·MinNormal`; else
+/// `|a−b| / min(|a|+|b|, MaxFloat64) < ε`. Used with ε = 1e-6 by promqltest and with
+/// ε = 1e-12 by `histogram_quantile`'s small-delta rule.
+pub(crate) fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
+    if is_stale(a) || is_stale(b) {
+        return is_stale(a) && is_stale(b);
+    }
+    if a.is_nan() && b.is_nan() {
+        return true;
+    }
+    if a == b {
+        return true;
+    }
+    let min_normal = f64::MIN_POSITIVE;
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < min_normal {
+        return diff < epsilon * min_normal;
+    }
+    diff / go_min(abs_sum, f64::MAX) < epsilon
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn pts(step_ms: i64, start_ms: i64, vals: &[f64]) -> Vec<Point> {
+        vals.iter().enumerate().map(|(i, &v)| Point { t: start_ms + i as i64 * step_ms, v }).collect()
+    }
+
+    /// Points of a promqltest `load <step>` series at slots `k·step`, restricted to the
+    /// range window `(end - range, end]`.
+    fn window(step_ms: i64, vals: &[f64], end_ms: i64, range_ms: i64) -> Vec<Point> {
+        pts(step_ms, 0, vals).into_iter().filter(|p| p.t > end_ms - range_ms && p.t <= end_ms).collect()
+    }
+
+    /// `a+bxN` expansion by repeated float addition, as promqltest does.
+    fn series(start: f64, inc: f64, times: usize) -> Vec<f64> {
+        let mut out = Vec::with_capacity(times + 1);
+        let mut v = start;
+        for _ in 0..=times {
+            out.push(v);
+            v += inc;
+        }
+        out
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        almost_equal(a, b, 1e-6)
+    }
+
+    const M: i64 = 60_000;
+
+    // --- Kahan -------------------------------------------------------------------------
+
+    #[test]
+    fn kahan_recovers_small_terms() {
+        let mut k = KahanSum::new();
+        for v in [1.0, 1e100, 1.0, -1e100] {
+            k.add(v);
+        }
+        assert_eq!(k.value(), 2.0);
+        let mut k = KahanSum::starting_with(1e100);
+        k.add(1.0);
+        k.add(-1e100);
+        assert_eq!(k.aggregation_value(), 1.0);
+    }
+
+    #[test]
+    fn kahan_inf_resets_compensation() {
+        let (s, c) = kahan_inc(f64::INFINITY, 1.0, 0.5);
+        assert_eq!(s, f64::INFINITY);
+        assert_eq!(c, 0.0);
+        let (s, c) = kahan_inc(1.0, 1e16, 0.0);
+        assert_eq!(s, 1e16);
+        assert_eq!(c, 1.0);
+        let (s, c) = kahan_inc(1e16, 1.0, 0.0);
+        assert_eq!(s, 1e16);
+        assert_eq!(c, 1.0);
+    }
+
+    // --- rate family -------------------------------------------------------------------
+
+    #[test]
+    fn increase_functions_test() {
+        // http_requests_total{path="/foo"} 0+10x10 etc, loaded at 5m, eval at 50m.
+        let foo = series(0.0, 10.0, 10);
+        let mut bar = series(0.0, 18.0, 5);
+        bar.extend(series(0.0, 18.0, 5));
+        let dings = series(10.0, 10.0, 10);
+        let bumms = series(1.0, 10.0, 10);
+        let inc = |vals: &[f64], range: i64| {
+            let end = 50 * M;
+            let w = window(5 * M, vals, end, range);
+            extrapolated_rate(&w, end - range, end, range, true, false).unwrap()
+        };
+        assert!(close(inc(&foo, 50 * M), 100.0));
+        assert!(close(inc(&bar, 50 * M), 160.0));
+        assert!(close(inc(&dings, 50 * M), 100.0));
+        assert!(close(inc(&bumms, 50 * M), 100.0));
+        assert!(close(inc(&foo, 100 * M), 100.0));
+        assert!(close(inc(&bar, 100 * M), 162.0));
+        assert!(close(inc(&dings, 100 * M), 105.0));
+        assert!(close(inc(&bumms, 100 * M), 101.0));
+    }
+
+    #[test]
+    fn increase_counter_reset() {
+        let w = window(5 * M, &[0.0, 1.0, 2.0, 3.0, 2.0, 3.0, 4.0], 30 * M, 30 * M);
+        assert!(close(extrapolated_rate(&w, 0, 30 * M, 30 * M, true, false).unwrap(), 7.0));
+    }
+
+    #[test]
+    fn rate_functions_test() {
+        let mut mid = series(0.0, 27.0, 4);
+        mid.extend(series(0.0, 27.0, 5));
+        let w = window(5 * M, &mid, 50 * M, 50 * M);
+        assert!(close(extrapolated_rate(&w, 0, 50 * M, 50 * M, true, true).unwrap(), 0.08));
+
+        let mut end = series(0.0, 10.0, 9);
+        end.extend([0.0, 10.0]);
+        let w = window(5 * M, &end, 50 * M, 5 * M);
+        assert_eq!(extrapolated_rate(&w, 45 * M, 50 * M, 5 * M, true, true), None);
+        let w = window(5 * M, &end, 50 * M, 6 * M);
+        assert_eq!(extrapolated_rate(&w, 44 * M, 50 * M, 6 * M, true, true), Some(0.0));
+
+        let win = series(0.0, 80.0, 10);
+        let w = window(5 * M, &win, 50 * M, 50 * M);
+        let r = extrapolated_rate(&w, 0, 50 * M, 50 * M, true, true).unwrap();
+        assert!(close(r, 0.26666666666666666));
+
+        // rate(x[10m] offset 5m) at 50m.
+        let a = series(0.0, 10.0, 10);
+        let w = window(5 * M, &a, 45 * M, 10 * M);
+        let r = extrapolated_rate(&w, 35 * M, 45 * M, 10 * M, true, true).unwrap();
+        assert!(close(r, 0.03333333333333333));
+    }
+
+    #[test]
+    fn rate_zero_cutoff() {
+        // load 4m; testcounter_zero_cutoff_total{start=..} X+240x10; rate([20m]) at 10m.
+        let cases = [(0.0, 0.5), (60.0, 0.55), (120.0, 0.6), (180.0, 0.6), (240.0, 0.6), (300.0, 0.6)];
+        for (start, want) in cases {
+            let vals = series(start, 240.0, 10);
+            let w = window(4 * M, &vals, 10 * M, 20 * M);
+            let r = extrapolated_rate(&w, -10 * M, 10 * M, 20 * M, true, true).unwrap();
+            assert!(close(r, want), "start {start}: {r} != {want}");
+            let w = window(4 * M, &vals, 50 * M, 20 * M);
+            let r = extrapolated_rate(&w, 30 * M, 50 * M, 20 * M, true, true).unwrap();
+            assert!(close(r, 0.6), "start {start} at 50m: {r}");
+        }
+    }
+
+    #[test]
+    fn delta_functions_test() {
+        let w = window(5 * M, &[0.0, 50.0, 100.0, 150.0, 200.0], 20 * M, 20 * M);
+        assert!(close(extrapolated_rate(&w, 0, 20 * M, 20 * M, false, false).unwrap(), 200.0));
+        let w = window(5 * M, &[200.0, 150.0, 100.0, 50.0, 0.0], 20 * M, 20 * M);
+        assert!(close(extrapolated_rate(&w, 0, 20 * M, 20 * M, false, false).unwrap(), -200.0));
+    }
+
+    #[test]
+    fn range_seconds_like_go() {
+        assert_eq!(go_duration_seconds_from_ms(300_000), 300.0);
+        assert_eq!(go_duration_seconds_from_ms(1001), 1.0 + 1_000_000.0 / 1e9);
+        assert_eq!(go_duration_seconds_from_ms(-1500), -1.0 + -500_000_000.0 / 1e9);
+    }
+
+    #[test]
+    fn irate_idelta() {
+        let foo = series(0.0, 10.0, 10);
+        let w = window(5 * M, &foo, 50 * M, 50 * M);
+        assert!(close(instant_value(&w, true).unwrap(), 0.03333333333333333));
+        let mut bar = series(0.0, 10.0, 5);
+        bar.extend(series(0.0, 10.0, 5));
+        let w = window(5 * M, &bar, 30 * M, 50 * M);
+        assert_eq!(instant_value(&w, true), Some(0.0));
+
+        // http_requests_nan 1 NaN NaN 5 11, [15m1s] at 5m..20m: _ NaN NaN NaN 0.02.
+        let nan = [1.0, f64::NAN, f64::NAN, 5.0, 11.0];
+        for (t, want) in [(5, f64::NAN), (10, f64::NAN), (15, f64::NAN), (20, 0.02)] {
+            let w = window(5 * M, &nan, t * M, 15 * M + 1000);
+            assert!(close(instant_value(&w, true).unwrap(), want), "t={t}");
+        }
+        let w = window(5 * M, &nan, 0, 15 * M + 1000);
+        assert_eq!(instant_value(&w, true), None);
+        let w = window(5 * M, &nan, 20 * M, 15 * M + 1000);
+        assert_eq!(instant_value(&w, false), Some(6.0));
+
+        let w = window(5 * M, &[0.0, 50.0, 100.0, 50.0], 20 * M, 20 * M);
+        assert_eq!(instant_value(&w, false), Some(-50.0));
+        let same = [Point { t: 5, v: 1.0 }, Point { t: 5, v: 2.0 }];
+        assert_eq!(instant_value(&same, true), None);
+    }
+
+    // --- deriv / predict_linear ---------------------------------------------------------
+
+    fn reset_middle() -> Vec<f64> {
+        let mut v = series(0.0, 10.0, 4);
+        v.extend(series(0.0, 10.0, 5));
+        v
+    }
+
+    #[test]
+    fn deriv_and_predict_linear() {
+        let total = series(0.0, 80.0, 10);
+        let w = window(5 * M, &total, 50 * M, 50 * M);
+        assert!(close(deriv(&w).unwrap(), 0.26666666666666666));
+
+        let w = window(5 * M, &reset_middle(), 50 * M, 100 * M);
+        assert!(close(deriv(&w).unwrap(), 0.010606060606060607));
+
+        let w = window(5 * M, &reset_middle(), 50 * M, 50 * M);
+        assert!(close(predict_linear(&w, 50 * M, 3600.0).unwrap(), 70.0));
+
+        // predict_linear(x[55m] @ 3000, 3600): the window is fixed, t_ref is the step.
+        let w = window(5 * M, &reset_middle(), 50 * M, 55 * M);
+        assert!(close(predict_linear(&w, 50 * M, 3600.0).unwrap(), 76.81818181818181));
+        assert!(close(predict_linear(&w, 10 * M, 3600.0).unwrap(), 51.36363636363637));
+        assert!(close(predict_linear(&w, 70 * M, 3600.0).unwrap(), 89.54545454545455));
+
+        // -Inf 0+80x10 Inf → NaN.
+        let mut inf = vec![f64::NEG_INFINITY];
+        inf.extend(series(0.0, 80.0, 10));
+        inf.push(f64::INFINITY);
+        let w = window(5 * M, &inf, 100 * M, 100 * M);
+        assert!(deriv(&w).unwrap().is_nan());
+        assert!(predict_linear(&w, 100 * M, 6000.0).unwrap().is_nan());
+
+        assert_eq!(deriv(&w[..1]), None);
+        assert_eq!(linear_regression(&pts(1000, 0, &[3.0, 3.0]), 0), (0.0, 3.0));
+        let (s, i) = linear_regression(&pts(1000, 0, &[f64::INFINITY, f64::INFINITY]), 0);
+        assert!(s.is_nan() && i.is_nan());
+    }
+
+    // --- resets / changes ---------------------------------------------------------------
+
+    #[test]
+    fn resets_and_changes() {
+        let foo = [1.0, 2.0, 3.0, 0.0, 1.0, 0.0, 0.0, 1.0, 2.0, 0.0];
+        let bar = [1.0, 2.0, 3.0, 4.0, 5.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+        let biz = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+        let r = |v: &[f64], range| resets(&window(5 * M, v, 50 * M, range));
+        let c = |v: &[f64], range| changes(&window(5 * M, v, 50 * M, range));
+        assert!(window(5 * M, &foo, 50 * M, 5 * M).is_empty());
+        assert_eq!(r(&foo, 5 * M), 0.0);
+        assert_eq!(r(&foo, 10 * M), 0.0);
+        assert_eq!(r(&foo, 20 * M), 1.0);
+        assert_eq!(r(&foo, 32 * M), 2.0);
+        assert_eq!(r(&bar, 32 * M), 1.0);
+        assert_eq!(r(&foo, 50 * M), 3.0);
+        assert_eq!(r(&biz, 50 * M), 0.0);
+        assert_eq!(c(&foo, 20 * M), 2.0);
+        assert_eq!(c(&bar, 30 * M), 4.0);
+        assert_eq!(c(&foo, 50 * M), 7.0);
+        assert_eq!(c(&bar, 50 * M), 8.0);
+        assert_eq!(c(&biz, 50 * M), 1.0);
+
+        let nan = [f64::NAN, f64::NAN, f64::NAN];
+        let mixed = [0.0, f64::NAN, 0.0];
+        assert_eq!(changes(&window(5 * M, &nan, 15 * M, 20 * M)), 0.0);
+        assert_eq!(changes(&window(5 * M, &mixed, 15 * M, 20 * M)), 2.0);
+    }
+
+    // --- *_over_time --------------------------------------------------------------------
+
+    fn over(vals: &[f64]) -> Vec<Point> {
+        pts(10_000, 0, vals)
+    }
+
+    #[test]
+    fn avg_over_time_special_values() {
+        let inf = f64::INFINITY;
+        let ninf = f64::NEG_INFINITY;
+        // The test files' 9.988465674311579e+307 (same double, shortest spelling).
+        let big = 9.98846567431158e307;
+        let cases: &[(&[f64], f64)] = &[
+            (&[1.0, 2.0, 3.0, 4.0, 5.0], 3.0),
+            (&[1.0, 2.0, 3.0, 4.0, inf], inf),
+            (&[1.0, 2.0, 3.0, 4.0, ninf], ninf),
+            (&[1.0, 2.0, 3.0, inf, ninf], f64::NAN),
+            (&[inf, 0.0, inf], inf),
+            (&[inf, inf, inf, ninf], f64::NAN),
+            (&[1.0, 2.0, 3.0, ninf, ninf], ninf),
+            (&[ninf, 0.0, ninf], ninf),
+            (&[ninf, ninf, ninf, inf], f64::NAN),
+            (&[1.0, 2.0, ninf, ninf, inf], f64::NAN),
+            (&[big, big], big),
+            (&[-big, -big, -big], -big),
+            (&[-big, big], 0.0),
+            (&[1.0, 2.0, 3.0, f64::NAN, f64::NAN], f64::NAN),
+            (&[1.0, 2.0, 3.0], 2.0),
+        ];
+        for (vals, want) in cases {
+            let got = avg_over_time(&over(vals));
+            assert!(almost_equal(got, *want, 0.0), "{vals:?}: {got} != {want}");
+        }
+        assert!(avg_over_time(&[]).is_nan());
+    }
+
+    #[test]
+    fn avg_over_time_extreme_magnitudes() {
+        let cases: &[(&[f64], f64)] = &[
+            (&[1.0, 1e100, 1.0, -1e100], 0.5),
+            (&[1e10, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6], 1.6666666666666675e9),
+            (
+                &[
+                    5.30921651659898,
+                    0.961118537914768,
+                    1.62091361305318,
+                    0.865089463758091,
+                    0.323055185914577,
+                    0.951811357687154,
+                ],
+                1.67186744582113,
+            ),
+            (&[1.78264e50, 0.76342771, 1.9592258, 7.69805412, 458.90154], 3.56528e49),
+            (&[0.76342771, 1.9592258, 7.69805412, 1.78264e50, 458.90154], 3.56528e49),
+            (&[1.78264e50, 0.76342771, 1.9592258, 2.258e220, 7.69805412, 458.90154], 3.76333333333333e219),
+            (&[-1.78264e50, 0.76342771, 1.9592258, 2.258e220, 7.69805412, -458.90154], 3.76333333333333e219),
+            (
+                &[-1.78264e50, 0.76342771, 1.9592258, -2.258e220, 7.69805412, -458.90154],
+                -3.76333333333333e219,
+            ),
+            (&[-1.78264e215, 0.76342771, 1.9592258, 2.258e220, 7.69805412, -458.90154], 3.76330362266667e219),
+            (
+                &[-1.78264e215, 0.76342771, 1.9592258, 2.258e220, 7.69805412, 1.78264e215, -458.90154],
+                3.225714285714286e219,
+            ),
+            (
+                &[
+                    -1.78264e219,
+                    0.76342771,
+                    1.9592258,
+                    2.3757689e217,
+                    -2.3757689e217,
+                    2.258e220,
+                    7.69805412,
+                    1.78264e219,
+                    -458.90154,
+                ],
+                2.5088888888888888e219,
+            ),
+            (
+                &[
+                    -2.258e220,
+                    -1.78264e219,
+                    0.76342771,
+                    1.9592258,
+                    2.3757689e217,
+                    -2.3757689e217,
+                    2.258e220,
+                    7.69805412,
+                    1.78264e219,
+                    -458.90154,
+                ],
+                0.0,
+            ),
+        ];
+        for (vals, want) in cases {
+            let got = avg_over_time(&over(vals));
+            assert!(close(got, *want), "{vals:?}: {got} != {want}");
+        }
+    }
+
+    #[test]
+    fn avg_exact_52() {
+        // foo 52+0x100 averaged over 10, 11, 12, 13 samples must be exactly 52.
+        for n in 1..=101 {
+            let vals = vec![52.0; n];
+            assert_eq!(avg_over_time(&over(&vals)), 52.0);
+            let mut acc = AvgAcc::new(52.0);
+            for _ in 1..n {
+                acc.add(52.0);
+            }
+            assert_eq!(acc.value(), 52.0);
+            assert_eq!(acc.count(), n as f64);
+        }
+    }
+
+    #[test]
+    fn sum_over_time_values() {
+        assert_eq!(sum_over_time(&over(&[1.0, 1e100, 1.0, -1e100])), 2.0);
+        for n in [1000usize, 1001, 1002, 1003, 2000, 2001, 3003] {
+            let vals = vec![1.0; n];
+            assert_eq!(sum_over_time(&pts(1, 0, &vals)), n as f64);
+        }
+        let big = 9.98846567431158e307;
+        assert_eq!(sum_over_time(&over(&[big, big])), f64::INFINITY);
+        assert!(sum_over_time(&over(&[1.0, f64::INFINITY, f64::NEG_INFINITY])).is_nan());
+        assert!(sum_over_time(&[]).is_nan());
+        assert_eq!(sum_over_time(&over(&[-0.0])), 0.0);
+    }
+
+    #[test]
+    fn min_max_count_over_time() {
+        let nan = f64::NAN;
+        let data: &[(&[f64], f64, f64)] = &[
+            (&[2.0, 0.0, 3.0], 0.0, 3.0),
+            (&[2.0, 0.0, nan], 0.0, 2.0),
+            (&[2.0, nan, 1.0], 1.0, 2.0),
+            (&[nan, 0.0, 1.0], 0.0, 1.0),
+        ];
+        for (vals, mn, mx) in data {
+            assert_eq!(min_over_time(&over(vals)), *mn, "{vals:?}");
+            assert_eq!(max_over_time(&over(vals)), *mx, "{vals:?}");
+            assert_eq!(count_over_time(&over(vals)), 3.0);
+        }
+        assert!(min_over_time(&over(&[nan, nan, nan])).is_nan());
+        assert!(max_over_time(&over(&[nan, nan, nan])).is_nan());
+        assert!(min_over_time(&[]).is_nan());
+        assert!(first_over_time(&over(&[nan, 0.0])).is_nan());
+        assert_eq!(last_over_time(&over(&[nan, 0.0])), 0.0);
+        assert_eq!(min_over_time(&over(&[5.0, 2.0, 4.0])), 2.0);
+        assert_eq!(max_over_time(&over(&[5.0, 2.0, 4.0])), 5.0);
+    }
+
+    #[test]
+    fn stddev_stdvar_over_time() {
+        let w = over(&[0.0, 8.0, 8.0, 2.0, 3.0]);
+        assert!(close(stdvar_over_time(&w), 10.56));
+        assert!(close(stddev_over_time(&w), 3.249615));
+        let w = over(&[1.5990505637277868; 3]);
+        assert_eq!(stdvar_over_time(&w), 0.0);
+        assert_eq!(stddev_over_time(&w), 0.0);
+        assert_eq!(stddev_over_time(&over(&[1.0, 1.0, 1.0])), 0.0);
+        assert!(stddev_over_time(&[]).is_nan());
+    }
+
+    #[test]
+    fn mad_over_time_values() {
+        assert_eq!(mad_over_time(&over(&[4.0, 6.0, 2.0, 1.0, 999.0, 1.0, 2.0])), 1.0);
+        assert_eq!(mad_over_time(&over(&[1.0, 2.0, 3.0, 4.0, 5.0])), 1.0);
+        assert_eq!(mad_over_time(&over(&[7.0; 5])), 0.0);
+        assert_eq!(mad_over_time(&over(&[5.0])), 0.0);
+        let got = mad_over_time(&over(&[1.0, 2.0, f64::NAN, 4.0]));
+        assert_eq!(got.to_bits(), GO_NAN_BITS);
+        assert_eq!(mad_over_time(&over(&[1.0, 2.0, 4.0, 10.0])), 1.5);
+    }
+
+    #[test]
+    fn ts_of_functions() {
+        // load 10s53ms: metric 1 2 3 0 5 6 2 1 4; [90s] at 90s.
+        let w = window(10_053, &[1.0, 2.0, 3.0, 0.0, 5.0, 6.0, 2.0, 1.0, 4.0], 90_000, 90_000);
+        assert_eq!(ts_of_min_over_time(&w), 30.159);
+        assert_eq!(ts_of_max_over_time(&w), 50.265);
+        let w = window(10_053, &[1.0, 2.0, 3.0], 90_000, 90_000);
+        assert_eq!(ts_of_last_over_time(&w), 20.106);
+        assert_eq!(ts_of_first_over_time(&w), 10.053);
+        // Ties pick the last extreme.
+        let w = pts(1000, 0, &[1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(ts_of_min_over_time(&w), 3.0);
+        assert_eq!(ts_of_max_over_time(&w), 2.0);
+        let w = pts(1000, 0, &[f64::NAN, 1.0, f64::NAN]);
+        assert_eq!(ts_of_max_over_time(&w), 1.0);
+        assert!(ts_of_min_over_time(&[]).is_nan());
+    }
+
+    #[test]
+    fn quantile_over_time_values() {
+        let two = over(&[0.0, 1.0]);
+        let three = over(&[0.0, 1.0, 2.0]);
+        let uneven = over(&[0.0, 1.0, 4.0]);
+        let cases = [
+            (0.0, [0.0, 0.0, 0.0]),
+            (0.5, [0.5, 1.0, 1.0]),
+            (0.75, [0.75, 1.5, 2.5]),
+            (0.8, [0.8, 1.6, 2.8]),
+            (1.0, [1.0, 2.0, 4.0]),
+            (-1.0, [f64::NEG_INFINITY; 3]),
+            (2.0, [f64::INFINITY; 3]),
+        ];
+        for (phi, want) in cases {
+            for (w, want) in [&two, &three, &uneven].iter().zip(want) {
+                let got = quantile_over_time(phi, w);
+                assert!(close(got, want), "phi {phi}: {got} != {want}");
+            }
+        }
+        assert!(quantile_over_time(f64::NAN, &two).is_nan());
+        assert!(quantile_over_time(0.5, &[]).is_nan());
+    }
+
+    #[test]
+    fn double_exponential_smoothing_trends() {
+        // load 10s; at 8000s over [1m] (6 samples: t = 7950..8000s).
+        let at = 8_000_000;
+        let check = |vals: &[f64], want: f64| {
+            let w = window(10_000, vals, at, M);
+            assert_eq!(w.len(), 6);
+            let got = double_exponential_smoothing(&w, 0.01, 0.1).unwrap();
+            assert!(close(got, want), "{got} != {want}");
+        };
+        let mut a = series(0.0, 10.0, 1000);
+        a.extend(series(100.0, 30.0, 1000));
+        check(&a, 8000.0);
+        let mut b = series(0.0, 20.0, 1000);
+        b.extend(series(200.0, 30.0, 1000));
+        check(&b, 16000.0);
+        check(&series(0.0, 40.0, 2000), 32000.0);
+        check(&series(8000.0, -10.0, 1000), 0.0);
+        check(&series(0.0, -20.0, 1000), -16000.0);
+        let mut c = series(0.0, -40.0, 1000);
+        c.extend(series(0.0, 40.0, 1000));
+        check(&c, -32000.0);
+        assert_eq!(double_exponential_smoothing(&over(&[1.0]), 0.5, 0.5), None);
+    }
+
+    #[test]
+    fn smoothing_validation_messages() {
+        assert_eq!(validate_smoothing(0.5, 0.5), Ok(()));
+        assert_eq!(
+            validate_smoothing(1.0, 0.5),
+            Err("invalid smoothing factor. Expected: 0 < sf < 1, got: 1.000000".to_string())
+        );
+        assert_eq!(
+            validate_smoothing(0.5, 0.0),
+            Err("invalid trend factor. Expected: 0 < tf < 1, got: 0.000000".to_string())
+        );
+        assert_eq!(
+            validate_smoothing(-0.25, 0.5),
+            Err("invalid smoothing factor. Expected: 0 < sf < 1, got: -0.250000".to_string())
+        );
+        assert_eq!(
+            validate_smoothing(0.5, f64::INFINITY),
+            Err("invalid trend factor. Expected: 0 < tf < 1, got: +Inf".to_string())
+        );
+        assert_eq!(validate_smoothing(f64::NAN, 0.5), Ok(()));
+    }
+
+    // --- quantile -----------------------------------------------------------------------
+
+    #[test]
+    fn quantile_aggregator_values() {
+        let q = |phi: f64, v: &[f64]| quantile(phi, &mut v.to_vec());
+        assert!(close(q(0.8, &[0.0, 1.0]), 0.8));
+        assert!(close(q(0.8, &[0.0, 1.0, 2.0]), 1.6));
+        assert!(close(q(0.8, &[0.0, 1.0, 4.0]), 2.8));
+        // NaN is the smallest value.
+        assert!(close(q(0.8, &[0.0, 1.0, f64::NAN]), 0.6));
+        assert!(q(0.2, &[0.0, 1.0, f64::NAN]).is_nan());
+        assert!(close(q(0.2, &[1.0, 0.0, 4.0]), 0.4));
+        // Literal formula: Inf·0 = NaN.
+        assert!(q(0.5, &[1.0, 2.0, f64::INFINITY]).is_nan());
+        // Even phi = 1 multiplies the top value by a zero weight.
+        assert!(q(1.0, &[1.0, 2.0, f64::INFINITY]).is_nan());
+        assert_eq!(q(1.0, &[1.0, 2.0, 3.0]), 3.0);
+        assert_eq!(q(-0.1, &[1.0]), f64::NEG_INFINITY);
+        assert_eq!(q(1.1, &[1.0]), f64::INFINITY);
+        assert_eq!(q(f64::NAN, &[1.0]).to_bits(), GO_NAN_BITS);
+        assert_eq!(q(0.5, &[]).to_bits(), GO_NAN_BITS);
+        let mut v = [3.0, f64::NAN, 1.0];
+        quantile(0.5, &mut v);
+        assert!(v[0].is_nan() && v[1] == 1.0 && v[2] == 3.0);
+    }
+
+    // --- aggregation accumulators -------------------------------------------------------
+
+    #[test]
+    fn avg_acc_matches_aggregators_test() {
+        let avg = |v: &[f64]| {
+            let mut a = AvgAcc::new(v[0]);
+            for &x in &v[1..] {
+                a.add(x);
+            }
+            a.value()
+        };
+        let inf = f64::INFINITY;
+        let big = 9.98846567431158e307;
+        assert_eq!(avg(&[2.0, 8.0, 1e100, -1e100]), 2.5);
+        assert_eq!(avg(&[big, big, big, big]), big);
+        assert_eq!(avg(&[-big, -big, -big, -big]), -big);
+        assert_eq!(avg(&[-big, -big, big, big]), 0.0);
+        assert_eq!(avg(&[inf, 0.0]), inf);
+        assert!(avg(&[inf, -inf]).is_nan());
+        assert!(avg(&[-inf, 0.0, inf]).is_nan());
+        assert_eq!(avg(&[52.0; 12]), 52.0);
+        let mut k = KahanSum::starting_with(2.0);
+        for x in [8.0, 1e100, -1e100] {
+            k.add(x);
+        }
+        assert_eq!(k.aggregation_value(), 10.0);
+    }
+
+    #[test]
+    fn stddev_acc_seeding() {
+        let run = |v: &[f64]| {
+            let mut a = StddevAcc::new(v[0]);
+            for &x in &v[1..] {
+                a.add(x);
+            }
+            (a.stddev(), a.stdvar())
+        };
+        let (sd, var) = run(&[1.0, 2.0]);
+        assert_eq!((sd, var), (0.5, 0.25));
+        assert!(run(&[f64::NAN]).0.is_nan());
+        assert!(run(&[f64::INFINITY]).1.is_nan());
+        assert!(run(&[1.0, 2.0, f64::NAN]).0.is_nan());
+        assert!(run(&[f64::NAN, 1.0, 2.0]).0.is_nan());
+        assert!(run(&[1.0, 2.0, f64::INFINITY]).0.is_nan());
+        assert_eq!(run(&[5.0]), (0.0, 0.0));
+        // http_requests at 50m: 100, 200, ..., 800.
+        let v: Vec<f64> = (1..=8).map(|i| f64::from(i) * 100.0).collect();
+        let (sd, var) = run(&v);
+        assert!(close(sd, 229.12878474779));
+        assert!(close(var, 52500.0));
+        // 0+1.33x10 three times: all equal → exactly 0.
+        let x = series(0.0, 1.33, 10)[10];
+        assert_eq!(run(&[x, x, x]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn min_max_steps() {
+        assert_eq!(min_step(f64::NAN, 1.0), 1.0);
+        assert_eq!(min_step(1.0, f64::NAN), 1.0);
+        assert_eq!(min_step(2.0, 1.0), 1.0);
+        assert_eq!(max_step(f64::NAN, 1.0), 1.0);
+        assert_eq!(max_step(1.0, f64::NAN), 1.0);
+        assert_eq!(max_step(1.0, 2.0), 2.0);
+        assert!(max_step(f64::NAN, f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn format_float_like_go() {
+        let cases: &[(f64, &str)] = &[
+            (6.0, "6"),
+            (0.1, "0.1"),
+            (-2.5, "-2.5"),
+            (1e21, "1000000000000000000000"),
+            (1e-7, "0.0000001"),
+            (123456789.125, "123456789.125"),
+            (0.30000000000000004, "0.30000000000000004"),
+            (-0.0, "-0"),
+            (0.0, "0"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (9.98846567431158e307, &format!("998846567431158{}", "0".repeat(293))),
+            (5e-324, &format!("0.{}5", "0".repeat(323))),
+        ];
+        for (v, want) in cases {
+            assert_eq!(go_format_float(*v), *want, "{v}");
+        }
+    }
+
+    #[test]
+    fn format_g_and_fixed_like_go() {
+        let cases: &[(f64, &str)] = &[
+            (-0.1, "-0.1"),
+            (1.01, "1.01"),
+            (2.0, "2"),
+            (0.0, "0"),
+            (1e6, "1e+06"),
+            (123456.0, "123456"),
+            (1234567.0, "1.234567e+06"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1e-100, "1e-100"),
+            (1.5e300, "1.5e+300"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(go_format_g(*v), *want, "{v}");
+        }
+        assert_eq!(go_format_fixed(0.1, 6), "0.100000");
+        assert_eq!(go_format_fixed(1e20, 6), "100000000000000000000.000000");
+        assert_eq!(go_format_fixed(f64::NAN, 6), "NaN");
+    }
+
+    // --- classic histograms -------------------------------------------------------------
+
+    fn bk(v: &[(f64, f64)]) -> Vec<Bucket> {
+        v.iter().map(|&(upper, count)| Bucket { upper, count }).collect()
+    }
+
+    const INF: f64 = f64::INFINITY;
+
+    #[test]
+    fn bucket_quantile_testhistogram() {
+        // testhistogram at 50m (counts ×10).
+        let pos = || bk(&[(0.1, 50.0), (0.2, 70.0), (1.0, 110.0), (INF, 120.0)]);
+        let neg = || bk(&[(-0.2, 10.0), (-0.1, 20.0), (0.3, 20.0), (INF, 30.0)]);
+        let cases =
+            [(0.0, 0.0, -0.2), (1.0, 1.0, 0.3), (0.2, 0.048, -0.2), (0.5, 0.15, -0.15), (0.8, 0.72, 0.3)];
+        for (phi, p, n) in cases {
+            let (gp, f1, s1) = bucket_quantile(phi, &mut pos());
+            let (gn, f2, s2) = bucket_quantile(phi, &mut neg());
+            assert!(close(gp, p) && close(gn, n), "phi {phi}: {gp} {gn}");
+            assert!(!f1 && !f2 && !s1 && !s2);
+        }
+        assert_eq!(bucket_quantile(-0.1, &mut pos()).0, f64::NEG_INFINITY);
+        assert_eq!(bucket_quantile(1.01, &mut pos()).0, f64::INFINITY);
+        assert!(bucket_quantile(f64::NAN, &mut pos()).0.is_nan());
+    }
+
+    #[test]
+    fn bucket_quantile_testhistogram3_and_2() {
+        let pos = || bk(&[(0.0, 0.0), (0.1, 50.0), (0.2, 70.0), (1.0, 110.0), (INF, 110.0)]);
+        let neg = || bk(&[(-0.25, 0.0), (-0.2, 10.0), (-0.1, 20.0), (0.3, 20.0), (INF, 20.0)]);
+        let cases = [
+            (0.0, 0.0, -0.25),
+            (0.25, 0.055, -0.225),
+            (0.5, 0.125, -0.2),
+            (0.75, 0.45, -0.15),
+            (1.0, 1.0, -0.1),
+        ];
+        for (phi, p, n) in cases {
+            assert!(close(bucket_quantile(phi, &mut pos()).0, p), "phi {phi}");
+            assert!(close(bucket_quantile(phi, &mut neg()).0, n), "phi {phi}");
+        }
+        // testhistogram2 at 7m (one increment): 1/6, 1/2, 5/6 → 1, 3, 5.
+        let h2 = || bk(&[(0.0, 0.0), (2.0, 1.0), (4.0, 2.0), (6.0, 3.0), (INF, 3.0)]);
+        for (phi, want) in [(1.0 / 6.0, 1.0), (0.5, 3.0), (5.0 / 6.0, 5.0)] {
+            assert!(close(bucket_quantile(phi, &mut h2()).0, want), "phi {phi}");
+        }
+    }
+
+    #[test]
+    fn bucket_quantile_nonmonotonic_and_edge_cases() {
+        let non =
+            || bk(&[(0.1, 20.0), (1.0, 10.0), (10.0, 50.0), (100.0, 40.0), (1000.0, 90.0), (INF, 80.0)]);
+        for (phi, want) in [(0.01, 0.0045), (0.5, 8.5), (0.99, 979.75)] {
+            let r = bucket_quantile_detailed(phi, &mut non());
+            assert!(close(r.value, want), "phi {phi}: {}", r.value);
+            assert!(r.forced_monotonic && !r.fixed_precision);
+            assert_eq!((r.min_bucket, r.max_bucket, r.max_diff), (1.0, INF, 10.0));
+        }
+        // Unsorted input with duplicate bounds (le="0.2" and "2e-1") coalesces.
+        let mut mixed = bk(&[(INF, 4.0), (0.2, 1.0), (0.1, 1.0), (0.2, 1.0), (0.2, 1.0)]);
+        assert!(close(bucket_quantile(0.5, &mut mixed).0, 0.15));
+        assert!(bucket_quantile(0.5, &mut bk(&[(INF, 0.0), (INF, 0.0)])).0.is_nan());
+        // No +Inf bucket, a single bucket, no observations, empty.
+        assert!(bucket_quantile(0.5, &mut bk(&[(1.0, 1.0), (2.0, 2.0)])).0.is_nan());
+        assert!(bucket_quantile(0.5, &mut bk(&[(INF, 5.0)])).0.is_nan());
+        assert!(bucket_quantile(0.5, &mut bk(&[(1.0, 0.0), (INF, 0.0)])).0.is_nan());
+        assert!(bucket_quantile(0.5, &mut []).0.is_nan());
+        // Quantile 0 with an empty first bucket above 0: 0·(0/0) = NaN.
+        assert!(bucket_quantile(0.0, &mut bk(&[(1.0, 0.0), (2.0, 1.0), (INF, 1.0)])).0.is_nan());
+        // Small deltas are ignored silently, in both directions.
+        let (v, forced, fixed) =
+            bucket_quantile(0.5, &mut bk(&[(1.0, 1e13), (2.0, 1e13 - 1.0), (4.0, 2e13), (INF, 2e13)]));
+        assert!(!forced && fixed);
+        assert_eq!(v, 1.0);
+        let (v, forced, fixed) =
+            bucket_quantile(0.75, &mut bk(&[(1.0, 1e13), (2.0, 1e13 + 1.0), (4.0, 2e13), (INF, 2e13)]));
+        assert!(!forced && fixed);
+        assert_eq!(v, 3.0);
+        // Without the absorption the decrease would have been forced.
+        let (_, forced, fixed) = bucket_quantile(0.5, &mut bk(&[(1.0, 10.0), (2.0, 9.0), (INF, 20.0)]));
+        assert!(forced && !fixed);
+    }
+
+    #[test]
+    fn bucket_fraction_histograms_test() {
+        let p = || bk(&[(1.0, 1.0), (2.0, 3.0), (3.0, 6.0), (INF, 100.0)]);
+        let n = || bk(&[(-3.0, 10.0), (-2.0, 12.0), (-1.0, 15.0), (INF, 100.0)]);
+        let f = |lo, hi, mut b: Vec<Bucket>| bucket_fraction(lo, hi, &mut b);
+        assert!(close(f(0.0, 1.5, p()), 0.02));
+        assert!(close(f(-4.0, -2.0, n()), 0.02));
+        assert!(close(f(f64::NEG_INFINITY, -1.5, n()), 0.135));
+        assert!(close(f(f64::NEG_INFINITY, INF, p()), 1.0));
+        assert!(close(f(f64::NEG_INFINITY, INF, n()), 1.0));
+        assert_eq!(f(4.0, 5.0, p()), 0.0);
+        assert_eq!(f(0.0, 1.0, n()), 0.0);
+        assert!(close(f(2.0, 5.0, p()), 0.03));
+        assert!(close(f(400.0, INF, p()), 0.94));
+        assert_eq!(f(2.0, 2.0, p()), 0.0);
+        assert_eq!(f(3.0, 2.0, p()), 0.0);
+        assert_eq!(f(0.0, 1.0, bk(&[(INF, 100.0)])), 0.0);
+        assert!(f(0.0, 5.0, bk(&[(1.0, 0.0), (2.0, 0.0), (INF, 0.0)])).is_nan());
+        assert!(close(f(2.0, 3.5, p()), 0.03));
+        assert!(close(f(0.5, 2.0, p()), 0.025));
+        assert!(close(f(1.0, 3.0, p()), 0.05));
+        assert!(close(f(0.1, 0.75, bk(&[(0.5, 2.5), (1.0, 7.5), (INF, 100.0)])), 0.045));
+        let z = bk(&[(-2.0, 5.0), (-1.0, 10.0), (0.0, 15.0), (1.0, 20.0), (INF, 100.0)]);
+        assert!(close(f(-1.0, 1.0, z), 0.1));
+        assert!(f(f64::NAN, 1.0, bk(&[(1.0, 1.0), (INF, 100.0)])).is_nan());
+        assert!(f(0.0, f64::NAN, bk(&[(1.0, 1.0), (INF, 100.0)])).is_nan());
+        let r = || bk(&[(1.0, 1.0), (2.0, 3.0), (INF, 10.0)]);
+        assert_eq!(f(-10.0, -5.0, r()), 0.0);
+        assert_eq!(f(5.0, 10.0, r()), 0.0);
+        // testhistogram2 (0, 4) and (0, 6) at 50m: counts 0,10,20,30,30.
+        let h2 = || bk(&[(0.0, 0.0), (2.0, 10.0), (4.0, 20.0), (6.0, 30.0), (INF, 30.0)]);
+        assert!(close(f(0.0, 4.0, h2()), 2.0 / 3.0));
+        assert!(close(f(0.0, 6.0, h2()), 1.0));
+        assert!(close(f(0.0, 3.5, h2()), 0.5833333333333334));
+        assert!(f(0.0, 1.0, bk(&[(1.0, 1.0)])).is_nan());
+        assert!(f(0.0, 1.0, Vec::new()).is_nan());
+    }
+
+    #[test]
+    fn parse_le_like_go() {
+        let ok: &[(&str, f64)] = &[
+            ("0.1", 0.1),
+            (".2", 0.2),
+            ("1e0", 1.0),
+            ("2e-1", 0.2),
+            ("2.0e-1", 0.2),
+            ("1.", 1.0),
+            ("1.e1", 10.0),
+            ("+5", 5.0),
+            ("-0.1", -0.1),
+            ("+Inf", INF),
+            ("+inf", INF),
+            ("inf", INF),
+            ("INF", INF),
+            ("-Inf", f64::NEG_INFINITY),
+            ("Infinity", INF),
+            ("-infinity", f64::NEG_INFINITY),
+            ("0x1p-3", 0.125),
+            ("0X1P-3", 0.125),
+            ("0x1.8p1", 3.0),
+            ("-0x10p0", -16.0),
+            ("0x.8p1", 1.0),
+            ("0x_1p0", 1.0),
+            ("1_000", 1000.0),
+            ("1_0.5_0e1_0", 10.5e10),
+            ("1e-400", 0.0),
+            ("0x1p-1074", 5e-324),
+            ("0x1p-1080", 0.0),
+            ("0x1.fffffffffffffp1023", f64::MAX),
+            ("0x1.fffffffffffff7p1023", f64::MAX),
+            ("1.7976931348623157e308", f64::MAX),
+            ("00012", 12.0),
+            ("+.5", 0.5),
+            ("-.5e-1", -0.05),
+            ("5.E-1", 0.5),
+            ("1e+2", 100.0),
+            ("0.1000000000000000055511151231257827021181583404541015625", 0.1),
+            ("123456789012345678901234567890", 1.2345678901234568e29),
+            ("0", 0.0),
+        ];
+        for (s, want) in ok {
+            let got = parse_le(s);
+            assert_eq!(got, Some(*want), "{s}");
+        }
+        assert_eq!(parse_le("-0").map(f64::to_bits), Some((-0.0f64).to_bits()));
+        assert_eq!(parse_le("NaN").map(f64::to_bits), Some(GO_NAN_BITS));
+        assert_eq!(parse_le("nan").map(f64::to_bits), Some(GO_NAN_BITS));
+        let bad = [
+            "",
+            "Hello World",
+            " 1",
+            "1 ",
+            "+NaN",
+            "-nan",
+            "infx",
+            "infin",
+            "in",
+            ".",
+            "e5",
+            ".e5",
+            "1e",
+            "1e+",
+            "1e_5",
+            "0x",
+            "0x1",
+            "0x10",
+            "0xp1",
+            "0x1p",
+            "1__0",
+            "_1",
+            "1_",
+            "1_.5",
+            "1._5",
+            "0x1_p0",
+            "1e400",
+            "-1e400",
+            "0x1p2000",
+            "0x1.fffffffffffffcp1023",
+            "0x1.fffffffffffff8p1023",
+            "1.5.5",
+            "++1",
+            "1f",
+            "٣",
+        ];
+        for s in bad {
+            assert_eq!(parse_le(s), None, "{s}");
+        }
+    }
+
+    // --- elementwise math ---------------------------------------------------------------
+
+    #[test]
+    fn round_like_go() {
+        let cases = [
+            (2.5, 3.0),
+            (2.0, 2.0),
+            (-2.5, -2.0),
+            (-2.0, -2.0),
+            (0.0, 0.0),
+            (INF, INF),
+            (f64::NEG_INFINITY, f64::NEG_INFINITY),
+        ];
+        for (v, want) in cases {
+            assert_eq!(go_round(v, 1.0), want, "{v}");
+        }
+        assert!(go_round(f64::NAN, 1.0).is_nan());
+        assert_eq!(go_round(-0.0, 1.0), 0.0);
+        assert_eq!(go_round(12.345, 0.1), 12.3);
+        assert_eq!(go_round(17.0, 5.0), 15.0);
+        assert_eq!(go_round(17.5, 5.0), 20.0);
+    }
+
+    #[test]
+    fn clamp_like_go() {
+        assert_eq!(clamp(-50.0, -25.0, 75.0), -25.0);
+        assert_eq!(clamp(0.0, -25.0, 75.0), 0.0);
+        assert_eq!(clamp(100.0, -25.0, 75.0), 75.0);
+        assert_eq!(clamp(100.0, f64::NEG_INFINITY, 75.0), 75.0);
+        assert_eq!(clamp(-50.0, -25.0, INF), -25.0);
+        for v in [-50.0, 0.0, 100.0] {
+            assert!(clamp(v, 0.0, f64::NAN).is_nan());
+            assert!(clamp(v, f64::NAN, 0.0).is_nan());
+        }
+        assert!(clamp(f64::NAN, 0.0, 1.0).is_nan());
+        // -Inf wins in Min, +Inf in Max, even against NaN.
+        assert_eq!(clamp(f64::NEG_INFINITY, 0.0, f64::NAN), 0.0);
+        assert_eq!(clamp(f64::NAN, INF, INF), INF);
+        assert!(clamp(0.0, -0.0, 0.0).is_sign_positive());
+        assert!(clamp(-0.0, -0.0, -0.0).is_sign_negative());
+        assert!(go_max(-0.0, 0.0).is_sign_positive());
+        assert!(go_min(0.0, -0.0).is_sign_negative());
+    }
+
+    #[test]
+    fn sgn_deg_rad() {
+        assert_eq!(sgn(f64::NEG_INFINITY), -1.0);
+        assert_eq!(sgn(INF), 1.0);
+        assert!(sgn(f64::NAN).is_nan());
+        assert_eq!(sgn(-50.0), -1.0);
+        assert_eq!(sgn(100.0), 1.0);
+        assert!(sgn(-0.0).is_sign_negative() && sgn(-0.0) == 0.0);
+        assert_eq!(deg(std::f64::consts::PI), 180.0);
+        assert_eq!(rad(180.0), std::f64::consts::PI);
+        assert_eq!(deg(1.0), 180.0 / std::f64::consts::PI);
+    }
+
+    // --- dates --------------------------------------------------------------------------
+
+    #[test]
+    fn date_functions_test() {
+        let d = date_parts_from_step_ms(0);
+        assert_eq!((d.year, d.month, d.day_of_month, d.day_of_year, d.day_of_week), (1970, 1, 1, 1, 4));
+        assert_eq!((d.hour, d.minute, d.days_in_month), (0, 0, 31));
+        let d = date_parts_from_value(1136239445.0);
+        assert_eq!((d.year, d.month, d.day_of_month, d.day_of_year, d.day_of_week), (2006, 1, 2, 2, 1));
+        assert_eq!((d.hour, d.minute), (22, 4));
+        assert_eq!(date_parts_from_value(1230767999.0).year, 2008);
+        assert_eq!(date_parts_from_value(1230768000.0).year, 2009);
+        let d = date_parts_from_value(1456790399.0);
+        assert_eq!((d.month, d.day_of_month), (2, 29));
+        let d = date_parts_from_value(1456790400.0);
+        assert_eq!((d.month, d.day_of_month), (3, 1));
+        assert_eq!(date_parts_from_value(1483191420.0).day_of_year, 366);
+        assert_eq!(date_parts_from_value(1672493820.0).day_of_year, 365);
+        assert_eq!(date_parts_from_value(1454284800.0).days_in_month, 29);
+        assert_eq!(date_parts_from_value(1485907200.0).days_in_month, 28);
+        let names = ["year", "month", "day_of_month", "day_of_year", "day_of_week", "hour", "minute"];
+        let want = [2006.0, 1.0, 2.0, 2.0, 1.0, 22.0, 4.0];
+        for (n, w) in names.iter().zip(want) {
+            assert_eq!(date_part(n, 1136239445.0), w, "{n}");
+        }
+        assert_eq!(date_part("days_in_month", 1454284800.0), 29.0);
+        assert!(date_part("second", 0.0).is_nan());
+        // Truncation toward zero, then floor-based calendar for negative times.
+        let d = date_parts_from_value(-0.5);
+        assert_eq!((d.year, d.hour), (1970, 0));
+        let d = date_parts_from_value(-1.0);
+        assert_eq!((d.year, d.month, d.day_of_month, d.hour, d.minute), (1969, 12, 31, 23, 59));
+        assert_eq!(d.day_of_week, 3);
+        assert_eq!(date_parts_from_step_ms(-1500), date_parts(-1));
+        // 2000-02-29 and 1900-02-28 (1900 is not a leap year).
+        let d = date_parts(951782400);
+        assert_eq!((d.year, d.month, d.day_of_month, d.days_in_month), (2000, 2, 29, 29));
+        let d = date_parts(-2203977600);
+        assert_eq!((d.year, d.month, d.day_of_month, d.days_in_month), (1900, 2, 28, 28));
+        // Amd64 conversion of NaN/Inf/out-of-range values.
+        assert_eq!(go_f64_to_i64(f64::NAN), i64::MIN);
+        assert_eq!(go_f64_to_i64(INF), i64::MIN);
+        assert_eq!(go_f64_to_i64(1e19), i64::MIN);
+        assert_eq!(go_f64_to_i64(-9_223_372_036_854_775_808.0), i64::MIN);
+        assert_eq!(go_f64_to_i64(-2.9), -2);
+        // Go: time.Unix(math.MaxInt64, 0) is 292277026596-12-04 15:30:07 UTC, and
+        // math.MinInt64 wraps to one second later.
+        let d = date_parts(i64::MAX);
+        assert_eq!((d.year, d.month, d.day_of_month, d.hour, d.minute), (292277026596, 12, 4, 15, 30));
+        let d = date_parts_from_value(f64::NAN);
+        assert_eq!((d.year, d.month, d.day_of_month, d.hour, d.minute), (292277026596, 12, 4, 15, 30));
+        assert_eq!(date_parts_from_value(f64::NEG_INFINITY), d);
+        // Just above the wrap-around threshold the calendar is proleptic Gregorian.
+        let d = date_parts(-9_223_372_028_715_321_600);
+        assert_eq!((d.year, d.month, d.day_of_month), (-292277022399, 1, 1));
+    }
+
+    // --- natural sort -------------------------------------------------------------------
+
+    #[test]
+    fn natsort_like_facette() {
+        let mut cpus = ["10", "2", "100", "0", "21", "1", "12", "3", "20", "11"];
+        cpus.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(cpus, ["0", "1", "2", "3", "10", "11", "12", "20", "21", "100"]);
+        let mut inst = ["4m1000", "4m600", "4m5"];
+        inst.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(inst, ["4m5", "4m600", "4m1000"]);
+        let mut rel = ["1.111.3", "1.11.3", "1.2.3"];
+        rel.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(rel, ["1.2.3", "1.11.3", "1.111.3"]);
+        assert_eq!(natural_cmp("api-server", "app-server"), Ordering::Less);
+        assert_eq!(natural_cmp("canary", "production"), Ordering::Less);
+        assert_eq!(natural_cmp("a", "a"), Ordering::Equal);
+        assert_eq!(natural_cmp("abc", "abcd"), Ordering::Less);
+        assert_eq!(natural_cmp("a1", "a"), Ordering::Greater);
+        assert_eq!(natural_cmp("a", "1"), Ordering::Greater);
+        assert_eq!(natural_cmp("", "x"), Ordering::Greater);
+        assert_eq!(natural_cmp("x", ""), Ordering::Less);
+        assert_eq!(natural_cmp("01", "1"), Ordering::Equal);
+        assert_eq!(natural_cmp("a2b", "a10"), Ordering::Less);
+        assert_eq!(natural_cmp("99999999999999999999", "100000000000000000000"), Ordering::Less);
+        assert_eq!(natural_cmp_go("", "x"), Ok(Ordering::Greater));
+        assert_eq!(natural_cmp_go("x", ""), Err(NATSORT_PANIC_MESSAGE.to_string()));
+        assert_eq!(natural_cmp_go("1", "01"), Ok(Ordering::Less));
+        assert_eq!(natural_cmp_go("4m600", "4m1000"), Ok(Ordering::Less));
+        // natural_cmp is a total order, also on the inputs where Go's is not.
+        let tricky = [
+            "",
+            "01",
+            "1",
+            "a",
+            "9",
+            "99",
+            "100",
+            "99999999999999999999",
+            "100000000000000000000",
+            "a01b",
+            "a1b",
+        ];
+        for x in tricky {
+            for y in tricky {
+                assert_eq!(natural_cmp(x, y), natural_cmp(y, x).reverse(), "{x} vs {y}");
+                for z in tricky {
+                    if natural_cmp(x, y).is_le() && natural_cmp(y, z).is_le() {
+                        assert!(natural_cmp(x, z).is_le(), "{x} <= {y} <= {z}");
+                    }
+                }
+            }
+        }
+        // natural_cmp agrees with Go's comparator on consistent inputs.
+        let words = ["a", "b1", "b10", "b2", "b2c", "c", "10", "9", "-1", "x9y", "x10y", "1.2.3", "1.11.3"];
+        for x in words {
+            for y in words {
+                let go = natural_cmp_go(x, y).unwrap();
+                assert_eq!(natural_cmp(x, y), go, "{x} vs {y}");
+            }
+        }
+        // Quirks of the pinned version.
+        assert_eq!(natsort_less("01", "1"), Some(true));
+        assert_eq!(natsort_less("1", "01"), Some(true));
+        assert_eq!(natsort_less("a1b", "a01b"), Some(true));
+        assert_eq!(natsort_less("99999999999999999999", "100000000000000000000"), Some(false));
+        assert_eq!(natsort_less("9223372036854775807", "9223372036854775808"), Some(true));
+        assert_eq!(natsort_less("x", "x"), Some(true));
+        assert_eq!(natsort_less("", ""), Some(false));
+        assert_eq!(natsort_chunks("ab12c3"), ["ab", "12", "c", "3"]);
+        assert_eq!(natsort_chunks("é1"), ["é", "1"]);
+    }
+
+    // --- almost.Equal -------------------------------------------------------------------
+
+    #[test]
+    fn almost_equal_like_prometheus() {
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        assert!(almost_equal(stale, stale, 1e-6));
+        assert!(!almost_equal(stale, f64::NAN, 1e-6));
+        assert!(!almost_equal(f64::NAN, stale, 1e-6));
+        assert!(almost_equal(f64::NAN, go_nan(), 1e-6));
+        assert!(!almost_equal(f64::NAN, 1.0, 1e-6));
+        assert!(almost_equal(INF, INF, 1e-6));
+        assert!(!almost_equal(INF, f64::MAX, 1e-6));
+        assert!(!almost_equal(INF, f64::NEG_INFINITY, 1e-6));
+        assert!(almost_equal(0.0, -0.0, 1e-6));
+        assert!(!almost_equal(0.0, 1e-300, 1e-6));
+        assert!(almost_equal(1.0, 1.0 + 1e-7, 1e-6));
+        assert!(!almost_equal(1.0, 1.00001, 1e-6));
+        assert!(almost_equal(3.249615, 3.2496154055, 1e-6));
+        assert!(almost_equal(1e-310, 1.0000001e-310, 1e6));
+        assert!(!almost_equal(1e-310, 2e-310, 1e-6));
+        assert!(almost_equal(f64::MAX, f64::MAX * (1.0 - 1e-12), 1e-6));
+    }
+}

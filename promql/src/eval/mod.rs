@@ -1,0 +1,683 @@
+//! The evaluator: instant and range queries over a [`SampleSource`], with Prometheus
+//! 3.x float semantics.
+//!
+//! Evaluation is pure and synchronous. A query first selects, once per selector, the
+//! samples of the whole time span it can touch (the plan); then every step is evaluated
+//! on those samples.
+
+mod aggregate;
+mod binary;
+mod functions;
+pub(crate) mod kernels;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::ast::*;
+use crate::error::ParseError;
+use crate::features::{Feature, Features};
+use crate::labels::Labels;
+use crate::storage::{LabelMatcher, SampleSource, Selection, SourceError};
+use crate::value::{is_stale_marker, Point, Sample, Series, Timestamp, Value};
+
+/// Settings of an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (Prometheus: 5m).
+    pub lookback_delta_ms: i64,
+    /// The most samples a query may hold at once (Prometheus: 50,000,000).
+    pub max_samples: usize,
+    /// Wall-clock limit of one query.
+    pub timeout: Option<Duration>,
+    /// Enabled features; evaluation looks at `promql-delayed-name-removal`.
+    pub features: Features,
+    /// Step of a subquery written without one (`[30m:]`): the global evaluation
+    /// interval on a server (1m by default).
+    pub default_subquery_step_ms: i64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_delta_ms: 5 * 60_000,
+            max_samples: 50_000_000,
+            timeout: Some(Duration::from_secs(120)),
+            features: Features::none(),
+            default_subquery_step_ms: 60_000,
+        }
+    }
+}
+
+/// What went wrong while evaluating.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvalError {
+    /// The query does not parse or check.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// The query is valid but cannot be evaluated on this data, with Prometheus'
+    /// message (e.g. `vector cannot contain metrics with the same labelset`).
+    #[error("{0}")]
+    Execution(String),
+    /// The query would hold more samples than `max_samples`.
+    #[error("query processing would load too many samples into memory in query execution")]
+    TooManySamples,
+    /// The query ran longer than its timeout.
+    #[error("query timed out in expression evaluation")]
+    Timeout,
+    /// The sample source failed.
+    #[error("source: {0}")]
+    Source(#[from] SourceError),
+    /// A feature this engine does not implement yet. Never a silent wrong answer.
+    #[error("not supported yet: {0}")]
+    Unsupported(String),
+}
+
+/// Severity of an [`Annotation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnotationKind {
+    /// `PromQL warning: …`
+    Warning,
+    /// `PromQL info: …`
+    Info,
+}
+
+/// A warning or info note about a query's result, with the position of the
+/// sub-expression that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Annotation {
+    /// Warning or info.
+    pub kind: AnnotationKind,
+    /// The message without prefix.
+    pub message: String,
+    /// The sub-expression.
+    pub span: Span,
+}
+
+impl Annotation {
+    /// Prometheus' rendering: `PromQL warning: message (line:col)`.
+    pub fn render(&self, query: &str) -> String {
+        let kind = match self.kind {
+            AnnotationKind::Warning => "warning",
+            AnnotationKind::Info => "info",
+        };
+        let pos = ParseError::new(crate::ErrorKind::Empty, self.span).with_query(query).line_col();
+        format!("PromQL {kind}: {} ({}:{})", self.message, pos.0, pos.1)
+    }
+}
+
+/// The value of a query and the notes about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    /// The result.
+    pub value: Value,
+    /// Warnings and info notes, in the order they arose.
+    pub annotations: Vec<Annotation>,
+}
+
+/// Evaluates PromQL over a [`SampleSource`].
+///
+/// ```
+/// use promql::{eval::Engine, storage::MemoryStore, value::Value, Labels};
+/// let mut store = MemoryStore::new();
+/// let labels = Labels::from_pairs([("__name__", "requests_total"), ("pod", "a")]);
+/// for i in 0..=20 {
+///     store.append(&labels, i * 15_000, (i * 150) as f64); // 10 requests per second
+/// }
+/// let engine = Engine::default();
+/// let result = engine.instant_query(&store, "sum(rate(requests_total[1m]))", 300_000).unwrap();
+/// let Value::Vector(v) = result.value else { panic!() };
+/// assert!((v[0].v - 10.0).abs() < 1e-9, "{}", v[0].v);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+impl Engine {
+    /// An engine with these options.
+    pub fn new(opts: EngineOptions) -> Self {
+        Engine { opts }
+    }
+
+    /// The options.
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Parses, checks and evaluates `query` at `time` (ms).
+    pub fn instant_query(
+        &self,
+        source: &dyn SampleSource,
+        query: &str,
+        time: Timestamp,
+    ) -> Result<QueryResult, EvalError> {
+        let expr = crate::parse_with(query, self.opts.features)?;
+        self.eval(source, &expr, time, time, 0)
+    }
+
+    /// Parses, checks and evaluates `query` at every `step` from `start` to `end` (ms).
+    pub fn range_query(
+        &self,
+        source: &dyn SampleSource,
+        query: &str,
+        start: Timestamp,
+        end: Timestamp,
+        step: i64,
+    ) -> Result<QueryResult, EvalError> {
+        let expr = crate::parse_with(query, self.opts.features)?;
+        if step <= 0 {
+            return Err(EvalError::Execution(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer"
+                    .into(),
+            ));
+        }
+        if end < start {
+            return Err(EvalError::Execution("end timestamp must not be before start time".into()));
+        }
+        match crate::check::check(&expr)? {
+            ValueType::Scalar | ValueType::Vector => {}
+            t => {
+                return Err(EvalError::Execution(format!(
+                    "invalid expression type \"{t}\" for range query, must be Scalar or instant Vector"
+                )))
+            }
+        }
+        self.eval(source, &expr, start, end, step)
+    }
+
+    /// Evaluates a checked expression. `step == 0` means an instant query at `start`.
+    pub fn eval(
+        &self,
+        source: &dyn SampleSource,
+        expr: &Expr,
+        start: Timestamp,
+        end: Timestamp,
+        step: i64,
+    ) -> Result<QueryResult, EvalError> {
+        let mut ev = Evaluator {
+            opts: &self.opts,
+            start,
+            end,
+            step,
+            delayed: self.opts.features.is_enabled(Feature::DelayedNameRemoval),
+            selected: HashMap::new(),
+            annotations: Vec::new(),
+            deadline: self.opts.timeout.map(|t| Instant::now() + t),
+            samples_selected: 0,
+        };
+        ev.prepare(source, expr, start, end)?;
+        let value = if step == 0 {
+            match ev.eval(expr, start)? {
+                V::Scalar(v) => Value::Scalar { t: start, v },
+                V::String(s) => Value::String { t: start, v: s },
+                V::Vector(v) => Value::Vector(ev.finish_vector(v, start)?),
+                V::Matrix(m) => Value::Matrix(ev.finish_matrix(m)?),
+            }
+        } else {
+            ev.range(expr)?
+        };
+        Ok(QueryResult { value, annotations: ev.annotations })
+    }
+}
+
+/// A sample during evaluation: `drop_name` marks a `__name__` to remove at the end
+/// (delayed name removal).
+#[derive(Debug, Clone)]
+pub(crate) struct S {
+    pub labels: Labels,
+    pub v: f64,
+    /// The stored sample's own time, for `timestamp()` of a selector.
+    pub t: Timestamp,
+    pub drop_name: bool,
+}
+
+/// A series of a range vector during evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct M {
+    pub labels: Labels,
+    pub points: Vec<Point>,
+    pub drop_name: bool,
+}
+
+/// A range vector with its window `(start, end]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Matrix {
+    pub series: Vec<M>,
+    pub start: Timestamp,
+    pub end: Timestamp,
+}
+
+/// A value during evaluation of one step.
+#[derive(Debug, Clone)]
+pub(crate) enum V {
+    Scalar(f64),
+    String(String),
+    Vector(Vec<S>),
+    Matrix(Matrix),
+}
+
+pub(crate) type EResult<T> = Result<T, EvalError>;
+
+pub(crate) fn exec_error<T>(msg: impl Into<String>) -> EResult<T> {
+    Err(EvalError::Execution(msg.into()))
+}
+
+struct Evaluator<'a> {
+    opts: &'a EngineOptions,
+    start: Timestamp,
+    end: Timestamp,
+    step: i64,
+    delayed: bool,
+    /// The samples of every selector over the whole span it can touch.
+    selected: HashMap<*const VectorSelector, Arc<Vec<Series>>>,
+    annotations: Vec<Annotation>,
+    deadline: Option<Instant>,
+    samples_selected: usize,
+}
+
+impl Evaluator<'_> {
+    // ---- planning ----
+
+    /// Seconds of a duration expression, with `step()` and `range()` of this query.
+    fn duration_secs(&self, d: &DurationExpr) -> EResult<f64> {
+        Ok(match d {
+            DurationExpr::Number(n) => n.value,
+            DurationExpr::Step { .. } => self.step as f64 / 1000.0,
+            DurationExpr::Range { .. } => (self.end - self.start) as f64 / 1000.0,
+            DurationExpr::Paren { expr, .. } => self.duration_secs(expr)?,
+            DurationExpr::Unary { op, expr, .. } => {
+                let v = self.duration_secs(expr)?;
+                if *op == UnaryOp::Neg {
+                    -v
+                } else {
+                    v
+                }
+            }
+            DurationExpr::Binary { op, lhs, rhs, .. } => {
+                let (l, r) = (self.duration_secs(lhs)?, self.duration_secs(rhs)?);
+                match op {
+                    BinaryOp::Div if r == 0.0 => return exec_error("division by zero"),
+                    BinaryOp::Mod if r == 0.0 => return exec_error("modulo by zero"),
+                    _ => binary::arith(*op, l, r),
+                }
+            }
+            DurationExpr::Call { func, args, .. } => {
+                let (a, b) = (self.duration_secs(&args[0])?, self.duration_secs(&args[1])?);
+                match func {
+                    DurationFunc::MinOf => kernels::go_min(a, b),
+                    DurationFunc::MaxOf => kernels::go_max(a, b),
+                }
+            }
+        })
+    }
+
+    /// Milliseconds of a duration, as Prometheus converts seconds (to nanoseconds,
+    /// rounded, then truncated to milliseconds).
+    fn duration_ms(&self, d: &DurationExpr) -> EResult<i64> {
+        let secs = self.duration_secs(d)?;
+        let ns = (secs * 1e9).round();
+        if !ns.is_finite() || ns.abs() >= 9.2e18 {
+            return exec_error("duration out of range");
+        }
+        Ok(ns as i64 / 1_000_000)
+    }
+
+    fn positive_ms(&self, d: &DurationExpr, what: &str) -> EResult<i64> {
+        let ms = self.duration_ms(d)?;
+        if ms <= 0 {
+            return exec_error(format!("{what} must be greater than 0, got {}", format_ms(ms)));
+        }
+        Ok(ms)
+    }
+
+    fn offset_ms(&self, d: Option<&DurationExpr>) -> EResult<i64> {
+        d.map_or(Ok(0), |d| self.duration_ms(d))
+    }
+
+    fn at_ms(&self, at: Option<AtModifier>) -> Option<Timestamp> {
+        at.map(|a| match a {
+            AtModifier::Timestamp(t) => t,
+            AtModifier::Start => self.start,
+            AtModifier::End => self.end,
+        })
+    }
+
+    /// Selects, for every selector, the samples of the span `[tmin, tmax]` of
+    /// evaluation times it is evaluated at.
+    fn prepare(
+        &mut self,
+        source: &dyn SampleSource,
+        e: &Expr,
+        tmin: Timestamp,
+        tmax: Timestamp,
+    ) -> EResult<()> {
+        match e {
+            Expr::VectorSelector(vs) => {
+                let (lo, hi) = self.reference_span(vs, tmin, tmax)?;
+                self.select(source, vs, lo - self.opts.lookback_delta_ms, hi)
+            }
+            Expr::MatrixSelector(ms) => {
+                let range = self.positive_ms(&ms.range, "range")?;
+                let (lo, hi) = self.reference_span(&ms.selector, tmin, tmax)?;
+                self.select(source, &ms.selector, lo - range, hi)
+            }
+            Expr::Subquery(sq) => {
+                let range = self.positive_ms(&sq.range, "subquery range")?;
+                let offset = self.offset_ms(sq.offset.as_ref())?;
+                let (lo, hi) = match self.at_ms(sq.at) {
+                    Some(a) => (a - offset, a - offset),
+                    None => (tmin - offset, tmax - offset),
+                };
+                self.prepare(source, &sq.expr, lo - range, hi)
+            }
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    self.prepare(source, p, tmin, tmax)?;
+                }
+                self.prepare(source, &a.expr, tmin, tmax)
+            }
+            Expr::Binary(b) => {
+                self.prepare(source, &b.lhs, tmin, tmax)?;
+                self.prepare(source, &b.rhs, tmin, tmax)
+            }
+            Expr::Call(c) => c.args.iter().try_for_each(|a| self.prepare(source, a, tmin, tmax)),
+            Expr::Paren(p) => self.prepare(source, &p.expr, tmin, tmax),
+            Expr::Unary(u) => self.prepare(source, &u.expr, tmin, tmax),
+            Expr::Number(_) | Expr::String(_) => Ok(()),
+        }
+    }
+
+    /// The reference times (`T - offset`, or `@ - offset`) a selector is read at.
+    fn reference_span(
+        &self,
+        vs: &VectorSelector,
+        tmin: Timestamp,
+        tmax: Timestamp,
+    ) -> EResult<(Timestamp, Timestamp)> {
+        if vs.anchoring.is_some() {
+            return Err(EvalError::Unsupported("anchored and smoothed range selectors".into()));
+        }
+        let offset = self.offset_ms(vs.offset.as_ref())?;
+        Ok(match self.at_ms(vs.at) {
+            Some(a) => (a - offset, a - offset),
+            None => (tmin - offset, tmax - offset),
+        })
+    }
+
+    fn select(
+        &mut self,
+        source: &dyn SampleSource,
+        vs: &VectorSelector,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> EResult<()> {
+        let mut matchers = Vec::with_capacity(vs.matchers.len() + 1);
+        if let Some(name) = &vs.name {
+            matchers.push(LabelMatcher::new(crate::METRIC_NAME, MatchOp::Equal, name).map_err(regex_error)?);
+        }
+        for m in &vs.matchers {
+            matchers.push(LabelMatcher::from_ast(m).map_err(regex_error)?);
+        }
+        let series = source.select(&Selection { matchers: &matchers, start, end })?;
+        self.samples_selected += series.iter().map(|s| s.points.len()).sum::<usize>();
+        if self.samples_selected > self.opts.max_samples {
+            return Err(EvalError::TooManySamples);
+        }
+        self.selected.insert(vs as *const _, Arc::new(series));
+        Ok(())
+    }
+
+    fn selected(&self, vs: &VectorSelector) -> Arc<Vec<Series>> {
+        self.selected.get(&(vs as *const _)).cloned().unwrap_or_default()
+    }
+
+    fn check_deadline(&self) -> EResult<()> {
+        match self.deadline {
+            Some(d) if Instant::now() > d => Err(EvalError::Timeout),
+            _ => Ok(()),
+        }
+    }
+
+    // ---- steps ----
+
+    fn range(&mut self, expr: &Expr) -> EResult<Value> {
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut out: Vec<Series> = Vec::new();
+        let mut t = self.start;
+        while t <= self.end {
+            self.check_deadline()?;
+            let samples = match self.eval(expr, t)? {
+                V::Scalar(v) => vec![Sample { labels: Labels::empty(), t, v }],
+                V::Vector(v) => self.finish_vector(v, t)?,
+                _ => return exec_error("range query must evaluate to a scalar or an instant vector"),
+            };
+            for s in samples {
+                let i = *index.entry(s.labels.clone()).or_insert_with(|| {
+                    out.push(Series { labels: s.labels.clone(), points: Vec::new() });
+                    out.len() - 1
+                });
+                out[i].points.push(Point { t, v: s.v });
+            }
+            t += self.step;
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(Value::Matrix(out))
+    }
+
+    /// Applies delayed name removal and rejects duplicate label sets.
+    fn finish_vector(&self, v: Vec<S>, t: Timestamp) -> EResult<Vec<Sample>> {
+        let out: Vec<Sample> = v
+            .into_iter()
+            .map(|s| Sample {
+                labels: if s.drop_name { s.labels.without_metric_name() } else { s.labels },
+                t,
+                v: s.v,
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::with_capacity(out.len());
+        if out.iter().any(|s| !seen.insert(&s.labels)) {
+            return exec_error("vector cannot contain metrics with the same labelset");
+        }
+        Ok(out)
+    }
+
+    fn finish_matrix(&self, m: Matrix) -> EResult<Vec<Series>> {
+        let mut out: Vec<Series> = m
+            .series
+            .into_iter()
+            .map(|s| Series {
+                labels: if s.drop_name { s.labels.without_metric_name() } else { s.labels },
+                points: s.points,
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        if out.windows(2).any(|w| w[0].labels == w[1].labels) {
+            return exec_error("vector cannot contain metrics with the same labelset");
+        }
+        Ok(out)
+    }
+
+    /// Removes `__name__` now, or marks it for removal at the end in delayed mode.
+    pub(crate) fn drop_name(&self, mut s: S) -> S {
+        if self.delayed {
+            s.drop_name = true;
+        } else {
+            s.labels = s.labels.without_metric_name();
+        }
+        s
+    }
+
+    pub(crate) fn eval(&mut self, e: &Expr, t: Timestamp) -> EResult<V> {
+        crate::parser::grow_stack(|| self.eval_inner(e, t))
+    }
+
+    fn eval_inner(&mut self, e: &Expr, t: Timestamp) -> EResult<V> {
+        match e {
+            Expr::Number(n) => Ok(V::Scalar(n.value)),
+            Expr::String(s) => Ok(V::String(s.value.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, t),
+            Expr::VectorSelector(vs) => Ok(V::Vector(self.instant_selector(vs, t)?)),
+            Expr::MatrixSelector(ms) => Ok(V::Matrix(self.range_selector(ms, t)?)),
+            Expr::Subquery(sq) => Ok(V::Matrix(self.subquery(sq, t)?)),
+            Expr::Unary(u) => match self.eval(&u.expr, t)? {
+                V::Scalar(v) if u.op == UnaryOp::Neg => Ok(V::Scalar(-v)),
+                V::Vector(v) if u.op == UnaryOp::Neg => {
+                    let out: Vec<S> = v.into_iter().map(|s| self.drop_name(S { v: -s.v, ..s })).collect();
+                    check_duplicates(&out, self.delayed)?;
+                    Ok(V::Vector(out))
+                }
+                v => Ok(v),
+            },
+            Expr::Binary(b) => self.binary(b, t),
+            Expr::Aggregate(a) => self.aggregate(a, t),
+            Expr::Call(c) => self.call(c, t),
+        }
+    }
+
+    fn instant_selector(&mut self, vs: &VectorSelector, t: Timestamp) -> EResult<Vec<S>> {
+        let offset = self.offset_ms(vs.offset.as_ref())?;
+        let reference = self.at_ms(vs.at).unwrap_or(t) - offset;
+        let series = self.selected(vs);
+        let mut out = Vec::new();
+        for s in series.iter() {
+            let i = s.points.partition_point(|p| p.t <= reference);
+            if i == 0 {
+                continue;
+            }
+            let p = s.points[i - 1];
+            if p.t <= reference - self.opts.lookback_delta_ms || is_stale_marker(p.v) {
+                continue;
+            }
+            out.push(S { labels: s.labels.clone(), v: p.v, t: p.t, drop_name: false });
+        }
+        Ok(out)
+    }
+
+    fn range_selector(&mut self, ms: &MatrixSelector, t: Timestamp) -> EResult<Matrix> {
+        let range = self.positive_ms(&ms.range, "range")?;
+        let offset = self.offset_ms(ms.selector.offset.as_ref())?;
+        let end = self.at_ms(ms.selector.at).unwrap_or(t) - offset;
+        let start = end - range;
+        let series = self.selected(&ms.selector);
+        let mut out = Vec::new();
+        for s in series.iter() {
+            let lo = s.points.partition_point(|p| p.t <= start);
+            let hi = s.points.partition_point(|p| p.t <= end);
+            let points: Vec<Point> =
+                s.points[lo..hi].iter().copied().filter(|p| !is_stale_marker(p.v)).collect();
+            if !points.is_empty() {
+                out.push(M { labels: s.labels.clone(), points, drop_name: false });
+            }
+        }
+        Ok(Matrix { series: out, start, end })
+    }
+
+    fn subquery(&mut self, sq: &SubqueryExpr, t: Timestamp) -> EResult<Matrix> {
+        let range = self.positive_ms(&sq.range, "subquery range")?;
+        let step = match &sq.step {
+            Some(s) => self.positive_ms(s, "subquery step")?,
+            None => self.opts.default_subquery_step_ms,
+        };
+        let offset = self.offset_ms(sq.offset.as_ref())?;
+        let end = self.at_ms(sq.at).unwrap_or(t) - offset;
+        let start = end - range;
+        // Inner steps sit on the absolute grid of multiples of `step`, inside (start, end].
+        let mut inner = start / step * step;
+        if inner <= start {
+            inner += step;
+        }
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut series: Vec<M> = Vec::new();
+        while inner <= end {
+            self.check_deadline()?;
+            match self.eval(&sq.expr, inner)? {
+                V::Vector(v) => {
+                    for s in v {
+                        let key = if s.drop_name && !self.delayed {
+                            s.labels.without_metric_name()
+                        } else {
+                            s.labels.clone()
+                        };
+                        let i = *index.entry(key).or_insert_with(|| {
+                            series.push(M {
+                                labels: s.labels.clone(),
+                                points: Vec::new(),
+                                drop_name: s.drop_name,
+                            });
+                            series.len() - 1
+                        });
+                        series[i].points.push(Point { t: inner, v: s.v });
+                    }
+                }
+                V::Scalar(v) => {
+                    if series.is_empty() {
+                        series.push(M { labels: Labels::empty(), points: Vec::new(), drop_name: false });
+                    }
+                    series[0].points.push(Point { t: inner, v });
+                }
+                _ => return exec_error("subquery must evaluate to an instant vector"),
+            }
+            inner += step;
+        }
+        Ok(Matrix { series, start, end })
+    }
+
+    pub(crate) fn annotate(&mut self, kind: AnnotationKind, message: String, span: Span) {
+        let a = Annotation { kind, message, span };
+        if !self.annotations.contains(&a) {
+            self.annotations.push(a);
+        }
+    }
+
+    /// An evaluated argument that must be a scalar.
+    pub(crate) fn scalar_arg(&mut self, e: &Expr, t: Timestamp) -> EResult<f64> {
+        match self.eval(e, t)? {
+            V::Scalar(v) => Ok(v),
+            _ => exec_error("expected a scalar argument"),
+        }
+    }
+
+    pub(crate) fn vector_arg(&mut self, e: &Expr, t: Timestamp) -> EResult<Vec<S>> {
+        match self.eval(e, t)? {
+            V::Vector(v) => Ok(v),
+            _ => exec_error("expected an instant vector argument"),
+        }
+    }
+
+    pub(crate) fn matrix_arg(&mut self, e: &Expr, t: Timestamp) -> EResult<Matrix> {
+        match self.eval(e, t)? {
+            V::Matrix(m) => Ok(m),
+            _ => exec_error("expected a range vector argument"),
+        }
+    }
+}
+
+/// In non-delayed mode, two samples with the same labels in one step's output is an
+/// error; in delayed mode the check waits until names are removed at the end.
+pub(crate) fn check_duplicates(v: &[S], delayed: bool) -> EResult<()> {
+    if v.len() < 2 {
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    for s in v {
+        if !seen.insert((&s.labels, delayed && s.drop_name)) {
+            return exec_error("vector cannot contain metrics with the same labelset");
+        }
+    }
+    Ok(())
+}
+
+fn regex_error(e: regex::Error) -> EvalError {
+    EvalError::Execution(format!("invalid regular expression: {e}"))
+}
+
+fn format_ms(ms: i64) -> String {
+    let mut s = String::new();
+    if ms < 0 {
+        s.push('-');
+    }
+    let _ = crate::printer::write_duration_ms(&mut s, ms.abs());
+    s
+}

@@ -1,0 +1,128 @@
+//! Label sets: the identity of a series.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::printer::write_quoted;
+
+/// The metric name label.
+pub const METRIC_NAME: &str = "__name__";
+
+/// One `name="value"` pair.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Label {
+    /// The label name.
+    pub name: Arc<str>,
+    /// The label value; never empty inside a [`Labels`] (empty means absent).
+    pub value: Arc<str>,
+}
+
+/// A label set, sorted by name, without empty values. Cloning is cheap.
+///
+/// ```
+/// use promql::Labels;
+/// let l = Labels::from_pairs([("job", "api"), ("__name__", "up"), ("empty", "")]);
+/// assert_eq!(l.get("job"), Some("api"));
+/// assert_eq!(l.get("empty"), None);
+/// assert_eq!(l.to_string(), r#"up{job="api"}"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Labels(Arc<[Label]>);
+
+impl Labels {
+    /// The empty label set.
+    pub fn empty() -> Self {
+        Labels::default()
+    }
+
+    /// Builds a set from pairs in any order. Empty values are dropped; for a repeated
+    /// name the last pair wins.
+    pub fn from_pairs<N: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
+        let mut v: Vec<Label> = Vec::new();
+        for (n, val) in pairs {
+            let (n, val) = (n.as_ref(), val.as_ref());
+            v.retain(|l| &*l.name != n);
+            if !val.is_empty() {
+                v.push(Label { name: n.into(), value: val.into() });
+            }
+        }
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Labels(v.into())
+    }
+
+    /// The labels, sorted by name.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Label> + '_ {
+        self.0.iter()
+    }
+
+    /// The number of labels.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no labels.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.binary_search_by(|l| (*l.name).cmp(name)).ok().map(|i| &*self.0[i].value)
+    }
+
+    /// The metric name.
+    pub fn metric_name(&self) -> Option<&str> {
+        self.get(METRIC_NAME)
+    }
+
+    /// A copy with `name` set to `value` (removed when `value` is empty).
+    pub fn with(&self, name: &str, value: &str) -> Labels {
+        let mut v: Vec<Label> = self.0.iter().filter(|l| &*l.name != name).cloned().collect();
+        if !value.is_empty() {
+            let at = v.partition_point(|l| &*l.name < name);
+            v.insert(at, Label { name: name.into(), value: value.into() });
+        }
+        Labels(v.into())
+    }
+
+    /// A copy without the listed names.
+    pub fn without(&self, names: &[&str]) -> Labels {
+        if !self.0.iter().any(|l| names.contains(&&*l.name)) {
+            return self.clone();
+        }
+        Labels(self.0.iter().filter(|l| !names.contains(&&*l.name)).cloned().collect::<Vec<_>>().into())
+    }
+
+    /// A copy with only the listed names.
+    pub fn keep(&self, names: &[&str]) -> Labels {
+        Labels(self.0.iter().filter(|l| names.contains(&&*l.name)).cloned().collect::<Vec<_>>().into())
+    }
+
+    /// A copy without `__name__` (and the other metadata labels `__type__`, `__unit__`).
+    pub fn without_metric_name(&self) -> Labels {
+        self.without(&[METRIC_NAME, "__type__", "__unit__"])
+    }
+}
+
+impl fmt::Display for Labels {
+    /// Prometheus' form: `name{a="b", c="d"}`, `{}` when empty.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.metric_name();
+        if let Some(n) = name {
+            f.write_str(n)?;
+        }
+        let rest: Vec<&Label> = self.0.iter().filter(|l| &*l.name != METRIC_NAME).collect();
+        if name.is_some() && rest.is_empty() {
+            return Ok(());
+        }
+        f.write_str("{")?;
+        for (i, l) in rest.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}=", l.name)?;
+            write_quoted(f, &l.value)?;
+        }
+        f.write_str("}")
+    }
+}

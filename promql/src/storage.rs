@@ -1,0 +1,224 @@
+//! Where samples come from: the [`SampleSource`] plug point and [`MemoryStore`], the
+//! in-memory reference source.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use regex::Regex;
+
+use crate::ast::{MatchOp, Matcher};
+use crate::labels::Labels;
+use crate::value::{Point, Series, Timestamp};
+
+/// A compiled label matcher.
+#[derive(Debug, Clone)]
+pub struct LabelMatcher {
+    /// Label name.
+    pub name: String,
+    /// Operator.
+    pub op: MatchOp,
+    /// Value or pattern as written.
+    pub value: String,
+    regex: Option<Regex>,
+}
+
+impl LabelMatcher {
+    /// Compiles a matcher; regexes are fully anchored and `.` matches newlines, as in
+    /// Prometheus 3.
+    pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, regex::Error> {
+        let regex = match op {
+            MatchOp::Regex | MatchOp::NotRegex => Some(go_regex(value)?),
+            _ => None,
+        };
+        Ok(LabelMatcher { name: name.to_owned(), op, value: value.to_owned(), regex })
+    }
+
+    /// Compiles a matcher of the syntax tree.
+    pub fn from_ast(m: &Matcher) -> Result<Self, regex::Error> {
+        Self::new(&m.name, m.op, &m.value)
+    }
+
+    /// Whether a label value (empty for an absent label) matches.
+    pub fn matches(&self, value: &str) -> bool {
+        match (&self.op, &self.regex) {
+            (MatchOp::Equal, _) => value == self.value,
+            (MatchOp::NotEqual, _) => value != self.value,
+            (MatchOp::Regex, Some(re)) => re.is_match(value),
+            (MatchOp::NotRegex, Some(re)) => !re.is_match(value),
+            _ => false,
+        }
+    }
+}
+
+/// Compiles a pattern the way Prometheus does: `^(?s:pattern)$`. Go's Perl classes
+/// (`\d`, `\w`, `\s`) and `\b` are ASCII-only, Rust's are Unicode: they are rewritten.
+pub(crate) fn go_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    let mut translated = String::with_capacity(pattern.len() + 8);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            translated.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => translated.push_str("[0-9]"),
+            Some('D') => translated.push_str("[^0-9]"),
+            Some('w') => translated.push_str("[0-9A-Za-z_]"),
+            Some('W') => translated.push_str("[^0-9A-Za-z_]"),
+            Some('s') => translated.push_str("[\\t\\n\\f\\r ]"),
+            Some('S') => translated.push_str("[^\\t\\n\\f\\r ]"),
+            Some('b') => translated.push_str("(?-u:\\b)"),
+            Some('B') => translated.push_str("(?-u:\\B)"),
+            Some(other) => {
+                translated.push('\\');
+                translated.push(other);
+            }
+            None => translated.push('\\'),
+        }
+    }
+    Regex::new(&format!("^(?s:{translated})$"))
+}
+
+/// What a source is asked for: the series matching all matchers, with their samples
+/// in `[start, end]` (inclusive, milliseconds).
+#[derive(Debug, Clone)]
+pub struct Selection<'a> {
+    /// The matchers as written, including any on `__name__`.
+    pub matchers: &'a [LabelMatcher],
+    /// First timestamp needed.
+    pub start: Timestamp,
+    /// Last timestamp needed.
+    pub end: Timestamp,
+}
+
+/// An error of a sample source (the backend's fault, not the query's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
+
+/// The plug point for samples. Implementations return each matching series once,
+/// with its samples in time order; staleness markers included.
+pub trait SampleSource {
+    /// The series matching `sel`.
+    fn select(&self, sel: &Selection<'_>) -> Result<Vec<Series>, SourceError>;
+}
+
+#[derive(Debug, Clone, Default)]
+struct StoredSeries {
+    labels: Labels,
+    ts: Vec<Timestamp>,
+    vs: Vec<f64>,
+}
+
+/// The in-memory reference source: columnar series (timestamps and values in separate
+/// vectors), and an inverted index from `name=value` to series ids so that selection
+/// does not scan every series.
+///
+/// ```
+/// use promql::{storage::MemoryStore, Labels};
+/// let mut store = MemoryStore::new();
+/// let up = Labels::from_pairs([("__name__", "up"), ("job", "api")]);
+/// store.append(&up, 0, 1.0);
+/// store.append(&up, 15_000, 1.0);
+/// assert_eq!(store.series_count(), 1);
+/// assert_eq!(store.sample_count(), 2);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    series: Vec<StoredSeries>,
+    by_labels: HashMap<Labels, u32>,
+    postings: HashMap<(Arc<str>, Arc<str>), Vec<u32>>,
+    samples: usize,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a sample. A sample at a time the series already has replaces it.
+    pub fn append(&mut self, labels: &Labels, t: Timestamp, v: f64) {
+        let id = match self.by_labels.get(labels) {
+            Some(&id) => id,
+            None => {
+                let id = self.series.len() as u32;
+                for l in labels.iter() {
+                    self.postings.entry((l.name.clone(), l.value.clone())).or_default().push(id);
+                }
+                self.by_labels.insert(labels.clone(), id);
+                self.series.push(StoredSeries { labels: labels.clone(), ..Default::default() });
+                id
+            }
+        };
+        let s = &mut self.series[id as usize];
+        match s.ts.last() {
+            Some(&last) if last >= t => match s.ts.binary_search(&t) {
+                Ok(i) => s.vs[i] = v,
+                Err(i) => {
+                    s.ts.insert(i, t);
+                    s.vs.insert(i, v);
+                    self.samples += 1;
+                }
+            },
+            _ => {
+                s.ts.push(t);
+                s.vs.push(v);
+                self.samples += 1;
+            }
+        }
+    }
+
+    /// Removes everything.
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// How many series are stored.
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    /// How many samples are stored.
+    pub fn sample_count(&self) -> usize {
+        self.samples
+    }
+
+    /// Candidate series ids: the intersection of the postings of the `=` matchers with
+    /// non-empty values, or every series when there is none.
+    fn candidates(&self, matchers: &[LabelMatcher]) -> Vec<u32> {
+        let mut lists: Vec<&[u32]> = Vec::new();
+        for m in matchers.iter().filter(|m| m.op == MatchOp::Equal && !m.value.is_empty()) {
+            match self.postings.get(&(Arc::from(m.name.as_str()), Arc::from(m.value.as_str()))) {
+                Some(list) => lists.push(list),
+                None => return Vec::new(),
+            }
+        }
+        if lists.is_empty() {
+            return (0..self.series.len() as u32).collect();
+        }
+        lists.sort_by_key(|l| l.len());
+        let mut out = lists[0].to_vec();
+        for list in &lists[1..] {
+            out.retain(|id| list.binary_search(id).is_ok());
+        }
+        out
+    }
+}
+
+impl SampleSource for MemoryStore {
+    fn select(&self, sel: &Selection<'_>) -> Result<Vec<Series>, SourceError> {
+        let mut out = Vec::new();
+        for id in self.candidates(sel.matchers) {
+            let s = &self.series[id as usize];
+            if !sel.matchers.iter().all(|m| m.matches(s.labels.get(&m.name).unwrap_or(""))) {
+                continue;
+            }
+            let lo = s.ts.partition_point(|&t| t < sel.start);
+            let hi = s.ts.partition_point(|&t| t <= sel.end);
+            let points = (lo..hi).map(|i| Point { t: s.ts[i], v: s.vs[i] }).collect();
+            out.push(Series { labels: s.labels.clone(), points });
+        }
+        Ok(out)
+    }
+}
