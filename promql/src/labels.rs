@@ -24,7 +24,8 @@ pub struct Label {
 /// let l = Labels::from_pairs([("job", "api"), ("__name__", "up"), ("empty", "")]);
 /// assert_eq!(l.get("job"), Some("api"));
 /// assert_eq!(l.get("empty"), None);
-/// assert_eq!(l.to_string(), r#"up{job="api"}"#);
+/// assert_eq!(l.to_string(), r#"{__name__="up", job="api"}"#);
+/// assert_eq!(l.metric_string(), r#"up{job="api"}"#);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub struct Labels(Arc<[Label]>);
@@ -104,19 +105,34 @@ impl Labels {
     }
 }
 
-impl fmt::Display for Labels {
-    /// Prometheus' form: `name{a="b", c="d"}`, `{}` when empty.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Labels {
+    /// The form `name{a="b"}` (name outside the braces) that people read, as the
+    /// Prometheus UI shows series.
+    pub fn metric_string(&self) -> String {
         let name = self.metric_name();
-        if let Some(n) = name {
-            f.write_str(n)?;
-        }
         let rest: Vec<&Label> = self.0.iter().filter(|l| &*l.name != METRIC_NAME).collect();
-        if name.is_some() && rest.is_empty() {
-            return Ok(());
+        let mut out = name.unwrap_or("").to_owned();
+        if name.is_none() || !rest.is_empty() {
+            out.push('{');
+            for (i, l) in rest.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&l.name);
+                out.push('=');
+                let _ = write_quoted(&mut out, &l.value);
+            }
+            out.push('}');
         }
+        out
+    }
+}
+
+impl fmt::Display for Labels {
+    /// Prometheus' `labels.String()`: `{__name__="up", job="api"}`, `{}` when empty.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("{")?;
-        for (i, l) in rest.iter().enumerate() {
+        for (i, l) in self.0.iter().enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
             }

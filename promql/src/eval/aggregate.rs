@@ -135,12 +135,10 @@ impl Evaluator<'_> {
                     Param::Number(p) => p,
                     _ => f64::NAN,
                 };
-                if op == AggregateOp::Quantile && !(0.0..=1.0).contains(&p) {
-                    self.annotate(
-                        AnnotationKind::Warning,
-                        format!("quantile value should be between 0 and 1, got {}", kernels::go_format_g(p)),
-                        a.param.as_ref().map_or(a.span, |p| p.span()),
-                    );
+                if op == AggregateOp::Quantile {
+                    if let Some(param) = &a.param {
+                        self.quantile_range_warning(p, param);
+                    }
                 }
                 self.value_aggregation(input, grouping, op, p)
             }

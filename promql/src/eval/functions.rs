@@ -51,14 +51,7 @@ impl Evaluator<'_> {
             "label_replace" => self.label_replace(c, t)?,
             "label_join" => self.label_join(c, t)?,
             "sort" | "sort_desc" => {
-                if self.step != 0 {
-                    self.annotate(
-                        AnnotationKind::Warning,
-                        "sort is ineffective for range queries since results are always ordered by labels"
-                            .into(),
-                        c.span,
-                    );
-                }
+                self.sort_warning(c);
                 let mut v = self.vector_arg(&c.args[0], t)?;
                 let desc = name == "sort_desc";
                 // NaN last in both directions; ties keep their order.
@@ -75,6 +68,7 @@ impl Evaluator<'_> {
                 v
             }
             "sort_by_label" | "sort_by_label_desc" => {
+                self.sort_warning(c);
                 let mut v = self.vector_arg(&c.args[0], t)?;
                 let mut names = Vec::new();
                 for a in &c.args[1..] {
@@ -99,16 +93,7 @@ impl Evaluator<'_> {
             }
             "histogram_quantile" => {
                 let phi = self.scalar_arg(&c.args[0], t)?;
-                if !(0.0..=1.0).contains(&phi) {
-                    self.annotate(
-                        AnnotationKind::Warning,
-                        format!(
-                            "quantile value should be between 0 and 1, got {}",
-                            kernels::go_format_g(phi)
-                        ),
-                        c.args[0].span(),
-                    );
-                }
+                self.quantile_range_warning(phi, &c.args[0]);
                 let v = self.vector_arg(&c.args[1], t)?;
                 self.buckets(v, &c.args[1], |b| {
                     let (q, fixed, _) = kernels::bucket_quantile(phi, b);
@@ -128,7 +113,23 @@ impl Evaluator<'_> {
                 self.vector_arg(&c.args[0], t)?;
                 Vec::new()
             }
-            "histogram_quantiles" | "info" | "start_timestamp" => {
+            "histogram_quantiles" => {
+                let v = self.vector_arg(&c.args[0], t)?;
+                let label = self.string_arg(&c.args[1], t)?;
+                let mut out = Vec::new();
+                for arg in &c.args[2..] {
+                    let phi = self.scalar_arg(arg, t)?;
+                    self.quantile_range_warning(phi, arg);
+                    let value = openmetrics_float(phi);
+                    let part = self.buckets(v.clone(), &c.args[0], |b| {
+                        let (q, fixed, _) = kernels::bucket_quantile(phi, b);
+                        (q, fixed)
+                    })?;
+                    out.extend(part.into_iter().map(|s| S { labels: s.labels.with(&label, &value), ..s }));
+                }
+                out
+            }
+            "info" | "start_timestamp" => {
                 return Err(EvalError::Unsupported(format!("function {name}()")));
             }
             "round" => {
@@ -170,6 +171,26 @@ impl Evaluator<'_> {
         };
         check_duplicates(&out, self.delayed)?;
         Ok(V::Vector(out))
+    }
+
+    fn sort_warning(&mut self, c: &Call) {
+        if self.step != 0 {
+            self.annotate(
+                AnnotationKind::Warning,
+                "sort is ineffective for range queries since results are always ordered by labels".into(),
+                c.span,
+            );
+        }
+    }
+
+    pub(super) fn quantile_range_warning(&mut self, phi: f64, arg: &Expr) {
+        if !(0.0..=1.0).contains(&phi) {
+            self.annotate(
+                AnnotationKind::Warning,
+                format!("quantile value should be between 0 and 1, got {}", kernels::go_format_g(phi)),
+                arg.span(),
+            );
+        }
     }
 
     fn string_arg(&mut self, e: &Expr, t: Timestamp) -> EResult<String> {
@@ -346,16 +367,7 @@ impl Evaluator<'_> {
             "ts_of_last_over_time" => self.range_fn(c, t, 0, |p| p.last().map(|p| p.t as f64 / 1000.0))?,
             "quantile_over_time" => {
                 let phi = self.scalar_arg(&c.args[0], t)?;
-                if !(0.0..=1.0).contains(&phi) {
-                    self.annotate(
-                        AnnotationKind::Warning,
-                        format!(
-                            "quantile value should be between 0 and 1, got {}",
-                            kernels::go_format_g(phi)
-                        ),
-                        c.args[0].span(),
-                    );
-                }
+                self.quantile_range_warning(phi, &c.args[0]);
                 self.range_fn(c, t, 1, |p| {
                     let mut vs: Vec<f64> = p.iter().map(|p| p.v).collect();
                     Some(kernels::quantile(phi, &mut vs))
@@ -464,6 +476,16 @@ fn absent(empty: bool, arg: &Expr) -> Vec<S> {
         }
     }
     vec![S { labels: Labels::from_pairs(pairs), v: 1.0, t: 0, drop_name: false }]
+}
+
+/// A float as OpenMetrics writes label values such as `quantile`: `1.0`, `0.25`, `+Inf`.
+fn openmetrics_float(v: f64) -> String {
+    let s = kernels::go_format_g(v);
+    if v.is_finite() && !s.contains(['.', 'e']) {
+        format!("{s}.0")
+    } else {
+        s
+    }
 }
 
 fn elementwise(name: &str) -> fn(f64) -> f64 {
