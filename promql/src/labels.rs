@@ -51,6 +51,11 @@ impl Labels {
         Labels(v.into())
     }
 
+    /// A set from labels taken from another set, in the same order.
+    pub(crate) fn from_interned(v: Vec<Label>) -> Self {
+        Labels(v.into())
+    }
+
     /// The labels, sorted by name.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &Label> + '_ {
         self.0.iter()

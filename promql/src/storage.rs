@@ -7,7 +7,7 @@ use std::sync::Arc;
 use regex::Regex;
 
 use crate::ast::{MatchOp, Matcher};
-use crate::labels::Labels;
+use crate::labels::{Label, Labels};
 use crate::value::{Point, Series, Timestamp};
 
 /// A compiled label matcher.
@@ -128,6 +128,8 @@ pub struct MemoryStore {
     series: Vec<StoredSeries>,
     by_labels: HashMap<Labels, u32>,
     postings: HashMap<(Arc<str>, Arc<str>), Vec<u32>>,
+    /// Every label name and value once: series share the strings.
+    strings: std::collections::HashSet<Arc<str>>,
     samples: usize,
 }
 
@@ -143,11 +145,12 @@ impl MemoryStore {
             Some(&id) => id,
             None => {
                 let id = self.series.len() as u32;
+                let labels = self.intern(labels);
                 for l in labels.iter() {
                     self.postings.entry((l.name.clone(), l.value.clone())).or_default().push(id);
                 }
                 self.by_labels.insert(labels.clone(), id);
-                self.series.push(StoredSeries { labels: labels.clone(), ..Default::default() });
+                self.series.push(StoredSeries { labels, ..Default::default() });
                 id
             }
         };
@@ -167,6 +170,20 @@ impl MemoryStore {
                 self.samples += 1;
             }
         }
+    }
+
+    /// The label set with its strings taken from (or added to) the store's pool.
+    fn intern(&mut self, labels: &Labels) -> Labels {
+        let mut pooled = |s: &Arc<str>| match self.strings.get(s) {
+            Some(p) => p.clone(),
+            None => {
+                self.strings.insert(s.clone());
+                s.clone()
+            }
+        };
+        let interned: Vec<Label> =
+            labels.iter().map(|l| Label { name: pooled(&l.name), value: pooled(&l.value) }).collect();
+        Labels::from_interned(interned)
     }
 
     /// Removes everything.

@@ -681,3 +681,100 @@ fn format_ms(ms: i64) -> String {
     let _ = crate::printer::write_duration_ms(&mut s, ms.abs());
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStore;
+
+    fn store() -> MemoryStore {
+        let mut s = MemoryStore::new();
+        for (name, job, step) in [("a_total", "x", 1.0), ("b_total", "x", 2.0), ("c", "y", 3.0)] {
+            let labels = Labels::from_pairs([("__name__", name), ("job", job)]);
+            for i in 0..=20 {
+                s.append(&labels, i * 15_000, i as f64 * step);
+            }
+        }
+        s
+    }
+
+    fn run(features: Features, q: &str) -> Result<Vec<Sample>, EvalError> {
+        let engine = Engine::new(EngineOptions { features, ..EngineOptions::default() });
+        match engine.instant_query(&store(), q, 300_000)?.value {
+            Value::Vector(v) => Ok(v),
+            other => panic!("{q}: not a vector: {other:?}"),
+        }
+    }
+
+    /// A server's default: names are removed immediately.
+    const IMMEDIATE: Features = Features::none();
+
+    fn delayed() -> Features {
+        Features::none().with(Feature::DelayedNameRemoval)
+    }
+
+    #[test]
+    fn immediate_name_removal_collides_where_delayed_does_not() {
+        let q = r#"rate({__name__=~"a_total|b_total"}[1m])"#;
+        let err = run(IMMEDIATE, q).unwrap_err();
+        assert_eq!(err.to_string(), "vector cannot contain metrics with the same labelset");
+        assert_eq!(run(delayed(), &format!("sum({q})")).unwrap().len(), 1);
+        assert!(run(IMMEDIATE, &format!("sum({q})")).is_err());
+    }
+
+    #[test]
+    fn by_name_sees_names_only_when_delayed() {
+        let q = r#"sum by (__name__) (rate({__name__=~"a_total|b_total"}[1m]))"#;
+        let v = run(delayed(), q).unwrap_err();
+        // Both groups lose their name at the end and then collide.
+        assert_eq!(v.to_string(), "vector cannot contain metrics with the same labelset");
+        let q = r#"label_replace(rate(a_total[1m]), "n", "$1", "__name__", "(.+)")"#;
+        let v = run(delayed(), q).unwrap();
+        assert_eq!(v[0].labels.get("n"), Some("a_total"));
+        assert_eq!(v[0].labels.metric_name(), None);
+        let v = run(IMMEDIATE, q).unwrap();
+        assert_eq!(v[0].labels.get("n"), None);
+    }
+
+    #[test]
+    fn comparisons_keep_names_arithmetic_drops_them() {
+        for f in [IMMEDIATE, delayed()] {
+            let v = run(f, "a_total > 5").unwrap();
+            assert_eq!(v[0].labels.metric_name(), Some("a_total"));
+            let v = run(f, "a_total + 1").unwrap();
+            assert_eq!(v[0].labels.metric_name(), None);
+            let v = run(f, "a_total > bool 5").unwrap();
+            assert_eq!((v[0].labels.metric_name(), v[0].v), (None, 1.0));
+            let v = run(f, "last_over_time(a_total[1m])").unwrap();
+            assert_eq!(v[0].labels.metric_name(), Some("a_total"));
+        }
+    }
+
+    #[test]
+    fn limits_are_errors() {
+        let engine = Engine::new(EngineOptions { max_samples: 10, ..EngineOptions::default() });
+        let err = engine.instant_query(&store(), "sum_over_time(a_total[5m])", 300_000).unwrap_err();
+        assert_eq!(err, EvalError::TooManySamples);
+        let engine = Engine::new(EngineOptions { timeout: Some(Duration::ZERO), ..EngineOptions::default() });
+        let err = engine.range_query(&store(), "a_total", 0, 300_000, 15_000).unwrap_err();
+        assert_eq!(err, EvalError::Timeout);
+    }
+
+    #[test]
+    fn unsupported_features_say_so() {
+        let engine = Engine::new(EngineOptions { features: Features::all(), ..EngineOptions::default() });
+        let err = engine.instant_query(&store(), "rate(a_total[1m] anchored)", 300_000).unwrap_err();
+        assert!(matches!(err, EvalError::Unsupported(_)), "{err}");
+        let err = engine.instant_query(&store(), "a_total + fill(0) b_total", 300_000).unwrap_err();
+        assert!(matches!(err, EvalError::Unsupported(_)), "{err}");
+    }
+
+    #[test]
+    fn range_query_rejects_range_vectors() {
+        let err = Engine::default().range_query(&store(), "a_total[1m]", 0, 60_000, 15_000).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector"
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! Evaluation cost against series count, on synthetic Istio-like data: the autoscaling
+//! queries at 1k, 10k and 100k series. Cost should grow linearly.
+//!
+//! Under `cargo test --benches` only the smallest size runs, once.
+
+use std::hint::black_box;
+
+use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
+use promql::eval::Engine;
+use promql::storage::MemoryStore;
+use promql::Labels;
+
+const SCRAPE_MS: i64 = 15_000;
+/// Ten minutes of samples.
+const SAMPLES: i64 = 41;
+const BUCKETS: [&str; 12] = ["1", "5", "10", "25", "50", "100", "250", "500", "1000", "2500", "5000", "+Inf"];
+
+/// `n` counter series of `istio_requests_total` (100 per workload) and about `n`
+/// bucket series of `istio_request_duration_milliseconds_bucket`.
+fn istio_store(n: usize) -> MemoryStore {
+    let mut store = MemoryStore::new();
+    for i in 0..n {
+        let workload = format!("svc-{:04}", i / 100);
+        let pod = format!("{workload}-pod-{}", i % 25);
+        let code = ["200", "200", "404", "503"][i % 4];
+        let labels = Labels::from_pairs([
+            ("__name__", "istio_requests_total"),
+            ("destination_workload", workload.as_str()),
+            ("pod", pod.as_str()),
+            ("response_code", code),
+            ("reporter", "destination"),
+        ]);
+        let rate = 1.0 + (i % 7) as f64;
+        for s in 0..SAMPLES {
+            store.append(&labels, s * SCRAPE_MS, s as f64 * rate * 15.0);
+        }
+    }
+    for g in 0..n / BUCKETS.len() {
+        let workload = format!("svc-{:04}", g / 10);
+        let pod = format!("{workload}-pod-{}", g % 10);
+        for (b, le) in BUCKETS.iter().enumerate() {
+            let labels = Labels::from_pairs([
+                ("__name__", "istio_request_duration_milliseconds_bucket"),
+                ("destination_workload", workload.as_str()),
+                ("pod", pod.as_str()),
+                ("le", le),
+            ]);
+            for s in 0..SAMPLES {
+                store.append(&labels, s * SCRAPE_MS, (s * (b as i64 + 1) * 3) as f64);
+            }
+        }
+    }
+    store
+}
+
+const QUERIES: [(&str, &str); 3] = [
+    ("rate", "rate(istio_requests_total[1m])"),
+    ("sum_by_rate", "sum by (destination_workload) (rate(istio_requests_total[1m]))"),
+    ("p99", "histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket[1m])))"),
+];
+
+fn eval(c: &mut Criterion) {
+    let full = std::env::args().any(|a| a == "--bench");
+    let sizes: &[usize] = if full { &[1_000, 10_000, 100_000] } else { &[1_000] };
+    let engine = Engine::default();
+    let now = (SAMPLES - 1) * SCRAPE_MS;
+    let mut g = c.benchmark_group("eval");
+    g.sample_size(10);
+    for &n in sizes {
+        let store = istio_store(n);
+        g.throughput(Throughput::Elements(n as u64));
+        for (name, q) in QUERIES {
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter(|| black_box(engine.instant_query(&store, q, now).map(|r| r.value)))
+            });
+        }
+        // Five minutes at a 15 s step: 21 steps.
+        let q = QUERIES[1].1;
+        g.bench_with_input(BenchmarkId::new("range_sum_by_rate", n), &n, |b, _| {
+            b.iter(|| {
+                black_box(engine.range_query(&store, q, now - 300_000, now, SCRAPE_MS).map(|r| r.value))
+            })
+        });
+    }
+    g.finish();
+}
+
+// The macro generates an undocumented public function.
+#[allow(missing_docs)]
+mod group {
+    criterion::criterion_group!(benches, super::eval);
+}
+
+criterion_main!(group::benches);
