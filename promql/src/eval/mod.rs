@@ -187,16 +187,27 @@ impl Engine {
         self.eval(source, &expr, start, end, step)
     }
 
-    /// Evaluates a checked expression. `step == 0` means an instant query at `start`.
-    pub fn eval(
-        &self,
-        source: &dyn SampleSource,
-        expr: &Expr,
-        start: Timestamp,
-        end: Timestamp,
-        step: i64,
-    ) -> Result<QueryResult, EvalError> {
-        let mut ev = Evaluator {
+    /// The selections evaluating `expr` over `[start, end]` will make: what a source
+    /// behind a network must fetch before evaluation.
+    ///
+    /// ```
+    /// use promql::eval::Engine;
+    /// let expr = promql::parse("sum(rate(http_requests_total[5m])) / sum(up offset 1h)").unwrap();
+    /// let plan = Engine::default().plan(&expr, 3_600_000, 3_600_000, 0).unwrap();
+    /// assert_eq!(plan.selections.len(), 2);
+    /// assert_eq!((plan.selections[0].start, plan.selections[0].end), (3_300_000, 3_600_000));
+    /// assert_eq!((plan.selections[1].start, plan.selections[1].end), (-300_000, 0));
+    /// assert_eq!(plan.selections[1].selector(), r#"{__name__="up"}"#);
+    /// ```
+    pub fn plan(&self, expr: &Expr, start: Timestamp, end: Timestamp, step: i64) -> Result<Plan, EvalError> {
+        let ev = self.evaluator(start, end, step);
+        let mut planned = Vec::new();
+        ev.plan(expr, start, end, &mut planned)?;
+        Ok(Plan { selections: planned.into_iter().map(|p| p.selection).collect() })
+    }
+
+    fn evaluator(&self, start: Timestamp, end: Timestamp, step: i64) -> Evaluator<'_> {
+        Evaluator {
             opts: &self.opts,
             start,
             end,
@@ -206,8 +217,22 @@ impl Engine {
             annotations: Vec::new(),
             deadline: self.opts.timeout.map(|t| Instant::now() + t),
             samples_selected: 0,
-        };
-        ev.prepare(source, expr, start, end)?;
+        }
+    }
+
+    /// Evaluates a checked expression. `step == 0` means an instant query at `start`.
+    pub fn eval(
+        &self,
+        source: &dyn SampleSource,
+        expr: &Expr,
+        start: Timestamp,
+        end: Timestamp,
+        step: i64,
+    ) -> Result<QueryResult, EvalError> {
+        let mut ev = self.evaluator(start, end, step);
+        let mut planned = Vec::new();
+        ev.plan(expr, start, end, &mut planned)?;
+        ev.select_all(source, planned)?;
         let value = if step == 0 {
             match ev.eval(expr, start)? {
                 V::Scalar(v) => Value::Scalar { t: start, v },
@@ -259,6 +284,65 @@ pub(crate) enum V {
 }
 
 pub(crate) type EResult<T> = Result<T, EvalError>;
+
+/// The samples one selector needs: its matchers (the metric name as a `__name__`
+/// matcher) and an inclusive window in milliseconds.
+#[derive(Debug, Clone)]
+pub struct PlannedSelection {
+    /// All matchers, compiled.
+    pub matchers: Vec<LabelMatcher>,
+    /// First timestamp needed.
+    pub start: Timestamp,
+    /// Last timestamp needed.
+    pub end: Timestamp,
+}
+
+impl PlannedSelection {
+    /// The selector in PromQL (`{__name__="up",job="api"}`), for asking a remote API.
+    pub fn selector(&self) -> String {
+        let mut out = String::from("{");
+        for (i, m) in self.matchers.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            if crate::lexer::is_label_name(&m.name) {
+                out.push_str(&m.name);
+            } else {
+                let _ = crate::printer::write_quoted(&mut out, &m.name);
+            }
+            out.push_str(m.op.as_str());
+            let _ = crate::printer::write_quoted(&mut out, &m.value);
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// What a query will select, before evaluating it.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// One entry per selector of the query, in query order.
+    pub selections: Vec<PlannedSelection>,
+}
+
+/// A planned selection and the selector it is for.
+struct Planned {
+    key: *const VectorSelector,
+    selection: PlannedSelection,
+}
+
+impl Planned {
+    fn new(vs: &VectorSelector, start: Timestamp, end: Timestamp) -> EResult<Self> {
+        let mut matchers = Vec::with_capacity(vs.matchers.len() + 1);
+        if let Some(name) = &vs.name {
+            matchers.push(LabelMatcher::new(crate::METRIC_NAME, MatchOp::Equal, name).map_err(regex_error)?);
+        }
+        for m in &vs.matchers {
+            matchers.push(LabelMatcher::from_ast(m).map_err(regex_error)?);
+        }
+        Ok(Planned { key: vs as *const _, selection: PlannedSelection { matchers, start, end } })
+    }
+}
 
 pub(crate) fn exec_error<T>(msg: impl Into<String>) -> EResult<T> {
     Err(EvalError::Execution(msg.into()))
@@ -344,24 +428,18 @@ impl Evaluator<'_> {
         })
     }
 
-    /// Selects, for every selector, the samples of the span `[tmin, tmax]` of
-    /// evaluation times it is evaluated at.
-    fn prepare(
-        &mut self,
-        source: &dyn SampleSource,
-        e: &Expr,
-        tmin: Timestamp,
-        tmax: Timestamp,
-    ) -> EResult<()> {
+    /// Plans, for every selector, the samples of the span of evaluation times
+    /// `[tmin, tmax]` it is evaluated at.
+    fn plan(&self, e: &Expr, tmin: Timestamp, tmax: Timestamp, out: &mut Vec<Planned>) -> EResult<()> {
         match e {
             Expr::VectorSelector(vs) => {
                 let (lo, hi) = self.reference_span(vs, tmin, tmax)?;
-                self.select(source, vs, lo - self.opts.lookback_delta_ms, hi)
+                out.push(Planned::new(vs, lo - self.opts.lookback_delta_ms, hi)?);
             }
             Expr::MatrixSelector(ms) => {
                 let range = self.positive_ms(&ms.range, "range")?;
                 let (lo, hi) = self.reference_span(&ms.selector, tmin, tmax)?;
-                self.select(source, &ms.selector, lo - range, hi)
+                out.push(Planned::new(&ms.selector, lo - range, hi)?);
             }
             Expr::Subquery(sq) => {
                 let range = self.positive_ms(&sq.range, "subquery range")?;
@@ -370,23 +448,39 @@ impl Evaluator<'_> {
                     Some(a) => (a - offset, a - offset),
                     None => (tmin - offset, tmax - offset),
                 };
-                self.prepare(source, &sq.expr, lo - range, hi)
+                self.plan(&sq.expr, lo - range, hi, out)?;
             }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
-                    self.prepare(source, p, tmin, tmax)?;
+                    self.plan(p, tmin, tmax, out)?;
                 }
-                self.prepare(source, &a.expr, tmin, tmax)
+                self.plan(&a.expr, tmin, tmax, out)?;
             }
             Expr::Binary(b) => {
-                self.prepare(source, &b.lhs, tmin, tmax)?;
-                self.prepare(source, &b.rhs, tmin, tmax)
+                self.plan(&b.lhs, tmin, tmax, out)?;
+                self.plan(&b.rhs, tmin, tmax, out)?;
             }
-            Expr::Call(c) => c.args.iter().try_for_each(|a| self.prepare(source, a, tmin, tmax)),
-            Expr::Paren(p) => self.prepare(source, &p.expr, tmin, tmax),
-            Expr::Unary(u) => self.prepare(source, &u.expr, tmin, tmax),
-            Expr::Number(_) | Expr::String(_) => Ok(()),
+            Expr::Call(c) => c.args.iter().try_for_each(|a| self.plan(a, tmin, tmax, out))?,
+            Expr::Paren(p) => self.plan(&p.expr, tmin, tmax, out)?,
+            Expr::Unary(u) => self.plan(&u.expr, tmin, tmax, out)?,
+            Expr::Number(_) | Expr::String(_) => {}
         }
+        Ok(())
+    }
+
+    /// Selects the samples of every planned selection from `source`.
+    fn select_all(&mut self, source: &dyn SampleSource, planned: Vec<Planned>) -> EResult<()> {
+        for p in planned {
+            let sel = &p.selection;
+            let series =
+                source.select(&Selection { matchers: &sel.matchers, start: sel.start, end: sel.end })?;
+            self.samples_selected += series.iter().map(|s| s.points.len()).sum::<usize>();
+            if self.samples_selected > self.opts.max_samples {
+                return Err(EvalError::TooManySamples);
+            }
+            self.selected.insert(p.key, Arc::new(series));
+        }
+        Ok(())
     }
 
     /// The reference times (`T - offset`, or `@ - offset`) a selector is read at.
@@ -404,29 +498,6 @@ impl Evaluator<'_> {
             Some(a) => (a - offset, a - offset),
             None => (tmin - offset, tmax - offset),
         })
-    }
-
-    fn select(
-        &mut self,
-        source: &dyn SampleSource,
-        vs: &VectorSelector,
-        start: Timestamp,
-        end: Timestamp,
-    ) -> EResult<()> {
-        let mut matchers = Vec::with_capacity(vs.matchers.len() + 1);
-        if let Some(name) = &vs.name {
-            matchers.push(LabelMatcher::new(crate::METRIC_NAME, MatchOp::Equal, name).map_err(regex_error)?);
-        }
-        for m in &vs.matchers {
-            matchers.push(LabelMatcher::from_ast(m).map_err(regex_error)?);
-        }
-        let series = source.select(&Selection { matchers: &matchers, start, end })?;
-        self.samples_selected += series.iter().map(|s| s.points.len()).sum::<usize>();
-        if self.samples_selected > self.opts.max_samples {
-            return Err(EvalError::TooManySamples);
-        }
-        self.selected.insert(vs as *const _, Arc::new(series));
-        Ok(())
     }
 
     fn selected(&self, vs: &VectorSelector) -> Arc<Vec<Series>> {
