@@ -21,6 +21,7 @@
 //! );
 //! ```
 
+pub mod api;
 pub mod ast;
 pub mod check;
 mod error;
@@ -32,6 +33,7 @@ mod lexer;
 pub mod parser;
 mod printer;
 pub mod promqltest;
+pub mod source;
 pub mod storage;
 pub mod value;
 

@@ -3,7 +3,9 @@
 //! - `corpus`: every query of Prometheus' promqltest files parses;
 //! - `rejects`: inputs Prometheus refuses, with message and position;
 //! - `roundtrip`: `parse(print(e)) == e` for generated trees and for the corpus;
-//! - `nesting`: hostile depth gives an error, never a stack overflow.
+//! - `nesting`: hostile depth gives an error, never a stack overflow;
+//! - `prometheus` (feature `http`): local evaluation over samples fetched from a real
+//!   Prometheus equals its own answers.
 
 // Tests fail loudly: unwrapping is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,5 +13,7 @@
 mod conformance;
 mod corpus;
 mod nesting;
+#[cfg(feature = "http")]
+mod prometheus;
 mod rejects;
 mod roundtrip;
