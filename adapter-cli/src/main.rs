@@ -4,8 +4,11 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use promql::Features;
+
+mod output;
+mod timeflags;
 
 /// Query recorded metrics or a Prometheus with PromQL, outside Prometheus.
 #[derive(Debug, Parser)]
@@ -22,6 +25,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Evaluate a query over recorded data or over samples fetched from a Prometheus.
+    ///
+    /// Instant with `--time` (default now), range with `--start --end --step`. The query
+    /// runs in this process either way; `--prometheus` only supplies raw samples.
+    /// Exit codes: 0 ok, 1 query error, 2 bad usage or unreadable data.
+    #[command(
+        after_help = "Examples:\n  promql-cli query --data examples/istio.om --time 2024-01-01T00:30:00Z \\\n    \
+                            'sum by (destination_workload) (rate(istio_requests_total[1m]))'\n  \
+                            promql-cli query --prometheus http://127.0.0.1:9090 --format json 'up'"
+    )]
+    Query(Box<QueryArgs>),
+    /// Pull raw samples from a Prometheus into an OpenMetrics fixture, to replay
+    /// production data offline (`query --data`) or backfill it elsewhere (promtool).
+    #[command(after_help = "Example:\n  promql-cli record --prometheus http://127.0.0.1:9090 \\\n    \
+                            --match 'istio_requests_total{reporter=\"destination\"}' --start now-1h --out istio.om")]
+    Record(Box<RecordArgs>),
     /// Parse and check a query; print it in canonical form, or the error with a caret.
     ///
     /// Exit codes: 0 valid, 1 invalid query, 2 bad usage.
@@ -72,8 +91,225 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let features = Features::from_flags(&cli.enable_feature.join(",")).context("--enable-feature")?;
     match cli.command {
         Command::Parse { json, query } => parse(&query, features, json),
+        Command::Query(args) => query(*args, features),
+        Command::Record(args) => record(*args),
         Command::Test { baseline, verbose, files } => test(&files, baseline.as_deref(), verbose),
     }
+}
+
+/// Where samples come from.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct DataSource {
+    /// A fixture file: OpenMetrics/Prometheus text, promqltest `load` blocks or
+    /// Prometheus API JSON (detected from content). Repeatable.
+    #[arg(long = "data", value_name = "FILE")]
+    data: Vec<std::path::PathBuf>,
+    /// A Prometheus-compatible API to fetch raw samples from.
+    #[arg(long, value_name = "URL")]
+    prometheus: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    #[command(flatten)]
+    source: DataSource,
+    /// Evaluation time of an instant query: RFC 3339, Unix seconds, `now`, `now-1h`.
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["start", "end", "step"])]
+    time: Option<String>,
+    /// Start of a range query.
+    #[arg(long, value_name = "TIME", requires_all = ["end", "step"])]
+    start: Option<String>,
+    /// End of a range query.
+    #[arg(long, value_name = "TIME", requires_all = ["start", "step"])]
+    end: Option<String>,
+    /// Step of a range query: a duration (`15s`) or seconds.
+    #[arg(long, value_name = "DURATION", requires_all = ["start", "end"])]
+    step: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The PromQL expression.
+    query: String,
+}
+
+/// How to talk to a Prometheus.
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// File with a bearer token for `--prometheus`.
+    #[arg(long, value_name = "FILE")]
+    bearer_token_file: Option<std::path::PathBuf>,
+    /// `user:password` for basic authentication with `--prometheus`.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    basic_auth: Option<String>,
+    /// Extra header for `--prometheus`, `Name: value`. Repeatable.
+    #[arg(long, value_name = "HEADER")]
+    header: Vec<String>,
+    /// PEM file of CAs to trust for `--prometheus`.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// Accept any TLS certificate from `--prometheus` (testing only).
+    #[arg(long)]
+    insecure_skip_verify: bool,
+}
+
+impl ClientArgs {
+    fn source(&self, url: &str) -> anyhow::Result<promql::source::prometheus::PrometheusSource> {
+        use promql::source::prometheus::{HttpOptions, PrometheusSource};
+        let mut opts = HttpOptions {
+            bearer_token_file: self.bearer_token_file.clone(),
+            ca_file: self.ca_file.clone(),
+            insecure_skip_verify: self.insecure_skip_verify,
+            ..HttpOptions::default()
+        };
+        if let Some(auth) = &self.basic_auth {
+            let (user, password) = auth.split_once(':').context("--basic-auth wants USER:PASSWORD")?;
+            opts.basic_auth = Some((user.to_owned(), password.to_owned()));
+        }
+        for h in &self.header {
+            let (name, value) =
+                h.split_once(':').with_context(|| format!("--header {h:?}: expected `Name: value`"))?;
+            opts.headers.push((name.trim().to_owned(), value.trim().to_owned()));
+        }
+        Ok(PrometheusSource::new(url, opts)?)
+    }
+}
+
+#[derive(Debug, Args)]
+struct RecordArgs {
+    /// The Prometheus-compatible API to read from.
+    #[arg(long, value_name = "URL")]
+    prometheus: String,
+    /// Series selector to record, e.g. `istio_requests_total{reporter="destination"}`. Repeatable.
+    #[arg(long = "match", value_name = "SELECTOR", required = true)]
+    matches: Vec<String>,
+    /// First sample time: RFC 3339, Unix seconds, `now-1h`.
+    #[arg(long, value_name = "TIME")]
+    start: String,
+    /// Last sample time (default now).
+    #[arg(long, value_name = "TIME", default_value = "now")]
+    end: String,
+    /// The OpenMetrics fixture to write.
+    #[arg(long, value_name = "FILE")]
+    out: std::path::PathBuf,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Aligned text.
+    Table,
+    /// Exactly the `data` object of Prometheus' `/api/v1/query` response.
+    Json,
+}
+
+fn query(args: QueryArgs, features: Features) -> anyhow::Result<ExitCode> {
+    use promql::eval::{Engine, EngineOptions};
+    let now = now_ms();
+    let (start, end, step) = match (&args.start, &args.end, &args.step) {
+        (Some(s), Some(e), Some(st)) => {
+            (timeflags::parse_time(s, now)?, timeflags::parse_time(e, now)?, timeflags::parse_duration(st)?)
+        }
+        _ => {
+            let t = args.time.as_deref().map_or(Ok(now), |t| timeflags::parse_time(t, now))?;
+            (t, t, 0)
+        }
+    };
+    let engine = Engine::new(EngineOptions { features, ..EngineOptions::default() });
+    let expr = match promql::parse_with(&args.query, features) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if step > 0 {
+        if let Err(e) = check_range_type(&expr) {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let store = match &args.source.prometheus {
+        Some(url) => fetch(url, &args, &engine, &expr, start, end, step)?,
+        None => {
+            let mut store = promql::storage::MemoryStore::new();
+            for path in &args.source.data {
+                promql::storage::load_fixture(path, None, &mut store, engine.options().max_samples)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            store
+        }
+    };
+    let result = match engine.eval(&store, &expr, start, end, step) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for a in &result.annotations {
+        eprintln!("{}", a.render(&args.query));
+    }
+    output::print(&result.value, args.format == Format::Json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_range_type(expr: &promql::Expr) -> Result<(), String> {
+    match promql::check::check(expr).map_err(|e| e.to_string())? {
+        promql::ValueType::Scalar | promql::ValueType::Vector => Ok(()),
+        t => {
+            Err(format!("invalid expression type \"{t}\" for range query, must be Scalar or instant Vector"))
+        }
+    }
+}
+
+fn fetch(
+    url: &str,
+    args: &QueryArgs,
+    engine: &promql::eval::Engine,
+    expr: &promql::Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> anyhow::Result<promql::storage::MemoryStore> {
+    let source = args.client.source(url)?;
+    let plan = engine.plan(expr, start, end, step)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(runtime.block_on(source.fetch(&plan))?)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
+    let now = now_ms();
+    let (start, end) = (timeflags::parse_time(&args.start, now)?, timeflags::parse_time(&args.end, now)?);
+    anyhow::ensure!(start <= end, "--start must not be after --end");
+    let source = args.client.source(&args.prometheus)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let store = runtime.block_on(source.record(&args.matches, start, end))?;
+    // Write to a temporary file first so that a failure leaves no half-written fixture.
+    let tmp = args.out.with_extension("om.partial");
+    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    promql::storage::write_openmetrics(&store, &mut w)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, &args.out).with_context(|| format!("renaming to {}", args.out.display()))?;
+    eprintln!(
+        "recorded {} series, {} samples to {}",
+        store.series_count(),
+        store.sample_count(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn test(files: &[String], baseline: Option<&std::path::Path>, verbose: bool) -> anyhow::Result<ExitCode> {

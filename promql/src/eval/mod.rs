@@ -298,6 +298,18 @@ pub struct PlannedSelection {
 }
 
 impl PlannedSelection {
+    /// The samples of `vs` (metric name and matchers; modifiers ignored) in `[start, end]`.
+    pub fn from_selector(vs: &VectorSelector, start: Timestamp, end: Timestamp) -> Result<Self, EvalError> {
+        let mut matchers = Vec::with_capacity(vs.matchers.len() + 1);
+        if let Some(name) = &vs.name {
+            matchers.push(LabelMatcher::new(crate::METRIC_NAME, MatchOp::Equal, name).map_err(regex_error)?);
+        }
+        for m in &vs.matchers {
+            matchers.push(LabelMatcher::from_ast(m).map_err(regex_error)?);
+        }
+        Ok(PlannedSelection { matchers, start, end })
+    }
+
     /// The selector in PromQL (`{__name__="up",job="api"}`), for asking a remote API.
     pub fn selector(&self) -> String {
         let mut out = String::from("{");
@@ -333,14 +345,7 @@ struct Planned {
 
 impl Planned {
     fn new(vs: &VectorSelector, start: Timestamp, end: Timestamp) -> EResult<Self> {
-        let mut matchers = Vec::with_capacity(vs.matchers.len() + 1);
-        if let Some(name) = &vs.name {
-            matchers.push(LabelMatcher::new(crate::METRIC_NAME, MatchOp::Equal, name).map_err(regex_error)?);
-        }
-        for m in &vs.matchers {
-            matchers.push(LabelMatcher::from_ast(m).map_err(regex_error)?);
-        }
-        Ok(Planned { key: vs as *const _, selection: PlannedSelection { matchers, start, end } })
+        Ok(Planned { key: vs as *const _, selection: PlannedSelection::from_selector(vs, start, end)? })
     }
 }
 

@@ -174,6 +174,36 @@ impl PrometheusSource {
         Ok(store)
     }
 
+    /// Pulls the raw samples of every series matching `selectors` in `[start, end]`,
+    /// in windows of at most an hour so that no response grows unbounded: what
+    /// `promql-cli record` writes to a fixture.
+    pub async fn record(
+        &self,
+        selectors: &[String],
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<MemoryStore, SourceError> {
+        const CHUNK_MS: i64 = 3_600_000;
+        let mut selections = Vec::new();
+        for sel in selectors {
+            let expr = crate::parse(sel).map_err(|e| source_error(format!("--match {sel:?}: {e}")))?;
+            let crate::ast::Expr::VectorSelector(vs) = expr.unparen() else {
+                return Err(source_error(format!(
+                    "--match {sel:?}: expected a series selector like up{{job=\"x\"}}"
+                )));
+            };
+            let mut from = start;
+            while from <= end {
+                let to = (from + CHUNK_MS - 1).min(end);
+                selections.push(
+                    PlannedSelection::from_selector(vs, from, to).map_err(|e| source_error(e.to_string()))?,
+                );
+                from = to + 1;
+            }
+        }
+        self.fetch(&Plan { selections }).await
+    }
+
     /// Evaluates `query` at `time` on the server itself (`/api/v1/query`): what a
     /// client that forwards queries, rather than evaluating them, does.
     pub async fn instant_query(&self, query: &str, time: Timestamp) -> Result<Value, SourceError> {

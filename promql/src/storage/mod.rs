@@ -10,6 +10,14 @@ use crate::ast::{MatchOp, Matcher};
 use crate::labels::{Label, Labels};
 use crate::value::{Point, Series, Timestamp};
 
+mod write;
+pub use write::write_openmetrics;
+
+pub mod exposition;
+pub mod fixture;
+pub use exposition::{Dialect, ExpositionParser, LoadError, ParsedSample};
+pub use fixture::{detect_format, load_fixture, load_reader, FixtureFormat, LoadStats};
+
 /// A compiled label matcher.
 #[derive(Debug, Clone)]
 pub struct LabelMatcher {
@@ -97,7 +105,8 @@ pub struct Selection<'a> {
 pub struct SourceError(pub String);
 
 /// The plug point for samples. Implementations return each matching series once,
-/// with its samples in time order; staleness markers included.
+/// with its samples in time order, staleness markers included; in label order to give
+/// results in the order Prometheus gives them.
 pub trait SampleSource {
     /// The series matching `sel`.
     fn select(&self, sel: &Selection<'_>) -> Result<Vec<Series>, SourceError>;
@@ -186,6 +195,20 @@ impl MemoryStore {
         Labels::from_interned(interned)
     }
 
+    /// Every series: labels, timestamps and values.
+    pub fn series(&self) -> impl Iterator<Item = (&Labels, &[Timestamp], &[f64])> + '_ {
+        self.series.iter().map(|s| (&s.labels, s.ts.as_slice(), s.vs.as_slice()))
+    }
+
+    /// Adds every sample of `other`.
+    pub fn merge(&mut self, other: &MemoryStore) {
+        for (labels, ts, vs) in other.series() {
+            for (&t, &v) in ts.iter().zip(vs) {
+                self.append(labels, t, v);
+            }
+        }
+    }
+
     /// Removes everything.
     pub fn clear(&mut self) {
         *self = Self::default();
@@ -236,6 +259,9 @@ impl SampleSource for MemoryStore {
             let points = (lo..hi).map(|i| Point { t: s.ts[i], v: s.vs[i] }).collect();
             out.push(Series { labels: s.labels.clone(), points });
         }
+        // In label order, as a Prometheus TSDB returns series: aggregation groups and
+        // results then come out in the same order as Prometheus'.
+        out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
     }
 }

@@ -3,114 +3,10 @@
 //! query evaluated here over samples fetched from its API must equal its own answer.
 //! Without `prometheus`/`promtool` on the PATH the test fails; it never skips.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use promql::eval::Engine;
 use promql::source::prometheus::{HttpOptions, PrometheusSource};
 use promql::value::Value;
-
-use super::corpus::promqltest_dir;
-
-/// `../shared` beside the checkout (`SHARED_DIR` overrides).
-fn shared_dir() -> PathBuf {
-    match std::env::var_os("SHARED_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => promqltest_dir().join(".."),
-    }
-}
-
-/// A Prometheus process that is killed when dropped.
-pub struct Prometheus {
-    child: Child,
-    /// `http://127.0.0.1:PORT`
-    pub url: String,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn run(cmd: &mut Command, what: &str) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e} (is it installed? scripts/test installs it)"));
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Generates the fixture with the shared generator, backfills it and starts Prometheus.
-pub fn start_prometheus(dir: &Path, workloads: u32) -> (Prometheus, PathBuf) {
-    let data = dir.join("istio.om");
-    let generator = shared_dir().join("tools/gen_istio.py");
-    run(
-        // No pod restarts: after a restart gap Prometheus 2.x and 3.x extrapolate `rate`
-        // differently (2.x clamps to the zero point before the gap test), and the
-        // reference here is 2.42 while this engine implements 3.x.
-        Command::new("python3")
-            .arg(&generator)
-            .args(["-W", &workloads.to_string(), "-P", "2", "-M", "20", "-S", "15", "--seed", "1"])
-            .args(["--restart-prob", "0", "-o"])
-            .arg(&data),
-        "gen_istio.py",
-    );
-    let tsdb = dir.join("tsdb");
-    run(
-        Command::new("promtool").args(["tsdb", "create-blocks-from", "openmetrics"]).arg(&data).arg(&tsdb),
-        "promtool tsdb create-blocks-from openmetrics",
-    );
-    let config = dir.join("prometheus.yml");
-    std::fs::write(&config, "global:\n  scrape_interval: 15s\n").unwrap();
-    let port = free_port();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", tsdb.display()))
-        .arg("--storage.tsdb.retention.time=100y")
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start prometheus: {e} (scripts/test installs Debian's prometheus)")
-        });
-    let prom = Prometheus { child, url: format!("http://127.0.0.1:{port}") };
-    wait_ready(&prom.url);
-    (prom, data)
-}
-
-fn wait_ready(url: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let source = PrometheusSource::new(url, HttpOptions { retries: 0, ..HttpOptions::default() }).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if runtime.block_on(source.instant_query("1", 0)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("prometheus at {url} not ready after 60s");
-}
-
-/// The time range of the generated data, from its `.meta.json` sidecar (ms).
-pub fn data_range(data: &Path) -> (i64, i64) {
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data.with_extension("om.meta.json")).unwrap()).unwrap();
-    let secs = |k: &str| meta[k].as_f64().unwrap_or_else(|| panic!("meta.json has no {k}: {meta}"));
-    ((secs("start") * 1000.0) as i64, (secs("end") * 1000.0) as i64)
-}
+use testkit::{data_range, istio_fixture, start_prometheus, temp_dir};
 
 /// The Istio autoscaling queries, per workload and summed.
 pub const ISTIO_QUERIES: [&str; 8] = [
@@ -167,10 +63,9 @@ pub fn assert_same(query: &str, ours: &Value, theirs: &Value) {
 
 #[test]
 fn local_evaluation_over_fetched_samples_equals_prometheus() {
-    let dir = std::env::temp_dir().join(format!("promql-prometheus-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let (prom, data) = start_prometheus(&dir, 4);
+    let dir = temp_dir("prometheus-test");
+    let data = istio_fixture(&dir, 4);
+    let prom = start_prometheus(&dir, &data);
     let (_, end) = data_range(&data);
     // Whole seconds, as the generator's invariant wants, so 2.42's closed windows agree.
     let end = end / 1000 * 1000 - 60_000;
@@ -198,6 +93,43 @@ fn local_evaluation_over_fetched_samples_equals_prometheus() {
         }
     }
     println!("compared {compared} query results with Prometheus 2.42");
+    drop(prom);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same file loaded here gives Prometheus' answers; so does a recording of it made
+/// through the API (record → write OpenMetrics → load → evaluate).
+#[test]
+fn fixture_and_recording_round_trip() {
+    use promql::storage::{load_fixture, write_openmetrics, MemoryStore};
+    let dir = temp_dir("record-test");
+    let data = istio_fixture(&dir, 3);
+    let prom = start_prometheus(&dir, &data);
+    let (start, end) = data_range(&data);
+    let at = end / 1000 * 1000 - 60_000;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let source = PrometheusSource::new(&prom.url, HttpOptions::default()).unwrap();
+
+    let mut fixture = MemoryStore::new();
+    load_fixture(&data, None, &mut fixture, 50_000_000).unwrap();
+
+    let selectors =
+        ["istio_requests_total".to_owned(), "istio_request_duration_milliseconds_bucket".to_owned()];
+    let recorded = runtime.block_on(source.record(&selectors, start, end)).unwrap();
+    let out = dir.join("recorded.om");
+    write_openmetrics(&recorded, &mut std::fs::File::create(&out).unwrap()).unwrap();
+    let mut replayed = MemoryStore::new();
+    load_fixture(&out, None, &mut replayed, 50_000_000).unwrap();
+    assert_eq!(replayed.sample_count(), recorded.sample_count());
+
+    let engine = Engine::default();
+    for query in ISTIO_QUERIES {
+        let theirs = runtime.block_on(source.instant_query(query, at)).unwrap();
+        for store in [&fixture, &replayed] {
+            let ours = engine.instant_query(store, query, at).unwrap().value;
+            assert_same(query, &ours, &theirs);
+        }
+    }
     drop(prom);
     let _ = std::fs::remove_dir_all(&dir);
 }
