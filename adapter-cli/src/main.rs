@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use promql::Features;
 
 mod output;
+mod serve;
 mod timeflags;
 
 /// Query recorded metrics or a Prometheus with PromQL, outside Prometheus.
@@ -41,6 +42,23 @@ enum Command {
     #[command(after_help = "Example:\n  promql-cli record --prometheus http://127.0.0.1:9090 \\\n    \
                             --match 'istio_requests_total{reporter=\"destination\"}' --start now-1h --out istio.om")]
     Record(Box<RecordArgs>),
+    /// Serve a Prometheus-compatible HTTP API over fixtures.
+    ///
+    /// `/api/v1/query`, `/api/v1/query_range` (GET and form POST), `/api/v1/series`,
+    /// `/api/v1/labels`, `/api/v1/label/NAME/values`, `/api/v1/status/buildinfo`, with
+    /// Prometheus' JSON and error shapes. Stops gracefully on SIGTERM or Ctrl-C.
+    #[command(
+        after_help = "Example:\n  promql-cli serve --data examples/istio.om --listen 127.0.0.1:9091 &\n  \
+                            promtool query instant http://127.0.0.1:9091 'sum(rate(istio_requests_total[1m]))'"
+    )]
+    Serve {
+        /// Fixture files (any format `query --data` reads). Repeatable.
+        #[arg(long = "data", value_name = "FILE", required = true)]
+        data: Vec<std::path::PathBuf>,
+        /// Address to listen on.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9090")]
+        listen: String,
+    },
     /// Parse and check a query; print it in canonical form, or the error with a caret.
     ///
     /// Exit codes: 0 valid, 1 invalid query, 2 bad usage.
@@ -93,6 +111,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Parse { json, query } => parse(&query, features, json),
         Command::Query(args) => query(*args, features),
         Command::Record(args) => record(*args),
+        Command::Serve { data, listen } => {
+            let engine =
+                promql::eval::Engine::new(promql::eval::EngineOptions { features, ..Default::default() });
+            let store = load_data(&data, engine.options().max_samples)?;
+            serve::serve(store, engine, &listen)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Test { baseline, verbose, files } => test(&files, baseline.as_deref(), verbose),
     }
 }
@@ -209,7 +234,7 @@ enum Format {
 
 fn query(args: QueryArgs, features: Features) -> anyhow::Result<ExitCode> {
     use promql::eval::{Engine, EngineOptions};
-    let now = now_ms();
+    let now = timeflags::now_ms();
     let (start, end, step) = match (&args.start, &args.end, &args.step) {
         (Some(s), Some(e), Some(st)) => {
             (timeflags::parse_time(s, now)?, timeflags::parse_time(e, now)?, timeflags::parse_duration(st)?)
@@ -235,14 +260,7 @@ fn query(args: QueryArgs, features: Features) -> anyhow::Result<ExitCode> {
     }
     let store = match &args.source.prometheus {
         Some(url) => fetch(url, &args, &engine, &expr, start, end, step)?,
-        None => {
-            let mut store = promql::storage::MemoryStore::new();
-            for path in &args.source.data {
-                promql::storage::load_fixture(path, None, &mut store, engine.options().max_samples)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-            }
-            store
-        }
+        None => load_data(&args.source.data, engine.options().max_samples)?,
     };
     let result = match engine.eval(&store, &expr, start, end, step) {
         Ok(r) => r,
@@ -256,6 +274,19 @@ fn query(args: QueryArgs, features: Features) -> anyhow::Result<ExitCode> {
     }
     output::print(&result.value, args.format == Format::Json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads fixture files into one store; the sample limit applies to each file.
+fn load_data(
+    paths: &[std::path::PathBuf],
+    max_samples: usize,
+) -> anyhow::Result<promql::storage::MemoryStore> {
+    let mut store = promql::storage::MemoryStore::new();
+    for path in paths {
+        promql::storage::load_fixture(path, None, &mut store, max_samples)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(store)
 }
 
 fn check_range_type(expr: &promql::Expr) -> Result<(), String> {
@@ -282,14 +313,8 @@ fn fetch(
     Ok(runtime.block_on(source.fetch(&plan))?)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn record(args: RecordArgs) -> anyhow::Result<ExitCode> {
-    let now = now_ms();
+    let now = timeflags::now_ms();
     let (start, end) = (timeflags::parse_time(&args.start, now)?, timeflags::parse_time(&args.end, now)?);
     anyhow::ensure!(start <= end, "--start must not be after --end");
     let source = args.client.source(&args.prometheus)?;

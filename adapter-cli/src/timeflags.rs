@@ -3,6 +3,13 @@
 
 use anyhow::{bail, Context};
 
+/// The wall clock in milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Milliseconds since the epoch of a `--time`-style flag, relative to `now_ms`.
 pub fn parse_time(s: &str, now_ms: i64) -> anyhow::Result<i64> {
     let s = s.trim();

@@ -88,6 +88,11 @@ pub fn start_prometheus(dir: &Path, data: &Path) -> Prometheus {
         Command::new("promtool").args(["tsdb", "create-blocks-from", "openmetrics"]).arg(data).arg(&tsdb),
         "promtool tsdb create-blocks-from openmetrics",
     );
+    launch(dir, &tsdb)
+}
+
+/// Runs Prometheus on `tsdb` with no scrape jobs and waits until it answers queries.
+fn launch(dir: &Path, tsdb: &Path) -> Prometheus {
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 15s\n").unwrap();
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -124,4 +129,13 @@ fn wait_ready(prom: &Prometheus, port: u16) {
         std::thread::sleep(Duration::from_millis(200));
     }
     panic!("prometheus at {} not ready after 60s", prom.url);
+}
+
+/// Starts Debian's Prometheus with an empty TSDB in `dir/tsdb` and no scrape jobs, on
+/// a free port of 127.0.0.1: an exporter of its own `/metrics`. Waits until it answers
+/// queries.
+pub fn start_prometheus_empty(dir: &Path) -> Prometheus {
+    let tsdb = dir.join("tsdb");
+    std::fs::create_dir_all(&tsdb).unwrap();
+    launch(dir, &tsdb)
 }

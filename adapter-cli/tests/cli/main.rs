@@ -2,7 +2,8 @@
 //! - parse: canonical output, errors with caret, exit codes;
 //! - test: promqltest scripts, census lines, baselines, one case by FILE:LINE;
 //! - query: fixtures and a real Prometheus, JSON golden files (`PROMQL_BLESS=1` rewrites);
-//! - record: a recording replays to the same answers.
+//! - record: a recording replays to the same answers;
+//! - serve: promtool and qbench.py against `serve` and a real Prometheus on the same data.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -168,4 +169,117 @@ fn bad_input(dir: &Path) {
     assert!(stderr(&o).contains("bad time \"yesterday\""), "{}", stderr(&o));
     let o = cli(&["query", "--prometheus", "http://127.0.0.1:1", "up"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// `promql-cli serve` as a child process; SIGTERM on drop.
+struct Server {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(env!("CARGO_BIN_EXE_promql-cli"))
+            .args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Made before waiting, so that a failure below kills the child on drop.
+        let server = Server { child, url: format!("http://127.0.0.1:{port}") };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("serve did not listen on {}", server.url);
+    }
+
+    /// SIGTERM, then the exit status and what it wrote to stderr.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        use std::io::Read;
+        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        (status, err)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn promtool(args: &[&str]) -> String {
+    let o = Command::new("promtool").args(args).output().expect("promtool (scripts/test installs it)");
+    assert!(o.status.success(), "promtool {args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+/// The same promtool output up to the last bits of floats: 3.x sums with Kahan
+/// compensation, 2.42 naively. Numbers within 1e-9 relative count as equal.
+fn same_numbers(ours: &str, theirs: &str) {
+    let split = |s: &str| -> Vec<String> {
+        s.split(|c: char| c.is_whitespace() || c == '@' || c == '[' || c == ']').map(str::to_owned).collect()
+    };
+    let (a, b) = (split(ours), split(theirs));
+    assert_eq!(a.len(), b.len(), "ours:\n{ours}\ntheirs:\n{theirs}");
+    for (x, y) in a.iter().zip(&b) {
+        match (x.parse::<f64>(), y.parse::<f64>()) {
+            (Ok(x), Ok(y)) => {
+                assert!((x - y).abs() <= 1e-9 * x.abs().max(y.abs()), "ours:\n{ours}\ntheirs:\n{theirs}")
+            }
+            _ => assert_eq!(x, y, "ours:\n{ours}\ntheirs:\n{theirs}"),
+        }
+    }
+}
+
+#[test]
+fn serve_answers_like_prometheus() {
+    let dir = testkit::temp_dir("cli-serve");
+    let data = testkit::istio_fixture(&dir, 4);
+    let prom = testkit::start_prometheus(&dir, &data);
+    let server = Server::start(&data);
+    let q = r#"sum by (destination_workload) (rate(istio_requests_total{reporter="destination"}[1m]))"#;
+    for url in [&prom.url, &server.url] {
+        assert!(!promtool(&["query", "instant", "--time", "2024-01-01T00:19:00Z", url, q]).is_empty());
+    }
+    same_numbers(
+        &promtool(&["query", "instant", "--time", "2024-01-01T00:19:00Z", &server.url, q]),
+        &promtool(&["query", "instant", "--time", "2024-01-01T00:19:00Z", &prom.url, q]),
+    );
+    let range = [
+        "query",
+        "range",
+        "--start",
+        "2024-01-01T00:10:00Z",
+        "--end",
+        "2024-01-01T00:19:00Z",
+        "--step",
+        "1m",
+    ];
+    let ours: Vec<&str> = range.iter().copied().chain([server.url.as_str(), q]).collect();
+    let theirs: Vec<&str> = range.iter().copied().chain([prom.url.as_str(), q]).collect();
+    same_numbers(&promtool(&ours), &promtool(&theirs));
+
+    // The shared side-by-side tool: every query of the Istio set must match.
+    let tools = testkit::shared_dir().join("tools");
+    let o = Command::new("python3")
+        .arg(tools.join("qbench.py"))
+        .args(["--a", &prom.url, "--b", &server.url, "-n", "1", "--warmup", "0", "-q"])
+        .arg(tools.join("queries/istio.txt"))
+        .arg("--meta")
+        .arg(data.with_extension("om.meta.json"))
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(o.status.success() && out.contains(" 0 mismatches"), "qbench: {out}\n{}", stderr(&o));
+
+    let (status, err) = server.stop();
+    assert!(status.success() && err.contains("shut down"), "{status}: {err}");
 }

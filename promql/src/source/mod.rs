@@ -4,3 +4,5 @@
 
 #[cfg(feature = "http")]
 pub mod prometheus;
+#[cfg(feature = "scrape")]
+pub mod scrape;

@@ -5,7 +5,8 @@
 //! - `roundtrip`: `parse(print(e)) == e` for generated trees and for the corpus;
 //! - `nesting`: hostile depth gives an error, never a stack overflow;
 //! - `prometheus` (feature `http`): local evaluation over samples fetched from a real
-//!   Prometheus equals its own answers.
+//!   Prometheus equals its own answers;
+//! - `scrape` (feature `scrape`): scraping a test server and Prometheus' own `/metrics`.
 
 // Tests fail loudly: unwrapping is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,3 +18,5 @@ mod nesting;
 mod prometheus;
 mod rejects;
 mod roundtrip;
+#[cfg(feature = "scrape")]
+mod scrape;

@@ -1,0 +1,335 @@
+//! `promql-cli serve`: a Prometheus-compatible HTTP API over fixtures, so that Grafana,
+//! promtool and scripts written for Prometheus can query recorded data.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::serve::ListenerExt;
+use axum::Router;
+use promql::eval::{AnnotationKind, Engine, EvalError, QueryResult};
+use promql::storage::{LabelMatcher, MemoryStore, SampleSource, Selection};
+use serde_json::{json, Value as Json};
+
+/// Prometheus refuses range queries with more points than this per series.
+const MAX_POINTS: i64 = 11_000;
+
+struct AppState {
+    store: MemoryStore,
+    engine: Engine,
+}
+
+/// An API error: Prometheus' `errorType` and HTTP status.
+struct ApiError {
+    kind: &'static str,
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_data(message: impl Into<String>) -> Self {
+        ApiError { kind: "bad_data", status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+
+    fn param(name: &str, err: impl std::fmt::Display) -> Self {
+        Self::bad_data(format!("invalid parameter \"{name}\": {err}"))
+    }
+}
+
+impl From<EvalError> for ApiError {
+    fn from(e: EvalError) -> Self {
+        match e {
+            EvalError::Parse(p) => ApiError::param("query", p),
+            EvalError::Timeout => {
+                ApiError { kind: "timeout", status: StatusCode::SERVICE_UNAVAILABLE, message: e.to_string() }
+            }
+            e => ApiError {
+                kind: "execution",
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"status": "error", "errorType": self.kind, "error": self.message});
+        (self.status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
+}
+
+fn success(data: Json, result: Option<&QueryResult>, query: &str) -> Response {
+    let mut body = json!({"status": "success", "data": data});
+    if let Some(r) = result {
+        let pick = |kind| -> Vec<String> {
+            r.annotations.iter().filter(|a| a.kind == kind).map(|a| a.render(query)).collect()
+        };
+        let (warnings, infos) = (pick(AnnotationKind::Warning), pick(AnnotationKind::Info));
+        if !warnings.is_empty() {
+            body["warnings"] = json!(warnings);
+        }
+        if !infos.is_empty() {
+            body["infos"] = json!(infos);
+        }
+    }
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// The parameters of a request: the URL's query string and, for a form POST, the body.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(
+        method: &Method,
+        headers: &HeaderMap,
+        query: Option<String>,
+        body: &Bytes,
+    ) -> Result<Self, ApiError> {
+        let mut pairs: Vec<(String, String)> = match query {
+            Some(q) => serde_urlencoded::from_str(&q)
+                .map_err(|e| ApiError::bad_data(format!("bad query string: {e}")))?,
+            None => Vec::new(),
+        };
+        let form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if method == Method::POST && form {
+            let body: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+                .map_err(|e| ApiError::bad_data(format!("bad form body: {e}")))?;
+            pairs.extend(body);
+        }
+        Ok(Params(pairs))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+
+    fn time(&self, name: &str, default: i64) -> Result<i64, ApiError> {
+        match self.get(name) {
+            None | Some("") => Ok(default),
+            Some(v) => parse_api_time(v)
+                .ok_or_else(|| ApiError::param(name, format!("cannot parse {v:?} to a valid timestamp"))),
+        }
+    }
+}
+
+/// Prometheus' `parseTime`: Unix seconds (with fraction) or RFC 3339.
+fn parse_api_time(s: &str) -> Option<i64> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return secs.is_finite().then(|| (secs * 1000.0).round() as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+}
+
+/// An endpoint: state, parameters, and the `{name}` of the path where there is one.
+type Handler = fn(&AppState, &Params, &str) -> Result<Response, ApiError>;
+
+/// A route for GET and form POST that runs `f` on a blocking thread: evaluation is CPU work.
+fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
+    let handler = move |State(state): State<Arc<AppState>>,
+                        name: Option<Path<String>>,
+                        method: Method,
+                        headers: HeaderMap,
+                        RawQuery(query): RawQuery,
+                        body: Bytes| async move {
+        let params = match Params::parse(&method, &headers, query, &body) {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        };
+        let name = name.map(|Path(n)| n).unwrap_or_default();
+        match tokio::task::spawn_blocking(move || f(&state, &params, &name)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => e.into_response(),
+            Err(e) => ApiError {
+                kind: "internal",
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("query panicked, please report a bug: {e}"),
+            }
+            .into_response(),
+        }
+    };
+    get(handler).post(handler)
+}
+
+fn instant_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
+    let query = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing"))?;
+    let time = p.time("time", crate::timeflags::now_ms())?;
+    let result = state.engine.instant_query(&state.store, query, time)?;
+    Ok(success(promql::api::data_json(&result.value), Some(&result), query))
+}
+
+fn range_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
+    let query = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing"))?;
+    let start = p.time("start", i64::MIN).and_then(|t| required(t, "start"))?;
+    let end = p.time("end", i64::MIN).and_then(|t| required(t, "end"))?;
+    let step = match p.get("step") {
+        Some(s) => crate::timeflags::parse_duration(s).map_err(|e| ApiError::param("step", e))?,
+        None => return Err(ApiError::param("step", "missing")),
+    };
+    if end < start {
+        return Err(ApiError::param("end", "end timestamp must not be before start time"));
+    }
+    if step <= 0 {
+        return Err(ApiError::param(
+            "step",
+            "zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > MAX_POINTS {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let result = state.engine.range_query(&state.store, query, start, end, step)?;
+    Ok(success(promql::api::data_json(&result.value), Some(&result), query))
+}
+
+fn required(t: i64, name: &str) -> Result<i64, ApiError> {
+    if t == i64::MIN {
+        Err(ApiError::param(name, "missing"))
+    } else {
+        Ok(t)
+    }
+}
+
+/// The series matching any `match[]` selector within `start`..`end`.
+fn matching_series(state: &AppState, p: &Params, required: bool) -> Result<Vec<promql::Labels>, ApiError> {
+    let selectors = p.all("match[]");
+    let (start, end) = (p.time("start", i64::MIN)?, p.time("end", i64::MAX)?);
+    let mut out = BTreeSet::new();
+    if selectors.is_empty() {
+        if required {
+            return Err(ApiError::bad_data("no match[] parameter provided"));
+        }
+        let all = state
+            .store
+            .select(&Selection { matchers: &[], start, end })
+            .map_err(|e| ApiError::bad_data(e.0))?;
+        out.extend(all.into_iter().filter(|s| !s.points.is_empty()).map(|s| s.labels));
+    }
+    for sel in selectors {
+        let expr = promql::parse(sel).map_err(|e| ApiError::param("match[]", e))?;
+        let promql::Expr::VectorSelector(vs) = expr.unparen() else {
+            return Err(ApiError::param("match[]", format!("{sel:?} is not a series selector")));
+        };
+        let mut matchers = Vec::new();
+        if let Some(name) = &vs.name {
+            matchers.push(
+                LabelMatcher::new("__name__", promql::ast::MatchOp::Equal, name)
+                    .map_err(|e| ApiError::param("match[]", e))?,
+            );
+        }
+        for m in &vs.matchers {
+            matchers.push(LabelMatcher::from_ast(m).map_err(|e| ApiError::param("match[]", e))?);
+        }
+        let found = state
+            .store
+            .select(&Selection { matchers: &matchers, start, end })
+            .map_err(|e| ApiError::bad_data(e.0))?;
+        out.extend(found.into_iter().filter(|s| !s.points.is_empty()).map(|s| s.labels));
+    }
+    Ok(out.into_iter().collect())
+}
+
+fn series(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
+    let data: Vec<Json> = matching_series(state, p, true)?
+        .iter()
+        .map(|l| {
+            Json::Object(l.iter().map(|l| (l.name.to_string(), Json::String(l.value.to_string()))).collect())
+        })
+        .collect();
+    Ok(success(Json::Array(data), None, ""))
+}
+
+fn labels(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
+    let names: BTreeSet<String> =
+        matching_series(state, p, false)?.iter().flat_map(|l| l.iter().map(|l| l.name.to_string())).collect();
+    Ok(success(json!(names), None, ""))
+}
+
+fn label_values(state: &AppState, p: &Params, name: &str) -> Result<Response, ApiError> {
+    let values: BTreeSet<String> =
+        matching_series(state, p, false)?.iter().filter_map(|l| l.get(name).map(str::to_owned)).collect();
+    Ok(success(json!(values), None, ""))
+}
+
+fn buildinfo(_: &AppState, _: &Params, _: &str) -> Result<Response, ApiError> {
+    let data = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": "",
+        "branch": "",
+        "buildUser": "promql-cli",
+        "buildDate": "",
+        "goVersion": "none (Rust)",
+    });
+    Ok(success(data, None, ""))
+}
+
+/// The router of the API, for `serve` and for tests.
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v1/query", api(instant_query))
+        .route("/api/v1/query_range", api(range_query))
+        .route("/api/v1/series", api(series))
+        .route("/api/v1/labels", api(labels))
+        .route("/api/v1/label/{name}/values", api(label_values))
+        .route("/api/v1/status/buildinfo", api(buildinfo))
+        .route("/-/ready", get(|| async { "Ready.\n" }))
+        .route("/-/healthy", get(|| async { "Healthy.\n" }))
+        .with_state(state)
+}
+
+/// Loads the fixtures and serves until SIGTERM or Ctrl-C.
+pub fn serve(store: MemoryStore, engine: Engine, listen: &str) -> anyhow::Result<()> {
+    let addr: SocketAddr =
+        listen.parse().with_context(|| format!("--listen {listen:?}: expected HOST:PORT"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+        let local = listener.local_addr()?;
+        eprintln!("serving the Prometheus API on http://{local} ({} series)", store.series_count());
+        let app = router(Arc::new(AppState { store, engine }));
+        // Small responses must not wait for Nagle's algorithm.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+        eprintln!("shut down");
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
