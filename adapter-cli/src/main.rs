@@ -4,10 +4,16 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use promql::Features;
 
+mod completions;
+mod csv_out;
+mod explain;
+mod hpa;
 mod output;
+mod plot;
+mod progress;
 mod serve;
 mod timeflags;
 
@@ -73,6 +79,34 @@ enum Command {
         /// The PromQL expression.
         query: String,
     },
+    /// Show a query's checked tree with types and the absolute window of each selection.
+    #[command(after_help = "Example:\n  promql-cli explain --time 2024-01-01T00:30:00Z \\\n    \
+                            'max_over_time(sum(rate(istio_requests_total[1m]))[30m:1m] offset 1h)'")]
+    Explain {
+        /// Evaluation time of an instant query (default now).
+        #[arg(long, value_name = "TIME", conflicts_with_all = ["start", "end", "step"])]
+        time: Option<String>,
+        /// Start of a range query.
+        #[arg(long, value_name = "TIME", requires_all = ["end", "step"])]
+        start: Option<String>,
+        /// End of a range query.
+        #[arg(long, value_name = "TIME", requires_all = ["start", "step"])]
+        end: Option<String>,
+        /// Step of a range query.
+        #[arg(long, value_name = "DURATION", requires_all = ["start", "end"])]
+        step: Option<String>,
+        /// The PromQL expression.
+        query: String,
+    },
+    /// HorizontalPodAutoscaler tools.
+    #[command(subcommand)]
+    Hpa(HpaCommand),
+    /// Print a shell completion script.
+    #[command(after_help = "Example:\n  promql-cli completions bash > /etc/bash_completion.d/promql-cli")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Run Prometheus promqltest scripts against the engine.
     ///
     /// Prints `FILE: N passed, N failed` per file and a total line. `FILE:LINE` runs the
@@ -111,6 +145,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Parse { json, query } => parse(&query, features, json),
         Command::Query(args) => query(*args, features),
         Command::Record(args) => record(*args),
+        Command::Explain { time, start, end, step, query } => {
+            let now = timeflags::now_ms();
+            let (start, end, step) = match (start, end, step) {
+                (Some(s), Some(e), Some(st)) => (
+                    timeflags::parse_time(&s, now)?,
+                    timeflags::parse_time(&e, now)?,
+                    timeflags::parse_duration(&st)?,
+                ),
+                _ => {
+                    let t = time.as_deref().map_or(Ok(now), |t| timeflags::parse_time(t, now))?;
+                    (t, t, 0)
+                }
+            };
+            match explain::explain(&query, features, start, end, step) {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => match e.downcast_ref::<promql::ParseError>() {
+                    Some(p) => {
+                        eprintln!("{p:#}");
+                        Ok(ExitCode::from(1))
+                    }
+                    None => Err(e),
+                },
+            }
+        }
+        Command::Hpa(HpaCommand::Simulate(args)) => hpa::simulate(*args, features),
+        Command::Completions { shell } => {
+            completions::print_completions(shell, &mut Cli::command());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { data, listen } => {
             let engine =
                 promql::eval::Engine::new(promql::eval::EngineOptions { features, ..Default::default() });
@@ -120,6 +186,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Test { baseline, verbose, files } => test(&files, baseline.as_deref(), verbose),
     }
+}
+
+/// `hpa` subcommands.
+#[derive(Debug, Subcommand)]
+enum HpaCommand {
+    /// Replay an autoscaling/v2 HorizontalPodAutoscaler over recorded data with the real
+    /// HPA algorithm (tolerance, AverageValue/Value, min/max, behavior), every sync period.
+    ///
+    /// The query comes from kube-metrics-adapter annotations of the HPA, or `--query`.
+    /// Prints the replica timeline; `--plot-out` writes it as .csv, .svg or .png.
+    #[command(
+        after_help = "Example:\n  promql-cli record --prometheus http://127.0.0.1:9090 --match istio_requests_total \\\n    \
+                            --start now-1h --out podinfo.om\n  \
+                            promql-cli hpa simulate --hpa examples/podinfo-hpa.yaml --data podinfo.om --plot-out replicas.svg"
+    )]
+    Simulate(Box<hpa::SimulateArgs>),
 }
 
 /// Where samples come from.
@@ -154,6 +236,12 @@ struct QueryArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// Draw a range result as a chart in the terminal.
+    #[arg(long, requires = "step")]
+    plot: bool,
+    /// Write a range result as an image (`.svg` or `.png`) with axes and a legend.
+    #[arg(long, value_name = "FILE", requires = "step")]
+    plot_out: Option<std::path::PathBuf>,
     #[command(flatten)]
     client: ClientArgs,
     /// The PromQL expression.
@@ -230,6 +318,8 @@ enum Format {
     Table,
     /// Exactly the `data` object of Prometheus' `/api/v1/query` response.
     Json,
+    /// Comma-separated values, a row per sample: timestamp, value, labels.
+    Csv,
 }
 
 fn query(args: QueryArgs, features: Features) -> anyhow::Result<ExitCode> {
@@ -272,21 +362,43 @@ fn query(args: QueryArgs, features: Features) -> anyhow::Result<ExitCode> {
     for a in &result.annotations {
         eprintln!("{}", a.render(&args.query));
     }
-    output::print(&result.value, args.format == Format::Json)?;
+    if let Some(path) = &args.plot_out {
+        plot::write_plot(&result.value, path, &args.query)?;
+    }
+    if args.plot {
+        let (width, height) = terminal_size();
+        print!("{}", plot::terminal_plot(&result.value, width, height));
+        return Ok(ExitCode::SUCCESS);
+    }
+    match args.format {
+        Format::Json => output::print(&result.value, true)?,
+        Format::Table => output::print(&result.value, false)?,
+        Format::Csv => {
+            let mut out = std::io::stdout().lock();
+            match csv_out::write_csv(&mut out, &result.value) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads fixture files into one store; the sample limit applies to each file.
+/// Loads fixture files into one store (a progress bar on a terminal); the sample limit
+/// applies to each file.
 fn load_data(
     paths: &[std::path::PathBuf],
     max_samples: usize,
 ) -> anyhow::Result<promql::storage::MemoryStore> {
-    let mut store = promql::storage::MemoryStore::new();
-    for path in paths {
-        promql::storage::load_fixture(path, None, &mut store, max_samples)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    Ok(store)
+    progress::load_with_progress(paths, max_samples)
+}
+
+/// The terminal's size from `COLUMNS`/`LINES`, or 100×24.
+fn terminal_size() -> (usize, usize) {
+    let get = |name: &str, default: usize| {
+        std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|&n: &usize| n >= 20).unwrap_or(default)
+    };
+    (get("COLUMNS", 100), get("LINES", 24))
 }
 
 fn check_range_type(expr: &promql::Expr) -> Result<(), String> {
