@@ -26,6 +26,11 @@ struct Cli {
     #[arg(long = "enable-feature", value_name = "FEATURES", global = true, value_delimiter = ',')]
     enable_feature: Vec<String>,
 
+    /// Follow Prometheus 3 (default) or 2 where their float semantics differ: 2 keeps
+    /// left-closed windows and 2.x `rate` extrapolation, to compare with an older server.
+    #[arg(long, value_name = "MAJOR", global = true, default_value = "3", value_parser = ["2", "3"])]
+    compat: String,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -141,9 +146,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let features = Features::from_flags(&cli.enable_feature.join(",")).context("--enable-feature")?;
+    let engine_options = promql::eval::EngineOptions {
+        features,
+        compat: if cli.compat == "2" {
+            promql::eval::Compat::Prometheus2
+        } else {
+            promql::eval::Compat::Prometheus3
+        },
+        ..Default::default()
+    };
     match cli.command {
         Command::Parse { json, query } => parse(&query, features, json),
-        Command::Query(args) => query(*args, features),
+        Command::Query(args) => query(*args, engine_options),
         Command::Record(args) => record(*args),
         Command::Explain { time, start, end, step, query } => {
             let now = timeflags::now_ms();
@@ -178,8 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { data, listen } => {
-            let engine =
-                promql::eval::Engine::new(promql::eval::EngineOptions { features, ..Default::default() });
+            let engine = promql::eval::Engine::new(engine_options);
             let store = load_data(&data, engine.options().max_samples)?;
             serve::serve(store, engine, &listen)?;
             Ok(ExitCode::SUCCESS)
@@ -322,8 +335,9 @@ enum Format {
     Csv,
 }
 
-fn query(args: QueryArgs, features: Features) -> anyhow::Result<ExitCode> {
-    use promql::eval::{Engine, EngineOptions};
+fn query(args: QueryArgs, options: promql::eval::EngineOptions) -> anyhow::Result<ExitCode> {
+    use promql::eval::Engine;
+    let features = options.features;
     let now = timeflags::now_ms();
     let (start, end, step) = match (&args.start, &args.end, &args.step) {
         (Some(s), Some(e), Some(st)) => {
@@ -334,7 +348,7 @@ fn query(args: QueryArgs, features: Features) -> anyhow::Result<ExitCode> {
             (t, t, 0)
         }
     };
-    let engine = Engine::new(EngineOptions { features, ..EngineOptions::default() });
+    let engine = Engine::new(options);
     let expr = match promql::parse_with(&args.query, features) {
         Ok(e) => e,
         Err(e) => {

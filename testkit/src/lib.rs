@@ -45,13 +45,23 @@ fn run(cmd: &mut Command, what: &str) {
 /// restart gap Prometheus 2.x and 3.x extrapolate `rate` differently (2.x clamps to the
 /// zero point before the gap test), and the reference server here is 2.42.
 pub fn istio_fixture(dir: &Path, workloads: u32) -> PathBuf {
+    generate(dir, workloads, "0")
+}
+
+/// Like [`istio_fixture`], with the generator's default pod restarts (counter resets and
+/// gaps): compare with 2.42 using `Compat::Prometheus2` (`--compat 2`).
+pub fn istio_fixture_with_restarts(dir: &Path, workloads: u32) -> PathBuf {
+    generate(dir, workloads, "0.1")
+}
+
+fn generate(dir: &Path, workloads: u32, restart_prob: &str) -> PathBuf {
     let data = dir.join("istio.om");
     let generator = shared_dir().join("tools/gen_istio.py");
     run(
         Command::new("python3")
             .arg(&generator)
             .args(["-W", &workloads.to_string(), "-P", "2", "-M", "20", "-S", "15", "--seed", "1"])
-            .args(["--restart-prob", "0", "-o"])
+            .args(["--restart-prob", restart_prob, "-o"])
             .arg(&data),
         "gen_istio.py",
     );

@@ -178,10 +178,12 @@ struct Server {
 }
 
 impl Server {
+    /// Serves `data` with Prometheus 2 semantics (`--compat 2`), to compare with 2.42.
     fn start(data: &Path) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(env!("CARGO_BIN_EXE_promql-cli"))
-            .args(["serve", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+            .args(["serve", "--compat", "2", "--data", data.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -242,7 +244,8 @@ fn same_numbers(ours: &str, theirs: &str) {
 #[test]
 fn serve_answers_like_prometheus() {
     let dir = testkit::temp_dir("cli-serve");
-    let data = testkit::istio_fixture(&dir, 4);
+    // Pod restarts included: `--compat 2` must reproduce 2.42's extrapolation after gaps.
+    let data = testkit::istio_fixture_with_restarts(&dir, 8);
     let prom = testkit::start_prometheus(&dir, &data);
     let server = Server::start(&data);
     let q = r#"sum by (destination_workload) (rate(istio_requests_total{reporter="destination"}[1m]))"#;

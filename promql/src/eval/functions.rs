@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use super::kernels::{self, Bucket};
-use super::{check_duplicates, exec_error, AnnotationKind, EResult, EvalError, Evaluator, Matrix, S, V};
+use super::{
+    check_duplicates, exec_error, AnnotationKind, Compat, EResult, EvalError, Evaluator, Matrix, S, V,
+};
 use crate::ast::{Call, Expr, MatchOp, VectorSelector};
 use crate::labels::{Labels, METRIC_NAME};
 use crate::storage::go_regex;
@@ -336,8 +338,9 @@ impl Evaluator<'_> {
                     self.counter_info(&m, &c.args[0]);
                 }
                 let (start, end) = (m.start, m.end);
+                let zero_clamp_first = self.opts.compat == Compat::Prometheus2;
                 self.per_series(m, false, |p| {
-                    kernels::extrapolated_rate(p, start, end, end - start, counter, rate)
+                    kernels::extrapolated_rate(p, start, end, end - start, counter, rate, zero_clamp_first)
                 })
             }
             "irate" | "idelta" => {

@@ -175,6 +175,7 @@ pub(crate) fn extrapolated_rate(
     range_ms: i64,
     is_counter: bool,
     is_rate: bool,
+    zero_clamp_first: bool,
 ) -> Option<f64> {
     if points.len() < 2 {
         return None;
@@ -198,18 +199,24 @@ pub(crate) fn extrapolated_rate(
     let average_duration_between_samples = sampled_interval / num_samples_minus_one as f64;
     let extrapolation_threshold = average_duration_between_samples * 1.1;
 
+    // Counters cannot be negative: stop the extrapolation at the zero point. Before 2.51
+    // (`zero_clamp_first`) that came before the threshold test, since then after it.
+    let clamp_to_zero = |duration_to_start: &mut f64| {
+        if is_counter && result > 0.0 && first.v >= 0.0 {
+            let duration_to_zero = sampled_interval * (first.v / result);
+            if duration_to_zero < *duration_to_start {
+                *duration_to_start = duration_to_zero;
+            }
+        }
+    };
+    if zero_clamp_first {
+        clamp_to_zero(&mut duration_to_start);
+    }
     if duration_to_start >= extrapolation_threshold {
         duration_to_start = average_duration_between_samples / 2.0;
     }
-    if is_counter {
-        // Counters cannot be negative: stop the extrapolation at the zero point.
-        let mut duration_to_zero = duration_to_start;
-        if result > 0.0 && first.v >= 0.0 {
-            duration_to_zero = sampled_interval * (first.v / result);
-        }
-        if duration_to_zero < duration_to_start {
-            duration_to_start = duration_to_zero;
-        }
+    if !zero_clamp_first {
+        clamp_to_zero(&mut duration_to_start);
     }
     if duration_to_end >= extrapolation_threshold {
         duration_to_end = average_duration_between_samples / 2.0;
@@ -1647,7 +1654,7 @@ mod tests {
         let inc = |vals: &[f64], range: i64| {
             let end = 50 * M;
             let w = window(5 * M, vals, end, range);
-            extrapolated_rate(&w, end - range, end, range, true, false).unwrap()
+            extrapolated_rate(&w, end - range, end, range, true, false, false).unwrap()
         };
         assert!(close(inc(&foo, 50 * M), 100.0));
         assert!(close(inc(&bar, 50 * M), 160.0));
@@ -1662,7 +1669,7 @@ mod tests {
     #[test]
     fn increase_counter_reset() {
         let w = window(5 * M, &[0.0, 1.0, 2.0, 3.0, 2.0, 3.0, 4.0], 30 * M, 30 * M);
-        assert!(close(extrapolated_rate(&w, 0, 30 * M, 30 * M, true, false).unwrap(), 7.0));
+        assert!(close(extrapolated_rate(&w, 0, 30 * M, 30 * M, true, false, false).unwrap(), 7.0));
     }
 
     #[test]
@@ -1670,24 +1677,24 @@ mod tests {
         let mut mid = series(0.0, 27.0, 4);
         mid.extend(series(0.0, 27.0, 5));
         let w = window(5 * M, &mid, 50 * M, 50 * M);
-        assert!(close(extrapolated_rate(&w, 0, 50 * M, 50 * M, true, true).unwrap(), 0.08));
+        assert!(close(extrapolated_rate(&w, 0, 50 * M, 50 * M, true, true, false).unwrap(), 0.08));
 
         let mut end = series(0.0, 10.0, 9);
         end.extend([0.0, 10.0]);
         let w = window(5 * M, &end, 50 * M, 5 * M);
-        assert_eq!(extrapolated_rate(&w, 45 * M, 50 * M, 5 * M, true, true), None);
+        assert_eq!(extrapolated_rate(&w, 45 * M, 50 * M, 5 * M, true, true, false), None);
         let w = window(5 * M, &end, 50 * M, 6 * M);
-        assert_eq!(extrapolated_rate(&w, 44 * M, 50 * M, 6 * M, true, true), Some(0.0));
+        assert_eq!(extrapolated_rate(&w, 44 * M, 50 * M, 6 * M, true, true, false), Some(0.0));
 
         let win = series(0.0, 80.0, 10);
         let w = window(5 * M, &win, 50 * M, 50 * M);
-        let r = extrapolated_rate(&w, 0, 50 * M, 50 * M, true, true).unwrap();
+        let r = extrapolated_rate(&w, 0, 50 * M, 50 * M, true, true, false).unwrap();
         assert!(close(r, 0.26666666666666666));
 
         // rate(x[10m] offset 5m) at 50m.
         let a = series(0.0, 10.0, 10);
         let w = window(5 * M, &a, 45 * M, 10 * M);
-        let r = extrapolated_rate(&w, 35 * M, 45 * M, 10 * M, true, true).unwrap();
+        let r = extrapolated_rate(&w, 35 * M, 45 * M, 10 * M, true, true, false).unwrap();
         assert!(close(r, 0.03333333333333333));
     }
 
@@ -1698,10 +1705,10 @@ mod tests {
         for (start, want) in cases {
             let vals = series(start, 240.0, 10);
             let w = window(4 * M, &vals, 10 * M, 20 * M);
-            let r = extrapolated_rate(&w, -10 * M, 10 * M, 20 * M, true, true).unwrap();
+            let r = extrapolated_rate(&w, -10 * M, 10 * M, 20 * M, true, true, false).unwrap();
             assert!(close(r, want), "start {start}: {r} != {want}");
             let w = window(4 * M, &vals, 50 * M, 20 * M);
-            let r = extrapolated_rate(&w, 30 * M, 50 * M, 20 * M, true, true).unwrap();
+            let r = extrapolated_rate(&w, 30 * M, 50 * M, 20 * M, true, true, false).unwrap();
             assert!(close(r, 0.6), "start {start} at 50m: {r}");
         }
     }
@@ -1709,9 +1716,9 @@ mod tests {
     #[test]
     fn delta_functions_test() {
         let w = window(5 * M, &[0.0, 50.0, 100.0, 150.0, 200.0], 20 * M, 20 * M);
-        assert!(close(extrapolated_rate(&w, 0, 20 * M, 20 * M, false, false).unwrap(), 200.0));
+        assert!(close(extrapolated_rate(&w, 0, 20 * M, 20 * M, false, false, false).unwrap(), 200.0));
         let w = window(5 * M, &[200.0, 150.0, 100.0, 50.0, 0.0], 20 * M, 20 * M);
-        assert!(close(extrapolated_rate(&w, 0, 20 * M, 20 * M, false, false).unwrap(), -200.0));
+        assert!(close(extrapolated_rate(&w, 0, 20 * M, 20 * M, false, false, false).unwrap(), -200.0));
     }
 
     #[test]

@@ -35,6 +35,22 @@ pub struct EngineOptions {
     /// Step of a subquery written without one (`[30m:]`): the global evaluation
     /// interval on a server (1m by default).
     pub default_subquery_step_ms: i64,
+    /// Which Prometheus to agree with where 2.x and 3.x differ.
+    pub compat: Compat,
+}
+
+/// The Prometheus whose float semantics to follow where major versions differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compat {
+    /// Prometheus 3: left-open windows, `rate` extrapolation tested against the gap
+    /// before clamping to the counter's zero point.
+    #[default]
+    Prometheus3,
+    /// Prometheus 2 (as 2.42, Debian's): windows closed on the left (a sample exactly
+    /// `range` or the lookback delta old counts, subqueries step at the window's start),
+    /// and `rate` clamps to the zero point before the gap test. For comparing with an
+    /// older server.
+    Prometheus2,
 }
 
 impl Default for EngineOptions {
@@ -45,6 +61,7 @@ impl Default for EngineOptions {
             timeout: Some(Duration::from_secs(120)),
             features: Features::none(),
             default_subquery_step_ms: 60_000,
+            compat: Compat::Prometheus3,
         }
     }
 }
@@ -623,7 +640,11 @@ impl Evaluator<'_> {
                 continue;
             }
             let p = s.points[i - 1];
-            if p.t <= reference - self.opts.lookback_delta_ms || is_stale_marker(p.v) {
+            let too_old = match self.opts.compat {
+                Compat::Prometheus3 => p.t <= reference - self.opts.lookback_delta_ms,
+                Compat::Prometheus2 => p.t < reference - self.opts.lookback_delta_ms,
+            };
+            if too_old || is_stale_marker(p.v) {
                 continue;
             }
             out.push(S { labels: s.labels.clone(), v: p.v, t: p.t, drop_name: false });
@@ -639,7 +660,10 @@ impl Evaluator<'_> {
         let series = self.selected(&ms.selector);
         let mut out = Vec::new();
         for s in series.iter() {
-            let lo = s.points.partition_point(|p| p.t <= start);
+            let lo = match self.opts.compat {
+                Compat::Prometheus3 => s.points.partition_point(|p| p.t <= start),
+                Compat::Prometheus2 => s.points.partition_point(|p| p.t < start),
+            };
             let hi = s.points.partition_point(|p| p.t <= end);
             let points: Vec<Point> =
                 s.points[lo..hi].iter().copied().filter(|p| !is_stale_marker(p.v)).collect();
@@ -661,7 +685,11 @@ impl Evaluator<'_> {
         let start = end - range;
         // Inner steps sit on the absolute grid of multiples of `step`, inside (start, end].
         let mut inner = start / step * step;
-        if inner <= start {
+        let before_window = match self.opts.compat {
+            Compat::Prometheus3 => inner <= start,
+            Compat::Prometheus2 => inner < start,
+        };
+        if before_window {
             inner += step;
         }
         let mut index: HashMap<Labels, usize> = HashMap::new();
@@ -843,6 +871,54 @@ mod tests {
         assert!(matches!(err, EvalError::Unsupported(_)), "{err}");
         let err = engine.instant_query(&store(), "a_total + fill(0) b_total", 300_000).unwrap_err();
         assert!(matches!(err, EvalError::Unsupported(_)), "{err}");
+    }
+
+    #[test]
+    fn compat_2_extrapolates_rate_like_2_42_after_a_restart_gap() {
+        // A pod restart: the counter starts again after a gap, two samples in the window.
+        let mut store = MemoryStore::new();
+        let labels = Labels::from_pairs([("__name__", "x_total")]);
+        for (t, v) in [
+            (105_702, 1_816_568.0),
+            (120_759, 1_817_371.0),
+            (135_755, 1_818_201.0),
+            (195_783, 917.0),
+            (210_698, 1814.0),
+        ] {
+            store.append(&labels, t, v);
+        }
+        let rate = |compat| {
+            let engine = Engine::new(EngineOptions { compat, ..EngineOptions::default() });
+            match engine.instant_query(&store, "rate(x_total[1m])", 220_000).unwrap().value {
+                Value::Vector(v) => v[0].v,
+                other => panic!("{other:?}"),
+            }
+        };
+        // Values Prometheus 3.x and 2.42 return for the same samples.
+        assert!((rate(Compat::Prometheus3) - 31.748828360710693).abs() < 1e-9);
+        assert!((rate(Compat::Prometheus2) - 39.55716169404403).abs() < 1e-9);
+    }
+
+    #[test]
+    fn compat_2_closes_windows_on_the_left() {
+        let mut store = MemoryStore::new();
+        let labels = Labels::from_pairs([("__name__", "g")]);
+        store.append(&labels, 0, 1.0);
+        store.append(&labels, 60_000, 2.0);
+        let count = |compat, q: &str, t| {
+            let engine = Engine::new(EngineOptions { compat, ..EngineOptions::default() });
+            match engine.instant_query(&store, q, t).unwrap().value {
+                Value::Vector(v) => v.first().map(|s| s.v),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(count(Compat::Prometheus3, "count_over_time(g[1m])", 60_000), Some(1.0));
+        assert_eq!(count(Compat::Prometheus2, "count_over_time(g[1m])", 60_000), Some(2.0));
+        assert_eq!(count(Compat::Prometheus3, "g", 300_000), Some(2.0));
+        assert_eq!(count(Compat::Prometheus3, "g", 360_000), None);
+        assert_eq!(count(Compat::Prometheus2, "g", 360_000), Some(2.0));
+        assert_eq!(count(Compat::Prometheus3, "count_over_time(g[2m:1m])", 120_000), Some(2.0));
+        assert_eq!(count(Compat::Prometheus2, "count_over_time(g[2m:1m])", 120_000), Some(3.0));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub fn test_engine_options() -> EngineOptions {
         timeout: Some(std::time::Duration::from_secs(100)),
         features: Features::all(),
         default_subquery_step_ms: 60_000,
+        compat: crate::eval::Compat::Prometheus3,
     }
 }
 
