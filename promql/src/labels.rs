@@ -1,7 +1,8 @@
 //! Label sets: the identity of a series.
 
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 
 use crate::printer::write_quoted;
 
@@ -27,10 +28,86 @@ pub struct Label {
 /// assert_eq!(l.to_string(), r#"{__name__="up", job="api"}"#);
 /// assert_eq!(l.metric_string(), r#"up{job="api"}"#);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub struct Labels(Arc<[Label]>);
+#[derive(Clone, Default)]
+pub struct Labels(Arc<Inner>);
+
+/// The labels and their hash, computed once: label sets are hashed for every grouping
+/// and match at every step of a query.
+#[derive(Default)]
+struct Inner {
+    labels: Box<[Label]>,
+    hash: OnceLock<u64>,
+}
+
+impl From<Vec<Label>> for Inner {
+    fn from(v: Vec<Label>) -> Self {
+        Inner { labels: v.into_boxed_slice(), hash: OnceLock::new() }
+    }
+}
+
+impl std::ops::Deref for Inner {
+    type Target = [Label];
+    fn deref(&self) -> &[Label] {
+        &self.labels
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.labels.iter()).finish()
+    }
+}
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.hash_value() == other.hash_value() && self.0.labels == other.0.labels)
+    }
+}
+
+impl Eq for Labels {}
+
+impl Hash for Labels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash_value());
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.0.labels.cmp(&other.0.labels)
+    }
+}
 
 impl Labels {
+    fn new(v: Vec<Label>) -> Self {
+        Labels(Arc::new(Inner::from(v)))
+    }
+
+    /// A hash of the labels, computed on first use.
+    fn hash_value(&self) -> u64 {
+        *self.0.hash.get_or_init(|| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.0.labels.hash(&mut h);
+            h.finish()
+        })
+    }
+
+    /// An identity of this very label set (not of its content), for caches keyed by
+    /// the series a value came from.
+    pub(crate) fn ptr_id(&self) -> usize {
+        Arc::as_ptr(&self.0) as *const () as usize
+    }
+
     /// The empty label set.
     pub fn empty() -> Self {
         Labels::default()
@@ -48,12 +125,12 @@ impl Labels {
             }
         }
         v.sort_by(|a, b| a.name.cmp(&b.name));
-        Labels(v.into())
+        Labels::new(v)
     }
 
     /// A set from labels taken from another set, in the same order.
     pub(crate) fn from_interned(v: Vec<Label>) -> Self {
-        Labels(v.into())
+        Labels::new(v)
     }
 
     /// The labels, sorted by name.
@@ -88,7 +165,7 @@ impl Labels {
             let at = v.partition_point(|l| &*l.name < name);
             v.insert(at, Label { name: name.into(), value: value.into() });
         }
-        Labels(v.into())
+        Labels::new(v)
     }
 
     /// A copy without the listed names.
@@ -96,12 +173,12 @@ impl Labels {
         if !self.0.iter().any(|l| names.contains(&&*l.name)) {
             return self.clone();
         }
-        Labels(self.0.iter().filter(|l| !names.contains(&&*l.name)).cloned().collect::<Vec<_>>().into())
+        Labels::new(self.0.iter().filter(|l| !names.contains(&&*l.name)).cloned().collect())
     }
 
     /// A copy with only the listed names.
     pub fn keep(&self, names: &[&str]) -> Labels {
-        Labels(self.0.iter().filter(|l| names.contains(&&*l.name)).cloned().collect::<Vec<_>>().into())
+        Labels::new(self.0.iter().filter(|l| names.contains(&&*l.name)).cloned().collect())
     }
 
     /// A copy without `__name__` (and the other metadata labels `__type__`, `__unit__`).

@@ -1,7 +1,6 @@
 //! Aggregation operators.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use super::kernels;
 use super::{check_duplicates, exec_error, AnnotationKind, EResult, Evaluator, S, V};
@@ -22,6 +21,43 @@ fn group_labels(labels: &Labels, grouping: Option<&Grouping>) -> Labels {
             } else {
                 labels.keep(&names)
             }
+        }
+    }
+}
+
+/// Whether a label takes part in the group key.
+fn is_group_label(name: &str, grouping: &Grouping) -> bool {
+    let listed = grouping.labels.iter().any(|l| l == name);
+    if grouping.without {
+        !listed && !matches!(name, "__name__" | "__type__" | "__unit__")
+    } else {
+        listed
+    }
+}
+
+/// A hash of the labels that make an element's group key, without building the key.
+fn group_hash(labels: &Labels, grouping: Option<&Grouping>) -> u64 {
+    let Some(g) = grouping else { return 0 };
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    for l in labels.iter().filter(|l| is_group_label(&l.name, g)) {
+        h.update(l.name.as_bytes());
+        h.update(&[0xff]);
+        h.update(l.value.as_bytes());
+        h.update(&[0xfe]);
+    }
+    h.digest()
+}
+
+/// Whether `labels` belongs to the group whose key is `key`.
+fn in_group(key: &Labels, labels: &Labels, grouping: Option<&Grouping>) -> bool {
+    let Some(g) = grouping else { return true };
+    let mut own = labels.iter().filter(|l| is_group_label(&l.name, g));
+    let mut keys = key.iter();
+    loop {
+        match (own.next(), keys.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a.name == b.name && a.value == b.value => {}
+            _ => return false,
         }
     }
 }
@@ -154,18 +190,21 @@ impl Evaluator<'_> {
         op: AggregateOp,
         p: f64,
     ) -> Vec<S> {
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        // Groups are found by a hash of the grouping labels' values, so that no label
+        // set is built for an element whose group exists already.
+        let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
         let mut groups: Vec<Group> = Vec::new();
         for s in input {
-            let key = group_labels(&s.labels, grouping);
-            match index.get(&key) {
-                Some(&i) => {
+            let candidates = by_hash.entry(group_hash(&s.labels, grouping)).or_default();
+            match candidates.iter().copied().find(|&i| in_group(&groups[i].labels, &s.labels, grouping)) {
+                Some(i) => {
                     groups[i].acc.add(s.v);
                     groups[i].drop_name |= s.drop_name;
                 }
                 None => {
-                    index.insert(key.clone(), groups.len());
-                    groups.push(Group { labels: key, drop_name: s.drop_name, acc: Acc::new(op, s.v) });
+                    candidates.push(groups.len());
+                    let labels = group_labels(&s.labels, grouping);
+                    groups.push(Group { labels, drop_name: s.drop_name, acc: Acc::new(op, s.v) });
                 }
             }
         }
@@ -311,12 +350,25 @@ fn limitk(input: Vec<S>, grouping: Option<&Grouping>, k: f64) -> EResult<Vec<S>>
     Ok(groups_of(input, grouping).into_iter().flat_map(|g| g.into_iter().take(k as usize)).collect())
 }
 
-/// Whether `limit_ratio` keeps a series: a stable hash of its labels, mapped to [0, 1),
-/// compared with the ratio (from the top for negative ratios).
+/// Whether `limit_ratio` keeps a series: Prometheus' hash of its labels (xxhash64 of
+/// the length-prefixed names and values) mapped to [0, 1], compared with the ratio (from
+/// the top for negative ratios), so that the same series are kept as in Prometheus.
 fn ratio_keeps(labels: &Labels, ratio: f64) -> bool {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    labels.hash(&mut h);
-    let x = h.finish() as f64 / u64::MAX as f64;
+    let mut buf = Vec::with_capacity(128);
+    let uvarint = |buf: &mut Vec<u8>, mut n: usize| {
+        while n >= 0x80 {
+            buf.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        buf.push(n as u8);
+    };
+    for l in labels.iter() {
+        uvarint(&mut buf, l.name.len());
+        buf.extend_from_slice(l.name.as_bytes());
+        uvarint(&mut buf, l.value.len());
+        buf.extend_from_slice(l.value.as_bytes());
+    }
+    let x = xxhash_rust::xxh64::xxh64(&buf, 0) as f64 / u64::MAX as f64;
     if ratio >= 0.0 {
         x < ratio
     } else {

@@ -425,7 +425,7 @@ impl Evaluator<'_> {
     fn per_series(&self, m: Matrix, keep_name: bool, f: impl Fn(&[Point]) -> Option<f64>) -> Vec<S> {
         let mut out = Vec::new();
         for s in m.series {
-            if let Some(v) = f(&s.points) {
+            if let Some(v) = f(s.points.as_slice()) {
                 let sample = S { labels: s.labels, v, t: 0, drop_name: s.drop_name };
                 out.push(if keep_name { sample } else { self.drop_name(sample) });
             }

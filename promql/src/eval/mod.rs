@@ -10,6 +10,7 @@ mod binary;
 mod functions;
 pub(crate) mod kernels;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -231,6 +232,7 @@ impl Engine {
             step,
             delayed: self.opts.features.is_enabled(Feature::DelayedNameRemoval),
             selected: HashMap::new(),
+            name_dropped: LabelCache::default(),
             annotations: Vec::new(),
             deadline: self.opts.timeout.map(|t| Instant::now() + t),
             samples_selected: 0,
@@ -279,8 +281,37 @@ pub(crate) struct S {
 #[derive(Debug, Clone)]
 pub(crate) struct M {
     pub labels: Labels,
-    pub points: Vec<Point>,
+    pub points: Points,
     pub drop_name: bool,
+}
+
+/// The points of a window: a slice of the selected samples (no copy), or computed ones.
+#[derive(Debug, Clone)]
+pub(crate) enum Points {
+    /// `all[series].points[range]`.
+    Selected { all: Arc<Vec<Series>>, series: usize, range: std::ops::Range<usize> },
+    /// Points made by evaluation (subqueries) or filtered (stale markers removed).
+    Owned(Vec<Point>),
+}
+
+impl Points {
+    pub(crate) fn as_slice(&self) -> &[Point] {
+        match self {
+            Points::Selected { all, series, range } => &all[*series].points[range.clone()],
+            Points::Owned(v) => v,
+        }
+    }
+
+    fn push(&mut self, p: Point) {
+        match self {
+            Points::Owned(v) => v.push(p),
+            Points::Selected { .. } => {
+                let mut v = self.as_slice().to_vec();
+                v.push(p);
+                *self = Points::Owned(v);
+            }
+        }
+    }
 }
 
 /// A range vector with its window `(start, end]`.
@@ -301,6 +332,18 @@ pub(crate) enum V {
 }
 
 pub(crate) type EResult<T> = Result<T, EvalError>;
+
+/// A derived label set per input label set, by identity. The input is kept so that its
+/// address cannot be reused by another set while the cache lives.
+#[derive(Default)]
+pub(crate) struct LabelCache(RefCell<HashMap<usize, (Labels, Labels)>>);
+
+impl LabelCache {
+    pub(crate) fn get(&self, input: &Labels, derive: impl FnOnce(&Labels) -> Labels) -> Labels {
+        let mut map = self.0.borrow_mut();
+        map.entry(input.ptr_id()).or_insert_with(|| (input.clone(), derive(input))).1.clone()
+    }
+}
 
 /// The samples one selector needs: its matchers (the metric name as a `__name__`
 /// matcher) and an inclusive window in milliseconds.
@@ -377,13 +420,16 @@ struct Evaluator<'a> {
     step: i64,
     delayed: bool,
     /// The samples of every selector over the whole span it can touch.
-    selected: HashMap<*const VectorSelector, Arc<Vec<Series>>>,
+    selected: HashMap<usize, Arc<Vec<Series>>>,
+    /// Label sets without `__name__`, by the identity of the set they came from: the
+    /// same series lose their name at every step.
+    name_dropped: LabelCache,
     annotations: Vec<Annotation>,
     deadline: Option<Instant>,
     samples_selected: usize,
 }
 
-impl Evaluator<'_> {
+impl<'a> Evaluator<'a> {
     // ---- planning ----
 
     /// Seconds of a duration expression, with `step()` and `range()` of this query.
@@ -500,7 +546,7 @@ impl Evaluator<'_> {
             if self.samples_selected > self.opts.max_samples {
                 return Err(EvalError::TooManySamples);
             }
-            self.selected.insert(p.key, Arc::new(series));
+            self.selected.insert(p.key as usize, Arc::new(series));
         }
         Ok(())
     }
@@ -523,7 +569,7 @@ impl Evaluator<'_> {
     }
 
     fn selected(&self, vs: &VectorSelector) -> Arc<Vec<Series>> {
-        self.selected.get(&(vs as *const _)).cloned().unwrap_or_default()
+        self.selected.get(&(vs as *const VectorSelector as usize)).cloned().unwrap_or_default()
     }
 
     fn check_deadline(&self) -> EResult<()> {
@@ -535,17 +581,43 @@ impl Evaluator<'_> {
 
     // ---- steps ----
 
+    /// Evaluates every step and gathers the series. Steps are independent, so they run
+    /// on several threads when the query is big enough to pay for them.
     fn range(&mut self, expr: &Expr) -> EResult<Value> {
+        let steps: Vec<Timestamp> =
+            (0..).map(|i| self.start + i * self.step).take_while(|&t| t <= self.end).collect();
+        let work = steps.len() * self.selected.values().map(|s| s.len()).sum::<usize>();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let results: Vec<(Timestamp, Vec<Sample>)> =
+            if threads > 1 && steps.len() >= 2 * threads && work >= 20_000 {
+                let chunk = steps.len().div_ceil(threads);
+                let outcomes = std::thread::scope(|scope| {
+                    let handles: Vec<_> = steps
+                        .chunks(chunk)
+                        .map(|part| {
+                            let mut ev = self.fork();
+                            scope.spawn(move || ev.steps(expr, part).map(|r| (r, ev.annotations)))
+                        })
+                        .collect();
+                    handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+                });
+                let mut all = Vec::with_capacity(steps.len());
+                for outcome in outcomes {
+                    let (part, annotations) = outcome.map_err(|_| {
+                        EvalError::Execution("evaluation thread panicked; please report a bug".into())
+                    })??;
+                    all.extend(part);
+                    for a in annotations {
+                        self.annotate(a.kind, a.message, a.span);
+                    }
+                }
+                all
+            } else {
+                self.steps(expr, &steps)?
+            };
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<Series> = Vec::new();
-        let mut t = self.start;
-        while t <= self.end {
-            self.check_deadline()?;
-            let samples = match self.eval(expr, t)? {
-                V::Scalar(v) => vec![Sample { labels: Labels::empty(), t, v }],
-                V::Vector(v) => self.finish_vector(v, t)?,
-                _ => return exec_error("range query must evaluate to a scalar or an instant vector"),
-            };
+        for (t, samples) in results {
             for s in samples {
                 let i = *index.entry(s.labels.clone()).or_insert_with(|| {
                     out.push(Series { labels: s.labels.clone(), points: Vec::new() });
@@ -553,10 +625,41 @@ impl Evaluator<'_> {
                 });
                 out[i].points.push(Point { t, v: s.v });
             }
-            t += self.step;
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Value::Matrix(out))
+    }
+
+    /// The results of the given steps.
+    fn steps(&mut self, expr: &Expr, steps: &[Timestamp]) -> EResult<Vec<(Timestamp, Vec<Sample>)>> {
+        let mut out = Vec::with_capacity(steps.len());
+        for &t in steps {
+            self.check_deadline()?;
+            let samples = match self.eval(expr, t)? {
+                V::Scalar(v) => vec![Sample { labels: Labels::empty(), t, v }],
+                V::Vector(v) => self.finish_vector(v, t)?,
+                _ => return exec_error("range query must evaluate to a scalar or an instant vector"),
+            };
+            out.push((t, samples));
+        }
+        Ok(out)
+    }
+
+    /// An evaluator for another thread: the same query and selected samples, its own
+    /// caches and annotations.
+    fn fork(&self) -> Evaluator<'a> {
+        Evaluator {
+            opts: self.opts,
+            start: self.start,
+            end: self.end,
+            step: self.step,
+            delayed: self.delayed,
+            selected: self.selected.clone(),
+            name_dropped: LabelCache::default(),
+            annotations: Vec::new(),
+            deadline: self.deadline,
+            samples_selected: self.samples_selected,
+        }
     }
 
     /// Applies delayed name removal and rejects duplicate label sets.
@@ -582,7 +685,7 @@ impl Evaluator<'_> {
             .into_iter()
             .map(|s| Series {
                 labels: if s.drop_name { s.labels.without_metric_name() } else { s.labels },
-                points: s.points,
+                points: s.points.as_slice().to_vec(),
             })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -597,7 +700,7 @@ impl Evaluator<'_> {
         if self.delayed {
             s.drop_name = true;
         } else {
-            s.labels = s.labels.without_metric_name();
+            s.labels = self.name_dropped.get(&s.labels, Labels::without_metric_name);
         }
         s
     }
@@ -659,15 +762,20 @@ impl Evaluator<'_> {
         let start = end - range;
         let series = self.selected(&ms.selector);
         let mut out = Vec::new();
-        for s in series.iter() {
+        for (i, s) in series.iter().enumerate() {
             let lo = match self.opts.compat {
                 Compat::Prometheus3 => s.points.partition_point(|p| p.t <= start),
                 Compat::Prometheus2 => s.points.partition_point(|p| p.t < start),
             };
             let hi = s.points.partition_point(|p| p.t <= end);
-            let points: Vec<Point> =
-                s.points[lo..hi].iter().copied().filter(|p| !is_stale_marker(p.v)).collect();
-            if !points.is_empty() {
+            let window = &s.points[lo..hi];
+            // Stale markers are left out of range vectors; a window without one is shared.
+            let points = if window.iter().any(|p| is_stale_marker(p.v)) {
+                Points::Owned(window.iter().copied().filter(|p| !is_stale_marker(p.v)).collect())
+            } else {
+                Points::Selected { all: series.clone(), series: i, range: lo..hi }
+            };
+            if !points.as_slice().is_empty() {
                 out.push(M { labels: s.labels.clone(), points, drop_name: false });
             }
         }
@@ -707,7 +815,7 @@ impl Evaluator<'_> {
                         let i = *index.entry(key).or_insert_with(|| {
                             series.push(M {
                                 labels: s.labels.clone(),
-                                points: Vec::new(),
+                                points: Points::Owned(Vec::new()),
                                 drop_name: s.drop_name,
                             });
                             series.len() - 1
@@ -717,7 +825,11 @@ impl Evaluator<'_> {
                 }
                 V::Scalar(v) => {
                     if series.is_empty() {
-                        series.push(M { labels: Labels::empty(), points: Vec::new(), drop_name: false });
+                        series.push(M {
+                            labels: Labels::empty(),
+                            points: Points::Owned(Vec::new()),
+                            drop_name: false,
+                        });
                     }
                     series[0].points.push(Point { t: inner, v });
                 }

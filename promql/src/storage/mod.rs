@@ -139,6 +139,9 @@ pub struct MemoryStore {
     postings: HashMap<(Arc<str>, Arc<str>), Vec<u32>>,
     /// Every label name and value once: series share the strings.
     strings: std::collections::HashSet<Arc<str>>,
+    /// Each series' position in label order, computed when first needed after a series
+    /// was added: selections come out in label order without comparing label sets.
+    rank: std::sync::OnceLock<Vec<u32>>,
     samples: usize,
 }
 
@@ -160,6 +163,7 @@ impl MemoryStore {
                 }
                 self.by_labels.insert(labels.clone(), id);
                 self.series.push(StoredSeries { labels, ..Default::default() });
+                self.rank = std::sync::OnceLock::new();
                 id
             }
         };
@@ -248,8 +252,23 @@ impl MemoryStore {
 
 impl SampleSource for MemoryStore {
     fn select(&self, sel: &Selection<'_>) -> Result<Vec<Series>, SourceError> {
-        let mut out = Vec::new();
-        for id in self.candidates(sel.matchers) {
+        let rank = self.rank.get_or_init(|| {
+            let mut ids: Vec<u32> = (0..self.series.len() as u32).collect();
+            ids.sort_unstable_by(|&a, &b| {
+                self.series[a as usize].labels.cmp(&self.series[b as usize].labels)
+            });
+            let mut rank = vec![0; ids.len()];
+            for (pos, id) in ids.into_iter().enumerate() {
+                rank[id as usize] = pos as u32;
+            }
+            rank
+        });
+        // In label order, as a Prometheus TSDB returns series: aggregation groups and
+        // results then come out in the same order as Prometheus'.
+        let mut ids = self.candidates(sel.matchers);
+        ids.sort_unstable_by_key(|&id| rank[id as usize]);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
             let s = &self.series[id as usize];
             if !sel.matchers.iter().all(|m| m.matches(s.labels.get(&m.name).unwrap_or(""))) {
                 continue;
@@ -259,9 +278,6 @@ impl SampleSource for MemoryStore {
             let points = (lo..hi).map(|i| Point { t: s.ts[i], v: s.vs[i] }).collect();
             out.push(Series { labels: s.labels.clone(), points });
         }
-        // In label order, as a Prometheus TSDB returns series: aggregation groups and
-        // results then come out in the same order as Prometheus'.
-        out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
     }
 }
