@@ -7,6 +7,11 @@ use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use promql::Features;
 
+// Evaluation allocates many small label sets and windows; mimalloc keeps that cheap and
+// free of glibc's consolidation pauses on large heaps.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod completions;
 mod csv_out;
 mod explain;
@@ -19,7 +24,13 @@ mod timeflags;
 
 /// Query recorded metrics or a Prometheus with PromQL, outside Prometheus.
 #[derive(Debug, Parser)]
-#[command(name = "promql-cli", version, about)]
+#[command(
+    name = "promql-cli",
+    version,
+    about,
+    after_help = "Exit codes: 0 success; 1 the query or a test failed (the message says where); \
+                  2 bad usage, unreadable data or an unreachable server."
+)]
 struct Cli {
     /// Comma-separated Prometheus feature flags, e.g.
     /// `promql-experimental-functions,promql-duration-expr`.

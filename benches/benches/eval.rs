@@ -3,6 +3,10 @@
 //!
 //! Under `cargo test --benches` only the smallest size runs, once.
 
+// The allocator promql-cli uses, so that the numbers are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};

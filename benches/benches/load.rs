@@ -7,6 +7,10 @@
 //!
 //! Under `cargo test --benches` a tiny input runs, once.
 
+// The allocator promql-cli uses, so that the numbers are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::Duration;

@@ -4,6 +4,10 @@
 //! The `common` pair parses only the queries both parsers accept, so that the ratio
 //! compares like with like.
 
+// The allocator promql-cli uses, so that the numbers are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 
 use criterion::{criterion_main, Criterion, Throughput};
