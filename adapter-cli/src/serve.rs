@@ -46,6 +46,9 @@ impl From<EvalError> for ApiError {
     fn from(e: EvalError) -> Self {
         match e {
             EvalError::Parse(p) => ApiError::param("query", p),
+            EvalError::Cancelled => {
+                ApiError { kind: "canceled", status: StatusCode::SERVICE_UNAVAILABLE, message: e.to_string() }
+            }
             EvalError::Timeout => {
                 ApiError { kind: "timeout", status: StatusCode::SERVICE_UNAVAILABLE, message: e.to_string() }
             }

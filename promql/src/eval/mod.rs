@@ -38,6 +38,9 @@ pub struct EngineOptions {
     pub default_subquery_step_ms: i64,
     /// Which Prometheus to agree with where 2.x and 3.x differ.
     pub compat: Compat,
+    /// Set to `true` (from any thread) to stop queries in progress: they end with
+    /// [`EvalError::Cancelled`] at their next step.
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The Prometheus whose float semantics to follow where major versions differ.
@@ -63,6 +66,7 @@ impl Default for EngineOptions {
             features: Features::none(),
             default_subquery_step_ms: 60_000,
             compat: Compat::Prometheus3,
+            cancel: None,
         }
     }
 }
@@ -84,6 +88,9 @@ pub enum EvalError {
     /// The query ran longer than its timeout.
     #[error("query timed out in expression evaluation")]
     Timeout,
+    /// The query was cancelled through [`EngineOptions::cancel`].
+    #[error("query was canceled in expression evaluation")]
+    Cancelled,
     /// The sample source failed.
     #[error("source: {0}")]
     Source(#[from] SourceError),
@@ -573,6 +580,9 @@ impl<'a> Evaluator<'a> {
     }
 
     fn check_deadline(&self) -> EResult<()> {
+        if self.opts.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+            return Err(EvalError::Cancelled);
+        }
         match self.deadline {
             Some(d) if Instant::now() > d => Err(EvalError::Timeout),
             _ => Ok(()),
@@ -974,6 +984,10 @@ mod tests {
         let engine = Engine::new(EngineOptions { timeout: Some(Duration::ZERO), ..EngineOptions::default() });
         let err = engine.range_query(&store(), "a_total", 0, 300_000, 15_000).unwrap_err();
         assert_eq!(err, EvalError::Timeout);
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let engine = Engine::new(EngineOptions { cancel: Some(cancel), ..EngineOptions::default() });
+        let err = engine.range_query(&store(), "a_total", 0, 300_000, 15_000).unwrap_err();
+        assert_eq!(err, EvalError::Cancelled);
     }
 
     #[test]

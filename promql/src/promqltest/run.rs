@@ -25,6 +25,7 @@ pub fn test_engine_options() -> EngineOptions {
         features: Features::all(),
         default_subquery_step_ms: 60_000,
         compat: crate::eval::Compat::Prometheus3,
+        cancel: None,
     }
 }
 
