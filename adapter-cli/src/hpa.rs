@@ -92,9 +92,12 @@ pub struct SimulateArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = SimulateFormat::Table)]
     pub format: SimulateFormat,
-    /// Also write the timeline to this file: CSV when it ends in `.csv`.
+    /// Also write the timeline to this file: a CSV table (`.csv`) or a chart (`.svg`, `.png`).
     #[arg(long, value_name = "FILE")]
     pub plot_out: Option<PathBuf>,
+    /// Draw the timeline as a chart in the terminal after the table.
+    #[arg(long)]
+    pub plot: bool,
 }
 
 /// The controller's default tolerance.
@@ -191,7 +194,13 @@ fn simulate_to(
     }
 
     let written = match args.format {
-        SimulateFormat::Table => write_table(out, &timeline),
+        SimulateFormat::Table => write_table(out, &timeline).and_then(|()| {
+            if args.plot {
+                write!(out, "\n{}", crate::plot::terminal_plot(&timeline_matrix(&timeline), 100, 24))
+            } else {
+                Ok(())
+            }
+        }),
         SimulateFormat::Json => write_json_lines(out, &timeline),
     };
     match written {
@@ -2210,6 +2219,7 @@ spec:
             tolerance: DEFAULT_TOLERANCE,
             format: SimulateFormat::Json,
             plot_out: None,
+            plot: false,
         }
     }
 
