@@ -65,9 +65,6 @@ impl Evaluator<'_> {
         if matches!(b.op, BinaryOp::TrimUpper | BinaryOp::TrimLower) {
             return Err(EvalError::Unsupported("native histogram trim operators".into()));
         }
-        if b.fill.is_some() {
-            return Err(EvalError::Unsupported("binop fill modifiers".into()));
-        }
         let lhs = self.eval(&b.lhs, t)?;
         let rhs = self.eval(&b.rhs, t)?;
         let out = match (lhs, rhs) {
@@ -106,15 +103,22 @@ impl Evaluator<'_> {
     }
 
     fn vector_vector(&self, b: &BinaryExpr, lhs: Vec<S>, rhs: Vec<S>) -> EResult<Vec<S>> {
-        if lhs.is_empty() || rhs.is_empty() {
-            return Ok(Vec::new());
-        }
         let matching = b.matching.as_ref();
         let group = matching.and_then(|m| m.group.as_ref());
         let one_to_many = matches!(group, Some((GroupSide::Right, _)));
+        // As in Prometheus, `fill_right` fills a missing "one" side and `fill_left` a
+        // missing "many" side, so with `group_right` they apply to the other operand.
+        let fill = b.fill.unwrap_or_default();
+        let (many_fill, one_fill) = (fill.left, fill.right);
+        let no_fill = many_fill.is_none() && one_fill.is_none();
+        if (lhs.is_empty() && rhs.is_empty()) || ((lhs.is_empty() || rhs.is_empty()) && no_fill) {
+            return Ok(Vec::new());
+        }
         // The "many" side is iterated; the "one" side is indexed by signature.
         let (many, one) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
         let mut one_by_sig: HashMap<Labels, &S> = HashMap::with_capacity(one.len());
+        // The "one" side's signatures in input order, for filling a missing "many" side.
+        let mut one_sigs: Vec<Labels> = Vec::new();
         for s in &one {
             let sig = signature(&s.labels, matching);
             if let Some(dup) = one_by_sig.get(&sig) {
@@ -124,52 +128,91 @@ impl Evaluator<'_> {
                     "found duplicate series for the match group {sig} on the {side} hand-side of the operation: [{a}, {c}];many-to-many matching not allowed: matching labels must be unique on one side"
                 ));
             }
+            if many_fill.is_some() {
+                one_sigs.push(sig.clone());
+            }
             one_by_sig.insert(sig, s);
         }
-        let mut matched: HashMap<Labels, HashSet<Labels>> = HashMap::new();
-        let mut out = Vec::new();
-        for ms in many {
+        let mut join = Join { b, matching, group, one_to_many, matched: HashMap::new(), out: Vec::new() };
+        for ms in &many {
             let sig = signature(&ms.labels, matching);
-            let Some(os) = one_by_sig.get(&sig) else { continue };
-            let (l, r) = if one_to_many { (os.v, ms.v) } else { (ms.v, os.v) };
-            let value = elem(b.op, l, r, b.return_bool);
-            let arithmetic = !b.op.is_comparison();
-            let mut labels = ms.labels.clone();
-            if arithmetic {
-                labels = labels.without_metric_name();
-            }
-            match group {
+            let filled;
+            let os = match one_by_sig.get(&sig) {
+                Some(os) => *os,
                 None => {
-                    labels = match matching {
-                        Some(m) if m.on => {
-                            labels.keep(&m.labels.iter().map(String::as_str).collect::<Vec<_>>())
-                        }
-                        Some(m) => labels.without(&m.labels.iter().map(String::as_str).collect::<Vec<_>>()),
-                        None => labels,
-                    };
+                    let Some(v) = one_fill else { continue };
+                    // The missing side is synthesized from the matching labels.
+                    filled = S { labels: sig.clone(), v, t: ms.t, drop_name: false };
+                    &filled
                 }
-                Some((_, include)) => {
-                    for name in include {
-                        labels = labels.with(name, os.labels.get(name).unwrap_or(""));
-                    }
-                }
-            }
-            let inserted = matched.entry(sig).or_default();
-            if group.is_none() {
-                if !inserted.is_empty() {
-                    return exec_error(
-                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
-                    );
-                }
-            } else if inserted.contains(&labels) {
-                return exec_error("multiple matches for labels: grouping labels must ensure unique matches");
-            }
-            inserted.insert(labels.clone());
-            let Some(value) = value else { continue };
-            let s = S { labels, v: value, t: ms.t, drop_name: ms.drop_name && !arithmetic };
-            out.push(if b.return_bool { self.drop_name(s) } else { s });
+            };
+            join.pair(self, ms, os, sig)?;
         }
-        Ok(out)
+        if let Some(v) = many_fill {
+            for sig in one_sigs {
+                if join.matched.contains_key(&sig) {
+                    continue;
+                }
+                let Some(os) = one_by_sig.get(&sig) else { continue };
+                let ms = S { labels: sig.clone(), v, t: os.t, drop_name: false };
+                join.pair(self, &ms, os, sig)?;
+            }
+        }
+        Ok(join.out)
+    }
+}
+
+/// The state of a vector-vector join: the result so far and the result labels seen per
+/// match group.
+struct Join<'a> {
+    b: &'a BinaryExpr,
+    matching: Option<&'a VectorMatching>,
+    group: Option<&'a (GroupSide, Vec<String>)>,
+    one_to_many: bool,
+    matched: HashMap<Labels, HashSet<Labels>>,
+    out: Vec<S>,
+}
+
+impl Join<'_> {
+    /// Combines a "many" side element with its "one" side match of signature `sig`.
+    fn pair(&mut self, ev: &Evaluator<'_>, ms: &S, os: &S, sig: Labels) -> EResult<()> {
+        let (b, matching, group) = (self.b, self.matching, self.group);
+        let (l, r) = if self.one_to_many { (os.v, ms.v) } else { (ms.v, os.v) };
+        let value = elem(b.op, l, r, b.return_bool);
+        let arithmetic = !b.op.is_comparison();
+        let mut labels = ms.labels.clone();
+        if arithmetic {
+            labels = labels.without_metric_name();
+        }
+        match group {
+            None => {
+                labels = match matching {
+                    Some(m) if m.on => labels.keep(&m.labels.iter().map(String::as_str).collect::<Vec<_>>()),
+                    Some(m) => labels.without(&m.labels.iter().map(String::as_str).collect::<Vec<_>>()),
+                    None => labels,
+                };
+            }
+            Some((_, include)) => {
+                for name in include {
+                    labels = labels.with(name, os.labels.get(name).unwrap_or(""));
+                }
+            }
+        }
+        let inserted = self.matched.entry(sig).or_default();
+        if group.is_none() {
+            if !inserted.is_empty() {
+                return exec_error(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                );
+            }
+        } else if inserted.contains(&labels) {
+            return exec_error("multiple matches for labels: grouping labels must ensure unique matches");
+        }
+        inserted.insert(labels.clone());
+        let Some(value) = value else { return Ok(()) };
+        let s = S { labels, v: value, t: ms.t, drop_name: ms.drop_name && !arithmetic };
+        self.out.push(if b.return_bool { ev.drop_name(s) } else { s });
+        Ok(())
     }
 }
 
@@ -198,4 +241,79 @@ fn or(lhs: Vec<S>, rhs: Vec<S>, matching: Option<&VectorMatching>) -> Vec<S> {
     let mut out = lhs;
     out.extend(rhs.into_iter().filter(|s| !sigs.contains(&signature(&s.labels, matching))));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::promqltest::run::{run_script, Outcome};
+
+    fn assert_passes(script: &str) {
+        let results = run_script(script, None).expect("script parses");
+        assert!(!results.is_empty());
+        for r in results {
+            assert_eq!(r.outcome, Outcome::Pass, "line {}: {}", r.line, r.query);
+        }
+    }
+
+    #[test]
+    fn fill_with_group_right_comparison_keeps_left_value() {
+        assert_passes(
+            r#"
+load 5m
+  cpu_info{instance="a", cpu="0"} 1
+  cpu_info{instance="b", cpu="0"} 1
+  node_meta{instance="a"} 100
+  node_meta{instance="c"} 300
+
+eval instant at 0m node_meta > on(instance) group_right fill(150) cpu_info
+  cpu_info{instance="a", cpu="0"} 100
+  cpu_info{instance="b", cpu="0"} 150
+  {instance="c"} 300
+"#,
+        );
+    }
+
+    #[test]
+    fn fill_left_copies_include_labels_from_the_one_side() {
+        assert_passes(
+            r#"
+load 5m
+  requests{method="GET", status="200"} 100
+  limits{status="200", owner="team-a"} 1000
+  limits{status="500", owner="team-b"} 50
+
+eval instant at 0m requests + on(status) group_left(owner) fill_left(0) limits
+  {method="GET", status="200", owner="team-a"} 1100
+  {status="500", owner="team-b"} 50
+"#,
+        );
+    }
+
+    #[test]
+    fn filtered_comparison_still_counts_as_matched() {
+        assert_passes(
+            r#"
+load 5m
+  a{x="1"} 1
+  b{x="1"} 5
+
+eval instant at 0m a > fill_left(0) b
+"#,
+        );
+    }
+
+    #[test]
+    fn filled_duplicates_on_the_many_side_fail() {
+        assert_passes(
+            r#"
+load 5m
+  a{job="j", i="1"} 1
+  a{job="j", i="2"} 2
+  b{job="k"} 5
+
+eval instant at 0m a + on(job) fill_right(0) b
+  expect fail
+"#,
+        );
+    }
 }

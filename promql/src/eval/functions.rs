@@ -131,7 +131,8 @@ impl Evaluator<'_> {
                 }
                 out
             }
-            "info" | "start_timestamp" => {
+            "info" => return self.info(c, t),
+            "start_timestamp" => {
                 return Err(EvalError::Unsupported(format!("function {name}()")));
             }
             "round" => {

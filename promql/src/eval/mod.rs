@@ -8,6 +8,7 @@
 mod aggregate;
 mod binary;
 mod functions;
+mod info;
 pub(crate) mod kernels;
 
 use std::cell::RefCell;
@@ -535,6 +536,7 @@ impl<'a> Evaluator<'a> {
                 self.plan(&b.lhs, tmin, tmax, out)?;
                 self.plan(&b.rhs, tmin, tmax, out)?;
             }
+            Expr::Call(c) if c.func.name == "info" => self.plan_info(c, tmin, tmax, out)?,
             Expr::Call(c) => c.args.iter().try_for_each(|a| self.plan(a, tmin, tmax, out))?,
             Expr::Paren(p) => self.plan(&p.expr, tmin, tmax, out)?,
             Expr::Unary(u) => self.plan(&u.expr, tmin, tmax, out)?,
@@ -995,7 +997,9 @@ mod tests {
         let engine = Engine::new(EngineOptions { features: Features::all(), ..EngineOptions::default() });
         let err = engine.instant_query(&store(), "rate(a_total[1m] anchored)", 300_000).unwrap_err();
         assert!(matches!(err, EvalError::Unsupported(_)), "{err}");
-        let err = engine.instant_query(&store(), "a_total + fill(0) b_total", 300_000).unwrap_err();
+        let err = engine.instant_query(&store(), "a_total </ 2", 300_000).unwrap_err();
+        assert!(matches!(err, EvalError::Unsupported(_)), "{err}");
+        let err = engine.instant_query(&store(), "start_timestamp(a_total)", 300_000).unwrap_err();
         assert!(matches!(err, EvalError::Unsupported(_)), "{err}");
     }
 
