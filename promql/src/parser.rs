@@ -1,4 +1,4 @@
-//! The PromQL parser: nom lexemes ([`crate::lexer`]) driven by a precedence-climbing
+//! The PromQL parser: nom lexemes (the private `lexer` module) driven by a precedence-climbing
 //! recursive descent that mirrors Prometheus' yacc grammar, including its error
 //! messages. Type rules are not checked here; see [`crate::check`].
 
