@@ -425,8 +425,9 @@ impl Evaluator<'_> {
 
     fn per_series(&self, m: Matrix, keep_name: bool, f: impl Fn(&[Point]) -> Option<f64>) -> Vec<S> {
         let mut out = Vec::new();
+        let source = m.source;
         for s in m.series {
-            if let Some(v) = f(s.points.as_slice()) {
+            if let Some(v) = f(super::points_of(source.as_ref(), &s.points)) {
                 let sample = S { labels: s.labels, v, t: 0, drop_name: s.drop_name };
                 out.push(if keep_name { sample } else { self.drop_name(sample) });
             }

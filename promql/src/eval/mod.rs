@@ -293,33 +293,14 @@ pub(crate) struct M {
     pub drop_name: bool,
 }
 
-/// The points of a window: a slice of the selected samples (no copy), or computed ones.
+/// The points of a window: a slice of the matrix's selected samples (no copy), or
+/// computed ones.
 #[derive(Debug, Clone)]
 pub(crate) enum Points {
-    /// `all[series].points[range]`.
-    Selected { all: Arc<Vec<Series>>, series: usize, range: std::ops::Range<usize> },
+    /// `source[series].points[range]` of the [`Matrix`].
+    Selected { series: usize, range: std::ops::Range<usize> },
     /// Points made by evaluation (subqueries) or filtered (stale markers removed).
     Owned(Vec<Point>),
-}
-
-impl Points {
-    pub(crate) fn as_slice(&self) -> &[Point] {
-        match self {
-            Points::Selected { all, series, range } => &all[*series].points[range.clone()],
-            Points::Owned(v) => v,
-        }
-    }
-
-    fn push(&mut self, p: Point) {
-        match self {
-            Points::Owned(v) => v.push(p),
-            Points::Selected { .. } => {
-                let mut v = self.as_slice().to_vec();
-                v.push(p);
-                *self = Points::Owned(v);
-            }
-        }
-    }
 }
 
 /// A range vector with its window `(start, end]`.
@@ -328,6 +309,10 @@ pub(crate) struct Matrix {
     pub series: Vec<M>,
     pub start: Timestamp,
     pub end: Timestamp,
+    /// The selected samples that [`Points::Selected`] windows point into. One reference
+    /// for the whole matrix: per-window references would make threads fight over one
+    /// reference count.
+    pub source: Option<Arc<Vec<Series>>>,
 }
 
 /// A value during evaluation of one step.
@@ -692,12 +677,13 @@ impl<'a> Evaluator<'a> {
     }
 
     fn finish_matrix(&self, m: Matrix) -> EResult<Vec<Series>> {
+        let source = m.source;
         let mut out: Vec<Series> = m
             .series
             .into_iter()
             .map(|s| Series {
+                points: points_of(source.as_ref(), &s.points).to_vec(),
                 labels: if s.drop_name { s.labels.without_metric_name() } else { s.labels },
-                points: s.points.as_slice().to_vec(),
             })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -785,13 +771,13 @@ impl<'a> Evaluator<'a> {
             let points = if window.iter().any(|p| is_stale_marker(p.v)) {
                 Points::Owned(window.iter().copied().filter(|p| !is_stale_marker(p.v)).collect())
             } else {
-                Points::Selected { all: series.clone(), series: i, range: lo..hi }
+                Points::Selected { series: i, range: lo..hi }
             };
-            if !points.as_slice().is_empty() {
+            if !points_of(Some(&series), &points).is_empty() {
                 out.push(M { labels: s.labels.clone(), points, drop_name: false });
             }
         }
-        Ok(Matrix { series: out, start, end })
+        Ok(Matrix { series: out, start, end, source: Some(series) })
     }
 
     fn subquery(&mut self, sq: &SubqueryExpr, t: Timestamp) -> EResult<Matrix> {
@@ -832,7 +818,7 @@ impl<'a> Evaluator<'a> {
                             });
                             series.len() - 1
                         });
-                        series[i].points.push(Point { t: inner, v: s.v });
+                        push_point(&mut series[i].points, Point { t: inner, v: s.v });
                     }
                 }
                 V::Scalar(v) => {
@@ -843,13 +829,13 @@ impl<'a> Evaluator<'a> {
                             drop_name: false,
                         });
                     }
-                    series[0].points.push(Point { t: inner, v });
+                    push_point(&mut series[0].points, Point { t: inner, v });
                 }
                 _ => return exec_error("subquery must evaluate to an instant vector"),
             }
             inner += step;
         }
-        Ok(Matrix { series, start, end })
+        Ok(Matrix { series, start, end, source: None })
     }
 
     pub(crate) fn annotate(&mut self, kind: AnnotationKind, message: String, span: Span) {
@@ -879,6 +865,21 @@ impl<'a> Evaluator<'a> {
             V::Matrix(m) => Ok(m),
             _ => exec_error("expected a range vector argument"),
         }
+    }
+}
+
+/// The points of a window of a matrix whose selected samples are `source`.
+pub(crate) fn points_of<'a>(source: Option<&'a Arc<Vec<Series>>>, p: &'a Points) -> &'a [Point] {
+    match (p, source) {
+        (Points::Selected { series, range }, Some(all)) => &all[*series].points[range.clone()],
+        (Points::Owned(v), _) => v,
+        (Points::Selected { .. }, None) => &[],
+    }
+}
+
+fn push_point(points: &mut Points, p: Point) {
+    if let Points::Owned(v) = points {
+        v.push(p);
     }
 }
 
