@@ -4,6 +4,8 @@ use std::collections::BTreeSet;
 use std::io::Write;
 
 use promql::value::{Timestamp, Value};
+
+use crate::output::{format_time, format_value};
 use promql::{Labels, METRIC_NAME};
 
 /// Writes a value as CSV: `timestamp,value,<labels…>` with one row per sample or point,
@@ -64,21 +66,6 @@ fn label_names(value: &Value) -> Vec<String> {
     }
     out.extend(names);
     out
-}
-
-fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
-    }
-}
-
-fn format_time(ms: Timestamp) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub fn explain(query: &str, features: Features, start: i64, end: i64, step: i64)
             "eval:   range query from {} to {}, step {}",
             format_time(start),
             format_time(end),
-            format_duration(step)
+            promql::format_duration(step)
         );
     }
     out.push_str("\ntree:\n");
@@ -47,7 +47,7 @@ pub fn explain(query: &str, features: Features, start: i64, end: i64, step: i64)
             s.selector(),
             format_time(s.start),
             format_time(s.end),
-            format_duration(s.end - s.start)
+            promql::format_duration(s.end - s.start)
         );
     }
     Ok(out)
@@ -142,34 +142,6 @@ fn format_time(ms: i64) -> String {
         .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
-/// A Prometheus duration: `1h30m`, `500ms`, `0s`; negative with a leading `-`.
-fn format_duration(ms: i64) -> String {
-    if ms == 0 {
-        return "0s".into();
-    }
-    const UNITS: [(&str, u64); 7] = [
-        ("y", 365 * 24 * 3_600_000),
-        ("w", 7 * 24 * 3_600_000),
-        ("d", 24 * 3_600_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
-    let mut out = String::new();
-    if ms < 0 {
-        out.push('-');
-    }
-    let mut rest = ms.unsigned_abs();
-    for (unit, size) in UNITS {
-        if rest >= size {
-            let _ = write!(out, "{}{unit}", rest / size);
-            rest %= size;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,9 +227,9 @@ selections:
 
     #[test]
     fn durations() {
-        assert_eq!(format_duration(0), "0s");
-        assert_eq!(format_duration(5_400_000), "1h30m");
-        assert_eq!(format_duration(1_500), "1s500ms");
-        assert_eq!(format_duration(-60_000), "-1m");
+        assert_eq!(promql::format_duration(0), "0s");
+        assert_eq!(promql::format_duration(5_400_000), "1h30m");
+        assert_eq!(promql::format_duration(1_500), "1s500ms");
+        assert_eq!(promql::format_duration(-60_000), "-1m");
     }
 }

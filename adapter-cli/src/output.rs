@@ -53,7 +53,8 @@ fn write_table(out: &mut impl Write, value: &Value, colour: bool) -> std::io::Re
     }
 }
 
-fn format_value(v: f64) -> String {
+/// A value as Prometheus spells it: `NaN`, `+Inf`, `-Inf`, shortest decimal otherwise.
+pub fn format_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
@@ -63,7 +64,8 @@ fn format_value(v: f64) -> String {
     }
 }
 
-fn format_time(ms: i64) -> String {
+/// A timestamp as RFC 3339 UTC with milliseconds.
+pub fn format_time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }

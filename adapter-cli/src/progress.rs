@@ -1,11 +1,11 @@
 //! Loading fixtures with a progress bar on stderr, for big recordings.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, IsTerminal, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use promql::storage::{detect_format, load_fixture, load_reader, FixtureFormat, LoadError, MemoryStore};
+use promql::storage::{detect_file_format, load_fixture, load_reader, FixtureFormat, LoadError, MemoryStore};
 
 /// The read buffer, and how much of a file format detection sees (as `load_fixture`).
 const HEAD_BYTES: usize = 256 << 10;
@@ -62,8 +62,7 @@ fn load_one(
         file.metadata().map_err(|e| at(LoadError::new(0, format!("cannot read the fixture: {e}"))))?.len();
     let mut reader = BufReader::with_capacity(HEAD_BYTES, file);
     let head = reader.fill_buf().map_err(|e| at(LoadError::new(0, format!("read error: {e}"))))?;
-    let format = match detect_format(head) {
-        Some(FixtureFormat::PrometheusText) if ends_with_eof_marker(path, size) => FixtureFormat::OpenMetrics,
+    let format = match detect_file_format(path, head, size) {
         Some(FixtureFormat::PrometheusJson) | None => {
             // The JSON size check and the "cannot tell the format" error are
             // load_fixture's own: let it do the whole file.
@@ -77,23 +76,6 @@ fn load_one(
     let reader = ProgressReader { inner: reader, bar };
     load_reader(reader, format, store, max_samples).map_err(at)?;
     Ok(())
-}
-
-/// Whether the file's last non-blank line is `# EOF`: a file that looks like the
-/// classic text format at its start but ends like OpenMetrics is OpenMetrics (the same
-/// rule as `load_fixture`).
-fn ends_with_eof_marker(path: &Path, size: u64) -> bool {
-    let Ok(mut f) = File::open(path) else { return false };
-    if f.seek(SeekFrom::Start(size.saturating_sub(64))).is_err() {
-        return false;
-    }
-    let mut tail = Vec::with_capacity(64);
-    if f.read_to_end(&mut tail).is_err() {
-        return false;
-    }
-    let end = tail.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(0, |i| i + 1);
-    let tail = &tail[..end];
-    tail == b"# EOF" || tail.ends_with(b"\n# EOF")
 }
 
 /// A reader that moves a progress bar by the bytes consumed.

@@ -370,18 +370,21 @@ pub(crate) fn number_value(text: &str) -> Option<f64> {
     digits.parse::<f64>().ok()
 }
 
+/// Prometheus' duration units, largest first, in milliseconds.
+pub(crate) const DURATION_UNITS: [(&str, i64); 7] = [
+    ("y", 365 * 24 * 3_600_000),
+    ("w", 7 * 24 * 3_600_000),
+    ("d", 24 * 3_600_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
+
 /// Milliseconds of a duration token (`1h30m`), checking Prometheus' unit order
 /// (`y w d h m s ms`, each at most once).
 pub(crate) fn duration_ms(text: &str) -> Result<i64, String> {
-    const UNITS: [(&str, i64); 7] = [
-        ("y", 365 * 24 * 3_600_000),
-        ("w", 7 * 24 * 3_600_000),
-        ("d", 24 * 3_600_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
+    const UNITS: [(&str, i64); 7] = DURATION_UNITS;
     let invalid = || format!("not a valid duration string: {text:?}");
     let mut rest = text;
     let mut next_unit = 0;

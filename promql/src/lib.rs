@@ -41,6 +41,7 @@ pub use ast::{Expr, Span, ValueType};
 pub use error::{ErrorKind, ParseError};
 pub use features::{Feature, Features, UnknownFeature};
 pub use labels::{Label, Labels, METRIC_NAME};
+pub use printer::format_duration;
 
 /// Parses and checks a query with no feature flags enabled, like a Prometheus server
 /// started without `--enable-feature`.

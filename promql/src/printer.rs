@@ -63,22 +63,28 @@ pub(crate) fn write_float(f: &mut impl Write, v: f64) -> fmt::Result {
     }
 }
 
-/// Prints milliseconds as a Prometheus duration (`1h30m`, `0s`).
+/// Milliseconds as a Prometheus duration: `1h30m`, `500ms`, `0s`, `-5m`.
+///
+/// ```
+/// assert_eq!(promql::format_duration(5_400_000), "1h30m");
+/// assert_eq!(promql::format_duration(-300_000), "-5m");
+/// ```
+pub fn format_duration(ms: i64) -> String {
+    let mut s = String::new();
+    if ms < 0 {
+        s.push('-');
+    }
+    let _ = write_duration_ms(&mut s, i64::try_from(ms.unsigned_abs()).unwrap_or(i64::MAX));
+    s
+}
+
+/// Prints non-negative milliseconds as a Prometheus duration (`1h30m`, `0s`).
 pub(crate) fn write_duration_ms(f: &mut impl Write, ms: i64) -> fmt::Result {
     if ms == 0 {
         return f.write_str("0s");
     }
-    const UNITS: [(&str, i64); 7] = [
-        ("y", 365 * 24 * 3_600_000),
-        ("w", 7 * 24 * 3_600_000),
-        ("d", 24 * 3_600_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
     let mut rest = ms;
-    for (unit, size) in UNITS {
+    for (unit, size) in crate::lexer::DURATION_UNITS {
         if rest >= size {
             write!(f, "{}{unit}", rest / size)?;
             rest %= size;

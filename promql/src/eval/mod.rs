@@ -472,7 +472,7 @@ impl<'a> Evaluator<'a> {
     fn positive_ms(&self, d: &DurationExpr, what: &str) -> EResult<i64> {
         let ms = self.duration_ms(d)?;
         if ms <= 0 {
-            return exec_error(format!("{what} must be greater than 0, got {}", format_ms(ms)));
+            return exec_error(format!("{what} must be greater than 0, got {}", crate::format_duration(ms)));
         }
         Ok(ms)
     }
@@ -900,15 +900,6 @@ pub(crate) fn check_duplicates(v: &[S], delayed: bool) -> EResult<()> {
 
 fn regex_error(e: regex::Error) -> EvalError {
     EvalError::Execution(format!("invalid regular expression: {e}"))
-}
-
-fn format_ms(ms: i64) -> String {
-    let mut s = String::new();
-    if ms < 0 {
-        s.push('-');
-    }
-    let _ = crate::printer::write_duration_ms(&mut s, ms.abs());
-    s
 }
 
 #[cfg(test)]

@@ -257,10 +257,7 @@ pub fn load_fixture(
         Some(f) => f,
         None => {
             let head = reader.fill_buf().map_err(|e| at(LoadError::new(0, format!("read error: {e}"))))?;
-            match detect_format(head) {
-                Some(FixtureFormat::PrometheusText) if ends_with_eof_marker(path, size) => {
-                    FixtureFormat::OpenMetrics
-                }
+            match detect_file_format(path, head, size) {
                 Some(f) => f,
                 None => {
                     return Err(at(LoadError::new(
@@ -354,6 +351,18 @@ fn read_error(e: &io::Error) -> LoadError {
 }
 
 /// Whether the file's last non-blank line is `# EOF`.
+/// The format of the file at `path` from its first bytes `head` and its `size`: like
+/// [`detect_format`], and a file that starts like the classic text format but ends with
+/// `# EOF` is OpenMetrics.
+pub fn detect_file_format(path: &Path, head: &[u8], size: u64) -> Option<FixtureFormat> {
+    match detect_format(head) {
+        Some(FixtureFormat::PrometheusText) if ends_with_eof_marker(path, size) => {
+            Some(FixtureFormat::OpenMetrics)
+        }
+        other => other,
+    }
+}
+
 fn ends_with_eof_marker(path: &Path, size: u64) -> bool {
     let Ok(mut f) = File::open(path) else { return false };
     if f.seek(SeekFrom::Start(size.saturating_sub(64))).is_err() {
