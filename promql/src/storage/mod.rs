@@ -268,9 +268,12 @@ impl SampleSource for MemoryStore {
         let mut ids = self.candidates(sel.matchers);
         ids.sort_unstable_by_key(|&id| rank[id as usize]);
         let mut out = Vec::with_capacity(ids.len());
+        // Candidates already satisfy the `=` matchers their postings came from.
+        let residual: Vec<&LabelMatcher> =
+            sel.matchers.iter().filter(|m| !(m.op == MatchOp::Equal && !m.value.is_empty())).collect();
         for id in ids {
             let s = &self.series[id as usize];
-            if !sel.matchers.iter().all(|m| m.matches(s.labels.get(&m.name).unwrap_or(""))) {
+            if !residual.iter().all(|m| m.matches(s.labels.get(&m.name).unwrap_or(""))) {
                 continue;
             }
             let lo = s.ts.partition_point(|&t| t < sel.start);
