@@ -270,7 +270,7 @@ impl SampleSource for MemoryStore {
         let mut out = Vec::with_capacity(ids.len());
         // Candidates already satisfy the `=` matchers their postings came from.
         let residual: Vec<&LabelMatcher> =
-            sel.matchers.iter().filter(|m| !(m.op == MatchOp::Equal && !m.value.is_empty())).collect();
+            sel.matchers.iter().filter(|m| m.op != MatchOp::Equal || m.value.is_empty()).collect();
         for id in ids {
             let s = &self.series[id as usize];
             if !residual.iter().all(|m| m.matches(s.labels.get(&m.name).unwrap_or(""))) {
