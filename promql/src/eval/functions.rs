@@ -14,6 +14,10 @@ use crate::value::{Point, Timestamp};
 
 impl Evaluator<'_> {
     pub(super) fn call(&mut self, c: &Call, t: Timestamp) -> EResult<V> {
+        if let Some(v) = self.take_precomputed(c, t) {
+            check_duplicates(&v, self.delayed)?;
+            return Ok(V::Vector(v));
+        }
         let name = c.func.name;
         let secs = |ms: i64| ms as f64 / 1000.0;
         let out = match name {
@@ -401,14 +405,19 @@ impl Evaluator<'_> {
             .map(str::to_owned)
             .collect();
         for n in names {
-            self.annotate(
-                AnnotationKind::Info,
-                format!(
-                    "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}"
-                ),
-                arg.span(),
-            );
+            self.counter_info_for(&n, arg);
         }
+    }
+
+    /// The info note that `rate`/`increase` read a metric that does not look like a counter.
+    pub(super) fn counter_info_for(&mut self, name: &str, arg: &Expr) {
+        self.annotate(
+            AnnotationKind::Info,
+            format!(
+                "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}"
+            ),
+            arg.span(),
+        );
     }
 
     /// A function of the range vector in argument `arg`; the name is dropped.

@@ -10,6 +10,7 @@ mod binary;
 mod functions;
 mod info;
 pub(crate) mod kernels;
+mod sliding;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -241,6 +242,7 @@ impl Engine {
             delayed: self.opts.features.is_enabled(Feature::DelayedNameRemoval),
             selected: HashMap::new(),
             name_dropped: LabelCache::default(),
+            precomputed: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.opts.timeout.map(|t| Instant::now() + t),
             samples_selected: 0,
@@ -417,6 +419,8 @@ struct Evaluator<'a> {
     /// Label sets without `__name__`, by the identity of the set they came from: the
     /// same series lose their name at every step.
     name_dropped: LabelCache,
+    /// Range functions computed for all steps at once, by call node.
+    precomputed: HashMap<usize, (Timestamp, sliding::StepResults)>,
     annotations: Vec<Annotation>,
     deadline: Option<Instant>,
     samples_selected: usize,
@@ -629,6 +633,9 @@ impl<'a> Evaluator<'a> {
 
     /// The results of the given steps.
     fn steps(&mut self, expr: &Expr, steps: &[Timestamp]) -> EResult<Vec<(Timestamp, Vec<Sample>)>> {
+        if !steps.is_empty() {
+            self.precompute(expr, steps)?;
+        }
         let mut out = Vec::with_capacity(steps.len());
         for &t in steps {
             self.check_deadline()?;
@@ -653,6 +660,7 @@ impl<'a> Evaluator<'a> {
             delayed: self.delayed,
             selected: self.selected.clone(),
             name_dropped: LabelCache::default(),
+            precomputed: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.deadline,
             samples_selected: self.samples_selected,
