@@ -328,6 +328,9 @@ pub(crate) enum V {
 
 pub(crate) type EResult<T> = Result<T, EvalError>;
 
+/// How many steps of a range query the sliding range functions compute at once.
+const PRECOMPUTE_STEPS: usize = 32;
+
 /// A derived label set per input label set, by identity. The input is kept so that its
 /// address cannot be reused by another set while the cache lives.
 #[derive(Default)]
@@ -633,11 +636,14 @@ impl<'a> Evaluator<'a> {
 
     /// The results of the given steps.
     fn steps(&mut self, expr: &Expr, steps: &[Timestamp]) -> EResult<Vec<(Timestamp, Vec<Sample>)>> {
-        if !steps.is_empty() {
-            self.precompute(expr, steps)?;
-        }
         let mut out = Vec::with_capacity(steps.len());
-        for &t in steps {
+        // Range functions are computed a few dozen steps ahead: enough to slide, little
+        // enough to hold.
+        for (i, &t) in steps.iter().enumerate() {
+            if i % PRECOMPUTE_STEPS == 0 {
+                self.precomputed.clear();
+                self.precompute(expr, &steps[i..steps.len().min(i + PRECOMPUTE_STEPS)])?;
+            }
             self.check_deadline()?;
             let samples = match self.eval(expr, t)? {
                 V::Scalar(v) => vec![Sample { labels: Labels::empty(), t, v }],

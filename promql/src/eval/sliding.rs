@@ -107,7 +107,10 @@ impl Evaluator<'_> {
                 self.name_dropped.get(&s.labels, Labels::without_metric_name)
             };
             let drop_name = !keep_name && self.delayed;
-            let (mut lo, mut hi) = (0, 0);
+            // Start the windows at the first step's, then slide.
+            let first_end = steps[0] - offset;
+            let mut hi = s.points.partition_point(|p| p.t <= first_end);
+            let mut lo = s.points[..hi].partition_point(|p| p.t < first_end - range);
             let mut seen = false;
             for (i, &t) in steps.iter().enumerate() {
                 let end = t - offset;
