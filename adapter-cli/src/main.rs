@@ -415,7 +415,9 @@ fn load_data(
     paths: &[std::path::PathBuf],
     max_samples: usize,
 ) -> anyhow::Result<promql::storage::MemoryStore> {
-    progress::load_with_progress(paths, max_samples)
+    let mut store = progress::load_with_progress(paths, max_samples)?;
+    store.shrink_to_fit();
+    Ok(store)
 }
 
 /// The terminal's size from `COLUMNS`/`LINES`, or 100×24.

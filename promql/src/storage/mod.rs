@@ -213,6 +213,16 @@ impl MemoryStore {
         }
     }
 
+    /// Releases spare capacity of the series' columns: after loading, appends left up to
+    /// half of it unused.
+    pub fn shrink_to_fit(&mut self) {
+        for s in &mut self.series {
+            s.ts.shrink_to_fit();
+            s.vs.shrink_to_fit();
+        }
+        self.series.shrink_to_fit();
+    }
+
     /// Removes everything.
     pub fn clear(&mut self) {
         *self = Self::default();
