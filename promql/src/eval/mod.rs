@@ -14,7 +14,7 @@ mod sliding;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::ast::*;
@@ -160,12 +160,22 @@ pub struct QueryResult {
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     opts: EngineOptions,
+    /// Label sets without `__name__`, kept across queries: the same stored series lose
+    /// their name in every query.
+    names: Arc<SharedNames>,
 }
+
+/// Name-dropped label sets by the identity of the set they came from; the input is kept
+/// so that its address cannot be reused while it is cached.
+type SharedNames = Mutex<HashMap<usize, (Labels, Labels)>>;
+
+/// Beyond this many cached label sets the engine-wide cache starts over (series churn).
+const SHARED_NAMES_LIMIT: usize = 1 << 20;
 
 impl Engine {
     /// An engine with these options.
     pub fn new(opts: EngineOptions) -> Self {
-        Engine { opts }
+        Engine { opts, names: Arc::default() }
     }
 
     /// The options.
@@ -241,7 +251,7 @@ impl Engine {
             step,
             delayed: self.opts.features.is_enabled(Feature::DelayedNameRemoval),
             selected: HashMap::new(),
-            name_dropped: LabelCache::default(),
+            name_dropped: LabelCache::new(self.names.clone()),
             precomputed: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.opts.timeout.map(|t| Instant::now() + t),
@@ -334,12 +344,41 @@ const PRECOMPUTE_STEPS: usize = 32;
 /// A derived label set per input label set, by identity. The input is kept so that its
 /// address cannot be reused by another set while the cache lives.
 #[derive(Default)]
-pub(crate) struct LabelCache(RefCell<HashMap<usize, (Labels, Labels)>>);
+pub(crate) struct LabelCache {
+    local: RefCell<HashMap<usize, (Labels, Labels)>>,
+    shared: Arc<SharedNames>,
+}
 
 impl LabelCache {
-    pub(crate) fn get(&self, input: &Labels, derive: impl FnOnce(&Labels) -> Labels) -> Labels {
-        let mut map = self.0.borrow_mut();
-        map.entry(input.ptr_id()).or_insert_with(|| (input.clone(), derive(input))).1.clone()
+    fn new(shared: Arc<SharedNames>) -> Self {
+        LabelCache { local: RefCell::default(), shared }
+    }
+
+    /// `input` without `__name__`: from this query's map, else the engine's, else made.
+    pub(crate) fn without_name(&self, input: &Labels) -> Labels {
+        let key = input.ptr_id();
+        let mut local = self.local.borrow_mut();
+        if let Some((_, out)) = local.get(&key) {
+            return out.clone();
+        }
+        let out = match self.shared.lock() {
+            Ok(mut shared) => {
+                if let Some((_, out)) = shared.get(&key) {
+                    out.clone()
+                } else {
+                    if shared.len() >= SHARED_NAMES_LIMIT {
+                        shared.clear();
+                    }
+                    let out = input.without_metric_name();
+                    shared.insert(key, (input.clone(), out.clone()));
+                    out
+                }
+            }
+            // A panic elsewhere poisoned the lock: work without the shared cache.
+            Err(_) => input.without_metric_name(),
+        };
+        local.insert(key, (input.clone(), out.clone()));
+        out
     }
 }
 
@@ -665,7 +704,7 @@ impl<'a> Evaluator<'a> {
             step: self.step,
             delayed: self.delayed,
             selected: self.selected.clone(),
-            name_dropped: LabelCache::default(),
+            name_dropped: LabelCache::new(self.name_dropped.shared.clone()),
             precomputed: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.deadline,
@@ -712,7 +751,7 @@ impl<'a> Evaluator<'a> {
         if self.delayed {
             s.drop_name = true;
         } else {
-            s.labels = self.name_dropped.get(&s.labels, Labels::without_metric_name);
+            s.labels = self.name_dropped.without_name(&s.labels);
         }
         s
     }

@@ -5,7 +5,6 @@
 
 use super::{kernels, Compat, EResult, Evaluator, S};
 use crate::ast::{Call, Expr, MatrixSelector};
-use crate::labels::Labels;
 use crate::value::{is_stale_marker, Point, Timestamp};
 
 /// How a function turns a window into a value.
@@ -104,7 +103,7 @@ impl Evaluator<'_> {
             let labels = if keep_name || self.delayed {
                 s.labels.clone()
             } else {
-                self.name_dropped.get(&s.labels, Labels::without_metric_name)
+                self.name_dropped.without_name(&s.labels)
             };
             let drop_name = !keep_name && self.delayed;
             // Start the windows at the first step's, then slide.
