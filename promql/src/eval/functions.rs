@@ -18,6 +18,7 @@ impl Evaluator<'_> {
             check_duplicates(&v, self.delayed)?;
             return Ok(V::Vector(v));
         }
+        super::extended::check_call(c)?;
         let name = c.func.name;
         let secs = |ms: i64| ms as f64 / 1000.0;
         let out = match name {
@@ -335,6 +336,22 @@ impl Evaluator<'_> {
     fn range_function(&mut self, c: &Call, t: Timestamp) -> EResult<Vec<S>> {
         let name = c.func.name;
         Ok(match name {
+            "rate" | "increase" | "delta" if super::extended::anchoring_of(&c.args[0]).is_some() => {
+                let counter = name != "delta";
+                let rate = name == "rate";
+                let Some(ms) = super::extended::matrix_selector_of(&c.args[0]) else {
+                    return exec_error("expected a range selector");
+                };
+                let smoothed = ms.selector.anchoring == Some(crate::ast::RangeAnchoring::Smoothed);
+                let m = self.extended_range(ms, t, true)?;
+                if counter {
+                    self.counter_info(&m, &c.args[0]);
+                }
+                let (start, end) = (m.start, m.end);
+                self.per_series(m, false, |p| {
+                    super::extended::extended_rate(p, start, end, smoothed, counter, rate)
+                })
+            }
             "rate" | "increase" | "delta" => {
                 let counter = name != "delta";
                 let rate = name == "rate";

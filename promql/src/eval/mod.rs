@@ -7,6 +7,7 @@
 
 mod aggregate;
 mod binary;
+mod extended;
 mod functions;
 mod info;
 pub(crate) mod kernels;
@@ -540,13 +541,22 @@ impl<'a> Evaluator<'a> {
     fn plan(&self, e: &Expr, tmin: Timestamp, tmax: Timestamp, out: &mut Vec<Planned>) -> EResult<()> {
         match e {
             Expr::VectorSelector(vs) => {
+                if vs.anchoring == Some(RangeAnchoring::Anchored) {
+                    return Err(EvalError::Unsupported("anchored instant vector selectors".into()));
+                }
                 let (lo, hi) = self.reference_span(vs, tmin, tmax)?;
-                out.push(Planned::new(vs, lo - self.opts.lookback_delta_ms, hi)?);
+                out.push(Planned::new(vs, lo - self.opts.lookback_delta_ms, hi + self.after_window(vs))?);
             }
             Expr::MatrixSelector(ms) => {
                 let range = self.positive_ms(&ms.range, "range")?;
                 let (lo, hi) = self.reference_span(&ms.selector, tmin, tmax)?;
-                out.push(Planned::new(&ms.selector, lo - range, hi)?);
+                // Anchored and smoothed windows also see one lookback delta before them.
+                let before = if ms.selector.anchoring.is_some() { self.opts.lookback_delta_ms } else { 0 };
+                out.push(Planned::new(
+                    &ms.selector,
+                    lo - range - before,
+                    hi + self.after_window(&ms.selector),
+                )?);
             }
             Expr::Subquery(sq) => {
                 let range = self.positive_ms(&sq.range, "subquery range")?;
@@ -598,14 +608,21 @@ impl<'a> Evaluator<'a> {
         tmin: Timestamp,
         tmax: Timestamp,
     ) -> EResult<(Timestamp, Timestamp)> {
-        if vs.anchoring.is_some() {
-            return Err(EvalError::Unsupported("anchored and smoothed range selectors".into()));
-        }
         let offset = self.offset_ms(vs.offset.as_ref())?;
         Ok(match self.at_ms(vs.at) {
             Some(a) => (a - offset, a - offset),
             None => (tmin - offset, tmax - offset),
         })
+    }
+
+    /// How far after its reference times a selector reads: one lookback delta when
+    /// `smoothed` (to interpolate towards the next sample).
+    fn after_window(&self, vs: &VectorSelector) -> i64 {
+        if vs.anchoring == Some(RangeAnchoring::Smoothed) {
+            self.opts.lookback_delta_ms
+        } else {
+            0
+        }
     }
 
     fn selected(&self, vs: &VectorSelector) -> Arc<Vec<Series>> {
@@ -784,6 +801,13 @@ impl<'a> Evaluator<'a> {
     }
 
     fn instant_selector(&mut self, vs: &VectorSelector, t: Timestamp) -> EResult<Vec<S>> {
+        match vs.anchoring {
+            Some(RangeAnchoring::Smoothed) => return self.smoothed_instant(vs, t),
+            Some(RangeAnchoring::Anchored) => {
+                return Err(EvalError::Unsupported("anchored instant vector selectors".into()))
+            }
+            None => {}
+        }
         let offset = self.offset_ms(vs.offset.as_ref())?;
         let reference = self.at_ms(vs.at).unwrap_or(t) - offset;
         let series = self.selected(vs);
@@ -807,6 +831,9 @@ impl<'a> Evaluator<'a> {
     }
 
     fn range_selector(&mut self, ms: &MatrixSelector, t: Timestamp) -> EResult<Matrix> {
+        if ms.selector.anchoring.is_some() {
+            return self.extended_range(ms, t, false);
+        }
         let range = self.positive_ms(&ms.range, "range")?;
         let offset = self.offset_ms(ms.selector.offset.as_ref())?;
         let end = self.at_ms(ms.selector.at).unwrap_or(t) - offset;
@@ -1040,7 +1067,7 @@ mod tests {
     #[test]
     fn unsupported_features_say_so() {
         let engine = Engine::new(EngineOptions { features: Features::all(), ..EngineOptions::default() });
-        let err = engine.instant_query(&store(), "rate(a_total[1m] anchored)", 300_000).unwrap_err();
+        let err = engine.instant_query(&store(), "a_total anchored", 300_000).unwrap_err();
         assert!(matches!(err, EvalError::Unsupported(_)), "{err}");
         let err = engine.instant_query(&store(), "a_total </ 2", 300_000).unwrap_err();
         assert!(matches!(err, EvalError::Unsupported(_)), "{err}");
