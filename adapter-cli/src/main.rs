@@ -99,18 +99,8 @@ enum Command {
     #[command(after_help = "Example:\n  promql-cli explain --time 2024-01-01T00:30:00Z \\\n    \
                             'max_over_time(sum(rate(istio_requests_total[1m]))[30m:1m] offset 1h)'")]
     Explain {
-        /// Evaluation time of an instant query (default now).
-        #[arg(long, value_name = "TIME", conflicts_with_all = ["start", "end", "step"])]
-        time: Option<String>,
-        /// Start of a range query.
-        #[arg(long, value_name = "TIME", requires_all = ["end", "step"])]
-        start: Option<String>,
-        /// End of a range query.
-        #[arg(long, value_name = "TIME", requires_all = ["start", "step"])]
-        end: Option<String>,
-        /// Step of a range query.
-        #[arg(long, value_name = "DURATION", requires_all = ["start", "end"])]
-        step: Option<String>,
+        #[command(flatten)]
+        times: TimeArgs,
         /// The PromQL expression.
         query: String,
     },
@@ -170,19 +160,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Parse { json, query } => parse(&query, features, json),
         Command::Query(args) => query(*args, engine_options),
         Command::Record(args) => record(*args),
-        Command::Explain { time, start, end, step, query } => {
-            let now = timeflags::now_ms();
-            let (start, end, step) = match (start, end, step) {
-                (Some(s), Some(e), Some(st)) => (
-                    timeflags::parse_time(&s, now)?,
-                    timeflags::parse_time(&e, now)?,
-                    timeflags::parse_duration(&st)?,
-                ),
-                _ => {
-                    let t = time.as_deref().map_or(Ok(now), |t| timeflags::parse_time(t, now))?;
-                    (t, t, 0)
-                }
-            };
+        Command::Explain { times, query } => {
+            let (start, end, step) = times.resolve()?;
             match explain::explain(&query, features, start, end, step) {
                 Ok(text) => {
                     print!("{text}");
@@ -245,18 +224,8 @@ struct DataSource {
 struct QueryArgs {
     #[command(flatten)]
     source: DataSource,
-    /// Evaluation time of an instant query: RFC 3339, Unix seconds, `now`, `now-1h`.
-    #[arg(long, value_name = "TIME", conflicts_with_all = ["start", "end", "step"])]
-    time: Option<String>,
-    /// Start of a range query.
-    #[arg(long, value_name = "TIME", requires_all = ["end", "step"])]
-    start: Option<String>,
-    /// End of a range query.
-    #[arg(long, value_name = "TIME", requires_all = ["start", "step"])]
-    end: Option<String>,
-    /// Step of a range query: a duration (`15s`) or seconds.
-    #[arg(long, value_name = "DURATION", requires_all = ["start", "end"])]
-    step: Option<String>,
+    #[command(flatten)]
+    times: TimeArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -270,6 +239,42 @@ struct QueryArgs {
     client: ClientArgs,
     /// The PromQL expression.
     query: String,
+}
+
+/// When to evaluate: an instant (`--time`) or a range (`--start --end --step`).
+#[derive(Debug, Args)]
+struct TimeArgs {
+    /// Evaluation time of an instant query: RFC 3339, Unix seconds, `now`, `now-1h`
+    /// (default now).
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["start", "end", "step"])]
+    time: Option<String>,
+    /// Start of a range query.
+    #[arg(long, value_name = "TIME", requires_all = ["end", "step"])]
+    start: Option<String>,
+    /// End of a range query.
+    #[arg(long, value_name = "TIME", requires_all = ["start", "step"])]
+    end: Option<String>,
+    /// Step of a range query: a duration (`15s`) or seconds.
+    #[arg(long, value_name = "DURATION", requires_all = ["start", "end"])]
+    step: Option<String>,
+}
+
+impl TimeArgs {
+    /// `(start, end, step)` in milliseconds; step 0 for an instant query.
+    fn resolve(&self) -> anyhow::Result<(i64, i64, i64)> {
+        let now = timeflags::now_ms();
+        Ok(match (&self.start, &self.end, &self.step) {
+            (Some(s), Some(e), Some(st)) => (
+                timeflags::parse_time(s, now)?,
+                timeflags::parse_time(e, now)?,
+                timeflags::parse_duration(st)?,
+            ),
+            _ => {
+                let t = self.time.as_deref().map_or(Ok(now), |t| timeflags::parse_time(t, now))?;
+                (t, t, 0)
+            }
+        })
+    }
 }
 
 /// How to talk to a Prometheus.
@@ -349,16 +354,7 @@ enum Format {
 fn query(args: QueryArgs, options: promql::eval::EngineOptions) -> anyhow::Result<ExitCode> {
     use promql::eval::Engine;
     let features = options.features;
-    let now = timeflags::now_ms();
-    let (start, end, step) = match (&args.start, &args.end, &args.step) {
-        (Some(s), Some(e), Some(st)) => {
-            (timeflags::parse_time(s, now)?, timeflags::parse_time(e, now)?, timeflags::parse_duration(st)?)
-        }
-        _ => {
-            let t = args.time.as_deref().map_or(Ok(now), |t| timeflags::parse_time(t, now))?;
-            (t, t, 0)
-        }
-    };
+    let (start, end, step) = args.times.resolve()?;
     let engine = Engine::new(options);
     let expr = match promql::parse_with(&args.query, features) {
         Ok(e) => e,
