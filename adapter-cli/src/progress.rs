@@ -1,14 +1,10 @@
 //! Loading fixtures with a progress bar on stderr, for big recordings.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, IsTerminal, Read};
-use std::path::{Path, PathBuf};
+use std::io::{self, IsTerminal};
+use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use promql::storage::{detect_file_format, load_fixture, load_reader, FixtureFormat, LoadError, MemoryStore};
-
-/// The read buffer, and how much of a file format detection sees (as `load_fixture`).
-const HEAD_BYTES: usize = 256 << 10;
+use promql::storage::{load_fixture, load_fixture_with_progress, MemoryStore};
 
 /// Loads fixture files into one store like `load_fixture`, showing a byte progress bar
 /// on stderr when it is a terminal.
@@ -43,64 +39,9 @@ fn load_all(paths: &[PathBuf], max_samples: usize, bar: &ProgressBar) -> anyhow:
         bar.set_message(
             path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into()),
         );
-        load_one(path, max_samples, &mut store, bar)?;
+        load_fixture_with_progress(path, None, &mut store, max_samples, |n| bar.inc(n))?;
     }
     Ok(store)
-}
-
-/// One file, as `load_fixture(path, None, store, max_samples)` does it.
-fn load_one(
-    path: &Path,
-    max_samples: usize,
-    store: &mut MemoryStore,
-    bar: &ProgressBar,
-) -> anyhow::Result<()> {
-    let at = |e: LoadError| e.with_file(path);
-    let file =
-        File::open(path).map_err(|e| at(LoadError::new(0, format!("cannot open the fixture: {e}"))))?;
-    let size =
-        file.metadata().map_err(|e| at(LoadError::new(0, format!("cannot read the fixture: {e}"))))?.len();
-    let mut reader = BufReader::with_capacity(HEAD_BYTES, file);
-    let head = reader.fill_buf().map_err(|e| at(LoadError::new(0, format!("read error: {e}"))))?;
-    let format = match detect_file_format(path, head, size) {
-        Some(FixtureFormat::PrometheusJson) | None => {
-            // The JSON size check and the "cannot tell the format" error are
-            // load_fixture's own: let it do the whole file.
-            drop(reader);
-            load_fixture(path, None, store, max_samples)?;
-            bar.inc(size);
-            return Ok(());
-        }
-        Some(f) => f,
-    };
-    let reader = ProgressReader { inner: reader, bar };
-    load_reader(reader, format, store, max_samples).map_err(at)?;
-    Ok(())
-}
-
-/// A reader that moves a progress bar by the bytes consumed.
-struct ProgressReader<'a, R> {
-    inner: R,
-    bar: &'a ProgressBar,
-}
-
-impl<R: BufRead> Read for ProgressReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bar.inc(n as u64);
-        Ok(n)
-    }
-}
-
-impl<R: BufRead> BufRead for ProgressReader<'_, R> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        self.inner.fill_buf()
-    }
-
-    fn consume(&mut self, amt: usize) {
-        self.inner.consume(amt);
-        self.bar.inc(amt as u64);
-    }
 }
 
 #[cfg(test)]

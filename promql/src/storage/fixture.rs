@@ -247,6 +247,32 @@ pub fn load_fixture(
     store: &mut MemoryStore,
     max_samples: usize,
 ) -> Result<LoadStats, LoadError> {
+    load_fixture_with_progress(path, format, store, max_samples, |_| {})
+}
+
+/// [`load_fixture`], calling `on_read` with the number of bytes of each read as the
+/// file is consumed (for a progress bar): the calls add up to the bytes loaded.
+///
+/// ```
+/// use promql::storage::{load_fixture_with_progress, MemoryStore};
+/// let dir = std::env::temp_dir().join(format!("promql-doc-progress-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("up.prom");
+/// std::fs::write(&path, "up{job=\"api\"} 1 1700000000000\n").unwrap();
+///
+/// let mut store = MemoryStore::new();
+/// let mut read = 0;
+/// let stats = load_fixture_with_progress(&path, None, &mut store, 100, |n| read += n).unwrap();
+/// assert_eq!(read, stats.bytes);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// ```
+pub fn load_fixture_with_progress(
+    path: &Path,
+    format: Option<FixtureFormat>,
+    store: &mut MemoryStore,
+    max_samples: usize,
+    on_read: impl FnMut(u64),
+) -> Result<LoadStats, LoadError> {
     let at = |e: LoadError| e.with_file(path);
     let file =
         File::open(path).map_err(|e| at(LoadError::new(0, format!("cannot open the fixture: {e}"))))?;
@@ -272,7 +298,7 @@ pub fn load_fixture(
     if format == FixtureFormat::PrometheusJson && size > json_limit(max_samples) {
         return Err(at(json_too_large(size, max_samples)));
     }
-    load_reader(reader, format, store, max_samples).map_err(at)
+    load_reader(ProgressReader { inner: reader, on_read }, format, store, max_samples).map_err(at)
 }
 
 /// Loads a fixture of a known format from any reader (see [`load_fixture`]): into a
@@ -399,6 +425,31 @@ impl<R: BufRead> BufRead for CountingReader<R> {
     fn consume(&mut self, amt: usize) {
         self.bytes += amt as u64;
         self.inner.consume(amt);
+    }
+}
+
+/// A reader that reports the bytes consumed, for [`load_fixture_with_progress`].
+struct ProgressReader<R, F> {
+    inner: R,
+    on_read: F,
+}
+
+impl<R: BufRead, F: FnMut(u64)> Read for ProgressReader<R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.on_read)(n as u64);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead, F: FnMut(u64)> BufRead for ProgressReader<R, F> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.inner.consume(amt);
+        (self.on_read)(amt as u64);
     }
 }
 

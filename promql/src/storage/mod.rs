@@ -16,7 +16,10 @@ pub use write::write_openmetrics;
 pub mod exposition;
 pub mod fixture;
 pub use exposition::{Dialect, ExpositionParser, LoadError, ParsedSample};
-pub use fixture::{detect_file_format, detect_format, load_fixture, load_reader, FixtureFormat, LoadStats};
+pub use fixture::{
+    detect_file_format, detect_format, load_fixture, load_fixture_with_progress, load_reader, FixtureFormat,
+    LoadStats,
+};
 
 /// A compiled label matcher.
 #[derive(Debug, Clone)]
