@@ -1,5 +1,6 @@
 //! Evaluation cost against series count, on synthetic Istio-like data: the autoscaling
-//! queries at 1k, 10k and 100k series. Cost should grow linearly.
+//! queries at 1k, 10k and 100k series (`PROMQL_BENCH_SIZES` for others). Cost should
+//! grow linearly.
 //!
 //! Under `cargo test --benches` only the smallest size runs, once.
 
@@ -65,12 +66,17 @@ const QUERIES: [(&str, &str); 3] = [
 
 fn eval(c: &mut Criterion) {
     let full = std::env::args().any(|a| a == "--bench");
-    let sizes: &[usize] = if full { &[1_000, 10_000, 100_000] } else { &[1_000] };
+    // PROMQL_BENCH_SIZES=1000,1000000 picks other sizes (1M series take about 2 GB).
+    let sizes: Vec<usize> = match std::env::var("PROMQL_BENCH_SIZES") {
+        Ok(list) if full => list.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+        _ if full => vec![1_000, 10_000, 100_000],
+        _ => vec![1_000],
+    };
     let engine = Engine::default();
     let now = (SAMPLES - 1) * SCRAPE_MS;
     let mut g = c.benchmark_group("eval");
     g.sample_size(10);
-    for &n in sizes {
+    for n in sizes {
         let store = istio_store(n);
         g.throughput(Throughput::Elements(n as u64));
         for (name, q) in QUERIES {

@@ -37,11 +37,14 @@ pub struct Labels(Arc<Inner>);
 struct Inner {
     labels: Box<[Label]>,
     hash: OnceLock<u64>,
+    /// This set without its name labels, made on first use: most queries drop the
+    /// name of every series they select, and stored series are selected again and again.
+    unnamed: OnceLock<Labels>,
 }
 
 impl From<Vec<Label>> for Inner {
     fn from(v: Vec<Label>) -> Self {
-        Inner { labels: v.into_boxed_slice(), hash: OnceLock::new() }
+        Inner { labels: v.into_boxed_slice(), hash: OnceLock::new(), unnamed: OnceLock::new() }
     }
 }
 
@@ -100,12 +103,6 @@ impl Labels {
             self.0.labels.hash(&mut h);
             h.finish()
         })
-    }
-
-    /// An identity of this very label set (not of its content), for caches keyed by
-    /// the series a value came from.
-    pub(crate) fn ptr_id(&self) -> usize {
-        Arc::as_ptr(&self.0) as *const () as usize
     }
 
     /// The empty label set.
@@ -183,7 +180,16 @@ impl Labels {
 
     /// A copy without `__name__` (and the other metadata labels `__type__`, `__unit__`).
     pub fn without_metric_name(&self) -> Labels {
-        self.without(&[METRIC_NAME, "__type__", "__unit__"])
+        const NAME_LABELS: [&str; 3] = [METRIC_NAME, "__type__", "__unit__"];
+        // Checked first: it spares reading the labels, a cache miss per series.
+        if let Some(unnamed) = self.0.unnamed.get() {
+            return unnamed.clone();
+        }
+        if !self.0.labels.iter().any(|l| NAME_LABELS.contains(&&*l.name)) {
+            return self.clone();
+        }
+        // The derived set has no name labels, so it never caches itself: no Arc cycle.
+        self.0.unnamed.get_or_init(|| self.without(&NAME_LABELS)).clone()
     }
 }
 

@@ -450,7 +450,7 @@ impl Evaluator<'_> {
     }
 
     fn per_series(&self, m: Matrix, keep_name: bool, f: impl Fn(&[Point]) -> Option<f64>) -> Vec<S> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(m.series.len());
         let source = m.source;
         for s in m.series {
             if let Some(v) = f(super::points_of(source.as_ref(), &s.points)) {

@@ -13,9 +13,8 @@ mod info;
 pub(crate) mod kernels;
 mod sliding;
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::ast::*;
@@ -161,22 +160,12 @@ pub struct QueryResult {
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     opts: EngineOptions,
-    /// Label sets without `__name__`, kept across queries: the same stored series lose
-    /// their name in every query.
-    names: Arc<SharedNames>,
 }
-
-/// Name-dropped label sets by the identity of the set they came from; the input is kept
-/// so that its address cannot be reused while it is cached.
-type SharedNames = Mutex<HashMap<usize, (Labels, Labels)>>;
-
-/// Beyond this many cached label sets the engine-wide cache starts over (series churn).
-const SHARED_NAMES_LIMIT: usize = 1 << 20;
 
 impl Engine {
     /// An engine with these options.
     pub fn new(opts: EngineOptions) -> Self {
-        Engine { opts, names: Arc::default() }
+        Engine { opts }
     }
 
     /// The options.
@@ -252,7 +241,6 @@ impl Engine {
             step,
             delayed: self.opts.features.is_enabled(Feature::DelayedNameRemoval),
             selected: HashMap::new(),
-            name_dropped: LabelCache::new(self.names.clone()),
             precomputed: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.opts.timeout.map(|t| Instant::now() + t),
@@ -342,47 +330,6 @@ pub(crate) type EResult<T> = Result<T, EvalError>;
 /// How many steps of a range query the sliding range functions compute at once.
 const PRECOMPUTE_STEPS: usize = 32;
 
-/// A derived label set per input label set, by identity. The input is kept so that its
-/// address cannot be reused by another set while the cache lives.
-#[derive(Default)]
-pub(crate) struct LabelCache {
-    local: RefCell<HashMap<usize, (Labels, Labels)>>,
-    shared: Arc<SharedNames>,
-}
-
-impl LabelCache {
-    fn new(shared: Arc<SharedNames>) -> Self {
-        LabelCache { local: RefCell::default(), shared }
-    }
-
-    /// `input` without `__name__`: from this query's map, else the engine's, else made.
-    pub(crate) fn without_name(&self, input: &Labels) -> Labels {
-        let key = input.ptr_id();
-        let mut local = self.local.borrow_mut();
-        if let Some((_, out)) = local.get(&key) {
-            return out.clone();
-        }
-        let out = match self.shared.lock() {
-            Ok(mut shared) => {
-                if let Some((_, out)) = shared.get(&key) {
-                    out.clone()
-                } else {
-                    if shared.len() >= SHARED_NAMES_LIMIT {
-                        shared.clear();
-                    }
-                    let out = input.without_metric_name();
-                    shared.insert(key, (input.clone(), out.clone()));
-                    out
-                }
-            }
-            // A panic elsewhere poisoned the lock: work without the shared cache.
-            Err(_) => input.without_metric_name(),
-        };
-        local.insert(key, (input.clone(), out.clone()));
-        out
-    }
-}
-
 /// The samples one selector needs: its matchers (the metric name as a `__name__`
 /// matcher) and an inclusive window in milliseconds.
 #[derive(Debug, Clone)]
@@ -459,9 +406,6 @@ struct Evaluator<'a> {
     delayed: bool,
     /// The samples of every selector over the whole span it can touch.
     selected: HashMap<usize, Arc<Vec<Series>>>,
-    /// Label sets without `__name__`, by the identity of the set they came from: the
-    /// same series lose their name at every step.
-    name_dropped: LabelCache,
     /// Range functions computed for all steps at once, by call node.
     precomputed: HashMap<usize, (Timestamp, sliding::StepResults)>,
     annotations: Vec<Annotation>,
@@ -721,7 +665,6 @@ impl<'a> Evaluator<'a> {
             step: self.step,
             delayed: self.delayed,
             selected: self.selected.clone(),
-            name_dropped: LabelCache::new(self.name_dropped.shared.clone()),
             precomputed: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.deadline,
@@ -768,7 +711,7 @@ impl<'a> Evaluator<'a> {
         if self.delayed {
             s.drop_name = true;
         } else {
-            s.labels = self.name_dropped.without_name(&s.labels);
+            s.labels = s.labels.without_metric_name();
         }
         s
     }

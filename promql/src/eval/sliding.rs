@@ -100,11 +100,8 @@ impl Evaluator<'_> {
         let mut results: Vec<Vec<S>> = vec![Vec::new(); steps.len()];
         let mut not_counters: Vec<String> = Vec::new();
         for s in series.iter() {
-            let labels = if keep_name || self.delayed {
-                s.labels.clone()
-            } else {
-                self.name_dropped.without_name(&s.labels)
-            };
+            let labels =
+                if keep_name || self.delayed { s.labels.clone() } else { s.labels.without_metric_name() };
             let drop_name = !keep_name && self.delayed;
             // Start the windows at the first step's, then slide.
             let first_end = steps[0] - offset;

@@ -279,7 +279,10 @@ impl SampleSource for MemoryStore {
         // In label order, as a Prometheus TSDB returns series: aggregation groups and
         // results then come out in the same order as Prometheus'.
         let mut ids = self.candidates(sel.matchers);
-        ids.sort_unstable_by_key(|&id| rank[id as usize]);
+        // Stores loaded in label order need no sort.
+        if !ids.is_sorted_by_key(|&id| rank[id as usize]) {
+            ids.sort_unstable_by_key(|&id| rank[id as usize]);
+        }
         let mut out = Vec::with_capacity(ids.len());
         // Candidates already satisfy the `=` matchers their postings came from.
         let residual: Vec<&LabelMatcher> =
@@ -289,11 +292,48 @@ impl SampleSource for MemoryStore {
             if !residual.iter().all(|m| m.matches(s.labels.get(&m.name).unwrap_or(""))) {
                 continue;
             }
-            let lo = s.ts.partition_point(|&t| t < sel.start);
-            let hi = s.ts.partition_point(|&t| t <= sel.end);
-            let points = (lo..hi).map(|i| Point { t: s.ts[i], v: s.vs[i] }).collect();
+            let hi = tail_partition_point(&s.ts, |t| t <= sel.end);
+            let lo = tail_partition_point(&s.ts[..hi], |t| t < sel.start);
+            let points = s.ts[lo..hi].iter().zip(&s.vs[lo..hi]).map(|(&t, &v)| Point { t, v }).collect();
             out.push(Series { labels: s.labels.clone(), points });
         }
         Ok(out)
+    }
+}
+
+/// `ts.partition_point(pred)`, searched from the end with growing steps: queries mostly
+/// read the newest samples, and a binary search over a long column would touch a cache
+/// line per probe before reaching them.
+fn tail_partition_point(ts: &[Timestamp], pred: impl Fn(Timestamp) -> bool) -> usize {
+    let mut hi = ts.len();
+    let mut step = 1;
+    while step <= ts.len() {
+        let i = ts.len() - step;
+        if pred(ts[i]) {
+            return i + 1 + ts[i + 1..hi].partition_point(|&t| pred(t));
+        }
+        hi = i;
+        step *= 2;
+    }
+    ts[..hi].partition_point(|&t| pred(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_partition_point_agrees_with_binary_search() {
+        for len in 0..40 {
+            let ts: Vec<Timestamp> = (0..len).map(|i| i * 10).collect();
+            for cut in -5..len * 10 + 5 {
+                assert_eq!(
+                    tail_partition_point(&ts, |t| t <= cut),
+                    ts.partition_point(|&t| t <= cut),
+                    "len {len}, cut {cut}"
+                );
+                assert_eq!(tail_partition_point(&ts, |t| t < cut), ts.partition_point(|&t| t < cut));
+            }
+        }
     }
 }
