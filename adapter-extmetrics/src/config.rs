@@ -29,6 +29,10 @@
 //!   mirror:
 //!     local:
 //!       url: http://prometheus:9090   # evaluate locally over samples fetched from this API
+//!   demo:
+//!     fixture:
+//!       file: examples/istio.om       # evaluate locally over a recorded file
+//!       at: end                       # now (default) | end: the file's newest sample
 //!
 //! metrics:
 //!   - namespace: test                 # the HPA's namespace, or "*" for any namespace
@@ -160,6 +164,24 @@ pub enum Backend {
         /// Fetch samples from this Prometheus-compatible API; `None` scrapes annotated pods.
         url: Option<String>,
     },
+    /// Evaluate with the embedded engine over a fixture file (OpenMetrics, Prometheus
+    /// text, promqltest `load` or API JSON), loaded once at start: demos and tests.
+    Fixture {
+        /// The file.
+        file: String,
+        /// When queries are evaluated.
+        at: FixtureTime,
+    },
+}
+
+/// The evaluation time of a fixture backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FixtureTime {
+    /// The wall clock, like the other backends (the fixture must hold recent samples).
+    #[default]
+    Now,
+    /// The newest sample of the file: a recording answers as at the moment it ended.
+    End,
 }
 
 /// A Prometheus-compatible HTTP API.
@@ -433,6 +455,14 @@ struct RawPolicyFields {
 struct RawBackend {
     prometheus: Option<RawPrometheus>,
     local: Option<RawLocal>,
+    fixture: Option<RawFixture>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawFixture {
+    file: String,
+    at: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -790,12 +820,33 @@ impl Config {
         let mut backends = BTreeMap::from([(DEFAULT_BACKEND.to_owned(), Backend::default_prometheus())]);
         for (name, b) in &raw.backends {
             let path = [Seg::Key("backends"), Seg::Key(name)];
-            let backend = match (&b.prometheus, &b.local) {
-                (Some(_), Some(_)) | (None, None) => {
-                    c.issue(&path, "a backend needs exactly one of `prometheus` or `local`".to_owned(), None);
-                    continue;
+            let kinds = [b.prometheus.is_some(), b.local.is_some(), b.fixture.is_some()];
+            if kinds.iter().filter(|&&k| k).count() != 1 {
+                c.issue(
+                    &path,
+                    "a backend needs exactly one of `prometheus`, `local` or `fixture`".to_owned(),
+                    None,
+                );
+                continue;
+            }
+            let backend = match (&b.prometheus, &b.local, &b.fixture) {
+                (_, _, Some(f)) => {
+                    let at = match f.at.as_deref() {
+                        None | Some("now") => FixtureTime::Now,
+                        Some("end") => FixtureTime::End,
+                        Some(other) => {
+                            c.issue(
+                                &path,
+                                format!("fixture `at` must be `now` or `end`, not {other:?}"),
+                                None,
+                            );
+                            FixtureTime::Now
+                        }
+                    };
+                    Backend::Fixture { file: f.file.clone(), at }
                 }
-                (Some(p), None) => {
+                (None, None, None) => continue,
+                (Some(p), _, _) => {
                     if !valid_url(&p.url) {
                         c.issue(
                             &path,
@@ -822,7 +873,7 @@ impl Config {
                         timeout,
                     })
                 }
-                (None, Some(l)) => {
+                (None, Some(l), _) => {
                     if let Some(u) = &l.url {
                         if !valid_url(u) {
                             c.issue(

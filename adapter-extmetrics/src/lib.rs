@@ -8,6 +8,8 @@
 //!   compiled into one registry of [`config::MetricQuery`] entries.
 
 pub mod api;
+pub mod backend;
+pub mod collector;
 pub mod config;
 pub mod quantity;
 pub mod selector;

@@ -116,6 +116,8 @@ fn yaml_and_schema_errors_name_the_line() {
     assert!(e[0].starts_with("c.yaml:3:5: backends.x: unknown field `remote`"), "{}", e[0]);
     let e = issues("backends:\n  x: {}\n");
     assert!(e[0].starts_with("c.yaml:2:6: backends.x: a backend needs exactly one of"), "{}", e[0]);
+    let e = issues("backends:\n  x:\n    fixture: {file: a.om, at: start}\n");
+    assert!(e[0].contains("backends.x: fixture `at` must be `now` or `end`, not \"start\""), "{}", e[0]);
     let e = issues("metrics:\n  - namespace: test\n    name: m\n    query: up\n    selector: [a]\n");
     assert!(e[0].starts_with("c.yaml:5:15: "), "{}", e[0]);
 }
@@ -222,4 +224,17 @@ fn load_reads_files() {
     assert!(matches!(err, ConfigError::Io { .. }));
     assert!(err.to_string().contains("cannot read config file"));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fixture_backend() {
+    let cfg = Config::from_yaml_str(
+        "f.yaml",
+        "backends:\n  demo:\n    fixture: {file: examples/istio.om, at: end}\nmetrics:\n  - namespace: test\n    name: m\n    query: up\n    backend: demo\n",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.metrics[0].backend,
+        Backend::Fixture { file: "examples/istio.om".into(), at: FixtureTime::End }
+    );
 }

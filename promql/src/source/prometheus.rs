@@ -153,13 +153,18 @@ impl PrometheusSource {
         Ok(PrometheusSource { client, base, opts })
     }
 
+    /// The API's base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     /// Fetches the raw samples of every selection of `plan` into a store.
     pub async fn fetch(&self, plan: &Plan) -> Result<MemoryStore, SourceError> {
-        let results: Vec<Vec<ApiSeries>> = stream::iter(plan.selections.iter())
-            .map(|sel| self.fetch_selection(sel))
-            .buffered(self.opts.concurrency.max(1))
-            .try_collect()
-            .await?;
+        // The futures are made before the stream: a closure inside the stream would make
+        // the returned future `Send` only for one lifetime, unusable in `tokio::spawn`.
+        let fetches: Vec<_> = plan.selections.iter().map(|sel| self.fetch_selection(sel)).collect();
+        let results: Vec<Vec<ApiSeries>> =
+            stream::iter(fetches).buffered(self.opts.concurrency.max(1)).try_collect().await?;
         let mut store = MemoryStore::new();
         for series in results {
             for s in series {

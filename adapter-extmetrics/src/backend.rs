@@ -1,0 +1,158 @@
+//! Backends at run time: where a [`MetricQuery`](crate::config::MetricQuery)'s PromQL is
+//! evaluated. Built once per distinct [`config::Backend`] and shared by its queries.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use promql::eval::Engine;
+use promql::source::prometheus::{HttpOptions, PrometheusSource};
+use promql::storage::{load_fixture, MemoryStore};
+use promql::value::{Timestamp, Value};
+
+use crate::config::{self, FixtureTime};
+
+/// Why a backend could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The Prometheus API failed: unreachable, timed out, an error answer or garbage.
+    #[error("{0}")]
+    Source(String),
+    /// The query failed in the embedded engine.
+    #[error("query failed: {0}")]
+    Eval(String),
+    /// The backend cannot be built from its configuration.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// A backend ready to evaluate queries.
+#[derive(Debug, Clone)]
+pub enum Runtime {
+    /// Forward to a Prometheus-compatible `/api/v1/query`.
+    Prometheus(PrometheusSource),
+    /// Fetch the selected samples from a Prometheus API, evaluate with the engine.
+    Local {
+        /// The API samples come from.
+        source: PrometheusSource,
+        /// The engine.
+        engine: Arc<Engine>,
+    },
+    /// Evaluate with the engine over a loaded file.
+    Fixture {
+        /// The samples.
+        store: Arc<MemoryStore>,
+        /// The file's newest sample, for [`FixtureTime::End`].
+        end: Option<Timestamp>,
+        /// When to evaluate.
+        at: FixtureTime,
+        /// The engine.
+        engine: Arc<Engine>,
+    },
+}
+
+/// Settings shared by all backends, from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct BackendDefaults {
+    /// `--prometheus-server`: the URL of backends without their own.
+    pub prometheus_server: Option<String>,
+}
+
+impl Runtime {
+    /// Builds a backend: loads a fixture, prepares an HTTP client.
+    pub fn build(backend: &config::Backend, defaults: &BackendDefaults) -> Result<Runtime, BackendError> {
+        match backend {
+            config::Backend::Prometheus(p) => {
+                let url = p.url.clone().or_else(|| defaults.prometheus_server.clone()).ok_or_else(|| {
+                    BackendError::Setup(
+                        "no Prometheus URL: set --prometheus-server or the backend's url".into(),
+                    )
+                })?;
+                let opts = HttpOptions {
+                    timeout: p.timeout,
+                    // The next collection is the retry: a retry inside one would run past
+                    // the interval when Prometheus is slow.
+                    retries: 0,
+                    bearer_token_file: p.bearer_token_file.as_ref().map(Into::into),
+                    ca_file: p.ca_file.as_ref().map(Into::into),
+                    ..HttpOptions::default()
+                };
+                let source =
+                    PrometheusSource::new(&url, opts).map_err(|e| BackendError::Setup(e.to_string()))?;
+                Ok(Runtime::Prometheus(source))
+            }
+            config::Backend::Local { url: Some(url) } => {
+                let opts =
+                    HttpOptions { timeout: Duration::from_secs(10), retries: 0, ..HttpOptions::default() };
+                let source =
+                    PrometheusSource::new(url, opts).map_err(|e| BackendError::Setup(e.to_string()))?;
+                Ok(Runtime::Local { source, engine: Arc::new(Engine::default()) })
+            }
+            config::Backend::Local { url: None } => Err(BackendError::Setup(
+                "a local backend without url scrapes pods found through the Kubernetes API, which this \
+                 build cannot do yet; give it a url to fetch samples from"
+                    .into(),
+            )),
+            config::Backend::Fixture { file, at } => {
+                let mut store = MemoryStore::new();
+                let engine = Engine::default();
+                let stats = load_fixture(Path::new(file), None, &mut store, engine.options().max_samples)
+                    .map_err(|e| BackendError::Setup(format!("fixture backend: {e}")))?;
+                store.shrink_to_fit();
+                Ok(Runtime::Fixture {
+                    store: Arc::new(store),
+                    end: stats.max_time,
+                    at: *at,
+                    engine: Arc::new(engine),
+                })
+            }
+        }
+    }
+
+    /// A short description for logs and the debug endpoint.
+    pub fn describe(&self) -> String {
+        match self {
+            Runtime::Prometheus(s) => format!("prometheus {}", s.base_url()),
+            Runtime::Local { source, .. } => format!("local over {}", source.base_url()),
+            Runtime::Fixture { store, .. } => format!("fixture ({} series)", store.series_count()),
+        }
+    }
+
+    /// The evaluation time for a collection at wall-clock `now`.
+    pub fn eval_time(&self, now: Timestamp) -> Timestamp {
+        match self {
+            Runtime::Fixture { at: FixtureTime::End, end: Some(end), .. } => *end,
+            _ => now,
+        }
+    }
+
+    /// Evaluates `query` at `t`.
+    pub async fn instant(&self, query: &str, t: Timestamp) -> Result<Value, BackendError> {
+        match self {
+            Runtime::Prometheus(source) => {
+                source.instant_query(query, t).await.map_err(|e| BackendError::Source(e.to_string()))
+            }
+            Runtime::Local { source, engine } => {
+                let expr = promql::parse_with(query, engine.options().features)
+                    .map_err(|e| BackendError::Eval(e.to_string()))?;
+                let plan = engine.plan(&expr, t, t, 0).map_err(|e| BackendError::Eval(e.to_string()))?;
+                let store = source.fetch(&plan).await.map_err(|e| BackendError::Source(e.to_string()))?;
+                let engine = engine.clone();
+                // Evaluation is CPU work: off the async threads.
+                tokio::task::spawn_blocking(move || engine.eval(&store, &expr, t, t, 0))
+                    .await
+                    .map_err(|e| BackendError::Eval(format!("evaluation task failed: {e}")))?
+                    .map(|r| r.value)
+                    .map_err(|e| BackendError::Eval(e.to_string()))
+            }
+            Runtime::Fixture { store, engine, .. } => {
+                let (store, engine, query) = (store.clone(), engine.clone(), query.to_owned());
+                tokio::task::spawn_blocking(move || engine.instant_query(store.as_ref(), &query, t))
+                    .await
+                    .map_err(|e| BackendError::Eval(format!("evaluation task failed: {e}")))?
+                    .map(|r| r.value)
+                    .map_err(|e| BackendError::Eval(e.to_string()))
+            }
+        }
+    }
+}
