@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::api::{ExternalMetricValue, Status};
 use crate::backend::{BackendDefaults, BackendError, Runtime};
-use crate::config::{Backend, Fallback, MetricQuery, Origin, Reduce};
+use crate::config::{Backend, Fallback, MetricQuery, Reduce};
 use crate::quantity::Quantity;
 use crate::selector::Selector;
 
@@ -75,6 +75,8 @@ pub struct Good {
 #[derive(Debug, Default)]
 struct State {
     attempts: u64,
+    /// Collections by outcome kind, for the self-metrics.
+    outcomes: BTreeMap<&'static str, u64>,
     last_attempt: Option<DateTime<Utc>>,
     last_duration: Option<Duration>,
     latest: Option<Result<Good, Problem>>,
@@ -98,7 +100,9 @@ impl Entry {
     /// Runs the query once and stores the outcome.
     pub async fn collect(&self) {
         let started = Instant::now();
-        let now = Utc::now();
+        // Whole seconds: the API's timestamps have no fraction, and whoever debugs a
+        // value can ask Prometheus at exactly the time it shows.
+        let now = Utc.timestamp_opt(Utc::now().timestamp(), 0).single().unwrap_or_else(Utc::now);
         let outcome = match &self.backend {
             Err(e) => Err(Problem::Backend(e.to_string())),
             Ok(rt) => {
@@ -116,6 +120,11 @@ impl Entry {
         st.attempts += 1;
         st.last_attempt = Some(now);
         st.last_duration = Some(started.elapsed());
+        let kind = match &outcome {
+            Ok(_) => "ok",
+            Err(p) => p.kind(),
+        };
+        *st.outcomes.entry(kind).or_insert(0) += 1;
         if let Ok(good) = &outcome {
             st.last_good = Some(good.clone());
         }
@@ -127,13 +136,11 @@ impl Entry {
         self.state.read().unwrap_or_else(|p| p.into_inner()).latest.is_some()
     }
 
-    /// The latest outcome's kind (`ok`, `empty`, ...), if any, for metrics.
-    pub fn latest_kind(&self) -> Option<&'static str> {
+    /// How many collections ended in each outcome kind (`ok`, `empty`, `not_finite`,
+    /// `backend_error`, `bad_result`).
+    pub fn outcome_counts(&self) -> Vec<(&'static str, u64)> {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
-        st.latest.as_ref().map(|o| match o {
-            Ok(_) => "ok",
-            Err(p) => p.kind(),
-        })
+        st.outcomes.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     /// Seconds since the last good value was collected.
@@ -233,12 +240,7 @@ impl Entry {
                 Err(e) => format!("{} (unusable: {e})", q.backend_name),
             },
             interval_seconds: q.interval.as_secs_f64(),
-            origin: match &q.origin {
-                Origin::ConfigFile { file, line } => format!("{file}:{line}"),
-                Origin::Annotation { namespace, hpa, key } => {
-                    format!("HPA {namespace}/{hpa} annotation {key}")
-                }
-            },
+            origin: q.origin.to_string(),
             attempts: st.attempts,
             last_attempt: st.last_attempt.map(|t| t.to_rfc3339()),
             last_duration_seconds: st.last_duration.map(|d| d.as_secs_f64()),
@@ -384,6 +386,9 @@ fn reduce(q: &MetricQuery, value: Value, started: Instant) -> Result<Good, Probl
 #[derive(Debug, Default)]
 pub struct Collector {
     entries: RwLock<Vec<Arc<Entry>>>,
+    /// Problems of the sources of the queries (bad annotations, conflicts), for the
+    /// debug endpoint.
+    problems: RwLock<Vec<String>>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     defaults: BackendDefaults,
 }
@@ -391,7 +396,12 @@ pub struct Collector {
 impl Collector {
     /// A collector without queries.
     pub fn new(defaults: BackendDefaults) -> Self {
-        Collector { entries: RwLock::default(), tasks: std::sync::Mutex::default(), defaults }
+        Collector {
+            entries: RwLock::default(),
+            problems: RwLock::default(),
+            tasks: std::sync::Mutex::default(),
+            defaults,
+        }
     }
 
     /// Replaces the queries and starts collecting each on its interval. Backends are
@@ -437,6 +447,16 @@ impl Collector {
         }
         *self.entries.write().unwrap_or_else(|p| p.into_inner()) = entries;
         setup_errors
+    }
+
+    /// Replaces the problems shown on the debug endpoint.
+    pub fn set_problems(&self, problems: Vec<String>) {
+        *self.problems.write().unwrap_or_else(|p| p.into_inner()) = problems;
+    }
+
+    /// The problems shown on the debug endpoint.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// All entries.

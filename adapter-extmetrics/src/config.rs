@@ -72,6 +72,7 @@
 //! ```
 
 pub mod annotations;
+pub mod manifests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -256,6 +257,15 @@ pub enum Origin {
         /// The annotation key holding the query.
         key: String,
     },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::ConfigFile { file, line } => write!(f, "{file}:{line}"),
+            Origin::Annotation { namespace, hpa, key } => write!(f, "HPA {namespace}/{hpa} annotation {key}"),
+        }
+    }
 }
 
 /// One query of the registry: which requests it answers and how.

@@ -13,3 +13,4 @@ pub mod collector;
 pub mod config;
 pub mod quantity;
 pub mod selector;
+pub mod server;

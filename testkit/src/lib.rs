@@ -54,14 +54,25 @@ pub fn istio_fixture_with_restarts(dir: &Path, workloads: u32) -> PathBuf {
     generate(dir, workloads, "0.1")
 }
 
+/// Like [`istio_fixture`], but the 20 minutes end two minutes from now: for servers
+/// queried at the wall clock, as an autoscaler queries. Not reproducible.
+pub fn istio_fixture_recent(dir: &Path, workloads: u32) -> PathBuf {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    generate_from(dir, workloads, "0", &(now - 18 * 60).to_string())
+}
+
 fn generate(dir: &Path, workloads: u32, restart_prob: &str) -> PathBuf {
+    generate_from(dir, workloads, restart_prob, "2024-01-01T00:00:00Z")
+}
+
+fn generate_from(dir: &Path, workloads: u32, restart_prob: &str, start: &str) -> PathBuf {
     let data = dir.join("istio.om");
     let generator = shared_dir().join("tools/gen_istio.py");
     run(
         Command::new("python3")
             .arg(&generator)
             .args(["-W", &workloads.to_string(), "-P", "2", "-M", "20", "-S", "15", "--seed", "1"])
-            .args(["--restart-prob", restart_prob, "-o"])
+            .args(["--restart-prob", restart_prob, "--start", start, "-o"])
             .arg(&data),
         "gen_istio.py",
     );

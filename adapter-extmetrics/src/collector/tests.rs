@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::{FixtureTime, NamespaceMatch, Policies, PrometheusBackend};
+use crate::config::{FixtureTime, NamespaceMatch, Origin, Policies, PrometheusBackend};
 
 const T: i64 = 1_700_000_000_000;
 
