@@ -559,3 +559,59 @@ fn bad_input_is_named() {
     assert_eq!(child.wait().unwrap().code(), Some(1));
     assert!(log.contains("/nonexistent.crt"), "{log}");
 }
+
+#[test]
+fn deploy_manifests_render_and_validate() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = testkit::temp_dir("extmetrics-deploy");
+    let out = Command::new("kubectl").args(["kustomize"]).arg(repo.join("deploy")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "RoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "APIService",
+    ] {
+        assert!(rendered.contains(&format!("\nkind: {kind}\n")), "no {kind} in\n{rendered}");
+    }
+    for needed in [
+        "name: system:auth-delegator",
+        "name: extension-apiserver-authentication-reader",
+        "name: horizontal-pod-autoscaler",
+        "name: v1beta1.external.metrics.k8s.io",
+    ] {
+        assert!(rendered.contains(needed), "{needed} missing");
+    }
+    let file = dir.join("rendered.yaml");
+    std::fs::write(&file, &rendered).unwrap();
+    let validate = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict", "--quiet"])
+        .arg(&file)
+        .arg(repo.join("examples/podinfo-hpa.yaml"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run kubernetes-validate: {e} (scripts/test installs it from PyPI)")
+        });
+    assert!(
+        validate.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&validate.stdout),
+        String::from_utf8_lossy(&validate.stderr)
+    );
+    // The shipped config is valid for the adapter itself.
+    let check = Command::new(BIN)
+        .arg("--check")
+        .arg("--config")
+        .arg(repo.join("deploy/config.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{text}{}", String::from_utf8_lossy(&check.stderr));
+    assert!(text.contains("3 queries, 0 problems"), "{text}");
+}
