@@ -382,6 +382,22 @@ fn reduce(q: &MetricQuery, value: Value, started: Instant) -> Result<Good, Probl
     Ok(Good { items, data_time, collected: started })
 }
 
+/// An entry and the task collecting it.
+type Task = (Arc<Entry>, tokio::task::JoinHandle<()>);
+
+/// Collects `e` on its interval, the first time at once.
+async fn collect_forever(e: Arc<Entry>) {
+    let mut tick = tokio::time::interval(e.query.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        e.collect().await;
+        if let Some(Err(p)) = e.state.read().unwrap_or_else(|p| p.into_inner()).latest.as_ref() {
+            tracing::warn!(metric = %e.query.metric_name, labels = ?e.query.labels, "{p}");
+        }
+    }
+}
+
 /// The queries being collected.
 #[derive(Debug, Default)]
 pub struct Collector {
@@ -389,7 +405,7 @@ pub struct Collector {
     /// Problems of the sources of the queries (bad annotations, conflicts), for the
     /// debug endpoint.
     problems: RwLock<Vec<String>>,
-    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    tasks: std::sync::Mutex<Vec<Task>>,
     defaults: BackendDefaults,
 }
 
@@ -404,48 +420,42 @@ impl Collector {
         }
     }
 
-    /// Replaces the queries and starts collecting each on its interval. Backends are
-    /// built once per distinct configuration; one that cannot be built makes its
-    /// queries fail with its reason (and the process keeps serving the others).
+    /// Replaces the queries and collects each on its interval. A query equal to one
+    /// already collected keeps its entry, cache and schedule (HPA changes and config
+    /// reloads must not blank the other metrics). Backends are built once per distinct
+    /// configuration and reused across calls; one that cannot be built makes its
+    /// queries fail with its reason, returned here, while the others are served.
     pub fn set_queries(&self, queries: Vec<MetricQuery>) -> Vec<(String, BackendError)> {
-        let mut runtimes: Vec<(Backend, Result<Arc<Runtime>, BackendError>)> = Vec::new();
-        let mut setup_errors = Vec::new();
-        let entries: Vec<Arc<Entry>> = queries
-            .into_iter()
-            .map(|query| {
-                let backend = match runtimes.iter().find(|(b, _)| *b == query.backend) {
-                    Some((_, rt)) => rt.clone(),
-                    None => {
-                        let rt = Runtime::build(&query.backend, &self.defaults).map(Arc::new);
-                        if let Err(e) = &rt {
-                            setup_errors.push((query.backend_name.clone(), e.clone()));
-                        }
-                        runtimes.push((query.backend.clone(), rt.clone()));
-                        rt
-                    }
-                };
-                Arc::new(Entry { query, backend, state: RwLock::default() })
-            })
-            .collect();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        for t in tasks.drain(..) {
-            t.abort();
-        }
-        for e in &entries {
-            let e = e.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(e.query.interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    e.collect().await;
-                    if let Some(Err(p)) = e.state.read().unwrap_or_else(|p| p.into_inner()).latest.as_ref() {
-                        tracing::warn!(metric = %e.query.metric_name, labels = ?e.query.labels, "{p}");
+        let mut old: Vec<Option<Task>> = std::mem::take(&mut *tasks).into_iter().map(Some).collect();
+        let mut runtimes: Vec<(Backend, Result<Arc<Runtime>, BackendError>)> =
+            old.iter().flatten().map(|(e, _)| (e.query.backend.clone(), e.backend.clone())).collect();
+        let mut setup_errors = Vec::new();
+        for query in queries {
+            let kept = old.iter().position(|o| o.as_ref().is_some_and(|(e, _)| e.query == query));
+            if let Some(task) = kept.and_then(|i| old[i].take()) {
+                tasks.push(task);
+                continue;
+            }
+            let backend = match runtimes.iter().find(|(b, _)| *b == query.backend) {
+                Some((_, rt)) => rt.clone(),
+                None => {
+                    let rt = Runtime::build(&query.backend, &self.defaults).map(Arc::new);
+                    if let Err(e) = &rt {
+                        setup_errors.push((query.backend_name.clone(), e.clone()));
                     }
+                    runtimes.push((query.backend.clone(), rt.clone()));
+                    rt
                 }
-            }));
+            };
+            let entry = Arc::new(Entry { query, backend, state: RwLock::default() });
+            tasks.push((entry.clone(), tokio::spawn(collect_forever(entry))));
         }
-        *self.entries.write().unwrap_or_else(|p| p.into_inner()) = entries;
+        for (_, handle) in old.into_iter().flatten() {
+            handle.abort();
+        }
+        *self.entries.write().unwrap_or_else(|p| p.into_inner()) =
+            tasks.iter().map(|(e, _)| e.clone()).collect();
         setup_errors
     }
 
@@ -508,7 +518,7 @@ impl Collector {
 
 impl Drop for Collector {
     fn drop(&mut self) {
-        for t in self.tasks.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for (_, t) in self.tasks.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
             t.abort();
         }
     }

@@ -1,16 +1,16 @@
 //! `extmetrics-adapter`: a Kubernetes External Metrics API server that lets a
 //! HorizontalPodAutoscaler scale on PromQL.
 
-use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use adapter_extmetrics::backend::BackendDefaults;
+use adapter_extmetrics::cluster;
 use adapter_extmetrics::collector::Collector;
-use adapter_extmetrics::config::annotations::from_hpa;
-use adapter_extmetrics::config::manifests::hpas_from_yaml;
-use adapter_extmetrics::config::{Config, MetricQuery, NamespaceMatch};
-use adapter_extmetrics::server::{self, AppState, AuthOptions, Metrics};
+use adapter_extmetrics::server::{self, AppState, AuthOptions, ClientCa, Metrics};
+use adapter_extmetrics::sources::{describe, Sources};
 use anyhow::Context;
 use clap::Parser;
 
@@ -51,7 +51,9 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     tls_private_key_file: Option<String>,
     /// CA bundle verifying client certificates of the front proxy (the kube-apiserver).
-    /// Without it every request but /healthz, /livez and /readyz is refused with 401.
+    /// Without it, read from kube-system/extension-apiserver-authentication when a
+    /// Kubernetes API is configured; otherwise every request but /healthz, /livez and
+    /// /readyz is refused with 401.
     #[arg(long, value_name = "FILE")]
     requestheader_client_ca_file: Option<String>,
     /// Common names allowed for client certificates (comma-separated; empty: any name
@@ -67,9 +69,30 @@ struct Cli {
     /// Plain-HTTP address of /metrics and /debug/queries.
     #[arg(long, default_value = "0.0.0.0:9100", value_name = "ADDR")]
     metrics_address: String,
+    /// Kubeconfig for the Kubernetes API (HPA watching, the front proxy's CA). In a
+    /// pod, the service account is used without it.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<String>,
+    /// Watch HorizontalPodAutoscalers through the Kubernetes API and serve the queries
+    /// of their annotations (when a Kubernetes API is configured).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    watch_hpas: bool,
+    /// How often --config and --hpa-file are checked for changes.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    reload_interval: Duration,
     /// Validate --config and --hpa-file, print the queries, and exit.
     #[arg(long)]
     check: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    adapter_extmetrics::config::parse_duration(s).and_then(|d| {
+        if d.is_zero() {
+            Err("must be positive".into())
+        } else {
+            Ok(d)
+        }
+    })
 }
 
 fn main() -> ExitCode {
@@ -91,74 +114,29 @@ fn main() -> ExitCode {
     }
 }
 
-/// The queries of the config file and HPA manifests, and the problems found in them.
-fn load_queries(cli: &Cli) -> anyhow::Result<(Vec<MetricQuery>, Vec<String>)> {
-    let config = match &cli.config {
-        Some(path) => Config::load(std::path::Path::new(path)).map_err(|e| anyhow::anyhow!("{e}"))?,
-        None => Config::from_yaml_str("(no --config)", "").map_err(|e| anyhow::anyhow!("{e}"))?,
-    };
-    let mut queries = config.metrics.clone();
-    let mut problems = Vec::new();
-    for file in &cli.hpa_files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read --hpa-file {file}"))?;
-        let hpas = hpas_from_yaml(file, &text)?;
-        if hpas.is_empty() {
-            problems.push(format!("{file}: no HorizontalPodAutoscaler in the file"));
-        }
-        for hpa in &hpas {
-            let found = from_hpa(hpa, &config.defaults, &config.backends);
-            problems.extend(found.problems.iter().map(|p| format!("{file}: {p}")));
-            queries.extend(found.queries);
-        }
+/// Puts the sources' queries and problems into the collector.
+fn apply(collector: &Collector, sources: &Sources) {
+    let (queries, mut problems) = sources.queries();
+    for (backend, e) in collector.set_queries(queries) {
+        tracing::error!(backend = %backend, "backend unusable: {e}");
+        problems.push(format!("backend {backend} unusable: {e}"));
     }
-    Ok((dedupe(queries, &mut problems), problems))
-}
-
-/// Drops queries answering the same (namespace, metric, labels) as an earlier one:
-/// two would be summed into one answer. Identical repeats (two HPAs sharing one
-/// annotation) are merged quietly; different ones are reported.
-fn dedupe(queries: Vec<MetricQuery>, problems: &mut Vec<String>) -> Vec<MetricQuery> {
-    let mut seen: BTreeMap<(String, String, BTreeMap<String, String>), MetricQuery> = BTreeMap::new();
-    let mut out = Vec::new();
-    for q in queries {
-        let ns = match &q.namespace {
-            NamespaceMatch::Any => "*".to_owned(),
-            NamespaceMatch::Exact(n) => n.clone(),
-        };
-        let key = (ns, q.metric_name.to_ascii_lowercase(), q.labels.clone());
-        match seen.get(&key) {
-            Some(first) if first.query == q.query && first.backend == q.backend => {}
-            Some(first) => problems.push(format!(
-                "{} is defined twice with different queries, at {} and at {}; the first one is used",
-                describe(&q),
-                first.origin,
-                q.origin
-            )),
-            None => {
-                seen.insert(key, q.clone());
-                out.push(q);
-            }
-        }
+    // Logged once, when they appear, not at every HPA change.
+    let before = collector.problems();
+    for p in problems.iter().filter(|p| !before.contains(p)) {
+        tracing::warn!("{p}");
     }
-    out
-}
-
-/// `namespace/metric{labels}`.
-fn describe(q: &MetricQuery) -> String {
-    let ns = match &q.namespace {
-        NamespaceMatch::Any => "*",
-        NamespaceMatch::Exact(n) => n,
-    };
-    let labels: Vec<String> = q.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{ns}/{}{{{}}}", q.metric_name, labels.join(","))
+    collector.set_problems(problems);
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let (queries, problems) = load_queries(&cli)?;
-    for p in &problems {
-        tracing::warn!("{p}");
-    }
+    let hpa_files: Vec<PathBuf> = cli.hpa_files.iter().map(PathBuf::from).collect();
+    let sources = Sources::load(cli.config.as_deref().map(Path::new), &hpa_files)?;
     if cli.check {
+        let (queries, problems) = sources.queries();
+        for p in &problems {
+            eprintln!("problem: {p}");
+        }
         for q in &queries {
             let interval = q.interval.as_secs_f64();
             let query = q.query.trim();
@@ -172,70 +150,118 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         println!("{} queries, {} problems", queries.len(), problems.len());
         return Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
-    if queries.is_empty() {
-        tracing::warn!("no queries: give --config or --hpa-file; discovery will list no metrics");
-    }
-    let auth = AuthOptions {
-        client_ca_file: cli.requestheader_client_ca_file.clone(),
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(cli, sources))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(cli: Cli, sources: Sources) -> anyhow::Result<()> {
+    // A Kubernetes client when one is configured: --kubeconfig, or in a pod.
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let kube = match (&cli.kubeconfig, in_cluster) {
+        (Some(path), _) => Some(cluster::client(Some(path)).await?),
+        (None, true) => Some(cluster::client(None).await?),
+        (None, false) => None,
+    };
+
+    let mut auth = AuthOptions {
+        client_ca: None,
         allowed_names: cli.requestheader_allowed_names.iter().filter(|n| !n.is_empty()).cloned().collect(),
         username_headers: cli.requestheader_username_headers.clone(),
         group_headers: cli.requestheader_group_headers.clone(),
     };
+    match (&cli.requestheader_client_ca_file, &kube) {
+        (Some(file), _) => {
+            let pem =
+                std::fs::read(file).with_context(|| format!("--requestheader-client-ca-file {file}"))?;
+            auth.client_ca = Some(ClientCa { source: file.clone(), pem });
+        }
+        // As an aggregated API server does: the kube-apiserver publishes its front
+        // proxy's CA and names for extension servers.
+        (None, Some(client)) => {
+            let fp = cluster::front_proxy(client).await?;
+            auth.client_ca = Some(ClientCa {
+                source: "kube-system/extension-apiserver-authentication".into(),
+                pem: fp.client_ca_pem.into_bytes(),
+            });
+            if auth.allowed_names.is_empty() {
+                auth.allowed_names = fp.allowed_names;
+            }
+            auth.username_headers = fp.username_headers;
+            auth.group_headers = fp.group_headers;
+        }
+        (None, None) => {
+            tracing::warn!(
+                "no --requestheader-client-ca-file and no Kubernetes API: every API request will be refused with 401"
+            );
+        }
+    }
     let (tls, self_signed) =
         server::tls_config(cli.tls_cert_file.as_deref(), cli.tls_private_key_file.as_deref(), &auth)?;
     if self_signed {
         tracing::warn!("no --tls-cert-file: serving a self-signed certificate generated at start");
     }
-    if auth.client_ca_file.is_none() {
-        tracing::warn!("no --requestheader-client-ca-file: every API request will be refused with 401");
+
+    let collector =
+        Arc::new(Collector::new(BackendDefaults { prometheus_server: cli.prometheus_server.clone() }));
+    apply(&collector, &sources);
+    let sources = Arc::new(Mutex::new(sources));
+
+    // Files are polled: ConfigMap volumes change by swapping a symlink.
+    {
+        let (sources, collector) = (sources.clone(), collector.clone());
+        let every = cli.reload_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let mut s = sources.lock().unwrap_or_else(|p| p.into_inner());
+                if s.reload_changed() {
+                    apply(&collector, &s);
+                }
+            }
+        });
+    }
+    if let (Some(client), true) = (kube, cli.watch_hpas) {
+        let (sources, collector) = (sources.clone(), collector.clone());
+        tokio::spawn(cluster::watch_hpas(client, move |hpas| {
+            let mut s = sources.lock().unwrap_or_else(|p| p.into_inner());
+            s.set_watched(hpas.clone());
+            apply(&collector, &s);
+        }));
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        let collector =
-            Arc::new(Collector::new(BackendDefaults { prometheus_server: cli.prometheus_server.clone() }));
-        collector.set_problems(problems);
-        for (backend, e) in collector.set_queries(queries) {
-            tracing::error!(backend = %backend, "backend unusable: {e}");
-        }
-        let state = AppState { collector, auth: Arc::new(auth), metrics: Arc::new(Metrics::default()) };
-        let secure_addr = if cli.bind_address.contains(':') {
-            format!("[{}]:{}", cli.bind_address, cli.secure_port)
-        } else {
-            format!("{}:{}", cli.bind_address, cli.secure_port)
-        };
-        let secure = server::bind(&secure_addr).await?;
-        let plain = server::bind(&cli.metrics_address).await?;
-        tracing::info!(
-            secure = %server::local_addr(&secure),
-            metrics = %server::local_addr(&plain),
-            "serving external.metrics.k8s.io/v1beta1"
-        );
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let plain_stop = {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
-        let metrics_server =
-            tokio::spawn(server::serve_plain(plain, server::metrics_router(state.clone()), plain_stop));
-        let secure_stop = {
-            let mut rx = stop_rx;
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
-        let secure_server =
-            tokio::spawn(server::serve_tls(secure, tls, server::secure_router(state), secure_stop));
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-        let _ = secure_server.await;
-        let _ = metrics_server.await;
-        anyhow::Ok(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+    let state = AppState { collector, auth: Arc::new(auth), metrics: Arc::new(Metrics::default()) };
+    let secure_addr = if cli.bind_address.contains(':') {
+        format!("[{}]:{}", cli.bind_address, cli.secure_port)
+    } else {
+        format!("{}:{}", cli.bind_address, cli.secure_port)
+    };
+    let secure = server::bind(&secure_addr).await?;
+    let plain = server::bind(&cli.metrics_address).await?;
+    tracing::info!(
+        secure = %server::local_addr(&secure),
+        metrics = %server::local_addr(&plain),
+        "serving external.metrics.k8s.io/v1beta1"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let metrics_server = tokio::spawn(server::serve_plain(
+        plain,
+        server::metrics_router(state.clone()),
+        stopped(stop_rx.clone()),
+    ));
+    let secure_server =
+        tokio::spawn(server::serve_tls(secure, tls, server::secure_router(state), stopped(stop_rx)));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = secure_server.await;
+    let _ = metrics_server.await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

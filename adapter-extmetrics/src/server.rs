@@ -70,14 +70,24 @@ pub enum ServerError {
 /// How the HTTPS server authenticates clients.
 #[derive(Debug, Clone, Default)]
 pub struct AuthOptions {
-    /// `--requestheader-client-ca-file`: CAs whose client certificates are trusted.
-    pub client_ca_file: Option<String>,
+    /// The front proxy's CA: from `--requestheader-client-ca-file`, or from
+    /// `kube-system/extension-apiserver-authentication`.
+    pub client_ca: Option<ClientCa>,
     /// `--requestheader-allowed-names`: common names allowed (empty: any).
     pub allowed_names: Vec<String>,
     /// `--requestheader-username-headers`.
     pub username_headers: Vec<String>,
     /// `--requestheader-group-headers`.
     pub group_headers: Vec<String>,
+}
+
+/// CA certificates (PEM) and where they came from, for messages.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCa {
+    /// A file name or a ConfigMap.
+    pub source: String,
+    /// The PEM text.
+    pub pem: Vec<u8>,
 }
 
 /// The TLS server configuration: the serving pair from files, or a self-signed one.
@@ -105,11 +115,18 @@ pub fn tls_config(
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ServerError::Tls(e.to_string()))?;
-    let builder = match &auth.client_ca_file {
+    let builder = match &auth.client_ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for cert in read_certs(ca)? {
-                roots.add(cert).map_err(|e| ServerError::Pem { path: ca.clone(), message: e.to_string() })?;
+            let pem_err = |message: String| ServerError::Pem { path: ca.source.clone(), message };
+            let certs = CertificateDer::pem_slice_iter(&ca.pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| pem_err(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(pem_err("no PEM certificate".into()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| pem_err(e.to_string()))?;
             }
             // Clients without a certificate may connect (health checks); they get 401.
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
@@ -241,13 +258,16 @@ async fn authenticate(
         next.run(req).await
     } else {
         match caller(&state.auth, req.extensions().get::<PeerCert>(), req.headers()) {
-            Caller::Anonymous => {
-                status_response(&Status::unauthorized(if state.auth.client_ca_file.is_some() {
-                    "Unauthorized: a client certificate signed by --requestheader-client-ca-file is required"
-                } else {
-                    "Unauthorized: no --requestheader-client-ca-file is configured, so no client can be authenticated"
-                }))
-            }
+            Caller::Anonymous => status_response(&Status::unauthorized(match &state.auth.client_ca {
+                Some(ca) => {
+                    format!(
+                        "Unauthorized: a client certificate signed by the front-proxy CA ({}) is required",
+                        ca.source
+                    )
+                }
+                None => "Unauthorized: no front-proxy CA is configured, so no client can be authenticated"
+                    .to_owned(),
+            })),
             Caller::NotAllowed(cn) => status_response(&Status::unauthorized(format!(
                 "Unauthorized: client certificate common name {cn:?} is not in --requestheader-allowed-names"
             ))),

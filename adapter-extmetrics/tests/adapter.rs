@@ -122,6 +122,17 @@ struct Adapter {
 
 impl Adapter {
     fn start(pki: &Pki, dir: &Path, args: &[&str]) -> Adapter {
+        let ca = pki.path("front-proxy-ca.crt");
+        let mut all = vec!["--requestheader-client-ca-file", &ca];
+        all.extend(["--requestheader-allowed-names", "front-proxy-client,aggregator"]);
+        all.extend(args);
+        let adapter = Adapter::spawn(pki, dir, &all);
+        adapter.wait_ready(pki);
+        adapter
+    }
+
+    /// Starts the adapter with its ports, serving pair and `args`, without waiting.
+    fn spawn(pki: &Pki, dir: &Path, args: &[&str]) -> Adapter {
         let port = free_port();
         let metrics_port = free_port();
         let log = dir.join(format!("adapter-{port}.log"));
@@ -134,17 +145,13 @@ impl Adapter {
                 "--tls-private-key-file",
                 &pki.path("server.key"),
             ])
-            .args(["--requestheader-client-ca-file", &pki.path("front-proxy-ca.crt")])
-            .args(["--requestheader-allowed-names", "front-proxy-client,aggregator"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let adapter = Adapter { child, port, metrics_port, log };
-        adapter.wait_ready(pki);
-        adapter
+        Adapter { child, port, metrics_port, log }
     }
 
     fn wait_ready(&self, pki: &Pki) {
@@ -300,22 +307,26 @@ fn kubectl_gets_prometheus_answers_through_both_backends() {
     assert!(err.contains("Unauthorized"), "{err}");
 }
 
+/// A config file with backend `f` over a fixture holding `samples`, then `rest`.
+fn fixture_config(dir: &Path, samples: &str, rest: &str) -> String {
+    let fixture = dir.join("up.prom");
+    std::fs::write(&fixture, samples).unwrap();
+    let config = dir.join("c.yaml");
+    let text = format!("backends:\n  f:\n    fixture: {{file: {}, at: end}}\n{rest}", fixture.display());
+    std::fs::write(&config, text).unwrap();
+    config.display().to_string()
+}
+
 #[test]
 fn authentication() {
     let dir = testkit::temp_dir("extmetrics-auth");
     let pki = Pki::new(&dir);
-    let fixture = dir.join("up.prom");
-    std::fs::write(&fixture, "up{job=\"a\"} 1 1700000000000\n").unwrap();
-    let config = dir.join("c.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "backends:\n  f:\n    fixture: {{file: {}, at: end}}\nmetrics:\n  - {{namespace: '*', name: up, query: 'sum(up)', backend: f}}\n",
-            fixture.display()
-        ),
-    )
-    .unwrap();
-    let adapter = Adapter::start(&pki, &dir, &["--config", &config.display().to_string()]);
+    let config = fixture_config(
+        &dir,
+        "up{job=\"a\"} 1 1700000000000\n",
+        "metrics:\n  - {namespace: '*', name: up, query: 'sum(up)', backend: f}\n",
+    );
+    let adapter = Adapter::start(&pki, &dir, &["--config", &config]);
     let path = "/apis/external.metrics.k8s.io/v1beta1/namespaces/any/up";
 
     let ok = pki.client(Some("client")).get(adapter.url(path)).send().unwrap();
@@ -334,7 +345,7 @@ fn authentication() {
     assert_eq!(proxied.status(), 200);
 
     for (user, want) in [
-        (None, "a client certificate signed by --requestheader-client-ca-file is required"),
+        (None, "a client certificate signed by the front-proxy CA ("),
         (Some("intruder"), "common name \"intruder\" is not in --requestheader-allowed-names"),
     ] {
         let r = pki.client(user).get(adapter.url(path)).header("X-Remote-User", "admin").send().unwrap();
@@ -614,4 +625,171 @@ fn deploy_manifests_render_and_validate() {
     let text = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{text}{}", String::from_utf8_lossy(&check.stderr));
     assert!(text.contains("3 queries, 0 problems"), "{text}");
+}
+
+/// A stand-in for the kube-apiserver: lists and watches HorizontalPodAutoscalers from a
+/// script of events, and serves the front proxy's CA ConfigMap.
+struct FakeApiServer {
+    port: u16,
+    /// Watch events after the initial list, in order: (resourceVersion, JSON line).
+    events: Arc<Mutex<Vec<String>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn hpa_object(name: &str, rv: u64, annotations: Json, metric: &str, labels: Json) -> Json {
+    serde_json::json!({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": "test", "resourceVersion": rv.to_string(), "annotations": annotations},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "maxReplicas": 10,
+            "metrics": [{"type": "External", "external": {
+                "metric": {"name": metric, "selector": {"matchLabels": labels}},
+                "target": {"type": "AverageValue", "averageValue": "10"}}}]
+        }
+    })
+}
+
+impl FakeApiServer {
+    fn start(initial: Vec<Json>, front_proxy_ca: String) -> FakeApiServer {
+        use axum::extract::Query;
+        use std::collections::HashMap;
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let events: Arc<Mutex<Vec<String>>> = Arc::default();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let list = serde_json::json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscalerList",
+            "metadata": {"resourceVersion": "1"}, "items": initial
+        });
+        let ev = events.clone();
+        let hpas = move |Query(q): Query<HashMap<String, String>>| {
+            let (list, ev) = (list.clone(), ev.clone());
+            async move {
+                if q.get("watch").map(String::as_str) != Some("true") {
+                    return axum::Json(list).into_response();
+                }
+                // Events newer than the watch's resourceVersion; event i has version i + 2.
+                let from: usize = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(1);
+                let stream = futures_util::stream::unfold(from.saturating_sub(1), move |i| {
+                    let ev = ev.clone();
+                    async move {
+                        loop {
+                            if let Some(line) = ev.lock().unwrap().get(i).cloned() {
+                                return Some((
+                                    Ok::<_, std::io::Error>(axum::body::Bytes::from(line + "\n")),
+                                    i + 1,
+                                ));
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                });
+                axum::body::Body::from_stream(stream).into_response()
+            }
+        };
+        let cm = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"},
+            "data": {
+                "requestheader-client-ca-file": front_proxy_ca,
+                "requestheader-allowed-names": "[\"front-proxy-client\"]",
+                "requestheader-username-headers": "[\"X-Remote-User\"]",
+                "requestheader-group-headers": "[\"X-Remote-Group\"]"
+            }
+        });
+        use axum::response::IntoResponse;
+        let app = axum::Router::new()
+            .route("/apis/autoscaling/v2/horizontalpodautoscalers", axum::routing::get(hpas))
+            .route(
+                "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication",
+                axum::routing::get(move || async move { axum::Json(cm) }),
+            );
+        rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeApiServer { port, events, _rt: rt }
+    }
+
+    /// Appends a watch event; its resourceVersion is its position + 2.
+    fn push(&self, kind: &str, mut object: Json) {
+        let mut ev = self.events.lock().unwrap();
+        object["metadata"]["resourceVersion"] = Json::from((ev.len() + 2).to_string());
+        ev.push(serde_json::json!({"type": kind, "object": object}).to_string());
+    }
+
+    fn kubeconfig(&self, dir: &Path) -> String {
+        let file = dir.join("fake-apiserver.kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{}\n\
+             users:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context: {{cluster: fake, user: u}}\ncurrent-context: c\n",
+            self.port
+        );
+        std::fs::write(&file, text).unwrap();
+        file.display().to_string()
+    }
+}
+
+#[test]
+fn hpas_are_watched_through_the_kubernetes_api() {
+    let dir = testkit::temp_dir("extmetrics-watch");
+    let pki = Pki::new(&dir);
+    let legacy = |q: &str| serde_json::json!({"metric-config.external.prometheus-query.prometheus/rps": q});
+    let rps = serde_json::json!({"query-name": "rps"});
+    let api = FakeApiServer::start(
+        vec![
+            hpa_object("podinfo", 1, legacy("sum(up)"), "prometheus-query", rps.clone()),
+            hpa_object(
+                "broken",
+                1,
+                serde_json::json!({"metric-config.external.prometheus-query.prometheus/bad": "sum(up"}),
+                "prometheus-query",
+                serde_json::json!({"query-name": "bad"}),
+            ),
+        ],
+        std::fs::read_to_string(dir.join("front-proxy-ca.crt")).unwrap(),
+    );
+    let config = fixture_config(
+        &dir,
+        "up{job=\"a\"} 1 1700000000000\nup{job=\"b\"} 2 1700000000000\n",
+        "defaults: {backend: f, interval: 1s}\n",
+    );
+    // No --requestheader-client-ca-file: the CA comes from the (fake) cluster.
+    let kubeconfig = api.kubeconfig(&dir);
+    let adapter = Adapter::spawn(&pki, &dir, &["--config", &config, "--kubeconfig", &kubeconfig]);
+    let client = pki.client(Some("client"));
+    let path = |metric: &str, sel: &str| {
+        adapter.url(&format!(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/test/{metric}?labelSelector={sel}"
+        ))
+    };
+    let wait_for = |url: &str, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = match client.get(url).send() {
+                Ok(r) if r.status() == 200 => r.json::<Json>().unwrap()["items"][0]["value"].to_string(),
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(e) => e.to_string(),
+            };
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{url}: {got}, not {want}\n{}", adapter.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let rps_url = path("prometheus-query", "query-name%3Drps");
+    wait_for(&rps_url, "\"3\"");
+    let debug = adapter.debug();
+    let problems = debug["problems"].to_string();
+    assert!(problems.contains("HPA test/broken") && problems.contains("invalid PromQL"), "{problems}");
+    // The intruder's name is not in the cluster's allowed names.
+    assert_eq!(pki.client(Some("intruder")).get(&rps_url).send().unwrap().status(), 401);
+
+    api.push("MODIFIED", hpa_object("podinfo", 0, legacy("sum(up) * 10"), "prometheus-query", rps.clone()));
+    wait_for(&rps_url, "\"30\"");
+    api.push("DELETED", hpa_object("podinfo", 0, legacy("sum(up) * 10"), "prometheus-query", rps));
+    wait_for(&rps_url, "404");
+    let current = serde_json::json!({"metric-config.external.late-rps.prometheus/query": "max(up)"});
+    api.push("ADDED", hpa_object("late", 0, current, "late-rps", serde_json::json!({"type": "prometheus"})));
+    wait_for(&path("late-rps", "type%3Dprometheus"), "\"2\"");
 }

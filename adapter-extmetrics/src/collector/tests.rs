@@ -173,3 +173,24 @@ fn unusable_backend_is_reported() {
         assert_eq!(err.code, 503);
     });
 }
+
+#[tokio::test]
+async fn unchanged_queries_keep_their_cache() {
+    let c = Collector::new(BackendDefaults::default());
+    let a = query("rps", Reduce::Sum, Policies::default(), fixture_backend());
+    let b = query("scalar(sum(rps) * 2)", Reduce::Sum, Policies::default(), a.backend.clone());
+    c.set_queries(vec![a.clone()]);
+    while !c.ready() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first = c.entries()[0].clone();
+    c.set_queries(vec![b, a]);
+    let entries = c.entries();
+    assert_eq!(entries.len(), 2);
+    assert!(Arc::ptr_eq(&entries[1], &first), "the unchanged query kept its entry");
+    assert!(entries[1].collected());
+    // Same backend configuration: the fixture was not loaded again.
+    assert!(Arc::ptr_eq(entries[0].backend.as_ref().unwrap(), first.backend.as_ref().unwrap()));
+    c.set_queries(vec![]);
+    assert!(c.entries().is_empty());
+}
