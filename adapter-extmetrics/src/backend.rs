@@ -68,8 +68,18 @@ impl Runtime {
                         "no Prometheus URL: set --prometheus-server or the backend's url".into(),
                     )
                 })?;
+                let basic_auth = match &p.basic_auth {
+                    None => None,
+                    Some(b) => {
+                        let password = std::fs::read_to_string(&b.password_file).map_err(|e| {
+                            BackendError::Setup(format!("basic auth password file {}: {e}", b.password_file))
+                        })?;
+                        Some((b.username.clone(), password.trim_end_matches(['\r', '\n']).to_owned()))
+                    }
+                };
                 let opts = HttpOptions {
                     timeout: p.timeout,
+                    basic_auth,
                     // The next collection is the retry: a retry inside one would run past
                     // the interval when Prometheus is slow.
                     retries: 0,
@@ -154,5 +164,61 @@ impl Runtime {
                     .map_err(|e| BackendError::Eval(e.to_string()))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BasicAuth, PrometheusBackend};
+
+    /// A Prometheus API stand-in that answers only with the right credentials.
+    async fn api_with_basic_auth() -> String {
+        use axum::http::{HeaderMap, StatusCode};
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(|headers: HeaderMap| async move {
+                // "hpa:s3cret" in base64.
+                if headers.get("authorization").and_then(|v| v.to_str().ok())
+                    != Some("Basic aHBhOnMzY3JldA==")
+                {
+                    return (StatusCode::UNAUTHORIZED, "unauthorized".to_owned());
+                }
+                let body =
+                    r#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"42"]}}"#;
+                (StatusCode::OK, body.to_owned())
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn prometheus_backend_sends_basic_auth() {
+        let url = api_with_basic_auth().await;
+        let dir = std::env::temp_dir().join(format!("extmetrics-basic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let password_file = dir.join("password");
+        std::fs::write(&password_file, "s3cret\n").unwrap();
+        let backend = |password_file: String| {
+            config::Backend::Prometheus(PrometheusBackend {
+                url: Some(url.clone()),
+                bearer_token_file: None,
+                basic_auth: Some(BasicAuth { username: "hpa".into(), password_file }),
+                ca_file: None,
+                timeout: Duration::from_secs(5),
+            })
+        };
+        let rt = Runtime::build(&backend(password_file.display().to_string()), &BackendDefaults::default())
+            .unwrap();
+        assert_eq!(
+            rt.instant("x", 1_700_000_000_000).await.unwrap(),
+            Value::Scalar { t: 1_700_000_000_000, v: 42.0 }
+        );
+        let missing = Runtime::build(&backend("/nonexistent/password".into()), &BackendDefaults::default());
+        assert!(missing.unwrap_err().to_string().contains("/nonexistent/password"));
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

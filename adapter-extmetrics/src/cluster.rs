@@ -148,6 +148,118 @@ pub async fn watch_hpas(client: kube::Client, mut on_change: impl FnMut(&BTreeMa
     }
 }
 
+/// What a request wants to do, for a SubjectAccessReview.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Attributes {
+    /// The authenticated user.
+    pub user: String,
+    /// Their groups.
+    pub groups: Vec<String>,
+    /// `list` for metric values (a collection path), `get` for discovery.
+    pub verb: String,
+    /// For metric values: namespace and metric (the resource); else the path.
+    pub target: Target,
+}
+
+/// The object of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// `external.metrics.k8s.io` resource `metric` in `namespace`.
+    Metric {
+        /// Namespace.
+        namespace: String,
+        /// Metric name (the resource).
+        metric: String,
+    },
+    /// A non-resource path (discovery).
+    Path(String),
+}
+
+/// Delegated authorization: asks the kube-apiserver with SubjectAccessReviews whether
+/// a caller may read a metric, as aggregated API servers do. Decisions are cached for
+/// ten seconds so that an HPA's polling costs one review per interval at most.
+pub struct Authorizer {
+    client: kube::Client,
+    cache: std::sync::Mutex<std::collections::HashMap<Attributes, (Decision, std::time::Instant)>>,
+}
+
+/// A review's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed.
+    Allow,
+    /// Denied, with the reviewer's reason (may be empty).
+    Deny(String),
+}
+
+const DECISION_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authorizer")
+    }
+}
+
+impl Authorizer {
+    /// An authorizer asking the API server behind `client`.
+    pub fn new(client: kube::Client) -> Self {
+        Authorizer { client, cache: Default::default() }
+    }
+
+    /// Whether `a` is allowed; an error when the review itself failed.
+    pub async fn decide(&self, a: &Attributes) -> Result<Decision, ClusterError> {
+        if let Some((d, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(a) {
+            if at.elapsed() < DECISION_TTL {
+                return Ok(d.clone());
+            }
+        }
+        use k8s_openapi::api::authorization::v1::{
+            NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+        };
+        let (resource_attributes, non_resource_attributes) = match &a.target {
+            Target::Metric { namespace, metric } => (
+                Some(ResourceAttributes {
+                    group: Some(crate::api::GROUP.to_owned()),
+                    version: Some("v1beta1".to_owned()),
+                    resource: Some(metric.clone()),
+                    namespace: Some(namespace.clone()),
+                    verb: Some(a.verb.clone()),
+                    ..Default::default()
+                }),
+                None,
+            ),
+            Target::Path(path) => {
+                (None, Some(NonResourceAttributes { path: Some(path.clone()), verb: Some(a.verb.clone()) }))
+            }
+        };
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(a.user.clone()),
+                groups: Some(a.groups.clone()),
+                resource_attributes,
+                non_resource_attributes,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
+        let answer = api
+            .create(&kube::api::PostParams::default(), &review)
+            .await
+            .map_err(|e| ClusterError::Api(format!("SubjectAccessReview: {e}")))?;
+        let status = answer.status.unwrap_or_default();
+        let decision =
+            if status.allowed { Decision::Allow } else { Decision::Deny(status.reason.unwrap_or_default()) };
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: expired decisions go when the map grows.
+        if cache.len() > 10_000 {
+            cache.retain(|_, (_, at)| at.elapsed() < DECISION_TTL);
+        }
+        cache.insert(a.clone(), (decision.clone(), std::time::Instant::now()));
+        Ok(decision)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

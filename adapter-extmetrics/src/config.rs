@@ -22,6 +22,7 @@
 //!     prometheus:
 //!       url: http://prometheus.istio-system:9090
 //!       bearerTokenFile: /var/run/secrets/prom/token   # optional
+//!       basicAuth: {username: hpa, passwordFile: /etc/prom/password}   # optional
 //!       caFile: /etc/prom/ca.crt                       # optional
 //!       timeout: 5s                                    # optional, default 10s
 //!   pods:
@@ -192,10 +193,21 @@ pub struct PrometheusBackend {
     pub url: Option<String>,
     /// File holding a bearer token.
     pub bearer_token_file: Option<String>,
+    /// Basic authentication: user name and the file holding the password.
+    pub basic_auth: Option<BasicAuth>,
     /// CA bundle to verify the server.
     pub ca_file: Option<String>,
     /// Request timeout.
     pub timeout: Duration,
+}
+
+/// Basic authentication credentials; the password stays in its file (a mounted Secret).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// File holding the password (a trailing newline is ignored).
+    pub password_file: String,
 }
 
 impl Backend {
@@ -204,6 +216,7 @@ impl Backend {
         Backend::Prometheus(PrometheusBackend {
             url: None,
             bearer_token_file: None,
+            basic_auth: None,
             ca_file: None,
             timeout: DEFAULT_TIMEOUT,
         })
@@ -216,7 +229,13 @@ impl Backend {
 }
 
 fn prom_defaults() -> PrometheusBackend {
-    PrometheusBackend { url: None, bearer_token_file: None, ca_file: None, timeout: DEFAULT_TIMEOUT }
+    PrometheusBackend {
+        url: None,
+        bearer_token_file: None,
+        basic_auth: None,
+        ca_file: None,
+        timeout: DEFAULT_TIMEOUT,
+    }
 }
 
 /// Which namespaces an entry serves.
@@ -480,8 +499,16 @@ struct RawFixture {
 struct RawPrometheus {
     url: String,
     bearer_token_file: Option<String>,
+    basic_auth: Option<RawBasicAuth>,
     ca_file: Option<String>,
     timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawBasicAuth {
+    username: String,
+    password_file: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -879,6 +906,10 @@ impl Config {
                     Backend::Prometheus(PrometheusBackend {
                         url: Some(p.url.clone()),
                         bearer_token_file: p.bearer_token_file.clone(),
+                        basic_auth: p.basic_auth.as_ref().map(|b| BasicAuth {
+                            username: b.username.clone(),
+                            password_file: b.password_file.clone(),
+                        }),
                         ca_file: p.ca_file.clone(),
                         timeout,
                     })

@@ -77,6 +77,11 @@ struct Cli {
     /// of their annotations (when a Kubernetes API is configured).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     watch_hpas: bool,
+    /// Authorize every API request with a SubjectAccessReview to the Kubernetes API
+    /// (needs the system:auth-delegator role); without it, every authenticated caller
+    /// may read every metric.
+    #[arg(long)]
+    authorization_subject_access_review: bool,
     /// How often --config and --hpa-file are checked for changes.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     reload_interval: Duration,
@@ -223,7 +228,7 @@ async fn serve(cli: Cli, sources: Sources) -> anyhow::Result<()> {
             }
         });
     }
-    if let (Some(client), true) = (kube, cli.watch_hpas) {
+    if let (Some(client), true) = (kube.clone(), cli.watch_hpas) {
         let (sources, collector) = (sources.clone(), collector.clone());
         tokio::spawn(cluster::watch_hpas(client, move |hpas| {
             let mut s = sources.lock().unwrap_or_else(|p| p.into_inner());
@@ -232,7 +237,15 @@ async fn serve(cli: Cli, sources: Sources) -> anyhow::Result<()> {
         }));
     }
 
-    let state = AppState { collector, auth: Arc::new(auth), metrics: Arc::new(Metrics::default()) };
+    let authorizer = match (cli.authorization_subject_access_review, &kube) {
+        (false, _) => None,
+        (true, Some(client)) => Some(Arc::new(cluster::Authorizer::new(client.clone()))),
+        (true, None) => anyhow::bail!(
+            "--authorization-subject-access-review needs the Kubernetes API: run in a pod or give --kubeconfig"
+        ),
+    };
+    let state =
+        AppState { collector, auth: Arc::new(auth), metrics: Arc::new(Metrics::default()), authorizer };
     let secure_addr = if cli.bind_address.contains(':') {
         format!("[{}]:{}", cli.bind_address, cli.secure_port)
     } else {

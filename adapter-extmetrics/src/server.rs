@@ -40,6 +40,7 @@ use tower::ServiceExt;
 use crate::api::{
     APIGroup, APIGroupList, APIResourceList, ExternalMetricValueList, Status, GROUP, GROUP_VERSION,
 };
+use crate::cluster::{Attributes, Authorizer, Decision, Target};
 use crate::collector::Collector;
 use crate::selector::Selector;
 
@@ -194,6 +195,9 @@ pub struct AppState {
     pub auth: Arc<AuthOptions>,
     /// Self-metrics.
     pub metrics: Arc<Metrics>,
+    /// Delegated authorization (`--authorization-subject-access-review`); without it
+    /// every authenticated caller may read every metric.
+    pub authorizer: Option<Arc<Authorizer>>,
 }
 
 fn caller(auth: &AuthOptions, cert: Option<&PeerCert>, headers: &HeaderMap) -> Caller {
@@ -246,11 +250,7 @@ pub fn secure_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn authenticate(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: axum::middleware::Next,
-) -> Response {
+async fn authenticate(State(state): State<AppState>, req: Request, next: axum::middleware::Next) -> Response {
     let started = Instant::now();
     let path = req.uri().path().to_owned();
     let route = route_label(&path);
@@ -271,12 +271,22 @@ async fn authenticate(
             Caller::NotAllowed(cn) => status_response(&Status::unauthorized(format!(
                 "Unauthorized: client certificate common name {cn:?} is not in --requestheader-allowed-names"
             ))),
-            user @ Caller::User { .. } => {
-                if let Caller::User { name, groups } = &user {
-                    tracing::debug!(user = %name, groups = ?groups, method = %req.method(), path = %path, "request");
+            Caller::User { name, groups } => {
+                tracing::debug!(user = %name, groups = ?groups, method = %req.method(), path = %path, "request");
+                match &state.authorizer {
+                    None => next.run(req).await,
+                    Some(authorizer) => {
+                        let attributes = attributes_of(&path, name, groups);
+                        match authorizer.decide(&attributes).await {
+                            Ok(Decision::Allow) => next.run(req).await,
+                            Ok(Decision::Deny(reason)) => status_response(&forbidden(&attributes, &reason)),
+                            Err(e) => status_response(&Status::service_unavailable(
+                                format!("cannot authorize the request: {e}"),
+                                Some(1),
+                            )),
+                        }
+                    }
                 }
-                req.extensions_mut().insert(user);
-                next.run(req).await
             }
         }
     };
@@ -284,6 +294,33 @@ async fn authenticate(
     state.metrics.requests.get_or_create(&RequestLabels { route: route.to_owned(), code }).inc();
     state.metrics.request_seconds.observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// What a request asks for, as the kube-apiserver would describe it: a GET of
+/// `.../namespaces/{ns}/{metric}` lists the metric's values; anything else is a path.
+fn attributes_of(path: &str, user: String, groups: Vec<String>) -> Attributes {
+    let prefix = format!("/apis/{GROUP_VERSION}/namespaces/");
+    let target = match path.strip_prefix(&prefix).map(|rest| rest.split('/').collect::<Vec<_>>()) {
+        Some(parts) if parts.len() == 2 => {
+            Target::Metric { namespace: parts[0].to_owned(), metric: parts[1].to_ascii_lowercase() }
+        }
+        _ => Target::Path(path.to_owned()),
+    };
+    let verb = if matches!(target, Target::Metric { .. }) { "list" } else { "get" };
+    Attributes { user, groups, verb: verb.to_owned(), target }
+}
+
+/// 403 worded as the kube-apiserver words it.
+fn forbidden(a: &Attributes, reason: &str) -> Status {
+    let what = match &a.target {
+        Target::Metric { namespace, metric } => format!(
+            "cannot {} resource {metric:?} in API group {GROUP:?} in the namespace {namespace:?}",
+            a.verb
+        ),
+        Target::Path(p) => format!("cannot {} path {p:?}", a.verb),
+    };
+    let reason = if reason.is_empty() { String::new() } else { format!(": {reason}") };
+    Status::forbidden(format!("User {:?} {what}{reason}", a.user))
 }
 
 fn route_label(path: &str) -> &'static str {

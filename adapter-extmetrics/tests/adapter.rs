@@ -700,8 +700,16 @@ impl FakeApiServer {
             }
         });
         use axum::response::IntoResponse;
+        // Everyone but mallory may read metrics.
+        let review = |axum::Json(mut sar): axum::Json<Json>| async move {
+            let user = sar["spec"]["user"].as_str().unwrap_or_default().to_owned();
+            let allowed = user != "mallory";
+            sar["status"] = serde_json::json!({"allowed": allowed, "reason": if allowed { "" } else { "mallory is not welcome" }});
+            (axum::http::StatusCode::CREATED, axum::Json(sar))
+        };
         let app = axum::Router::new()
             .route("/apis/autoscaling/v2/horizontalpodautoscalers", axum::routing::get(hpas))
+            .route("/apis/authorization.k8s.io/v1/subjectaccessreviews", axum::routing::post(review))
             .route(
                 "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication",
                 axum::routing::get(move || async move { axum::Json(cm) }),
@@ -792,4 +800,27 @@ fn hpas_are_watched_through_the_kubernetes_api() {
     let current = serde_json::json!({"metric-config.external.late-rps.prometheus/query": "max(up)"});
     api.push("ADDED", hpa_object("late", 0, current, "late-rps", serde_json::json!({"type": "prometheus"})));
     wait_for(&path("late-rps", "type%3Dprometheus"), "\"2\"");
+
+    // Delegated authorization: the front proxy's user is reviewed by the API server.
+    let authorized = Adapter::spawn(
+        &pki,
+        &dir,
+        &["--config", &config, "--kubeconfig", &kubeconfig, "--authorization-subject-access-review"],
+    );
+    authorized.wait_ready(&pki);
+    let url = authorized.url("/apis/external.metrics.k8s.io/v1beta1/namespaces/test/late-rps");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let as_user = |user: &str| client.get(&url).header("X-Remote-User", user).send().unwrap();
+    while as_user("system:serviceaccount:kube-system:horizontal-pod-autoscaler").status() != 200 {
+        assert!(Instant::now() < deadline, "{}", authorized.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let denied = as_user("mallory");
+    assert_eq!(denied.status(), 403);
+    let status: Json = denied.json().unwrap();
+    assert_eq!(status["reason"], "Forbidden");
+    assert_eq!(
+        status["message"],
+        "User \"mallory\" cannot list resource \"late-rps\" in API group \"external.metrics.k8s.io\" in the namespace \"test\": mallory is not welcome"
+    );
 }

@@ -94,6 +94,7 @@ async fn problems_are_told_apart() {
     let down = Backend::Prometheus(PrometheusBackend {
         url: Some("http://127.0.0.1:1".into()),
         bearer_token_file: None,
+        basic_auth: None,
         ca_file: None,
         timeout: Duration::from_secs(2),
     });

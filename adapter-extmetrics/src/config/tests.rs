@@ -10,6 +10,7 @@ backends:
     prometheus:
       url: http://prometheus.istio-system:9090
       bearerTokenFile: /var/run/token
+      basicAuth: {username: hpa, passwordFile: /etc/prom/password}
       timeout: 3s
   pods:
     local: {}
@@ -50,7 +51,7 @@ fn loads_a_full_file() {
     assert_eq!(a.policies.on_error, Fallback::LastGood { max_age: Duration::from_secs(60) });
     assert_eq!(a.policies.on_empty, Fallback::Error);
     assert_eq!(a.reduce, Reduce::Sum);
-    assert_eq!(a.origin, Origin::ConfigFile { file: "good.yaml".into(), line: 15 });
+    assert_eq!(a.origin, Origin::ConfigFile { file: "good.yaml".into(), line: 16 });
     assert!(a.query.starts_with("scalar(sum("));
 
     let b = &cfg.metrics[1];
@@ -63,6 +64,8 @@ fn loads_a_full_file() {
         Backend::Prometheus(p) => {
             assert_eq!(p.url.as_deref(), Some("http://prometheus.istio-system:9090"));
             assert_eq!(p.bearer_token_file.as_deref(), Some("/var/run/token"));
+            let auth = p.basic_auth.as_ref().unwrap();
+            assert_eq!((auth.username.as_str(), auth.password_file.as_str()), ("hpa", "/etc/prom/password"));
             assert_eq!(p.timeout, Duration::from_secs(3));
         }
         other => panic!("{other:?}"),
