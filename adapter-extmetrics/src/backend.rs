@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use promql::eval::Engine;
 use promql::source::prometheus::{HttpOptions, PrometheusSource};
-use promql::storage::{load_fixture, MemoryStore};
+use promql::storage::{load_fixture, MemoryStore, SampleSource};
 use promql::value::{Timestamp, Value};
 
 use crate::config::{self, FixtureTime};
+use crate::pods::PodScrapers;
 
 /// Why a backend could not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +39,16 @@ pub enum Runtime {
         /// The engine.
         engine: Arc<Engine>,
     },
+    /// Scrape annotated pods, evaluate with the engine over what was scraped.
+    Pods {
+        /// The scrapers.
+        pods: Arc<PodScrapers>,
+        /// The engine.
+        engine: Arc<Engine>,
+        /// The pod watch, stopped with the last clone of this backend (its scrapers
+        /// stop with it).
+        watch: Arc<AbortOnDrop>,
+    },
     /// Evaluate with the engine over a loaded file.
     Fixture {
         /// The samples.
@@ -52,10 +63,12 @@ pub enum Runtime {
 }
 
 /// Settings shared by all backends, from the command line.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct BackendDefaults {
     /// `--prometheus-server`: the URL of backends without their own.
     pub prometheus_server: Option<String>,
+    /// The Kubernetes API, for pod discovery.
+    pub kube: Option<kube::Client>,
 }
 
 impl Runtime {
@@ -91,18 +104,25 @@ impl Runtime {
                     PrometheusSource::new(&url, opts).map_err(|e| BackendError::Setup(e.to_string()))?;
                 Ok(Runtime::Prometheus(source))
             }
-            config::Backend::Local { url: Some(url) } => {
+            config::Backend::Local { url: Some(url), .. } => {
                 let opts =
                     HttpOptions { timeout: Duration::from_secs(10), retries: 0, ..HttpOptions::default() };
                 let source =
                     PrometheusSource::new(url, opts).map_err(|e| BackendError::Setup(e.to_string()))?;
                 Ok(Runtime::Local { source, engine: Arc::new(Engine::default()) })
             }
-            config::Backend::Local { url: None } => Err(BackendError::Setup(
-                "a local backend without url scrapes pods found through the Kubernetes API, which this \
-                 build cannot do yet; give it a url to fetch samples from"
-                    .into(),
-            )),
+            config::Backend::Local { url: None, scrape_interval, retention } => {
+                let client = defaults.kube.clone().ok_or_else(|| {
+                    BackendError::Setup(
+                        "a local backend without url scrapes pods found through the Kubernetes API: \
+                         run in a pod or give --kubeconfig"
+                            .into(),
+                    )
+                })?;
+                let pods = PodScrapers::new(*scrape_interval, *retention);
+                let watch = Arc::new(AbortOnDrop(tokio::spawn(pods.clone().watch(client))));
+                Ok(Runtime::Pods { pods, engine: Arc::new(Engine::default()), watch })
+            }
             config::Backend::Fixture { file, at } => {
                 let mut store = MemoryStore::new();
                 let engine = Engine::default();
@@ -125,6 +145,7 @@ impl Runtime {
             Runtime::Prometheus(s) => format!("prometheus {}", s.base_url()),
             Runtime::Local { source, .. } => format!("local over {}", source.base_url()),
             Runtime::Fixture { store, .. } => format!("fixture ({} series)", store.series_count()),
+            Runtime::Pods { pods, .. } => format!("local over {} scraped pods", pods.target_count()),
         }
     }
 
@@ -155,16 +176,26 @@ impl Runtime {
                     .map(|r| r.value)
                     .map_err(|e| BackendError::Eval(e.to_string()))
             }
-            Runtime::Fixture { store, engine, .. } => {
-                let (store, engine, query) = (store.clone(), engine.clone(), query.to_owned());
-                tokio::task::spawn_blocking(move || engine.instant_query(store.as_ref(), &query, t))
-                    .await
-                    .map_err(|e| BackendError::Eval(format!("evaluation task failed: {e}")))?
-                    .map(|r| r.value)
-                    .map_err(|e| BackendError::Eval(e.to_string()))
-            }
+            Runtime::Pods { pods, engine, .. } => evaluate(engine, pods.clone(), query, t).await,
+            Runtime::Fixture { store, engine, .. } => evaluate(engine, store.clone(), query, t).await,
         }
     }
+}
+
+/// Evaluates `query` at `t` over an in-memory source, off the async threads: it is CPU
+/// work.
+async fn evaluate(
+    engine: &Arc<Engine>,
+    source: Arc<dyn SampleSource + Send + Sync>,
+    query: &str,
+    t: Timestamp,
+) -> Result<Value, BackendError> {
+    let (engine, query) = (engine.clone(), query.to_owned());
+    tokio::task::spawn_blocking(move || engine.instant_query(source.as_ref(), &query, t))
+        .await
+        .map_err(|e| BackendError::Eval(format!("evaluation task failed: {e}")))?
+        .map(|r| r.value)
+        .map_err(|e| BackendError::Eval(e.to_string()))
 }
 
 #[cfg(test)]
@@ -220,5 +251,24 @@ mod tests {
         let missing = Runtime::build(&backend("/nonexistent/password".into()), &BackendDefaults::default());
         assert!(missing.unwrap_err().to_string().contains("/nonexistent/password"));
         std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// A task aborted when this is dropped.
+#[derive(Debug)]
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::fmt::Debug for BackendDefaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendDefaults")
+            .field("prometheus_server", &self.prometheus_server)
+            .field("kube", &self.kube.is_some())
+            .finish()
     }
 }

@@ -112,36 +112,50 @@ pub fn hpa_of(o: &HorizontalPodAutoscaler) -> Hpa {
 /// Watches every HPA of the cluster and calls `on_change` with all of them (by
 /// `namespace/name`) after the initial list and after each change. Errors are logged
 /// and the watch resumes with backoff; it never ends.
-pub async fn watch_hpas(client: kube::Client, mut on_change: impl FnMut(&BTreeMap<String, Hpa>) + Send) {
+pub async fn watch_hpas(client: kube::Client, on_change: impl FnMut(&BTreeMap<String, Hpa>) + Send) {
     let api: Api<HorizontalPodAutoscaler> = Api::all(client);
-    let mut current: BTreeMap<String, Hpa> = BTreeMap::new();
-    let mut relisting: Option<BTreeMap<String, Hpa>> = None;
+    watch_all(api, "HorizontalPodAutoscalers", hpa_of, on_change).await;
+}
+
+/// Watches every object of `api`, keeps `convert`ed copies by `namespace/name`, and
+/// calls `on_change` with all of them after the initial list and after each change.
+/// Errors are logged and the watch resumes with backoff; it never ends.
+pub async fn watch_all<K, T>(
+    api: Api<K>,
+    what: &str,
+    convert: impl Fn(&K) -> T,
+    mut on_change: impl FnMut(&BTreeMap<String, T>),
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let key = |o: &K| {
+        let m = o.meta();
+        format!("{}/{}", m.namespace.as_deref().unwrap_or(""), m.name.as_deref().unwrap_or(""))
+    };
+    let mut current: BTreeMap<String, T> = BTreeMap::new();
+    let mut relisting: Option<BTreeMap<String, T>> = None;
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     futures_util::pin_mut!(stream);
     while let Some(event) = stream.next().await {
-        let key = |h: &Hpa| format!("{}/{}", h.namespace, h.name);
         match event {
-            Err(e) => tracing::warn!("watching HorizontalPodAutoscalers: {e}"),
+            Err(e) => tracing::warn!("watching {what}: {e}"),
             Ok(Event::Init) => relisting = Some(BTreeMap::new()),
             Ok(Event::InitApply(o)) => {
-                let h = hpa_of(&o);
-                relisting.get_or_insert_with(BTreeMap::new).insert(key(&h), h);
+                relisting.get_or_insert_with(BTreeMap::new).insert(key(&o), convert(&o));
             }
             Ok(Event::InitDone) => {
                 current = relisting.take().unwrap_or_default();
-                tracing::info!(count = current.len(), "listed HorizontalPodAutoscalers");
+                tracing::info!(count = current.len(), "listed {what}");
                 on_change(&current);
             }
             Ok(Event::Apply(o)) => {
-                let h = hpa_of(&o);
-                tracing::info!(hpa = %key(&h), "HorizontalPodAutoscaler changed");
-                current.insert(key(&h), h);
+                tracing::debug!(object = %key(&o), "{what}: changed");
+                current.insert(key(&o), convert(&o));
                 on_change(&current);
             }
             Ok(Event::Delete(o)) => {
-                let h = hpa_of(&o);
-                tracing::info!(hpa = %key(&h), "HorizontalPodAutoscaler deleted");
-                current.remove(&key(&h));
+                tracing::debug!(object = %key(&o), "{what}: deleted");
+                current.remove(&key(&o));
                 on_change(&current);
             }
         }

@@ -27,6 +27,7 @@
 //!       timeout: 5s                                    # optional, default 10s
 //!   pods:
 //!     local: {}            # evaluate locally over samples scraped from annotated pods
+//!                          # (optional: scrapeInterval: 15s, retention: 10m)
 //!   mirror:
 //!     local:
 //!       url: http://prometheus:9090   # evaluate locally over samples fetched from this API
@@ -90,6 +91,10 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
 pub const DEFAULT_LAST_GOOD_MAX_AGE: Duration = Duration::from_secs(120);
 /// Default Prometheus request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default scrape interval of pods (`local` backend without url).
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
+/// Default history kept of scraped pods.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(600);
 /// Name of the implicit backend (`--prometheus-server`).
 pub const DEFAULT_BACKEND: &str = "default";
 
@@ -163,8 +168,14 @@ pub enum Backend {
     Prometheus(PrometheusBackend),
     /// Evaluate with the embedded engine.
     Local {
-        /// Fetch samples from this Prometheus-compatible API; `None` scrapes annotated pods.
+        /// Fetch samples from this Prometheus-compatible API; `None` scrapes the pods
+        /// annotated `prometheus.io/scrape: "true"`, found through the Kubernetes API.
         url: Option<String>,
+        /// Pod scraping: time between scrapes (`scrapeInterval`, default 15s).
+        scrape_interval: Duration,
+        /// Pod scraping: history kept (`retention`, default 10m; the longest range a
+        /// query reads must fit).
+        retention: Duration,
     },
     /// Evaluate with the embedded engine over a fixture file (OpenMetrics, Prometheus
     /// text, promqltest `load` or API JSON), loaded once at start: demos and tests.
@@ -515,6 +526,8 @@ struct RawBasicAuth {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawLocal {
     url: Option<String>,
+    scrape_interval: Option<String>,
+    retention: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -924,7 +937,30 @@ impl Config {
                             );
                         }
                     }
-                    Backend::Local { url: l.url.clone() }
+                    let mut duration = |value: &Option<String>, what: &str, default: Duration| match value
+                        .as_deref()
+                        .map(parse_duration)
+                    {
+                        None => default,
+                        Some(Ok(d)) if !d.is_zero() => d,
+                        Some(Ok(_)) => {
+                            c.issue(&path, format!("{what} must be positive"), None);
+                            default
+                        }
+                        Some(Err(e)) => {
+                            c.issue(&path, format!("{what}: {e}"), None);
+                            default
+                        }
+                    };
+                    Backend::Local {
+                        url: l.url.clone(),
+                        scrape_interval: duration(
+                            &l.scrape_interval,
+                            "scrapeInterval",
+                            DEFAULT_SCRAPE_INTERVAL,
+                        ),
+                        retention: duration(&l.retention, "retention", DEFAULT_RETENTION),
+                    }
                 }
             };
             backends.insert(name.clone(), backend);

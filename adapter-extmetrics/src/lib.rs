@@ -13,12 +13,14 @@
 //! * [`server`] — HTTPS with front-proxy client certificates, the API routes, health,
 //!   `/metrics` and `/debug/queries`.
 //! * [`cluster`] — the Kubernetes API: watched HPAs and the front proxy's CA.
+//! * [`pods`] — scraping annotated pods for the `local` backend without a url.
 
 pub mod api;
 pub mod backend;
 pub mod cluster;
 pub mod collector;
 pub mod config;
+pub mod pods;
 pub mod quantity;
 pub mod selector;
 pub mod server;

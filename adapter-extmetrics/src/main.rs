@@ -207,8 +207,10 @@ async fn serve(cli: Cli, sources: Sources) -> anyhow::Result<()> {
         tracing::warn!("no --tls-cert-file: serving a self-signed certificate generated at start");
     }
 
-    let collector =
-        Arc::new(Collector::new(BackendDefaults { prometheus_server: cli.prometheus_server.clone() }));
+    let collector = Arc::new(Collector::new(BackendDefaults {
+        prometheus_server: cli.prometheus_server.clone(),
+        kube: kube.clone(),
+    }));
     apply(&collector, &sources);
     let sources = Arc::new(Mutex::new(sources));
 

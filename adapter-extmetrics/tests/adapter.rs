@@ -653,6 +653,11 @@ fn hpa_object(name: &str, rv: u64, annotations: Json, metric: &str, labels: Json
 
 impl FakeApiServer {
     fn start(initial: Vec<Json>, front_proxy_ca: String) -> FakeApiServer {
+        FakeApiServer::with_pods(initial, Vec::new(), front_proxy_ca)
+    }
+
+    /// Also lists `pods` (which never change: their watch stays open and quiet).
+    fn with_pods(initial: Vec<Json>, pods: Vec<Json>, front_proxy_ca: String) -> FakeApiServer {
         use axum::extract::Query;
         use std::collections::HashMap;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
@@ -707,7 +712,21 @@ impl FakeApiServer {
             sar["status"] = serde_json::json!({"allowed": allowed, "reason": if allowed { "" } else { "mallory is not welcome" }});
             (axum::http::StatusCode::CREATED, axum::Json(sar))
         };
+        let pod_list = serde_json::json!({
+            "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": pods
+        });
+        let pods = move |Query(q): Query<HashMap<String, String>>| {
+            let pod_list = pod_list.clone();
+            async move {
+                if q.get("watch").map(String::as_str) != Some("true") {
+                    return axum::Json(pod_list).into_response();
+                }
+                let quiet = futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+                axum::body::Body::from_stream(quiet).into_response()
+            }
+        };
         let app = axum::Router::new()
+            .route("/api/v1/pods", axum::routing::get(pods))
             .route("/apis/autoscaling/v2/horizontalpodautoscalers", axum::routing::get(hpas))
             .route("/apis/authorization.k8s.io/v1/subjectaccessreviews", axum::routing::post(review))
             .route(
@@ -822,5 +841,83 @@ fn hpas_are_watched_through_the_kubernetes_api() {
     assert_eq!(
         status["message"],
         "User \"mallory\" cannot list resource \"late-rps\" in API group \"external.metrics.k8s.io\" in the namespace \"test\": mallory is not welcome"
+    );
+}
+
+/// An exporter whose `requests_total` grows by `per_second` per second.
+fn counter_exporter(rt: &tokio::runtime::Runtime, per_second: f64) -> u16 {
+    let started = Instant::now();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || async move {
+            let v = per_second * started.elapsed().as_secs_f64();
+            format!("# TYPE requests_total counter\nrequests_total{{code=\"200\"}} {v}\n")
+        }),
+    );
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+fn pod(name: &str, annotations: Json, phase: &str) -> Json {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "test", "resourceVersion": "1", "annotations": annotations},
+        "spec": {"containers": [{"name": "app"}]},
+        "status": {"phase": phase, "podIP": "127.0.0.1"}
+    })
+}
+
+#[test]
+fn local_backend_scrapes_annotated_pods() {
+    let dir = testkit::temp_dir("extmetrics-pods");
+    let pki = Pki::new(&dir);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let scrape = |port: u16| serde_json::json!({"prometheus.io/scrape": "true", "prometheus.io/port": port.to_string()});
+    let (a, b, c) = (counter_exporter(&rt, 10.0), counter_exporter(&rt, 10.0), counter_exporter(&rt, 1000.0));
+    let pods = vec![
+        pod("podinfo-a", scrape(a), "Running"),
+        pod("podinfo-b", scrape(b), "Running"),
+        // Not scraped: not annotated, or not running.
+        pod("other", serde_json::json!({"prometheus.io/port": c.to_string()}), "Running"),
+        pod("starting", scrape(c), "Pending"),
+    ];
+    let api = FakeApiServer::with_pods(
+        Vec::new(),
+        pods,
+        std::fs::read_to_string(dir.join("front-proxy-ca.crt")).unwrap(),
+    );
+    let config = dir.join("c.yaml");
+    std::fs::write(
+        &config,
+        "defaults: {interval: 1s}\nbackends:\n  pods:\n    local: {scrapeInterval: 1s, retention: 1m}\nmetrics:\n\
+         - {namespace: test, name: rps, query: 'sum(rate(requests_total[5s]))', backend: pods}\n\
+         - {namespace: test, name: up, query: 'count(up == 1)', backend: pods}\n",
+    )
+    .unwrap();
+    let kubeconfig = api.kubeconfig(&dir);
+    let adapter =
+        Adapter::spawn(&pki, &dir, &["--config", &config.display().to_string(), "--kubeconfig", &kubeconfig]);
+    let client = pki.client(Some("client"));
+    let value = |metric: &str| -> Option<f64> {
+        let url = adapter.url(&format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/test/{metric}"));
+        let r = client.get(url).send().ok()?;
+        let body: Json = r.json().ok()?;
+        Some(Quantity::parse(body["items"][0]["value"].as_str()?).ok()?.to_f64())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (up, rps) = (value("up"), value("rps"));
+        if up == Some(2.0) && rps.is_some_and(|r| (r - 20.0).abs() < 2.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "up {up:?}, rps {rps:?}\n{}", adapter.log());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let debug = adapter.debug();
+    assert!(
+        debug["queries"][0]["backend"].as_str().unwrap().contains("local over 2 scraped pods"),
+        "{debug}"
     );
 }

@@ -71,7 +71,10 @@ fn loads_a_full_file() {
         other => panic!("{other:?}"),
     }
     let c = &cfg.metrics[2];
-    assert_eq!(c.backend, Backend::Local { url: None });
+    assert_eq!(
+        c.backend,
+        Backend::Local { url: None, scrape_interval: DEFAULT_SCRAPE_INTERVAL, retention: DEFAULT_RETENTION }
+    );
     assert_eq!(c.policies.on_error, Fallback::Error);
 }
 
