@@ -295,9 +295,7 @@ fn top_bottom_k(input: Vec<S>, grouping: Option<&Grouping>, k: f64, top: bool) -
                 }
             }
         }
-        // Go's sort.Sort(sort.Reverse(heap)); for up to 12 elements that is an insertion sort.
-        insertion_sort_by(&mut heap, |a, b| less(b.v, a.v));
-        out.extend(heap);
+        out.extend(heap_to_output(heap, top));
     }
     Ok(out)
 }
@@ -332,6 +330,26 @@ fn heap_down(h: &mut [S], mut i: usize, less: &impl Fn(f64, f64) -> bool) {
     }
 }
 
+/// The heap in Prometheus' output order, `sort.Sort(sort.Reverse(heap))`: for up to 12
+/// elements Go sorts by insertion, whose result is the non-NaN values stably sorted
+/// (descending for `topk`) followed by the NaNs in reverse heap order (every element
+/// moves left past a NaN). That result is built here in O(k log k) for any k; beyond 12
+/// elements Go's pdqsort may order equal values differently.
+fn heap_to_output(heap: Vec<S>, top: bool) -> Vec<S> {
+    let (mut numbers, mut nans): (Vec<S>, Vec<S>) = heap.into_iter().partition(|s| !s.v.is_nan());
+    // `partial_cmp`, not `total_cmp`: -0 and +0 are equal to Go, so they keep their order.
+    let cmp = |a: f64, b: f64| a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal);
+    if top {
+        numbers.sort_by(|a, b| cmp(b.v, a.v));
+    } else {
+        numbers.sort_by(|a, b| cmp(a.v, b.v));
+    }
+    nans.reverse();
+    numbers.extend(nans);
+    numbers
+}
+
+#[cfg(test)]
 fn insertion_sort_by(v: &mut [S], less: impl Fn(&S, &S) -> bool) {
     for i in 1..v.len() {
         let mut j = i;
@@ -373,5 +391,36 @@ fn ratio_keeps(labels: &Labels, ratio: f64) -> bool {
         x < ratio
     } else {
         x >= 1.0 + ratio
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(v: f64, id: usize) -> S {
+        S { labels: Labels::from_pairs([("id", id.to_string().as_str())]), v, t: 0, drop_name: false }
+    }
+
+    /// The O(k log k) output order equals the insertion sort Go runs on small heaps.
+    #[test]
+    fn heap_output_matches_insertion_sort() {
+        let values = [1.0, 2.0, 2.0, f64::NAN, -0.0, 0.0, f64::INFINITY, 5.0, f64::NAN, 2.0, -3.0];
+        for top in [true, false] {
+            for len in 0..=values.len() {
+                for rot in 0..values.len() {
+                    let heap: Vec<S> =
+                        (0..len).map(|i| sample(values[(i + rot) % values.len()], i)).collect();
+                    let less = |a: f64, b: f64| a.is_nan() || if top { a < b } else { a > b };
+                    let mut want = heap.clone();
+                    insertion_sort_by(&mut want, |a, b| less(b.v, a.v));
+                    let got = heap_to_output(heap, top);
+                    let ids = |v: &[S]| {
+                        v.iter().map(|s| s.labels.get("id").unwrap_or("").to_owned()).collect::<Vec<_>>()
+                    };
+                    assert_eq!(ids(&got), ids(&want), "top {top}, len {len}, rot {rot}");
+                }
+            }
+        }
     }
 }
