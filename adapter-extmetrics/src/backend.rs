@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use promql::eval::Engine;
 use promql::source::prometheus::{HttpOptions, PrometheusSource};
@@ -81,37 +80,18 @@ impl Runtime {
                         "no Prometheus URL: set --prometheus-server or the backend's url".into(),
                     )
                 })?;
-                let basic_auth = match &p.basic_auth {
-                    None => None,
-                    Some(b) => {
-                        let password = std::fs::read_to_string(&b.password_file).map_err(|e| {
-                            BackendError::Setup(format!("basic auth password file {}: {e}", b.password_file))
-                        })?;
-                        Some((b.username.clone(), password.trim_end_matches(['\r', '\n']).to_owned()))
-                    }
-                };
-                let opts = HttpOptions {
-                    timeout: p.timeout,
-                    basic_auth,
-                    // The next collection is the retry: a retry inside one would run past
-                    // the interval when Prometheus is slow.
-                    retries: 0,
-                    bearer_token_file: p.bearer_token_file.as_ref().map(Into::into),
-                    ca_file: p.ca_file.as_ref().map(Into::into),
-                    ..HttpOptions::default()
-                };
+                let opts = http_options(p)?;
                 let source =
                     PrometheusSource::new(&url, opts).map_err(|e| BackendError::Setup(e.to_string()))?;
                 Ok(Runtime::Prometheus(source))
             }
-            config::Backend::Local { url: Some(url), .. } => {
-                let opts =
-                    HttpOptions { timeout: Duration::from_secs(10), retries: 0, ..HttpOptions::default() };
-                let source =
-                    PrometheusSource::new(url, opts).map_err(|e| BackendError::Setup(e.to_string()))?;
+            config::Backend::Local { api: Some(api), .. } => {
+                let url = api.url.as_deref().unwrap_or_default();
+                let source = PrometheusSource::new(url, http_options(api)?)
+                    .map_err(|e| BackendError::Setup(e.to_string()))?;
                 Ok(Runtime::Local { source, engine: Arc::new(Engine::default()) })
             }
-            config::Backend::Local { url: None, scrape_interval, retention } => {
+            config::Backend::Local { api: None, scrape_interval, retention } => {
                 let client = defaults.kube.clone().ok_or_else(|| {
                     BackendError::Setup(
                         "a local backend without url scrapes pods found through the Kubernetes API: \
@@ -182,6 +162,29 @@ impl Runtime {
     }
 }
 
+/// How to reach a Prometheus API: credentials, CA and timeout of the backend.
+fn http_options(p: &config::PrometheusBackend) -> Result<HttpOptions, BackendError> {
+    let basic_auth = match &p.basic_auth {
+        None => None,
+        Some(b) => {
+            let password = std::fs::read_to_string(&b.password_file).map_err(|e| {
+                BackendError::Setup(format!("basic auth password file {}: {e}", b.password_file))
+            })?;
+            Some((b.username.clone(), password.trim_end_matches(['\r', '\n']).to_owned()))
+        }
+    };
+    Ok(HttpOptions {
+        timeout: p.timeout,
+        basic_auth,
+        // The next collection is the retry: a retry inside one would run past the
+        // interval when Prometheus is slow.
+        retries: 0,
+        bearer_token_file: p.bearer_token_file.as_ref().map(Into::into),
+        ca_file: p.ca_file.as_ref().map(Into::into),
+        ..HttpOptions::default()
+    })
+}
+
 /// Evaluates `query` at `t` over an in-memory source, off the async threads: it is CPU
 /// work.
 async fn evaluate(
@@ -200,6 +203,8 @@ async fn evaluate(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::config::{BasicAuth, PrometheusBackend};
 

@@ -87,6 +87,8 @@ struct State {
 #[derive(Debug)]
 pub struct Entry {
     query: MetricQuery,
+    /// Where it is defined now (the config file may move it).
+    origin: RwLock<crate::config::Origin>,
     backend: Result<Arc<Runtime>, BackendError>,
     state: RwLock<State>,
 }
@@ -212,7 +214,8 @@ impl Entry {
             .collect()
     }
 
-    fn describe(&self) -> String {
+    /// `metric {labels}`, for messages.
+    pub fn describe(&self) -> String {
         let q = &self.query;
         let labels: Vec<String> = q.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         format!("metric {} {{{}}}", q.metric_name, labels.join(","))
@@ -240,7 +243,7 @@ impl Entry {
                 Err(e) => format!("{} (unusable: {e})", q.backend_name),
             },
             interval_seconds: q.interval.as_secs_f64(),
-            origin: q.origin.to_string(),
+            origin: self.origin.read().unwrap_or_else(|p| p.into_inner()).to_string(),
             attempts: st.attempts,
             last_attempt: st.last_attempt.map(|t| t.to_rfc3339()),
             last_duration_seconds: st.last_duration.map(|d| d.as_secs_f64()),
@@ -343,14 +346,12 @@ fn reduce(q: &MetricQuery, value: Value, started: Instant) -> Result<Good, Probl
     let one = |v: f64| vec![(q.labels.clone(), v)];
     let items = match q.reduce {
         Reduce::Sum => one(values().sum()),
-        // NaN propagates, as in PromQL's own min/max over a NaN.
-        Reduce::Max => {
-            one(values()
-                .fold(f64::NEG_INFINITY, |a, b| if a.is_nan() || b > a || b.is_nan() { b } else { a }))
-        }
-        Reduce::Min => {
-            one(values().fold(f64::INFINITY, |a, b| if a.is_nan() || b < a || b.is_nan() { b } else { a }))
-        }
+        // Any NaN makes the answer NaN (policy onNaN), whatever the series order:
+        // skipping or keeping it depending on its position would make the value flap.
+        Reduce::Max if values().any(f64::is_nan) => one(f64::NAN),
+        Reduce::Min if values().any(f64::is_nan) => one(f64::NAN),
+        Reduce::Max => one(values().fold(f64::NEG_INFINITY, f64::max)),
+        Reduce::Min => one(values().fold(f64::INFINITY, f64::min)),
         Reduce::Avg => one(values().sum::<f64>() / samples.len() as f64),
         Reduce::Error if samples.len() > 1 => {
             return Err(Problem::Shape(format!(
@@ -405,6 +406,9 @@ pub struct Collector {
     /// Problems of the sources of the queries (bad annotations, conflicts), for the
     /// debug endpoint.
     problems: RwLock<Vec<String>>,
+    /// Set once every query was collected: queries added later (a new HPA, a config
+    /// edit) must not take the whole adapter out of its Service.
+    was_ready: std::sync::atomic::AtomicBool,
     tasks: std::sync::Mutex<Vec<Task>>,
     defaults: BackendDefaults,
 }
@@ -415,6 +419,7 @@ impl Collector {
         Collector {
             entries: RwLock::default(),
             problems: RwLock::default(),
+            was_ready: Default::default(),
             tasks: std::sync::Mutex::default(),
             defaults,
         }
@@ -432,9 +437,12 @@ impl Collector {
             old.iter().flatten().map(|(e, _)| (e.query.backend.clone(), e.backend.clone())).collect();
         let mut setup_errors = Vec::new();
         for query in queries {
-            let kept = old.iter().position(|o| o.as_ref().is_some_and(|(e, _)| e.query == query));
-            if let Some(task) = kept.and_then(|i| old[i].take()) {
-                tasks.push(task);
+            // Where a query is defined does not change what it collects: an edit
+            // elsewhere in the file must not blank its cache.
+            let kept = old.iter().position(|o| o.as_ref().is_some_and(|(e, _)| e.query.same_work(&query)));
+            if let Some((entry, handle)) = kept.and_then(|i| old[i].take()) {
+                *entry.origin.write().unwrap_or_else(|p| p.into_inner()) = query.origin;
+                tasks.push((entry, handle));
                 continue;
             }
             let backend = match runtimes.iter().find(|(b, _)| *b == query.backend) {
@@ -448,7 +456,8 @@ impl Collector {
                     rt
                 }
             };
-            let entry = Arc::new(Entry { query, backend, state: RwLock::default() });
+            let origin = RwLock::new(query.origin.clone());
+            let entry = Arc::new(Entry { query, origin, backend, state: RwLock::default() });
             tasks.push((entry.clone(), tokio::spawn(collect_forever(entry))));
         }
         for (_, handle) in old.into_iter().flatten() {
@@ -481,12 +490,18 @@ impl Collector {
 
     /// Whether every query has been collected once.
     pub fn ready(&self) -> bool {
-        self.entries().iter().all(|e| e.collected())
+        if self.was_ready.load(std::sync::atomic::Ordering::Relaxed) {
+            return true;
+        }
+        let ready = self.entries().iter().all(|e| e.collected());
+        self.was_ready.fetch_or(ready, std::sync::atomic::Ordering::Relaxed);
+        ready
     }
 
     /// The answer to `GET .../namespaces/{namespace}/{metric}?labelSelector=…`: the
-    /// items of every query that serves it, or the first failure among them (partial
-    /// data would make the HPA scale on part of the load).
+    /// items of the one query that serves it. A selector matching several queries is
+    /// refused: the HPA would add up values of different queries (say a rate and a
+    /// latency).
     pub fn answer(
         &self,
         namespace: &str,
@@ -508,11 +523,17 @@ impl Collector {
                 ),
             )));
         }
-        let mut items = Vec::new();
-        for e in serving {
-            items.extend(e.answer()?);
+        if let [one] = serving.as_slice() {
+            return one.answer();
         }
-        Ok(items)
+        let candidates: Vec<String> = serving.iter().map(|e| e.describe()).collect();
+        Err(Box::new(Status::bad_request(format!(
+            "labelSelector {:?} matches {} queries of metric {metric} in namespace {namespace} ({}); \
+             select one, e.g. by its labels",
+            selector.to_string(),
+            serving.len(),
+            candidates.join("; ")
+        ))))
     }
 }
 

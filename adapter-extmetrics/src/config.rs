@@ -31,6 +31,7 @@
 //!   mirror:
 //!     local:
 //!       url: http://prometheus:9090   # evaluate locally over samples fetched from this API
+//!                                     # (bearerTokenFile, basicAuth, caFile, timeout as above)
 //!   demo:
 //!     fixture:
 //!       file: examples/istio.om       # evaluate locally over a recorded file
@@ -168,9 +169,10 @@ pub enum Backend {
     Prometheus(PrometheusBackend),
     /// Evaluate with the embedded engine.
     Local {
-        /// Fetch samples from this Prometheus-compatible API; `None` scrapes the pods
-        /// annotated `prometheus.io/scrape: "true"`, found through the Kubernetes API.
-        url: Option<String>,
+        /// Fetch samples from this Prometheus-compatible API (with its credentials);
+        /// `None` scrapes the pods annotated `prometheus.io/scrape: "true"`, found
+        /// through the Kubernetes API.
+        api: Option<PrometheusBackend>,
         /// Pod scraping: time between scrapes (`scrapeInterval`, default 15s).
         scrape_interval: Duration,
         /// Pod scraping: history kept (`retention`, default 10m; the longest range a
@@ -326,6 +328,13 @@ pub struct MetricQuery {
 }
 
 impl MetricQuery {
+    /// Whether both collect the same thing the same way: equal but for where they are
+    /// defined.
+    pub fn same_work(&self, other: &MetricQuery) -> bool {
+        let MetricQuery { origin: _, .. } = self;
+        MetricQuery { origin: self.origin.clone(), ..other.clone() } == *self
+    }
+
     /// Whether this entry answers `GET .../namespaces/{namespace}/{metric}?labelSelector=…`.
     pub fn serves(&self, namespace: &str, metric: &str, selector: &Selector) -> bool {
         self.namespace.matches(namespace)
@@ -526,6 +535,10 @@ struct RawBasicAuth {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawLocal {
     url: Option<String>,
+    bearer_token_file: Option<String>,
+    basic_auth: Option<RawBasicAuth>,
+    ca_file: Option<String>,
+    timeout: Option<String>,
     scrape_interval: Option<String>,
     retention: Option<String>,
 }
@@ -796,6 +809,59 @@ fn apply_fields(c: &mut Collector<'_>, path: &[Seg<'_>], base: &Defaults, raw: &
     out
 }
 
+/// The credentials and timeout of a Prometheus API, as written.
+#[derive(Clone, Copy)]
+struct ApiFields<'a> {
+    bearer_token_file: &'a Option<String>,
+    basic_auth: &'a Option<RawBasicAuth>,
+    ca_file: &'a Option<String>,
+    timeout: &'a Option<String>,
+}
+
+impl ApiFields<'_> {
+    fn any(&self) -> bool {
+        self.bearer_token_file.is_some()
+            || self.basic_auth.is_some()
+            || self.ca_file.is_some()
+            || self.timeout.is_some()
+    }
+}
+
+/// A Prometheus API of a `prometheus` or `local` backend, checked.
+fn api_backend(
+    c: &mut Collector<'_>,
+    path: &[Seg<'_>],
+    kind: &str,
+    url: &str,
+    f: ApiFields<'_>,
+) -> PrometheusBackend {
+    if !valid_url(url) {
+        c.issue(path, format!("{kind} url {url:?} must be an http:// or https:// URL"), None);
+    }
+    let timeout = match f.timeout.as_deref().map(parse_duration) {
+        None => DEFAULT_TIMEOUT,
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            c.issue(path, "timeout must be positive".to_owned(), None);
+            DEFAULT_TIMEOUT
+        }
+        Some(Err(e)) => {
+            c.issue(path, e, None);
+            DEFAULT_TIMEOUT
+        }
+    };
+    PrometheusBackend {
+        url: Some(url.to_owned()),
+        bearer_token_file: f.bearer_token_file.clone(),
+        basic_auth: f
+            .basic_auth
+            .as_ref()
+            .map(|b| BasicAuth { username: b.username.clone(), password_file: b.password_file.clone() }),
+        ca_file: f.ca_file.clone(),
+        timeout,
+    }
+}
+
 fn valid_url(u: &str) -> bool {
     (u.starts_with("http://") || u.starts_with("https://"))
         && u.split("://").nth(1).is_some_and(|h| !h.is_empty())
@@ -896,47 +962,38 @@ impl Config {
                     Backend::Fixture { file: f.file.clone(), at }
                 }
                 (None, None, None) => continue,
-                (Some(p), _, _) => {
-                    if !valid_url(&p.url) {
-                        c.issue(
-                            &path,
-                            format!("prometheus url {:?} must be an http:// or https:// URL", p.url),
-                            None,
-                        );
-                    }
-                    let timeout = match p.timeout.as_deref().map(parse_duration) {
-                        None => DEFAULT_TIMEOUT,
-                        Some(Ok(d)) if !d.is_zero() => d,
-                        Some(Ok(_)) => {
-                            c.issue(&path, "timeout must be positive".to_owned(), None);
-                            DEFAULT_TIMEOUT
-                        }
-                        Some(Err(e)) => {
-                            c.issue(&path, e, None);
-                            DEFAULT_TIMEOUT
+                (Some(p), _, _) => Backend::Prometheus(api_backend(
+                    &mut c,
+                    &path,
+                    "prometheus",
+                    &p.url,
+                    ApiFields {
+                        bearer_token_file: &p.bearer_token_file,
+                        basic_auth: &p.basic_auth,
+                        ca_file: &p.ca_file,
+                        timeout: &p.timeout,
+                    },
+                )),
+                (None, Some(l), _) => {
+                    let fields = ApiFields {
+                        bearer_token_file: &l.bearer_token_file,
+                        basic_auth: &l.basic_auth,
+                        ca_file: &l.ca_file,
+                        timeout: &l.timeout,
+                    };
+                    let api = match &l.url {
+                        Some(u) => Some(api_backend(&mut c, &path, "local", u, fields)),
+                        None => {
+                            if fields.any() {
+                                c.issue(
+                                    &path,
+                                    "bearerTokenFile, basicAuth, caFile and timeout need a url".to_owned(),
+                                    None,
+                                );
+                            }
+                            None
                         }
                     };
-                    Backend::Prometheus(PrometheusBackend {
-                        url: Some(p.url.clone()),
-                        bearer_token_file: p.bearer_token_file.clone(),
-                        basic_auth: p.basic_auth.as_ref().map(|b| BasicAuth {
-                            username: b.username.clone(),
-                            password_file: b.password_file.clone(),
-                        }),
-                        ca_file: p.ca_file.clone(),
-                        timeout,
-                    })
-                }
-                (None, Some(l), _) => {
-                    if let Some(u) = &l.url {
-                        if !valid_url(u) {
-                            c.issue(
-                                &path,
-                                format!("local url {u:?} must be an http:// or https:// URL"),
-                                None,
-                            );
-                        }
-                    }
                     let mut duration = |value: &Option<String>, what: &str, default: Duration| match value
                         .as_deref()
                         .map(parse_duration)
@@ -953,7 +1010,7 @@ impl Config {
                         }
                     };
                     Backend::Local {
-                        url: l.url.clone(),
+                        api,
                         scrape_interval: duration(
                             &l.scrape_interval,
                             "scrapeInterval",

@@ -246,6 +246,10 @@ pub fn secure_router(state: AppState) -> Router {
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(fallback)
+        // A known path with another method: a Status too, not an empty 405.
+        .method_not_allowed_fallback(|method: Method| async move {
+            status_response(&Status::method_not_allowed(method.as_str()))
+        })
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
@@ -340,11 +344,11 @@ async fn discovery(State(state): State<AppState>) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let entries = state.collector.entries();
-    let done = entries.iter().filter(|e| e.collected()).count();
-    if done == entries.len() {
+    if state.collector.ready() {
         (StatusCode::OK, "ok").into_response()
     } else {
+        let entries = state.collector.entries();
+        let done = entries.iter().filter(|e| e.collected()).count();
         let msg = format!("not ready: {done} of {} queries collected once", entries.len());
         (StatusCode::SERVICE_UNAVAILABLE, msg).into_response()
     }

@@ -367,13 +367,19 @@ fn authentication() {
     let group: Json = c.get(adapter.url("/apis/external.metrics.k8s.io")).send().unwrap().json().unwrap();
     assert_eq!(group["preferredVersion"]["version"], "v1beta1");
     // Errors are metav1.Status with the right codes.
-    let bad = c.get(adapter.url(&format!("{path}?labelSelector=a%20in%20(b"))).send().unwrap();
-    assert_eq!(bad.status(), 400);
-    let unknown =
-        c.get(adapter.url("/apis/external.metrics.k8s.io/v1beta1/namespaces/any/down")).send().unwrap();
-    assert_eq!(unknown.status(), 404);
-    let post = c.post(adapter.url(path)).send().unwrap();
-    assert_eq!(post.status(), 405);
+    let status_of =
+        |r: reqwest::blocking::Response| -> (u16, Json) { (r.status().as_u16(), r.json().unwrap()) };
+    let (code, bad) =
+        status_of(c.get(adapter.url(&format!("{path}?labelSelector=a%20in%20(b"))).send().unwrap());
+    assert_eq!((code, &bad["reason"]), (400, &Json::from("BadRequest")), "{bad}");
+    assert!(bad["message"].as_str().unwrap().starts_with("unable to parse labelSelector: "), "{bad}");
+    let (code, unknown) = status_of(
+        c.get(adapter.url("/apis/external.metrics.k8s.io/v1beta1/namespaces/any/down")).send().unwrap(),
+    );
+    assert_eq!((code, &unknown["reason"]), (404, &Json::from("NotFound")), "{unknown}");
+    assert_eq!(unknown["message"], "the server could not find the metric down for external.metrics.k8s.io");
+    let (code, post) = status_of(c.post(adapter.url(path)).send().unwrap());
+    assert_eq!((code, &post["reason"]), (405, &Json::from("MethodNotAllowed")), "{post}");
     let metrics =
         reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", adapter.metrics_port)).unwrap();
     let text = metrics.text().unwrap();
@@ -834,6 +840,10 @@ fn hpas_are_watched_through_the_kubernetes_api() {
         assert!(Instant::now() < deadline, "{}", authorized.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+    // system:masters needs no review (mallory is not welcome otherwise).
+    let master =
+        client.get(&url).header("X-Remote-User", "mallory").header("X-Remote-Group", "system:masters");
+    assert_eq!(master.send().unwrap().status(), 200);
     let denied = as_user("mallory");
     assert_eq!(denied.status(), 403);
     let status: Json = denied.json().unwrap();

@@ -43,7 +43,7 @@ fn fixture_backend() -> Backend {
 
 fn entry(q: MetricQuery) -> Entry {
     let backend = Runtime::build(&q.backend, &BackendDefaults::default()).map(Arc::new);
-    Entry { query: q, backend, state: RwLock::default() }
+    Entry { origin: RwLock::new(q.origin.clone()), query: q, backend, state: RwLock::default() }
 }
 
 async fn collected(q: &str, reduce: Reduce, policies: Policies) -> Entry {
@@ -67,6 +67,13 @@ async fn reduce_modes() {
     assert_eq!(items[0].timestamp.timestamp_millis(), T);
     assert_eq!(items[0].window, Some(60));
     assert_eq!(values(&collected("rps", Reduce::Max, p).await.answer().unwrap()), ["5250m"]);
+    // A NaN among the series is NaN whatever its position.
+    for q in ["rps or weird", "weird or rps"] {
+        for r in [Reduce::Max, Reduce::Min] {
+            let err = collected(q, r, p).await.answer().unwrap_err();
+            assert!(err.message.contains("returned NaN"), "{q} {r:?}: {}", err.message);
+        }
+    }
     assert_eq!(values(&collected("rps", Reduce::Min, p).await.answer().unwrap()), ["3"]);
     assert_eq!(values(&collected("rps", Reduce::Avg, p).await.answer().unwrap()), ["4125m"]);
     let each = collected("rps", Reduce::Each, p).await.answer().unwrap();
@@ -146,8 +153,14 @@ async fn routing() {
     let sel = |s: &str| Selector::parse(s).unwrap();
     let one = c.answer("test", "PROMETHEUS-query", &sel("query-name=rps")).unwrap();
     assert_eq!(values(&one), ["8250m"]);
-    let both = c.answer("test", "prometheus-query", &sel("")).unwrap();
-    assert_eq!(values(&both), ["8250m", "16500m"]);
+    // Two queries match: refused, not summed.
+    let both = c.answer("test", "prometheus-query", &sel("")).unwrap_err();
+    assert_eq!((both.code, both.reason), (400, crate::api::StatusReason::BadRequest));
+    assert!(
+        both.message.contains("matches 2 queries of metric prometheus-query in namespace test"),
+        "{}",
+        both.message
+    );
     assert_eq!(c.answer("test", "nope", &sel("")).unwrap_err().code, 404);
     let other_ns = c.answer("prod", "prometheus-query", &sel("")).unwrap_err();
     assert_eq!(other_ns.code, 404);
@@ -185,11 +198,15 @@ async fn unchanged_queries_keep_their_cache() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let first = c.entries()[0].clone();
-    c.set_queries(vec![b, a]);
+    // Moved in its file: same work, same entry, new origin.
+    let moved = MetricQuery { origin: Origin::ConfigFile { file: "c.yaml".into(), line: 9 }, ..a.clone() };
+    c.set_queries(vec![b, moved]);
     let entries = c.entries();
     assert_eq!(entries.len(), 2);
     assert!(Arc::ptr_eq(&entries[1], &first), "the unchanged query kept its entry");
     assert!(entries[1].collected());
+    assert_eq!(entries[1].debug().origin, "c.yaml:9");
+    assert!(c.ready(), "a new query does not make a ready adapter unready");
     // Same backend configuration: the fixture was not loaded again.
     assert!(Arc::ptr_eq(entries[0].backend.as_ref().unwrap(), first.backend.as_ref().unwrap()));
     c.set_queries(vec![]);

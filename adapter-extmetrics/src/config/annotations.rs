@@ -280,6 +280,7 @@ pub fn from_hpa(hpa: &Hpa, defaults: &Defaults, backends: &BTreeMap<String, Back
         if let Some((v, k)) = config.get("last-good-max-age") {
             max_age = dur(&mut out, k, v).unwrap_or(max_age);
         }
+        let mut unknown_keys: Vec<(&str, &str)> = Vec::new();
         for (name, (v, k)) in &config {
             match *name {
                 "interval" => interval = dur(&mut out, k, v).unwrap_or(interval),
@@ -330,6 +331,11 @@ pub fn from_hpa(hpa: &Hpa, defaults: &Defaults, backends: &BTreeMap<String, Back
                         None,
                     ),
                 },
+                "last-good-max-age" | "query" => {}
+                // In the current form every key of the metric is its own, so an unknown
+                // one is a typo; in the legacy form other keys are other queries, which
+                // the unused-annotation check above reports.
+                other if query_key == "query" && !k.is_empty() => unknown_keys.push((*k, other)),
                 _ => {}
             }
         }
@@ -342,6 +348,18 @@ pub fn from_hpa(hpa: &Hpa, defaults: &Defaults, backends: &BTreeMap<String, Back
         }
         if out.problems.len() > before {
             continue;
+        }
+        // Reported, but the query is served: the key changes nothing.
+        for (key, name) in unknown_keys {
+            problem(
+                &mut out,
+                key,
+                format!(
+                    "unknown key {name:?}, ignored (known: query, interval, window, prometheus-server, \
+                     prometheus-server-alias, on-empty, on-nan, on-error, last-good-max-age, reduce)"
+                ),
+                None,
+            );
         }
         out.queries.push(MetricQuery {
             namespace: NamespaceMatch::Exact(hpa.namespace.clone()),
@@ -507,6 +525,22 @@ mod tests {
         );
         assert!(all.contains("collector \"sqs-queue-length\" is not supported"), "{all}");
         assert!(text.iter().all(|t| t.starts_with("HPA test/podinfo: ")));
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_and_the_query_still_served() {
+        let h = hpa(
+            &[
+                ("metric-config.external.rps.prometheus/query", "sum(up)"),
+                ("metric-config.external.rps.prometheus/intervall", "30s"),
+            ],
+            &[("rps", &[("type", "prometheus")])],
+        );
+        let out = run(&h);
+        assert_eq!(out.queries.len(), 1);
+        assert_eq!(out.problems.len(), 1);
+        let p = out.problems[0].to_string();
+        assert!(p.starts_with("HPA test/podinfo: metric-config.external.rps.prometheus/intervall: unknown key \"intervall\", ignored"), "{p}");
     }
 
     #[test]

@@ -73,7 +73,7 @@ fn loads_a_full_file() {
     let c = &cfg.metrics[2];
     assert_eq!(
         c.backend,
-        Backend::Local { url: None, scrape_interval: DEFAULT_SCRAPE_INTERVAL, retention: DEFAULT_RETENTION }
+        Backend::Local { api: None, scrape_interval: DEFAULT_SCRAPE_INTERVAL, retention: DEFAULT_RETENTION }
     );
     assert_eq!(c.policies.on_error, Fallback::Error);
 }
@@ -242,5 +242,28 @@ fn fixture_backend() {
     assert_eq!(
         cfg.metrics[0].backend,
         Backend::Fixture { file: "examples/istio.om".into(), at: FixtureTime::End }
+    );
+}
+
+#[test]
+fn local_backend_with_credentials() {
+    let cfg = Config::from_yaml_str(
+        "l.yaml",
+        "backends:\n  m:\n    local: {url: 'https://prom:9090', bearerTokenFile: /t, caFile: /ca, timeout: 3s}\n",
+    )
+    .unwrap();
+    match &cfg.backends["m"] {
+        Backend::Local { api: Some(p), .. } => {
+            assert_eq!(p.url.as_deref(), Some("https://prom:9090"));
+            assert_eq!((p.bearer_token_file.as_deref(), p.ca_file.as_deref()), (Some("/t"), Some("/ca")));
+            assert_eq!(p.timeout, Duration::from_secs(3));
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = issues("backends:\n  m:\n    local: {bearerTokenFile: /t}\n");
+    assert!(
+        e[0].contains("backends.m: bearerTokenFile, basicAuth, caFile and timeout need a url"),
+        "{}",
+        e[0]
     );
 }
