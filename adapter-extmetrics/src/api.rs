@@ -65,7 +65,7 @@ pub struct APIResource {
     pub namespaced: bool,
     /// Always `ExternalMetricValueList`.
     pub kind: String,
-    /// `["get", "list"]` by default.
+    /// `["get"]`, as custom-metrics-apiserver lists external metrics.
     pub verbs: Vec<String>,
 }
 
@@ -77,7 +77,7 @@ impl APIResource {
             singular_name: String::new(),
             namespaced: true,
             kind: VALUE_LIST_KIND.to_owned(),
-            verbs: vec!["get".to_owned(), "list".to_owned()],
+            verbs: vec!["get".to_owned()],
         }
     }
 }
@@ -453,8 +453,8 @@ mod tests {
             serde_json::to_value(&list).unwrap(),
             json!({"kind":"APIResourceList","apiVersion":"v1","groupVersion":"external.metrics.k8s.io/v1beta1",
                    "resources":[
-                     {"name":"istio-rps","singularName":"","namespaced":true,"kind":"ExternalMetricValueList","verbs":["get","list"]},
-                     {"name":"prometheus-query","singularName":"","namespaced":true,"kind":"ExternalMetricValueList","verbs":["get","list"]}]})
+                     {"name":"istio-rps","singularName":"","namespaced":true,"kind":"ExternalMetricValueList","verbs":["get"]},
+                     {"name":"prometheus-query","singularName":"","namespaced":true,"kind":"ExternalMetricValueList","verbs":["get"]}]})
         );
         assert_eq!(
             serde_json::to_string(&APIResourceList::for_metrics(Vec::<String>::new())).unwrap(),
