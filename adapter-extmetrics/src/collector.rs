@@ -19,6 +19,7 @@ use crate::backend::{BackendDefaults, BackendError, Runtime};
 use crate::config::{Backend, Fallback, MetricQuery, Reduce};
 use crate::quantity::Quantity;
 use crate::selector::Selector;
+use crate::sources::SourceProblem;
 
 /// Why a collection gave no usable value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,6 +384,24 @@ fn reduce(q: &MetricQuery, value: Value, started: Instant) -> Result<Good, Probl
     Ok(Good { items, data_time, collected: started })
 }
 
+/// A query source's problem as the debug endpoint shows it, like a Kubernetes Event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProblemEvent {
+    /// Always `Warning`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Reason, source, object and message.
+    #[serde(flatten)]
+    pub problem: SourceProblem,
+    /// How many times the sources were (re)read with this problem.
+    pub count: u64,
+    /// When it was first seen.
+    pub first_seen: DateTime<Utc>,
+    /// When it was last seen.
+    pub last_seen: DateTime<Utc>,
+}
+
 /// An entry and the task collecting it.
 type Task = (Arc<Entry>, tokio::task::JoinHandle<()>);
 
@@ -405,7 +424,7 @@ pub struct Collector {
     entries: RwLock<Vec<Arc<Entry>>>,
     /// Problems of the sources of the queries (bad annotations, conflicts), for the
     /// debug endpoint.
-    problems: RwLock<Vec<String>>,
+    problems: RwLock<Vec<ProblemEvent>>,
     /// Set once every query was collected: queries added later (a new HPA, a config
     /// edit) must not take the whole adapter out of its Service.
     was_ready: std::sync::atomic::AtomicBool,
@@ -468,13 +487,28 @@ impl Collector {
         setup_errors
     }
 
-    /// Replaces the problems shown on the debug endpoint.
-    pub fn set_problems(&self, problems: Vec<String>) {
-        *self.problems.write().unwrap_or_else(|p| p.into_inner()) = problems;
+    /// Replaces the problems shown on the debug endpoint, counting recurrences as
+    /// Kubernetes counts a repeated Event. Returns the problems not seen before.
+    pub fn set_problems(&self, problems: Vec<SourceProblem>) -> Vec<SourceProblem> {
+        let now = Utc::now();
+        let mut current = self.problems.write().unwrap_or_else(|p| p.into_inner());
+        let mut fresh = Vec::new();
+        let next: Vec<ProblemEvent> = problems
+            .into_iter()
+            .map(|p| match current.iter().find(|e| e.problem == p) {
+                Some(old) => ProblemEvent { count: old.count + 1, last_seen: now, ..old.clone() },
+                None => {
+                    fresh.push(p.clone());
+                    ProblemEvent { kind: "Warning", problem: p, count: 1, first_seen: now, last_seen: now }
+                }
+            })
+            .collect();
+        *current = next;
+        fresh
     }
 
     /// The problems shown on the debug endpoint.
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<ProblemEvent> {
         self.problems.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

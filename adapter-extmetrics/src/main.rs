@@ -10,7 +10,7 @@ use adapter_extmetrics::backend::BackendDefaults;
 use adapter_extmetrics::cluster;
 use adapter_extmetrics::collector::Collector;
 use adapter_extmetrics::server::{self, AppState, AuthOptions, ClientCa, Metrics};
-use adapter_extmetrics::sources::{describe, Sources};
+use adapter_extmetrics::sources::{describe, SourceProblem, Sources};
 use anyhow::Context;
 use clap::Parser;
 
@@ -123,15 +123,17 @@ fn main() -> ExitCode {
 fn apply(collector: &Collector, sources: &Sources) {
     let (queries, mut problems) = sources.queries();
     for (backend, e) in collector.set_queries(queries) {
-        tracing::error!(backend = %backend, "backend unusable: {e}");
-        problems.push(format!("backend {backend} unusable: {e}"));
+        problems.push(SourceProblem {
+            reason: "BackendUnusable",
+            source: "config".to_owned(),
+            object: format!("backend {backend}"),
+            message: e.to_string(),
+        });
     }
     // Logged once, when they appear, not at every HPA change.
-    let before = collector.problems();
-    for p in problems.iter().filter(|p| !before.contains(p)) {
-        tracing::warn!("{p}");
+    for p in collector.set_problems(problems) {
+        tracing::warn!(reason = p.reason, "{p}");
     }
-    collector.set_problems(problems);
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -117,22 +117,36 @@ impl Sources {
 
     /// The queries to serve, and the problems found on the way: bad annotations,
     /// conflicting definitions, failed reloads.
-    pub fn queries(&self) -> (Vec<MetricQuery>, Vec<String>) {
+    pub fn queries(&self) -> (Vec<MetricQuery>, Vec<SourceProblem>) {
         let mut queries = self.config.metrics.clone();
-        let mut problems: Vec<String> = self
+        let mut problems: Vec<SourceProblem> = self
             .reload_errors
-            .values()
-            .map(|e| format!("reload failed, previous version in use: {e}"))
+            .iter()
+            .map(|(path, e)| SourceProblem {
+                reason: "ReloadFailed",
+                source: path.display().to_string(),
+                object: path.display().to_string(),
+                message: format!("reload failed, previous version in use: {e}"),
+            })
             .collect();
-        let mut add = |origin: &str, hpa: &Hpa, queries: &mut Vec<MetricQuery>| {
+        let mut add = |source: &str, hpa: &Hpa, queries: &mut Vec<MetricQuery>| {
             let found = from_hpa(hpa, &self.config.defaults, &self.config.backends);
-            problems.extend(found.problems.iter().map(|p| format!("{origin}: {p}")));
+            problems.extend(found.problems.iter().map(|p| {
+                let text = p.to_string();
+                let prefix = format!("HPA {}: ", p.hpa);
+                SourceProblem {
+                    reason: "InvalidAnnotation",
+                    source: source.to_owned(),
+                    object: format!("HorizontalPodAutoscaler {}", p.hpa),
+                    message: text.strip_prefix(&prefix).unwrap_or(&text).to_owned(),
+                }
+            }));
             queries.extend(found.queries);
         };
         for (path, _, hpas) in &self.hpa_files {
-            let origin = path.display().to_string();
+            let source = path.display().to_string();
             for hpa in hpas {
-                add(&origin, hpa, &mut queries);
+                add(&source, hpa, &mut queries);
             }
         }
         for hpa in self.watched.values() {
@@ -140,7 +154,12 @@ impl Sources {
         }
         for (path, _, hpas) in &self.hpa_files {
             if hpas.is_empty() {
-                problems.push(format!("{}: no HorizontalPodAutoscaler in the file", path.display()));
+                problems.push(SourceProblem {
+                    reason: "NoHorizontalPodAutoscaler",
+                    source: path.display().to_string(),
+                    object: path.display().to_string(),
+                    message: "no HorizontalPodAutoscaler in the file".to_owned(),
+                });
             }
         }
         let queries = dedupe(queries, &mut problems);
@@ -148,22 +167,50 @@ impl Sources {
     }
 }
 
+/// A problem of a query source, shaped like a Kubernetes Event: why, about what, where
+/// it was found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct SourceProblem {
+    /// A CamelCase reason: `InvalidAnnotation`, `ConflictingQueries`, `ReloadFailed`,
+    /// `NoHorizontalPodAutoscaler`, `BackendUnusable`.
+    pub reason: &'static str,
+    /// Where it was found: a file, or `cluster` for watched HPAs.
+    pub source: String,
+    /// What it is about: an HPA, a metric, a file or a backend.
+    pub object: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for SourceProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.source == self.object {
+            write!(f, "{}: {}", self.object, self.message)
+        } else {
+            write!(f, "{} ({}): {}", self.object, self.source, self.message)
+        }
+    }
+}
+
 /// Drops queries answering the same (namespace, metric, labels) as an earlier one:
 /// two would be summed into one answer. Identical repeats (two HPAs sharing one
 /// annotation) are merged quietly; different ones are reported.
-fn dedupe(queries: Vec<MetricQuery>, problems: &mut Vec<String>) -> Vec<MetricQuery> {
+fn dedupe(queries: Vec<MetricQuery>, problems: &mut Vec<SourceProblem>) -> Vec<MetricQuery> {
     let mut seen: BTreeMap<(String, String, BTreeMap<String, String>), MetricQuery> = BTreeMap::new();
     let mut out = Vec::new();
     for q in queries {
         let key = (namespace_of(&q).to_owned(), q.metric_name.to_ascii_lowercase(), q.labels.clone());
         match seen.get(&key) {
             Some(first) if first.query == q.query && first.backend == q.backend => {}
-            Some(first) => problems.push(format!(
-                "{} is defined twice with different queries, at {} and at {}; the first one is used",
-                describe(&q),
-                first.origin,
-                q.origin
-            )),
+            Some(first) => problems.push(SourceProblem {
+                reason: "ConflictingQueries",
+                source: q.origin.to_string(),
+                object: describe(&q),
+                message: format!(
+                    "defined twice with different queries, at {} and at {}; the first one is used",
+                    first.origin, q.origin
+                ),
+            }),
             None => {
                 seen.insert(key, q.clone());
                 out.push(q);
@@ -206,7 +253,8 @@ mod tests {
         let (q, problems) = s.queries();
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].query, "sum(x)", "the config file comes first");
-        assert!(problems[0].contains("defined twice with different queries"), "{problems:?}");
+        assert_eq!(problems[0].reason, "ConflictingQueries");
+        assert!(problems[0].to_string().contains("defined twice with different queries"), "{problems:?}");
         assert!(!s.reload_changed());
 
         // mtime granularity: make sure the new version looks different.
@@ -217,7 +265,8 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].query, "sum(x)", "the broken config's previous version is kept");
         assert!(
-            problems.iter().any(|p| p.starts_with("reload failed, previous version in use: ")),
+            problems.iter().any(|p| p.reason == "ReloadFailed"
+                && p.message.starts_with("reload failed, previous version in use: ")),
             "{problems:?}"
         );
 

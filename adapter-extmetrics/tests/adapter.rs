@@ -813,8 +813,16 @@ fn hpas_are_watched_through_the_kubernetes_api() {
     let rps_url = path("prometheus-query", "query-name%3Drps");
     wait_for(&rps_url, "\"3\"");
     let debug = adapter.debug();
-    let problems = debug["problems"].to_string();
-    assert!(problems.contains("HPA test/broken") && problems.contains("invalid PromQL"), "{problems}");
+    let problem = &debug["problems"][0];
+    assert_eq!(problem["type"], "Warning", "{debug}");
+    assert_eq!(problem["reason"], "InvalidAnnotation");
+    assert_eq!(problem["object"], "HorizontalPodAutoscaler test/broken");
+    assert_eq!(problem["source"], "cluster");
+    assert!(
+        problem["message"].as_str().unwrap().contains("invalid PromQL query: 1:7: parse error"),
+        "{problem}"
+    );
+    assert!(problem["count"].as_u64().unwrap() >= 1);
     // The intruder's name is not in the cluster's allowed names.
     assert_eq!(pki.client(Some("intruder")).get(&rps_url).send().unwrap().status(), 401);
 
