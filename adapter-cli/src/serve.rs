@@ -69,20 +69,36 @@ impl IntoResponse for ApiError {
 }
 
 fn success(data: Json, result: Option<&QueryResult>, query: &str) -> Response {
-    let mut body = json!({"status": "success", "data": data});
+    success_text(&data.to_string(), result, query)
+}
+
+/// A success body around `data`, already JSON text: query results are written
+/// straight to text (`promql::api::write_data_json`), not built as a tree.
+fn success_text(data: &str, result: Option<&QueryResult>, query: &str) -> Response {
+    let mut body = String::with_capacity(data.len() + 64);
+    body.push_str(r#"{"status":"success","data":"#);
+    body.push_str(data);
     if let Some(r) = result {
         let pick = |kind| -> Vec<String> {
             r.annotations.iter().filter(|a| a.kind == kind).map(|a| a.render(query)).collect()
         };
-        let (warnings, infos) = (pick(AnnotationKind::Warning), pick(AnnotationKind::Info));
-        if !warnings.is_empty() {
-            body["warnings"] = json!(warnings);
-        }
-        if !infos.is_empty() {
-            body["infos"] = json!(infos);
+        for (key, list) in
+            [("warnings", pick(AnnotationKind::Warning)), ("infos", pick(AnnotationKind::Info))]
+        {
+            if !list.is_empty() {
+                body.push_str(&format!(",\"{key}\":{}", json!(list)));
+            }
         }
     }
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    body.push('}');
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The `data` of a query result as JSON text.
+fn result_text(result: &QueryResult) -> String {
+    let mut out = String::new();
+    promql::api::write_data_json(&result.value, &mut out);
+    out
 }
 
 /// The parameters of a request: the URL's query string and, for a form POST, the body.
@@ -171,7 +187,7 @@ fn instant_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiE
     let query = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing"))?;
     let time = p.time("time", crate::timeflags::now_ms())?;
     let result = state.engine.instant_query(&state.store, query, time)?;
-    Ok(success(promql::api::data_json(&result.value), Some(&result), query))
+    Ok(success_text(&result_text(&result), Some(&result), query))
 }
 
 fn range_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
@@ -197,7 +213,7 @@ fn range_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiErr
         ));
     }
     let result = state.engine.range_query(&state.store, query, start, end, step)?;
-    Ok(success(promql::api::data_json(&result.value), Some(&result), query))
+    Ok(success_text(&result_text(&result), Some(&result), query))
 }
 
 fn required(t: i64, name: &str) -> Result<i64, ApiError> {

@@ -60,3 +60,142 @@ pub fn data_json(value: &Value) -> Json {
         }
     }
 }
+
+/// [`data_json`] written straight into `out`, without building a JSON tree: a range
+/// query of a few thousand series has hundreds of thousands of points, and a tree would
+/// allocate several values per point. The text is the same as `data_json(value)`'s.
+///
+/// ```
+/// use promql::value::{Sample, Value};
+/// use promql::Labels;
+/// let v = Value::Vector(vec![Sample { labels: Labels::from_pairs([("job", "a\"b")]), t: 1_500, v: f64::NAN }]);
+/// let mut out = String::new();
+/// promql::api::write_data_json(&v, &mut out);
+/// assert_eq!(out, promql::api::data_json(&v).to_string());
+/// ```
+pub fn write_data_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Scalar { t, v } => {
+            out.push_str(r#"{"resultType":"scalar","result":"#);
+            write_point(out, *t, *v);
+            out.push('}');
+        }
+        Value::String { t, v } => {
+            out.push_str(r#"{"resultType":"string","result":["#);
+            write_time(out, *t);
+            out.push(',');
+            write_str(out, v);
+            out.push_str("]}");
+        }
+        Value::Vector(samples) => {
+            out.push_str(r#"{"resultType":"vector","result":["#);
+            write_each(out, samples, |out, s| {
+                write_item(out, &s.labels, "value", |out| write_point(out, s.t, s.v));
+            });
+            out.push_str("]}");
+        }
+        Value::Matrix(series) => {
+            out.push_str(r#"{"resultType":"matrix","result":["#);
+            write_each(out, series, |out, s| {
+                write_item(out, &s.labels, "values", |out| {
+                    out.push('[');
+                    write_each(out, &s.points, |out, p| write_point(out, p.t, p.v));
+                    out.push(']');
+                });
+            });
+            out.push_str("]}");
+        }
+    }
+}
+
+/// `items` written by `f`, separated by commas.
+fn write_each<T>(out: &mut String, items: impl IntoIterator<Item = T>, mut f: impl FnMut(&mut String, T)) {
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        f(out, item);
+    }
+}
+
+/// `{"metric":{…},"<key>":<body>}`.
+fn write_item(out: &mut String, labels: &Labels, key: &str, body: impl FnOnce(&mut String)) {
+    out.push_str(r#"{"metric":"#);
+    write_metric(out, labels);
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":");
+    body(out);
+    out.push('}');
+}
+
+fn write_str(out: &mut String, s: &str) {
+    // serde_json's escaping; serialising a string cannot fail.
+    match serde_json::to_string(s) {
+        Ok(quoted) => out.push_str(&quoted),
+        Err(_) => out.push_str("\"\""),
+    }
+}
+
+fn write_time(out: &mut String, ms: Timestamp) {
+    use std::fmt::Write;
+    if ms % 1000 == 0 {
+        let _ = write!(out, "{}", ms / 1000);
+    } else {
+        let _ = write!(out, "{}", time(ms));
+    }
+}
+
+fn write_point(out: &mut String, t: Timestamp, v: f64) {
+    out.push('[');
+    write_time(out, t);
+    out.push_str(",\"");
+    // Digits, signs, `e`, `.`, `NaN`, `Inf`: nothing to escape.
+    out.push_str(&go_format_float(v));
+    out.push_str("\"]");
+}
+
+fn write_metric(out: &mut String, labels: &Labels) {
+    out.push('{');
+    write_each(out, labels.iter(), |out, l| {
+        write_str(out, &l.name);
+        out.push(':');
+        write_str(out, &l.value);
+    });
+    out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{Point, Sample, Series};
+
+    #[test]
+    fn writer_equals_tree() {
+        let labels = Labels::from_pairs([("__name__", "up"), ("job", "a\"b\\c\n"), ("é", "ü")]);
+        let points = vec![
+            Point { t: 1_000, v: 1.0 },
+            Point { t: 1_500, v: f64::NAN },
+            Point { t: -2_001, v: f64::INFINITY },
+            Point { t: 3_000, v: -1e-300 },
+        ];
+        let values = [
+            Value::Scalar { t: 1_234, v: 0.1 },
+            Value::String { t: 0, v: "x\"y".into() },
+            Value::Vector(vec![]),
+            Value::Vector(vec![
+                Sample { labels: labels.clone(), t: 5, v: f64::NEG_INFINITY },
+                Sample { labels: Labels::empty(), t: 6_000, v: 2.5 },
+            ]),
+            Value::Matrix(vec![
+                Series { labels: labels.clone(), points: points.clone() },
+                Series { labels: Labels::empty(), points: vec![] },
+            ]),
+        ];
+        for v in &values {
+            let mut out = String::new();
+            write_data_json(v, &mut out);
+            assert_eq!(out, data_json(v).to_string());
+        }
+    }
+}

@@ -245,6 +245,8 @@ impl Engine {
             annotations: Vec::new(),
             deadline: self.opts.timeout.map(|t| Instant::now() + t),
             samples_selected: 0,
+            grid_step: step,
+            parallel: true,
         }
     }
 
@@ -411,6 +413,11 @@ struct Evaluator<'a> {
     annotations: Vec<Annotation>,
     deadline: Option<Instant>,
     samples_selected: usize,
+    /// Spacing of the steps whose range functions are precomputed: the query's step,
+    /// or a subquery's.
+    grid_step: i64,
+    /// Whether evaluation may spread over threads (not inside a worker already).
+    parallel: bool,
 }
 
 impl<'a> Evaluator<'a> {
@@ -590,35 +597,11 @@ impl<'a> Evaluator<'a> {
     fn range(&mut self, expr: &Expr) -> EResult<Value> {
         let steps: Vec<Timestamp> =
             (0..).map(|i| self.start + i * self.step).take_while(|&t| t <= self.end).collect();
-        let work = steps.len() * self.selected.values().map(|s| s.len()).sum::<usize>();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-        let results: Vec<(Timestamp, Vec<Sample>)> =
-            if threads > 1 && steps.len() >= 2 * threads && work >= 20_000 {
-                let chunk = steps.len().div_ceil(threads);
-                let outcomes = std::thread::scope(|scope| {
-                    let handles: Vec<_> = steps
-                        .chunks(chunk)
-                        .map(|part| {
-                            let mut ev = self.fork();
-                            scope.spawn(move || ev.steps(expr, part).map(|r| (r, ev.annotations)))
-                        })
-                        .collect();
-                    handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
-                });
-                let mut all = Vec::with_capacity(steps.len());
-                for outcome in outcomes {
-                    let (part, annotations) = outcome.map_err(|_| {
-                        EvalError::Execution("evaluation thread panicked; please report a bug".into())
-                    })??;
-                    all.extend(part);
-                    for a in annotations {
-                        self.annotate(a.kind, a.message, a.span);
-                    }
-                }
-                all
-            } else {
-                self.steps(expr, &steps)?
-            };
+        let results = self.eval_steps(expr, &steps, self.step, &|ev: &mut Evaluator<'a>, t, v| match v {
+            V::Scalar(v) => Ok(vec![Sample { labels: Labels::empty(), t, v }]),
+            V::Vector(v) => ev.finish_vector(v, t),
+            _ => exec_error("range query must evaluate to a scalar or an instant vector"),
+        })?;
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<Series> = Vec::new();
         for (t, samples) in results {
@@ -632,27 +615,6 @@ impl<'a> Evaluator<'a> {
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Value::Matrix(out))
-    }
-
-    /// The results of the given steps.
-    fn steps(&mut self, expr: &Expr, steps: &[Timestamp]) -> EResult<Vec<(Timestamp, Vec<Sample>)>> {
-        let mut out = Vec::with_capacity(steps.len());
-        // Range functions are computed a few dozen steps ahead: enough to slide, little
-        // enough to hold.
-        for (i, &t) in steps.iter().enumerate() {
-            if i % PRECOMPUTE_STEPS == 0 {
-                self.precomputed.clear();
-                self.precompute(expr, &steps[i..steps.len().min(i + PRECOMPUTE_STEPS)])?;
-            }
-            self.check_deadline()?;
-            let samples = match self.eval(expr, t)? {
-                V::Scalar(v) => vec![Sample { labels: Labels::empty(), t, v }],
-                V::Vector(v) => self.finish_vector(v, t)?,
-                _ => return exec_error("range query must evaluate to a scalar or an instant vector"),
-            };
-            out.push((t, samples));
-        }
-        Ok(out)
     }
 
     /// An evaluator for another thread: the same query and selected samples, its own
@@ -669,6 +631,8 @@ impl<'a> Evaluator<'a> {
             annotations: Vec::new(),
             deadline: self.deadline,
             samples_selected: self.samples_selected,
+            grid_step: self.grid_step,
+            parallel: self.parallel,
         }
     }
 
@@ -821,11 +785,11 @@ impl<'a> Evaluator<'a> {
         if before_window {
             inner += step;
         }
+        let steps: Vec<Timestamp> = (0..).map(|i| inner + i * step).take_while(|&t| t <= end).collect();
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut series: Vec<M> = Vec::new();
-        while inner <= end {
-            self.check_deadline()?;
-            match self.eval(&sq.expr, inner)? {
+        for (inner, value) in self.eval_steps(&sq.expr, &steps, step, &|_: &mut Evaluator<'a>, _, v| Ok(v))? {
+            match value {
                 V::Vector(v) => {
                     for s in v {
                         let key = if s.drop_name && !self.delayed {
@@ -856,9 +820,81 @@ impl<'a> Evaluator<'a> {
                 }
                 _ => return exec_error("subquery must evaluate to an instant vector"),
             }
-            inner += step;
         }
         Ok(Matrix { series, start, end, source: None })
+    }
+
+    /// `expr` at each of `steps` (`grid` apart: a range query's or a subquery's), each
+    /// value passed through `finish`. Range functions slide over the steps; a long
+    /// list is split over the cores unless this already runs on a worker thread (steps
+    /// are independent).
+    fn eval_steps<R: Send>(
+        &mut self,
+        expr: &Expr,
+        steps: &[Timestamp],
+        grid: i64,
+        finish: &(dyn Fn(&mut Evaluator<'a>, Timestamp, V) -> EResult<R> + Sync),
+    ) -> EResult<Vec<(Timestamp, R)>> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let work = steps.len() * self.selected.values().map(|s| s.len()).sum::<usize>();
+        let split = self.parallel && threads > 1 && steps.len() >= 2 * threads && work >= 20_000;
+        let chunk = if split { steps.len().div_ceil(threads) } else { steps.len().max(1) };
+        let outcomes = std::thread::scope(|scope| {
+            let handles: Vec<_> = steps
+                .chunks(chunk)
+                .map(|part| {
+                    let mut ev = self.fork();
+                    ev.grid_step = grid;
+                    ev.parallel = self.parallel && !split;
+                    let run = move || ev.steps(expr, part, finish).map(|r| (r, ev.annotations));
+                    // One part runs on this thread.
+                    if split {
+                        Ok(scope.spawn(run))
+                    } else {
+                        Err(run())
+                    }
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| match h {
+                    Ok(handle) => handle.join().map_err(|_| {
+                        EvalError::Execution("evaluation thread panicked; please report a bug".into())
+                    })?,
+                    Err(done) => done,
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut all = Vec::with_capacity(steps.len());
+        for outcome in outcomes {
+            let (part, annotations) = outcome?;
+            all.extend(part);
+            for a in annotations {
+                self.annotate(a.kind, a.message, a.span);
+            }
+        }
+        Ok(all)
+    }
+
+    /// `expr` at each of `steps`, range functions computed a few dozen steps ahead
+    /// (enough to slide, little enough to hold).
+    fn steps<R>(
+        &mut self,
+        expr: &Expr,
+        steps: &[Timestamp],
+        finish: &(dyn Fn(&mut Evaluator<'a>, Timestamp, V) -> EResult<R> + Sync),
+    ) -> EResult<Vec<(Timestamp, R)>> {
+        let mut out = Vec::with_capacity(steps.len());
+        for (i, &t) in steps.iter().enumerate() {
+            if i % PRECOMPUTE_STEPS == 0 {
+                self.precomputed.clear();
+                self.precompute(expr, &steps[i..steps.len().min(i + PRECOMPUTE_STEPS)])?;
+            }
+            self.check_deadline()?;
+            let value = self.eval(expr, t)?;
+            out.push((t, finish(self, t, value)?));
+        }
+        Ok(out)
     }
 
     pub(crate) fn annotate(&mut self, kind: AnnotationKind, message: String, span: Span) {

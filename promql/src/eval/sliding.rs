@@ -75,7 +75,7 @@ impl Evaluator<'_> {
     /// The precomputed result of `c` at step `t`, if there is one (taken: each step is
     /// evaluated once).
     pub(super) fn take_precomputed(&mut self, c: &Call, t: Timestamp) -> Option<Vec<S>> {
-        let step = self.step;
+        let step = self.grid_step;
         let (first, results) = self.precomputed.get_mut(&(c as *const Call as usize))?;
         if step <= 0 || t < *first || (t - *first) % step != 0 {
             return None;
