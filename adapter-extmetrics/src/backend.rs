@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use promql::eval::Engine;
 use promql::source::prometheus::{HttpOptions, PrometheusSource};
@@ -137,8 +138,9 @@ impl Runtime {
         }
     }
 
-    /// Evaluates `query` at `t`.
-    pub async fn instant(&self, query: &str, t: Timestamp) -> Result<Value, BackendError> {
+    /// Evaluates `query` at `t`; the embedded engine gives up after `timeout` (a
+    /// collection that timed out must not keep a core busy).
+    pub async fn instant(&self, query: &str, t: Timestamp, timeout: Duration) -> Result<Value, BackendError> {
         match self {
             Runtime::Prometheus(source) => {
                 source.instant_query(query, t).await.map_err(|e| BackendError::Source(e.to_string()))
@@ -148,7 +150,7 @@ impl Runtime {
                     .map_err(|e| BackendError::Eval(e.to_string()))?;
                 let plan = engine.plan(&expr, t, t, 0).map_err(|e| BackendError::Eval(e.to_string()))?;
                 let store = source.fetch(&plan).await.map_err(|e| BackendError::Source(e.to_string()))?;
-                let engine = engine.clone();
+                let engine = with_timeout(engine, timeout);
                 // Evaluation is CPU work: off the async threads.
                 tokio::task::spawn_blocking(move || engine.eval(&store, &expr, t, t, 0))
                     .await
@@ -156,10 +158,20 @@ impl Runtime {
                     .map(|r| r.value)
                     .map_err(|e| BackendError::Eval(e.to_string()))
             }
-            Runtime::Pods { pods, engine, .. } => evaluate(engine, pods.clone(), query, t).await,
-            Runtime::Fixture { store, engine, .. } => evaluate(engine, store.clone(), query, t).await,
+            Runtime::Pods { pods, engine, .. } => evaluate(engine, pods.clone(), query, t, timeout).await,
+            Runtime::Fixture { store, engine, .. } => {
+                evaluate(engine, store.clone(), query, t, timeout).await
+            }
         }
     }
+}
+
+/// `engine` with its evaluation timeout at most `timeout`. Engines are their options:
+/// making one per evaluation costs nothing.
+fn with_timeout(engine: &Engine, timeout: Duration) -> Engine {
+    let mut opts = engine.options().clone();
+    opts.timeout = Some(opts.timeout.map_or(timeout, |t| t.min(timeout)));
+    Engine::new(opts)
 }
 
 /// How to reach a Prometheus API: credentials, CA and timeout of the backend.
@@ -188,12 +200,14 @@ fn http_options(p: &config::PrometheusBackend) -> Result<HttpOptions, BackendErr
 /// Evaluates `query` at `t` over an in-memory source, off the async threads: it is CPU
 /// work.
 async fn evaluate(
-    engine: &Arc<Engine>,
+    engine: &Engine,
     source: Arc<dyn SampleSource + Send + Sync>,
     query: &str,
     t: Timestamp,
+    timeout: Duration,
 ) -> Result<Value, BackendError> {
-    let (engine, query) = (engine.clone(), query.to_owned());
+    let engine = with_timeout(engine, timeout);
+    let query = query.to_owned();
     tokio::task::spawn_blocking(move || engine.instant_query(source.as_ref(), &query, t))
         .await
         .map_err(|e| BackendError::Eval(format!("evaluation task failed: {e}")))?
@@ -203,8 +217,6 @@ async fn evaluate(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::config::{BasicAuth, PrometheusBackend};
 
@@ -250,7 +262,7 @@ mod tests {
         let rt = Runtime::build(&backend(password_file.display().to_string()), &BackendDefaults::default())
             .unwrap();
         assert_eq!(
-            rt.instant("x", 1_700_000_000_000).await.unwrap(),
+            rt.instant("x", 1_700_000_000_000, Duration::from_secs(5)).await.unwrap(),
             Value::Scalar { t: 1_700_000_000_000, v: 42.0 }
         );
         let missing = Runtime::build(&backend("/nonexistent/password".into()), &BackendDefaults::default());

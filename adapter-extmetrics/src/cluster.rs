@@ -120,7 +120,7 @@ pub async fn watch_hpas(client: kube::Client, on_change: impl FnMut(&BTreeMap<St
 /// Watches every object of `api`, keeps `convert`ed copies by `namespace/name`, and
 /// calls `on_change` with all of them after the initial list and after each change.
 /// Errors are logged and the watch resumes with backoff; it never ends.
-pub async fn watch_all<K, T>(
+pub async fn watch_all<K, T: PartialEq>(
     api: Api<K>,
     what: &str,
     convert: impl Fn(&K) -> T,
@@ -149,8 +149,14 @@ pub async fn watch_all<K, T>(
                 on_change(&current);
             }
             Ok(Event::Apply(o)) => {
+                // The HPA controller rewrites every HPA's status each sync period; only
+                // a change of what we keep is a change.
+                let value = convert(&o);
+                if current.get(&key(&o)) == Some(&value) {
+                    continue;
+                }
                 tracing::debug!(object = %key(&o), "{what}: changed");
-                current.insert(key(&o), convert(&o));
+                current.insert(key(&o), value);
                 on_change(&current);
             }
             Ok(Event::Delete(o)) => {

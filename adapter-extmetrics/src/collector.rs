@@ -111,8 +111,8 @@ impl Entry {
             Ok(rt) => {
                 let t = rt.eval_time(now.timestamp_millis());
                 // Backends have their own timeouts; this one bounds the engine too.
-                let limit = self.query.interval.max(Duration::from_secs(1)) * 2;
-                match tokio::time::timeout(limit, rt.instant(&self.query.query, t)).await {
+                let limit = self.query.interval.max(Duration::from_secs(1)).saturating_mul(2);
+                match tokio::time::timeout(limit, rt.instant(&self.query.query, t, limit)).await {
                     Err(_) => Err(Problem::Backend(format!("no answer within {limit:?}"))),
                     Ok(Err(e)) => Err(Problem::Backend(e.to_string())),
                     Ok(Ok(value)) => reduce(&self.query, value, started),
@@ -224,6 +224,12 @@ impl Entry {
 
     /// The entry as the debug endpoint shows it.
     pub fn debug(&self) -> DebugEntry {
+        // Before taking the lock: `answer` takes it too, and a second read behind a
+        // waiting writer (a collection finishing) would deadlock.
+        let answer = match self.answer() {
+            Ok(items) => serde_json::to_value(items).unwrap_or_default(),
+            Err(status) => serde_json::to_value(status).unwrap_or_default(),
+        };
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
         let q = &self.query;
         let (last_value, data_time, last_error) = match &st.latest {
@@ -252,10 +258,7 @@ impl Entry {
             data_timestamp: data_time.map(|t| t.to_rfc3339()),
             last_good_age_seconds: st.last_good.as_ref().map(|g| g.collected.elapsed().as_secs_f64()),
             last_error,
-            answer: match self.answer() {
-                Ok(items) => serde_json::to_value(items).unwrap_or_default(),
-                Err(status) => serde_json::to_value(status).unwrap_or_default(),
-            },
+            answer,
         }
     }
 }
@@ -452,13 +455,21 @@ impl Collector {
     pub fn set_queries(&self, queries: Vec<MetricQuery>) -> Vec<(String, BackendError)> {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         let mut old: Vec<Option<Task>> = std::mem::take(&mut *tasks).into_iter().map(Some).collect();
-        let mut runtimes: Vec<(Backend, Result<Arc<Runtime>, BackendError>)> =
-            old.iter().flatten().map(|(e, _)| (e.query.backend.clone(), e.backend.clone())).collect();
+        // Working backends are reused; a failed one is built again (a password file
+        // mounted late, a fixture fixed), and its failure reported again.
+        let mut runtimes: Vec<(Backend, Result<Arc<Runtime>, BackendError>)> = old
+            .iter()
+            .flatten()
+            .filter(|(e, _)| e.backend.is_ok())
+            .map(|(e, _)| (e.query.backend.clone(), e.backend.clone()))
+            .collect();
         let mut setup_errors = Vec::new();
         for query in queries {
             // Where a query is defined does not change what it collects: an edit
             // elsewhere in the file must not blank its cache.
-            let kept = old.iter().position(|o| o.as_ref().is_some_and(|(e, _)| e.query.same_work(&query)));
+            let kept = old.iter().position(|o| {
+                o.as_ref().is_some_and(|(e, _)| e.backend.is_ok() && e.query.same_work(&query))
+            });
             if let Some((entry, handle)) = kept.and_then(|i| old[i].take()) {
                 *entry.origin.write().unwrap_or_else(|p| p.into_inner()) = query.origin;
                 tasks.push((entry, handle));

@@ -92,6 +92,16 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
 pub const DEFAULT_LAST_GOOD_MAX_AGE: Duration = Duration::from_secs(120);
 /// Default Prometheus request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Evaluation intervals accepted: shorter would hammer the backend, longer is no
+/// autoscaling (and overflows timers).
+pub const INTERVAL_BOUNDS: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(24 * 3600);
+
+/// The error for an interval outside [`INTERVAL_BOUNDS`].
+pub fn interval_bounds_message() -> String {
+    "interval must be between 100ms and 24h".to_owned()
+}
+
 /// Default scrape interval of pods (`local` backend without url).
 pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
 /// Default history kept of scraped pods.
@@ -753,8 +763,8 @@ fn apply_fields(c: &mut Collector<'_>, path: &[Seg<'_>], base: &Defaults, raw: &
     };
     if let Some(s) = &raw.interval {
         match parse_duration(s) {
-            Ok(d) if !d.is_zero() => out.interval = d,
-            Ok(_) => c.issue(&at("interval"), "interval must be positive".to_owned(), None),
+            Ok(d) if INTERVAL_BOUNDS.contains(&d) => out.interval = d,
+            Ok(_) => c.issue(&at("interval"), interval_bounds_message(), None),
             Err(e) => c.issue(&at("interval"), e, None),
         }
     }
@@ -1009,15 +1019,13 @@ impl Config {
                             default
                         }
                     };
-                    Backend::Local {
-                        api,
-                        scrape_interval: duration(
-                            &l.scrape_interval,
-                            "scrapeInterval",
-                            DEFAULT_SCRAPE_INTERVAL,
-                        ),
-                        retention: duration(&l.retention, "retention", DEFAULT_RETENTION),
+                    let scrape_interval =
+                        duration(&l.scrape_interval, "scrapeInterval", DEFAULT_SCRAPE_INTERVAL);
+                    let retention = duration(&l.retention, "retention", DEFAULT_RETENTION);
+                    if !INTERVAL_BOUNDS.contains(&scrape_interval) {
+                        c.issue(&path, "scrapeInterval must be between 100ms and 24h".to_owned(), None);
                     }
+                    Backend::Local { api, scrape_interval, retention }
                 }
             };
             backends.insert(name.clone(), backend);

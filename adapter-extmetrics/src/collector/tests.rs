@@ -177,7 +177,7 @@ fn unusable_backend_is_reported() {
     rt.block_on(async {
         let c = Collector::new(BackendDefaults::default());
         let missing = Backend::Fixture { file: "/nonexistent/x.om".into(), at: FixtureTime::Now };
-        let errors = c.set_queries(vec![query("up", Reduce::Sum, Policies::default(), missing)]);
+        let errors = c.set_queries(vec![query("up", Reduce::Sum, Policies::default(), missing.clone())]);
         assert_eq!(errors.len(), 1);
         assert!(errors[0].1.to_string().contains("/nonexistent/x.om"), "{}", errors[0].1);
         while !c.ready() {
@@ -185,6 +185,9 @@ fn unusable_backend_is_reported() {
         }
         let err = c.answer("test", "prometheus-query", &Selector::everything()).unwrap_err();
         assert_eq!(err.code, 503);
+        // A failed backend is not cached: the next apply tries (and reports) it again.
+        let again = c.set_queries(vec![query("up", Reduce::Sum, Policies::default(), missing.clone())]);
+        assert_eq!(again.len(), 1);
     });
 }
 

@@ -283,7 +283,11 @@ pub fn from_hpa(hpa: &Hpa, defaults: &Defaults, backends: &BTreeMap<String, Back
         let mut unknown_keys: Vec<(&str, &str)> = Vec::new();
         for (name, (v, k)) in &config {
             match *name {
-                "interval" => interval = dur(&mut out, k, v).unwrap_or(interval),
+                "interval" => match dur(&mut out, k, v) {
+                    Some(d) if super::INTERVAL_BOUNDS.contains(&d) => interval = d,
+                    Some(_) => problem(&mut out, k, super::interval_bounds_message(), None),
+                    None => {}
+                },
                 "window" => match dur(&mut out, k, v) {
                     Some(d) if d.subsec_nanos() == 0 => window = Some(d),
                     Some(_) => problem(&mut out, k, "window must be a whole number of seconds".into(), None),
@@ -494,12 +498,15 @@ mod tests {
                 ("metric-config.external.bad.prometheus/query", "sum(rate(x[5m])) by (job"),
                 ("metric-config.external.slow.prometheus/query", "up"),
                 ("metric-config.external.slow.prometheus/interval", "soon"),
+                ("metric-config.external.huge.prometheus/query", "up"),
+                ("metric-config.external.huge.prometheus/interval", "9300000000000000000s"),
                 ("metric-config.pods.rps.json-path/json-key", "$.rps"),
                 ("metric-config.noslash", "x"),
             ],
             &[
                 ("bad", &[("type", "prometheus")]),
                 ("slow", &[("type", "prometheus")]),
+                ("huge", &[("type", "prometheus")]),
                 ("missing", &[("type", "prometheus")]),
                 ("prometheus-query", &[("query-name", "nothing")]),
                 ("queue", &[("type", "sqs-queue-length")]),
@@ -513,6 +520,7 @@ mod tests {
         assert!(all.contains("no External metric named \"unused\""), "{all}");
         assert!(all.contains("invalid PromQL query: 1:25: parse error: unclosed left parenthesis\n    sum(rate(x[5m])) by (job\n"), "{all}");
         assert!(all.contains("invalid duration \"soon\""), "{all}");
+        assert!(all.contains("huge.prometheus/interval: interval must be between 100ms and 24h"), "{all}");
         assert!(all.contains("pods metrics are not served"), "{all}");
         assert!(all.contains("metric-config.noslash: ignored"), "{all}");
         assert!(

@@ -785,7 +785,13 @@ impl<'a> Evaluator<'a> {
         if before_window {
             inner += step;
         }
-        let steps: Vec<Timestamp> = (0..).map(|i| inner + i * step).take_while(|&t| t <= end).collect();
+        // Counted before anything is allocated: `[30d:1ms]` has 2.6e9 steps, more
+        // than the sample limit however few series there are.
+        let count = ((i128::from(end) - i128::from(inner)) / i128::from(step) + 1).max(0);
+        if count > self.opts.max_samples as i128 {
+            return Err(EvalError::TooManySamples);
+        }
+        let steps: Vec<Timestamp> = (0..count as i64).map(|i| inner + i * step).collect();
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut series: Vec<M> = Vec::new();
         for (inner, value) in self.eval_steps(&sq.expr, &steps, step, &|_: &mut Evaluator<'a>, _, v| Ok(v))? {
@@ -1034,6 +1040,15 @@ mod tests {
         let engine = Engine::new(EngineOptions { max_samples: 10, ..EngineOptions::default() });
         let err = engine.instant_query(&store(), "sum_over_time(a_total[5m])", 300_000).unwrap_err();
         assert_eq!(err, EvalError::TooManySamples);
+        // A subquery's steps are counted before they are made, however far `@` goes.
+        let engine = Engine::default();
+        for q in ["max_over_time(a_total[30d:1ms])", "max_over_time(a_total[30d:1ms] @ 9223372036854775)"] {
+            assert_eq!(
+                engine.instant_query(&store(), q, 300_000).unwrap_err(),
+                EvalError::TooManySamples,
+                "{q}"
+            );
+        }
         let engine = Engine::new(EngineOptions { timeout: Some(Duration::ZERO), ..EngineOptions::default() });
         let err = engine.range_query(&store(), "a_total", 0, 300_000, 15_000).unwrap_err();
         assert_eq!(err, EvalError::Timeout);
