@@ -7,7 +7,7 @@
 //! ```yaml
 //! # Optional defaults for every metric (values shown are the built-in defaults).
 //! defaults:
-//!   interval: 15s          # evaluation interval (Go duration syntax: 500ms, 15s, 1m30s, 2h)
+//!   interval: 15s          # evaluation interval, 100ms..24h (Go duration syntax: 500ms, 15s, 1m30s, 2h)
 //!   backend: default       # name of a backend below; "default" is --prometheus-server
 //!   onEmpty: error         # empty result:        error | zero | last-good
 //!   onNaN: error           # NaN or ±Inf value:   error | zero | last-good
