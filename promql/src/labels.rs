@@ -105,6 +105,11 @@ impl Labels {
         })
     }
 
+    /// Whether both are the very same set (not merely equal): a cheap identity test.
+    pub(crate) fn ptr_eq(&self, other: &Labels) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The empty label set.
     pub fn empty() -> Self {
         Labels::default()

@@ -176,7 +176,7 @@ impl Evaluator<'_> {
                         self.quantile_range_warning(p, param);
                     }
                 }
-                self.value_aggregation(input, grouping, op, p)
+                self.value_aggregation(a, input, grouping, op, p)
             }
         };
         check_duplicates(&out, self.delayed)?;
@@ -184,29 +184,73 @@ impl Evaluator<'_> {
     }
 
     fn value_aggregation(
-        &self,
+        &mut self,
+        a: &AggregateExpr,
         input: Vec<S>,
         grouping: Option<&Grouping>,
         op: AggregateOp,
         p: f64,
     ) -> Vec<S> {
+        let node = a as *const AggregateExpr as usize;
+        // Over many steps (a range query, a subquery) the input is usually the same
+        // series in the same order as at the previous step: reuse its grouping.
+        if let Some(plan) = self.group_plans.get(&node).filter(|plan| plan.fits(&input)) {
+            let mut groups: Vec<Option<(Acc, bool)>> = (0..plan.keys.len()).map(|_| None).collect();
+            for (s, &g) in input.iter().zip(&plan.group_of) {
+                match &mut groups[g] {
+                    Some((acc, drop_name)) => {
+                        acc.add(s.v);
+                        *drop_name |= s.drop_name;
+                    }
+                    slot => *slot = Some((Acc::new(op, s.v), s.drop_name)),
+                }
+            }
+            // Groups are numbered in order of first appearance, as they come out.
+            return groups
+                .into_iter()
+                .zip(&plan.keys)
+                .filter_map(|(g, labels)| {
+                    let (acc, drop_name) = g?;
+                    Some(S { labels: labels.clone(), v: acc.value(op, p), t: 0, drop_name })
+                })
+                .collect();
+        }
+        let keep_plan = self.grid_step > 0;
+        let mut group_of = Vec::with_capacity(if keep_plan { input.len() } else { 0 });
         // Groups are found by a hash of the grouping labels' values, so that no label
         // set is built for an element whose group exists already.
         let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
         let mut groups: Vec<Group> = Vec::new();
-        for s in input {
+        for s in &input {
             let candidates = by_hash.entry(group_hash(&s.labels, grouping)).or_default();
-            match candidates.iter().copied().find(|&i| in_group(&groups[i].labels, &s.labels, grouping)) {
+            let g = match candidates
+                .iter()
+                .copied()
+                .find(|&i| in_group(&groups[i].labels, &s.labels, grouping))
+            {
                 Some(i) => {
                     groups[i].acc.add(s.v);
                     groups[i].drop_name |= s.drop_name;
+                    i
                 }
                 None => {
                     candidates.push(groups.len());
                     let labels = group_labels(&s.labels, grouping);
                     groups.push(Group { labels, drop_name: s.drop_name, acc: Acc::new(op, s.v) });
+                    groups.len() - 1
                 }
+            };
+            if keep_plan {
+                group_of.push(g);
             }
+        }
+        if keep_plan {
+            let plan = GroupPlan {
+                inputs: input.into_iter().map(|s| s.labels).collect(),
+                group_of,
+                keys: groups.iter().map(|g| g.labels.clone()).collect(),
+            };
+            self.group_plans.insert(node, plan);
         }
         groups
             .into_iter()
@@ -231,6 +275,21 @@ impl Evaluator<'_> {
             }
         }
         Ok(out)
+    }
+}
+
+/// How one step's input of an aggregation was grouped: by input position, the group
+/// number, and each group's labels. It fits another input made of the very same label
+/// sets in the same order.
+pub(crate) struct GroupPlan {
+    inputs: Vec<Labels>,
+    group_of: Vec<usize>,
+    keys: Vec<Labels>,
+}
+
+impl GroupPlan {
+    fn fits(&self, input: &[S]) -> bool {
+        self.inputs.len() == input.len() && self.inputs.iter().zip(input).all(|(a, s)| a.ptr_eq(&s.labels))
     }
 }
 

@@ -242,6 +242,7 @@ impl Engine {
             delayed: self.opts.features.is_enabled(Feature::DelayedNameRemoval),
             selected: HashMap::new(),
             precomputed: HashMap::new(),
+            group_plans: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.opts.timeout.map(|t| Instant::now() + t),
             samples_selected: 0,
@@ -410,6 +411,9 @@ struct Evaluator<'a> {
     selected: HashMap<usize, Arc<Vec<Series>>>,
     /// Range functions computed for all steps at once, by call node.
     precomputed: HashMap<usize, (Timestamp, sliding::StepResults)>,
+    /// Each aggregation's grouping of its last input, by node: the next step usually
+    /// has the same series in the same order and reuses it instead of hashing.
+    group_plans: HashMap<usize, aggregate::GroupPlan>,
     annotations: Vec<Annotation>,
     deadline: Option<Instant>,
     samples_selected: usize,
@@ -628,6 +632,7 @@ impl<'a> Evaluator<'a> {
             delayed: self.delayed,
             selected: self.selected.clone(),
             precomputed: HashMap::new(),
+            group_plans: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.deadline,
             samples_selected: self.samples_selected,
@@ -1032,6 +1037,48 @@ mod tests {
             assert_eq!((v[0].labels.metric_name(), v[0].v), (None, 1.0));
             let v = run(f, "last_over_time(a_total[1m])").unwrap();
             assert_eq!(v[0].labels.metric_name(), Some("a_total"));
+        }
+    }
+
+    /// Aggregations reuse their grouping while the input series stay the same: a range
+    /// query whose series come and go equals instant queries at each step.
+    #[test]
+    fn reused_grouping_follows_changing_inputs() {
+        let mut st = MemoryStore::new();
+        let l = |name: &str, job: &str| Labels::from_pairs([("__name__", "x"), ("inst", name), ("job", job)]);
+        for i in 0..40 {
+            let t = i * 15_000;
+            st.append(&l("a", "1"), t, i as f64);
+            st.append(&l("b", "1"), t, 2.0 * i as f64);
+            if (10..25).contains(&i) {
+                st.append(&l("c", "2"), t, 100.0);
+                st.append(
+                    &crate::Labels::from_pairs([("__name__", "x"), ("inst", "d"), ("job", "1")]),
+                    t,
+                    1.0,
+                );
+            }
+        }
+        let engine = Engine::default();
+        for q in ["sum by (job) (x)", "avg without (inst) (x)", "count(x)", "max by (job) (rate(x[1m]))"] {
+            let Value::Matrix(range) = engine.range_query(&st, q, 0, 585_000, 15_000).unwrap().value else {
+                panic!("{q}: not a matrix")
+            };
+            let mut instant_points = 0;
+            for step in 0..40 {
+                let t = step * 15_000;
+                let Value::Vector(instant) = engine.instant_query(&st, q, t).unwrap().value else {
+                    panic!("{q}: not a vector")
+                };
+                instant_points += instant.len();
+                for s in instant {
+                    let series =
+                        range.iter().find(|r| r.labels == s.labels).unwrap_or_else(|| panic!("{q} at {t}"));
+                    let p = series.points.iter().find(|p| p.t == t).unwrap_or_else(|| panic!("{q} at {t}"));
+                    assert!(p.v == s.v || (p.v.is_nan() && s.v.is_nan()), "{q} at {t}: {} vs {}", p.v, s.v);
+                }
+            }
+            assert_eq!(range.iter().map(|r| r.points.len()).sum::<usize>(), instant_points, "{q}");
         }
     }
 
