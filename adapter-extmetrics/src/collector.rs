@@ -87,6 +87,8 @@ struct State {
 /// One query with its backend and cached state.
 #[derive(Debug)]
 pub struct Entry {
+    /// Unique for the process: entries come and go with HPAs and reloads.
+    id: u64,
     query: MetricQuery,
     /// Where it is defined now (the config file may move it).
     origin: RwLock<crate::config::Origin>,
@@ -95,6 +97,11 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// This entry's identity.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The configured query.
     pub fn query(&self) -> &MetricQuery {
         &self.query
@@ -405,6 +412,11 @@ pub struct ProblemEvent {
     pub last_seen: DateTime<Utc>,
 }
 
+fn next_entry_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// An entry and the task collecting it.
 type Task = (Arc<Entry>, tokio::task::JoinHandle<()>);
 
@@ -487,7 +499,8 @@ impl Collector {
                 }
             };
             let origin = RwLock::new(query.origin.clone());
-            let entry = Arc::new(Entry { query, origin, backend, state: RwLock::default() });
+            let entry =
+                Arc::new(Entry { id: next_entry_id(), query, origin, backend, state: RwLock::default() });
             tasks.push((entry.clone(), tokio::spawn(collect_forever(entry))));
         }
         for (_, handle) in old.into_iter().flatten() {

@@ -225,19 +225,25 @@ async fn serve(cli: Cli, sources: Sources) -> anyhow::Result<()> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let mut s = sources.lock().unwrap_or_else(|p| p.into_inner());
-                if s.reload_changed() {
-                    apply(&collector, &s);
-                }
+                // Reading files and building backends (a fixture loads) blocks: not on an
+                // async worker's time.
+                tokio::task::block_in_place(|| {
+                    let mut s = sources.lock().unwrap_or_else(|p| p.into_inner());
+                    if s.reload_changed() {
+                        apply(&collector, &s);
+                    }
+                });
             }
         });
     }
     if let (Some(client), true) = (kube.clone(), cli.watch_hpas) {
         let (sources, collector) = (sources.clone(), collector.clone());
         tokio::spawn(cluster::watch_hpas(client, move |hpas| {
-            let mut s = sources.lock().unwrap_or_else(|p| p.into_inner());
-            s.set_watched(hpas.clone());
-            apply(&collector, &s);
+            tokio::task::block_in_place(|| {
+                let mut s = sources.lock().unwrap_or_else(|p| p.into_inner());
+                s.set_watched(hpas.clone());
+                apply(&collector, &s);
+            })
         }));
     }
 

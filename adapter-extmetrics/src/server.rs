@@ -466,7 +466,9 @@ pub struct Metrics {
     request_seconds: Histogram,
     collections: Family<OutcomeLabels, Counter>,
     value_age: Family<QueryLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    seen_outcomes: std::sync::Mutex<HashMap<OutcomeLabels, u64>>,
+    /// Collections already counted, by entry and outcome: a query replaced under the
+    /// same labels starts counting again from its own zero.
+    seen_outcomes: std::sync::Mutex<HashMap<(u64, &'static str), u64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -534,7 +536,7 @@ impl Metrics {
                     selector: labels.selector.clone(),
                     outcome: kind.to_owned(),
                 };
-                let last = seen.entry(outcome.clone()).or_insert(0);
+                let last = seen.entry((e.id(), kind)).or_insert(0);
                 if count > *last {
                     self.collections.get_or_create(&outcome).inc_by(count - *last);
                     *last = count;

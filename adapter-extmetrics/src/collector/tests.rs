@@ -43,7 +43,13 @@ fn fixture_backend() -> Backend {
 
 fn entry(q: MetricQuery) -> Entry {
     let backend = Runtime::build(&q.backend, &BackendDefaults::default()).map(Arc::new);
-    Entry { origin: RwLock::new(q.origin.clone()), query: q, backend, state: RwLock::default() }
+    Entry {
+        id: next_entry_id(),
+        origin: RwLock::new(q.origin.clone()),
+        query: q,
+        backend,
+        state: RwLock::default(),
+    }
 }
 
 async fn collected(q: &str, reduce: Reduce, policies: Policies) -> Entry {
