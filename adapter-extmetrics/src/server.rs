@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -356,9 +357,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metric_values(
     State(state): State<AppState>,
-    UrlPath((namespace, metric)): UrlPath<(String, String)>,
-    Query(params): Query<HashMap<String, String>>,
+    path: Result<UrlPath<(String, String)>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    // Malformed paths and query strings get a Status too, not axum's plain text.
+    let (namespace, metric) = match path {
+        Ok(UrlPath(p)) => p,
+        Err(e) => return status_response(&Status::bad_request(format!("invalid path: {}", e.body_text()))),
+    };
+    let params = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return status_response(&Status::bad_request(format!("invalid query string: {}", e.body_text())))
+        }
+    };
     let selector = match params.get("labelSelector").map(|s| Selector::parse(s)).transpose() {
         Ok(s) => s.unwrap_or_else(Selector::everything),
         Err(e) => {

@@ -378,6 +378,13 @@ fn authentication() {
     );
     assert_eq!((code, &unknown["reason"]), (404, &Json::from("NotFound")), "{unknown}");
     assert_eq!(unknown["message"], "the server could not find the metric down for external.metrics.k8s.io");
+    let (code, bad_path) = status_of(
+        c.get(adapter.url("/apis/external.metrics.k8s.io/v1beta1/namespaces/%FF/up")).send().unwrap(),
+    );
+    assert_eq!((code, &bad_path["reason"]), (400, &Json::from("BadRequest")), "{bad_path}");
+    let (code, bad_query) =
+        status_of(c.get(adapter.url(&format!("{path}?labelSelector=%FF"))).send().unwrap());
+    assert_eq!((code, &bad_query["reason"]), (400, &Json::from("BadRequest")), "{bad_query}");
     let (code, post) = status_of(c.post(adapter.url(path)).send().unwrap());
     assert_eq!((code, &post["reason"]), (405, &Json::from("MethodNotAllowed")), "{post}");
     let metrics =
