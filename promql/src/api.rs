@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Number, Value as Json};
 
-use crate::eval::kernels::go_format_float;
+use crate::eval::kernels::{go_format_float, write_go_float};
 use crate::labels::Labels;
 use crate::value::{Timestamp, Value};
 
@@ -151,7 +151,7 @@ fn write_point(out: &mut String, t: Timestamp, v: f64) {
     write_time(out, t);
     out.push_str(",\"");
     // Digits, signs, `e`, `.`, `NaN`, `Inf`: nothing to escape.
-    out.push_str(&go_format_float(v));
+    write_go_float(out, v);
     out.push_str("\"]");
 }
 

@@ -675,15 +675,24 @@ pub(crate) fn max_step(cur: f64, v: f64) -> f64 {
 /// decimal that round-trips, never with an exponent; `NaN`, `+Inf`, `-Inf`; `-0` for
 /// negative zero.
 pub(crate) fn go_format_float(v: f64) -> String {
+    let mut out = String::new();
+    write_go_float(&mut out, v);
+    out
+}
+
+/// [`go_format_float`] appended to `out`, without a `String` per value: results
+/// serialise hundreds of thousands of them.
+pub(crate) fn write_go_float(out: &mut String, v: f64) {
+    use std::fmt::Write;
     if v.is_nan() {
-        "NaN".to_string()
+        out.push_str("NaN");
     } else if v == f64::INFINITY {
-        "+Inf".to_string()
+        out.push_str("+Inf");
     } else if v == f64::NEG_INFINITY {
-        "-Inf".to_string()
+        out.push_str("-Inf");
     } else {
         // Rust's Display is shortest-round-trip and never uses an exponent.
-        format!("{v}")
+        let _ = write!(out, "{v}");
     }
 }
 
