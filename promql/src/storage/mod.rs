@@ -140,6 +140,9 @@ pub struct MemoryStore {
     series: Vec<StoredSeries>,
     by_labels: HashMap<Labels, u32>,
     postings: HashMap<(Arc<str>, Arc<str>), Vec<u32>>,
+    /// Every value of each label name, for regex matchers: they are tried on the few
+    /// distinct values, not on every candidate series.
+    values: HashMap<Arc<str>, Vec<Arc<str>>>,
     /// Every label name and value once: series share the strings.
     strings: std::collections::HashSet<Arc<str>>,
     /// Each series' position in label order, computed when first needed after a series
@@ -162,7 +165,11 @@ impl MemoryStore {
                 let id = self.series.len() as u32;
                 let labels = self.intern(labels);
                 for l in labels.iter() {
-                    self.postings.entry((l.name.clone(), l.value.clone())).or_default().push(id);
+                    let list = self.postings.entry((l.name.clone(), l.value.clone())).or_default();
+                    if list.is_empty() {
+                        self.values.entry(l.name.clone()).or_default().push(l.value.clone());
+                    }
+                    list.push(id);
                 }
                 self.by_labels.insert(labels.clone(), id);
                 self.series.push(StoredSeries { labels, ..Default::default() });
@@ -242,13 +249,35 @@ impl MemoryStore {
     }
 
     /// Candidate series ids: the intersection of the postings of the `=` matchers with
-    /// non-empty values, or every series when there is none.
+    /// non-empty values and of the `=~` matchers that cannot match an absent label (the
+    /// union of the postings of the values they match), or every series when there is
+    /// no such matcher.
     fn candidates(&self, matchers: &[LabelMatcher]) -> Vec<u32> {
-        let mut lists: Vec<&[u32]> = Vec::new();
-        for m in matchers.iter().filter(|m| m.op == MatchOp::Equal && !m.value.is_empty()) {
-            match self.postings.get(&(Arc::from(m.name.as_str()), Arc::from(m.value.as_str()))) {
-                Some(list) => lists.push(list),
-                None => return Vec::new(),
+        let mut lists: Vec<std::borrow::Cow<'_, [u32]>> = Vec::new();
+        for m in matchers {
+            match m.op {
+                MatchOp::Equal if !m.value.is_empty() => {
+                    match self.postings.get(&(Arc::from(m.name.as_str()), Arc::from(m.value.as_str()))) {
+                        Some(list) => lists.push(std::borrow::Cow::Borrowed(list)),
+                        None => return Vec::new(),
+                    }
+                }
+                MatchOp::Regex if !m.matches("") => {
+                    let values = self.values.get(m.name.as_str()).map_or(&[][..], Vec::as_slice);
+                    let mut union: Vec<u32> = Vec::new();
+                    for v in values.iter().filter(|v| m.matches(v)) {
+                        if let Some(list) = self.postings.get(&(Arc::from(m.name.as_str()), v.clone())) {
+                            union.extend_from_slice(list);
+                        }
+                    }
+                    if union.is_empty() {
+                        return Vec::new();
+                    }
+                    union.sort_unstable();
+                    union.dedup();
+                    lists.push(std::borrow::Cow::Owned(union));
+                }
+                _ => {}
             }
         }
         if lists.is_empty() {
@@ -321,6 +350,36 @@ fn tail_partition_point(ts: &[Timestamp], pred: impl Fn(Timestamp) -> bool) -> u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regex_matchers_select_through_the_index() {
+        let mut st = MemoryStore::new();
+        for (i, code) in ["200", "404", "500", "503", ""].iter().enumerate() {
+            let l = Labels::from_pairs([("__name__", "x"), ("code", code), ("i", &i.to_string())]);
+            st.append(&l, 0, i as f64);
+        }
+        let select = |op: MatchOp, pattern: &str| -> Vec<f64> {
+            let ms = [
+                LabelMatcher::new("__name__", MatchOp::Equal, "x").unwrap(),
+                LabelMatcher::new("code", op, pattern).unwrap(),
+            ];
+            let mut vs: Vec<f64> = st
+                .select(&Selection { matchers: &ms, start: 0, end: 0 })
+                .unwrap()
+                .iter()
+                .map(|s| s.points[0].v)
+                .collect();
+            vs.sort_by(f64::total_cmp);
+            vs
+        };
+        assert_eq!(select(MatchOp::Regex, "5.."), [2.0, 3.0]);
+        assert_eq!(select(MatchOp::Regex, "4.*|2.."), [0.0, 1.0]);
+        assert_eq!(select(MatchOp::Regex, "6.."), Vec::<f64>::new());
+        // Matching the empty value includes the series without the label.
+        assert_eq!(select(MatchOp::Regex, "5..|"), [2.0, 3.0, 4.0]);
+        assert_eq!(select(MatchOp::Regex, ".*"), [0.0, 1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(select(MatchOp::NotRegex, "5.."), [0.0, 1.0, 4.0]);
+    }
 
     #[test]
     fn tail_partition_point_agrees_with_binary_search() {
