@@ -286,7 +286,7 @@ impl MemoryStore {
         lists.sort_by_key(|l| l.len());
         let mut out = lists[0].to_vec();
         for list in &lists[1..] {
-            out.retain(|id| list.binary_search(id).is_ok());
+            out = intersect(&out, list);
         }
         out
     }
@@ -330,6 +330,29 @@ impl SampleSource for MemoryStore {
     }
 }
 
+/// The ids in both sorted lists, `small` being the shorter: a merge that gallops
+/// through `large`, so that a short list costs little against a long one.
+fn intersect(small: &[u32], large: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(small.len());
+    let mut rest = large;
+    for &id in small {
+        // Gallop to the first element >= id, then search the last stride.
+        let mut step = 1;
+        while step < rest.len() && rest[step] < id {
+            step *= 2;
+        }
+        let window = &rest[..rest.len().min(step + 1)];
+        let at = window.partition_point(|&x| x < id);
+        rest = &rest[at..];
+        match rest.first() {
+            Some(&x) if x == id => out.push(id),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    out
+}
+
 /// `ts.partition_point(pred)`, searched from the end with growing steps: queries mostly
 /// read the newest samples, and a binary search over a long column would touch a cache
 /// line per probe before reaching them.
@@ -350,6 +373,25 @@ fn tail_partition_point(ts: &[Timestamp], pred: impl Fn(Timestamp) -> bool) -> u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intersect_agrees_with_a_set_intersection() {
+        let lists: Vec<Vec<u32>> = vec![
+            vec![],
+            vec![5],
+            vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+            vec![1, 3, 5, 7, 9, 11, 13],
+            (0..1000).step_by(7).collect(),
+            (0..1000).step_by(3).collect(),
+            vec![999, 1000, 1001],
+        ];
+        for a in &lists {
+            for b in &lists {
+                let want: Vec<u32> = a.iter().copied().filter(|x| b.contains(x)).collect();
+                assert_eq!(intersect(a, b), want, "{a:?} & {b:?}");
+            }
+        }
+    }
 
     #[test]
     fn regex_matchers_select_through_the_index() {
