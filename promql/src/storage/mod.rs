@@ -254,15 +254,15 @@ impl MemoryStore {
     /// no such matcher.
     fn candidates(&self, matchers: &[LabelMatcher]) -> Vec<u32> {
         let mut lists: Vec<std::borrow::Cow<'_, [u32]>> = Vec::new();
-        for m in matchers {
+        for m in matchers.iter().filter(|m| indexed(m)) {
             match m.op {
-                MatchOp::Equal if !m.value.is_empty() => {
+                MatchOp::Equal => {
                     match self.postings.get(&(Arc::from(m.name.as_str()), Arc::from(m.value.as_str()))) {
                         Some(list) => lists.push(std::borrow::Cow::Borrowed(list)),
                         None => return Vec::new(),
                     }
                 }
-                MatchOp::Regex if !m.matches("") => {
+                MatchOp::Regex => {
                     let values = self.values.get(m.name.as_str()).map_or(&[][..], Vec::as_slice);
                     let mut union: Vec<u32> = Vec::new();
                     for v in values.iter().filter(|v| m.matches(v)) {
@@ -313,9 +313,8 @@ impl SampleSource for MemoryStore {
             ids.sort_unstable_by_key(|&id| rank[id as usize]);
         }
         let mut out = Vec::with_capacity(ids.len());
-        // Candidates already satisfy the `=` matchers their postings came from.
-        let residual: Vec<&LabelMatcher> =
-            sel.matchers.iter().filter(|m| m.op != MatchOp::Equal || m.value.is_empty()).collect();
+        // Candidates already satisfy the matchers their postings came from.
+        let residual: Vec<&LabelMatcher> = sel.matchers.iter().filter(|m| !indexed(m)).collect();
         for id in ids {
             let s = &self.series[id as usize];
             if !residual.iter().all(|m| m.matches(s.labels.get(&m.name).unwrap_or(""))) {
@@ -327,6 +326,16 @@ impl SampleSource for MemoryStore {
             out.push(Series { labels: s.labels.clone(), points });
         }
         Ok(out)
+    }
+}
+
+/// Whether the postings answer a matcher: `=` with a value, and `=~` that cannot match
+/// an absent label (whose series are in no postings list of that name).
+fn indexed(m: &LabelMatcher) -> bool {
+    match m.op {
+        MatchOp::Equal => !m.value.is_empty(),
+        MatchOp::Regex => !m.matches(""),
+        MatchOp::NotEqual | MatchOp::NotRegex => false,
     }
 }
 
