@@ -445,18 +445,22 @@ impl fmt::Display for ConfigIssue {
             write!(f, "{}: ", self.path)?;
         }
         f.write_str(&self.message)?;
-        if let Some(e) = &self.query_error {
-            let rendered = format!("{e:#}");
-            let mut lines = rendered.lines();
-            if let Some(first) = lines.next() {
-                write!(f, ": {first}")?;
-            }
-            for l in lines {
-                write!(f, "\n    {l}")?;
-            }
-        }
-        Ok(())
+        write_query_error(f, self.query_error.as_ref())
     }
+}
+
+/// `: <parse error>` after a message, the query and caret lines indented below it.
+pub(crate) fn write_query_error(f: &mut impl fmt::Write, e: Option<&promql::ParseError>) -> fmt::Result {
+    let Some(e) = e else { return Ok(()) };
+    let rendered = format!("{e:#}");
+    let mut lines = rendered.lines();
+    if let Some(first) = lines.next() {
+        write!(f, ": {first}")?;
+    }
+    for l in lines {
+        write!(f, "\n    {l}")?;
+    }
+    Ok(())
 }
 
 /// Why a config file was rejected.

@@ -131,15 +131,11 @@ impl Sources {
             .collect();
         let mut add = |source: &str, hpa: &Hpa, queries: &mut Vec<MetricQuery>| {
             let found = from_hpa(hpa, &self.config.defaults, &self.config.backends);
-            problems.extend(found.problems.iter().map(|p| {
-                let text = p.to_string();
-                let prefix = format!("HPA {}: ", p.hpa);
-                SourceProblem {
-                    reason: "InvalidAnnotation",
-                    source: source.to_owned(),
-                    object: format!("HorizontalPodAutoscaler {}", p.hpa),
-                    message: text.strip_prefix(&prefix).unwrap_or(&text).to_owned(),
-                }
+            problems.extend(found.problems.iter().map(|p| SourceProblem {
+                reason: "InvalidAnnotation",
+                source: source.to_owned(),
+                object: format!("HorizontalPodAutoscaler {}", p.hpa),
+                message: p.detail(),
             }));
             queries.extend(found.queries);
         };

@@ -91,20 +91,19 @@ pub struct AnnotationProblem {
     pub query_error: Option<promql::ParseError>,
 }
 
+impl AnnotationProblem {
+    /// The problem without the HPA: `subject: message`, and the query's caret lines.
+    pub fn detail(&self) -> String {
+        let mut out = format!("{}: {}", self.subject, self.message);
+        // Writing into a String cannot fail.
+        let _ = super::write_query_error(&mut out, self.query_error.as_ref());
+        out
+    }
+}
+
 impl fmt::Display for AnnotationProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HPA {}: {}: {}", self.hpa, self.subject, self.message)?;
-        if let Some(e) = &self.query_error {
-            let rendered = format!("{e:#}");
-            let mut lines = rendered.lines();
-            if let Some(first) = lines.next() {
-                write!(f, ": {first}")?;
-            }
-            for l in lines {
-                write!(f, "\n    {l}")?;
-            }
-        }
-        Ok(())
+        write!(f, "HPA {}: {}", self.hpa, self.detail())
     }
 }
 
