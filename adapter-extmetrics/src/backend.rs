@@ -150,13 +150,7 @@ impl Runtime {
                     .map_err(|e| BackendError::Eval(e.to_string()))?;
                 let plan = engine.plan(&expr, t, t, 0).map_err(|e| BackendError::Eval(e.to_string()))?;
                 let store = source.fetch(&plan).await.map_err(|e| BackendError::Source(e.to_string()))?;
-                let engine = with_timeout(engine, timeout);
-                // Evaluation is CPU work: off the async threads.
-                tokio::task::spawn_blocking(move || engine.eval(&store, &expr, t, t, 0))
-                    .await
-                    .map_err(|e| BackendError::Eval(format!("evaluation task failed: {e}")))?
-                    .map(|r| r.value)
-                    .map_err(|e| BackendError::Eval(e.to_string()))
+                evaluate(engine, Arc::new(store), query, t, timeout).await
             }
             Runtime::Pods { pods, engine, .. } => evaluate(engine, pods.clone(), query, t, timeout).await,
             Runtime::Fixture { store, engine, .. } => {

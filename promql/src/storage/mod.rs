@@ -264,9 +264,10 @@ impl MemoryStore {
                 }
                 MatchOp::Regex => {
                     let values = self.values.get(m.name.as_str()).map_or(&[][..], Vec::as_slice);
+                    let name: Arc<str> = Arc::from(m.name.as_str());
                     let mut union: Vec<u32> = Vec::new();
                     for v in values.iter().filter(|v| m.matches(v)) {
-                        if let Some(list) = self.postings.get(&(Arc::from(m.name.as_str()), v.clone())) {
+                        if let Some(list) = self.postings.get(&(name.clone(), v.clone())) {
                             union.extend_from_slice(list);
                         }
                     }
