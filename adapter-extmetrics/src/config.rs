@@ -557,6 +557,9 @@ struct RawLocal {
     retention: Option<String>,
 }
 
+/// The policy keys are repeated here rather than `#[serde(flatten)]`ed from
+/// [`RawPolicyFields`]: serde cannot deny unknown fields through a flatten, and unknown
+/// keys must be errors.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawMetric {
