@@ -9,6 +9,9 @@ use crate::printer::write_quoted;
 /// The metric name label.
 pub const METRIC_NAME: &str = "__name__";
 
+/// The labels that name a metric and go with its name when it is dropped.
+pub(crate) const NAME_LABELS: [&str; 3] = [METRIC_NAME, "__type__", "__unit__"];
+
 /// One `name="value"` pair.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Label {
@@ -185,7 +188,6 @@ impl Labels {
 
     /// A copy without `__name__` (and the other metadata labels `__type__`, `__unit__`).
     pub fn without_metric_name(&self) -> Labels {
-        const NAME_LABELS: [&str; 3] = [METRIC_NAME, "__type__", "__unit__"];
         // Checked first: it spares reading the labels, a cache miss per series.
         if let Some(unnamed) = self.0.unnamed.get() {
             return unnamed.clone();

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use super::kernels;
 use super::{check_duplicates, exec_error, AnnotationKind, EResult, Evaluator, S, V};
 use crate::ast::{AggregateExpr, AggregateOp, Grouping};
-use crate::labels::{Labels, METRIC_NAME};
+use crate::labels::{Labels, NAME_LABELS};
 use crate::value::Timestamp;
 
 /// The labels that identify an element's group.
@@ -16,7 +16,7 @@ fn group_labels(labels: &Labels, grouping: Option<&Grouping>) -> Labels {
             let names: Vec<&str> = g.labels.iter().map(String::as_str).collect();
             if g.without {
                 let mut names = names;
-                names.extend([METRIC_NAME, "__type__", "__unit__"]);
+                names.extend(NAME_LABELS);
                 labels.without(&names)
             } else {
                 labels.keep(&names)
@@ -29,7 +29,7 @@ fn group_labels(labels: &Labels, grouping: Option<&Grouping>) -> Labels {
 fn is_group_label(name: &str, grouping: &Grouping) -> bool {
     let listed = grouping.labels.iter().any(|l| l == name);
     if grouping.without {
-        !listed && !matches!(name, "__name__" | "__type__" | "__unit__")
+        !listed && !NAME_LABELS.contains(&name)
     } else {
         listed
     }

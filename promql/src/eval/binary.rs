@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::{check_duplicates, exec_error, EResult, EvalError, Evaluator, S, V};
 use crate::ast::{BinaryExpr, BinaryOp, GroupSide, VectorMatching};
-use crate::labels::{Labels, METRIC_NAME};
+use crate::labels::{Labels, NAME_LABELS};
 use crate::value::Timestamp;
 
 /// Arithmetic with Go's float semantics (`%` is `math.Mod`, `^` is `math.Pow`).
@@ -53,7 +53,7 @@ fn signature(labels: &Labels, matching: Option<&VectorMatching>) -> Labels {
         }
         Some(m) => {
             let mut names: Vec<&str> = m.labels.iter().map(String::as_str).collect();
-            names.extend([METRIC_NAME, "__type__", "__unit__"]);
+            names.extend(NAME_LABELS);
             labels.without(&names)
         }
         None => labels.without_metric_name(),
