@@ -54,7 +54,9 @@ mod tests {
     fn dump(store: &MemoryStore) -> Dump {
         store
             .series()
-            .map(|(l, ts, vs)| (l.to_string(), ts.to_vec(), vs.iter().map(|v| v.to_bits()).collect()))
+            .map(|(l, ps)| {
+                (l.to_string(), ps.iter().map(|p| p.t).collect(), ps.iter().map(|p| p.v.to_bits()).collect())
+            })
             .collect()
     }
 

@@ -15,7 +15,8 @@ use super::{
 use crate::ast::{Call, Expr, MatchOp, VectorSelector};
 use crate::labels::{Label, Labels, METRIC_NAME};
 use crate::storage::LabelMatcher;
-use crate::value::{is_stale_marker, Series, Timestamp};
+use crate::storage::SelectedSeries;
+use crate::value::{is_stale_marker, Timestamp};
 
 /// The info metric used without a label selector, or one without a `__name__` matcher.
 const TARGET_INFO: &str = "target_info";
@@ -273,7 +274,7 @@ impl Evaluator<'_> {
 
     /// The time of the sample an info series has at `reference`, looking back as an
     /// instant selector does; `None` when it has none or it is stale.
-    fn info_sample(&self, series: &Series, reference: Timestamp) -> Option<Timestamp> {
+    fn info_sample(&self, series: &SelectedSeries, reference: Timestamp) -> Option<Timestamp> {
         let i = series.points.partition_point(|p| p.t <= reference);
         let p = series.points.get(i.checked_sub(1)?)?;
         let too_old = match self.opts.compat {

@@ -21,7 +21,7 @@ use crate::ast::*;
 use crate::error::ParseError;
 use crate::features::{Feature, Features};
 use crate::labels::Labels;
-use crate::storage::{LabelMatcher, SampleSource, Selection, SourceError};
+use crate::storage::{LabelMatcher, SampleSource, SelectedSeries, Selection, SourceError};
 use crate::value::{is_stale_marker, Point, Sample, Series, Timestamp, Value};
 
 /// Settings of an [`Engine`].
@@ -316,7 +316,7 @@ pub(crate) struct Matrix {
     /// The selected samples that [`Points::Selected`] windows point into. One reference
     /// for the whole matrix: per-window references would make threads fight over one
     /// reference count.
-    pub source: Option<Arc<Vec<Series>>>,
+    pub source: Option<Arc<Vec<SelectedSeries>>>,
 }
 
 /// A value during evaluation of one step.
@@ -408,7 +408,7 @@ struct Evaluator<'a> {
     step: i64,
     delayed: bool,
     /// The samples of every selector over the whole span it can touch.
-    selected: HashMap<usize, Arc<Vec<Series>>>,
+    selected: HashMap<usize, Arc<Vec<SelectedSeries>>>,
     /// Range functions computed for all steps at once, by call node.
     precomputed: HashMap<usize, (Timestamp, sliding::StepResults)>,
     /// Each aggregation's grouping of its last input, by node: the next step usually
@@ -545,8 +545,11 @@ impl<'a> Evaluator<'a> {
     fn select_all(&mut self, source: &dyn SampleSource, planned: Vec<Planned>) -> EResult<()> {
         for p in planned {
             let sel = &p.selection;
-            let series =
-                source.select(&Selection { matchers: &sel.matchers, start: sel.start, end: sel.end })?;
+            let series = source.select_shared(&Selection {
+                matchers: &sel.matchers,
+                start: sel.start,
+                end: sel.end,
+            })?;
             self.samples_selected += series.iter().map(|s| s.points.len()).sum::<usize>();
             if self.samples_selected > self.opts.max_samples {
                 return Err(EvalError::TooManySamples);
@@ -580,7 +583,7 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn selected(&self, vs: &VectorSelector) -> Arc<Vec<Series>> {
+    fn selected(&self, vs: &VectorSelector) -> Arc<Vec<SelectedSeries>> {
         self.selected.get(&(vs as *const VectorSelector as usize)).cloned().unwrap_or_default()
     }
 
@@ -939,7 +942,7 @@ impl<'a> Evaluator<'a> {
 }
 
 /// The points of a window of a matrix whose selected samples are `source`.
-pub(crate) fn points_of<'a>(source: Option<&'a Arc<Vec<Series>>>, p: &'a Points) -> &'a [Point] {
+pub(crate) fn points_of<'a>(source: Option<&'a Arc<Vec<SelectedSeries>>>, p: &'a Points) -> &'a [Point] {
     match (p, source) {
         (Points::Selected { series, range }, Some(all)) => &all[*series].points[range.clone()],
         (Points::Owned(v), _) => v,

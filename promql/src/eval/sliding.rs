@@ -103,21 +103,22 @@ impl Evaluator<'_> {
             let labels =
                 if keep_name || self.delayed { s.labels.clone() } else { s.labels.without_metric_name() };
             let drop_name = !keep_name && self.delayed;
+            let points: &[Point] = &s.points;
             // Start the windows at the first step's, then slide.
             let first_end = steps[0] - offset;
-            let mut hi = s.points.partition_point(|p| p.t <= first_end);
-            let mut lo = s.points[..hi].partition_point(|p| p.t < first_end - range);
+            let mut hi = points.partition_point(|p| p.t <= first_end);
+            let mut lo = points[..hi].partition_point(|p| p.t < first_end - range);
             let mut seen = false;
             for (i, &t) in steps.iter().enumerate() {
                 let end = t - offset;
                 let start = end - range;
-                while hi < s.points.len() && s.points[hi].t <= end {
+                while hi < points.len() && points[hi].t <= end {
                     hi += 1;
                 }
-                while lo < hi && (s.points[lo].t < start || (!closed && s.points[lo].t == start)) {
+                while lo < hi && (points[lo].t < start || (!closed && points[lo].t == start)) {
                     lo += 1;
                 }
-                let window = &s.points[lo..hi];
+                let window = &points[lo..hi];
                 if window.is_empty() {
                     continue;
                 }

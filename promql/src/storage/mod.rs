@@ -113,17 +113,83 @@ pub struct SourceError(pub String);
 pub trait SampleSource {
     /// The series matching `sel`.
     fn select(&self, sel: &Selection<'_>) -> Result<Vec<Series>, SourceError>;
+
+    /// The series matching `sel`, their samples possibly shared with the source rather
+    /// than copied. The evaluator selects through this; a source that holds its samples
+    /// in [`SharedPoints`] buffers overrides it to lend them.
+    fn select_shared(&self, sel: &Selection<'_>) -> Result<Vec<SelectedSeries>, SourceError> {
+        Ok(self.select(sel)?.into_iter().map(SelectedSeries::from).collect())
+    }
+}
+
+/// A window of a shared, immutable buffer of samples: a selection costs a reference
+/// count instead of a copy.
+///
+/// ```
+/// use promql::{storage::SharedPoints, value::Point};
+/// let all = SharedPoints::from(vec![Point { t: 0, v: 1.0 }, Point { t: 15_000, v: 2.0 }]);
+/// let newest = all.window(1..2);
+/// assert_eq!(newest.len(), 1);
+/// assert_eq!(newest[0].v, 2.0);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SharedPoints {
+    all: Arc<Vec<Point>>,
+    range: std::ops::Range<usize>,
+}
+
+impl SharedPoints {
+    /// The part `range` (relative to this window) of the samples.
+    ///
+    /// # Panics
+    /// If `range` is not within the window, as slicing would.
+    pub fn window(&self, range: std::ops::Range<usize>) -> SharedPoints {
+        let _ = &self[range.clone()];
+        SharedPoints {
+            all: self.all.clone(),
+            range: self.range.start + range.start..self.range.start + range.end,
+        }
+    }
+}
+
+impl std::ops::Deref for SharedPoints {
+    type Target = [Point];
+    fn deref(&self) -> &[Point] {
+        &self.all[self.range.clone()]
+    }
+}
+
+impl From<Vec<Point>> for SharedPoints {
+    fn from(points: Vec<Point>) -> Self {
+        SharedPoints { range: 0..points.len(), all: Arc::new(points) }
+    }
+}
+
+/// A selected series: labels and a window of samples shared with the source.
+#[derive(Debug, Clone)]
+pub struct SelectedSeries {
+    /// The series.
+    pub labels: Labels,
+    /// Its samples in the selection's time range, in time order.
+    pub points: SharedPoints,
+}
+
+impl From<Series> for SelectedSeries {
+    fn from(s: Series) -> Self {
+        SelectedSeries { labels: s.labels, points: s.points.into() }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
 struct StoredSeries {
     labels: Labels,
-    ts: Vec<Timestamp>,
-    vs: Vec<f64>,
+    /// Samples in time order. Selections share the buffer; an append while one is alive
+    /// copies it first (`Arc::make_mut`), so a query never sees samples change.
+    points: Arc<Vec<Point>>,
 }
 
-/// The in-memory reference source: columnar series (timestamps and values in separate
-/// vectors), and an inverted index from `name=value` to series ids so that selection
+/// The in-memory reference source: each series' samples in one buffer that selections
+/// share instead of copying, and an inverted index from `name=value` to series ids so that selection
 /// does not scan every series.
 ///
 /// ```
@@ -177,19 +243,17 @@ impl MemoryStore {
                 id
             }
         };
-        let s = &mut self.series[id as usize];
-        match s.ts.last() {
-            Some(&last) if last >= t => match s.ts.binary_search(&t) {
-                Ok(i) => s.vs[i] = v,
+        let points = Arc::make_mut(&mut self.series[id as usize].points);
+        match points.last() {
+            Some(last) if last.t >= t => match points.binary_search_by_key(&t, |p| p.t) {
+                Ok(i) => points[i].v = v,
                 Err(i) => {
-                    s.ts.insert(i, t);
-                    s.vs.insert(i, v);
+                    points.insert(i, Point { t, v });
                     self.samples += 1;
                 }
             },
             _ => {
-                s.ts.push(t);
-                s.vs.push(v);
+                points.push(Point { t, v });
                 self.samples += 1;
             }
         }
@@ -209,26 +273,25 @@ impl MemoryStore {
         Labels::from_interned(interned)
     }
 
-    /// Every series: labels, timestamps and values.
-    pub fn series(&self) -> impl Iterator<Item = (&Labels, &[Timestamp], &[f64])> + '_ {
-        self.series.iter().map(|s| (&s.labels, s.ts.as_slice(), s.vs.as_slice()))
+    /// Every series: labels and samples.
+    pub fn series(&self) -> impl Iterator<Item = (&Labels, &[Point])> + '_ {
+        self.series.iter().map(|s| (&s.labels, s.points.as_slice()))
     }
 
     /// Adds every sample of `other`.
     pub fn merge(&mut self, other: &MemoryStore) {
-        for (labels, ts, vs) in other.series() {
-            for (&t, &v) in ts.iter().zip(vs) {
-                self.append(labels, t, v);
+        for (labels, points) in other.series() {
+            for p in points {
+                self.append(labels, p.t, p.v);
             }
         }
     }
 
-    /// Releases spare capacity of the series' columns: after loading, appends left up to
+    /// Releases spare capacity of the series' buffers: after loading, appends left up to
     /// half of it unused.
     pub fn shrink_to_fit(&mut self) {
         for s in &mut self.series {
-            s.ts.shrink_to_fit();
-            s.vs.shrink_to_fit();
+            Arc::make_mut(&mut s.points).shrink_to_fit();
         }
         self.series.shrink_to_fit();
     }
@@ -295,6 +358,14 @@ impl MemoryStore {
 
 impl SampleSource for MemoryStore {
     fn select(&self, sel: &Selection<'_>) -> Result<Vec<Series>, SourceError> {
+        Ok(self
+            .select_shared(sel)?
+            .into_iter()
+            .map(|s| Series { labels: s.labels, points: s.points.to_vec() })
+            .collect())
+    }
+
+    fn select_shared(&self, sel: &Selection<'_>) -> Result<Vec<SelectedSeries>, SourceError> {
         let rank = self.rank.get_or_init(|| {
             let mut ids: Vec<u32> = (0..self.series.len() as u32).collect();
             ids.sort_unstable_by(|&a, &b| {
@@ -321,10 +392,12 @@ impl SampleSource for MemoryStore {
             if !residual.iter().all(|m| m.matches(s.labels.get(&m.name).unwrap_or(""))) {
                 continue;
             }
-            let hi = tail_partition_point(&s.ts, |t| t <= sel.end);
-            let lo = tail_partition_point(&s.ts[..hi], |t| t < sel.start);
-            let points = s.ts[lo..hi].iter().zip(&s.vs[lo..hi]).map(|(&t, &v)| Point { t, v }).collect();
-            out.push(Series { labels: s.labels.clone(), points });
+            let hi = tail_partition_point(&s.points, |t| t <= sel.end);
+            let lo = tail_partition_point(&s.points[..hi], |t| t < sel.start);
+            out.push(SelectedSeries {
+                labels: s.labels.clone(),
+                points: SharedPoints { all: s.points.clone(), range: lo..hi },
+            });
         }
         Ok(out)
     }
@@ -366,18 +439,18 @@ fn intersect(small: &[u32], large: &[u32]) -> Vec<u32> {
 /// `ts.partition_point(pred)`, searched from the end with growing steps: queries mostly
 /// read the newest samples, and a binary search over a long column would touch a cache
 /// line per probe before reaching them.
-fn tail_partition_point(ts: &[Timestamp], pred: impl Fn(Timestamp) -> bool) -> usize {
-    let mut hi = ts.len();
+fn tail_partition_point(ps: &[Point], pred: impl Fn(Timestamp) -> bool) -> usize {
+    let mut hi = ps.len();
     let mut step = 1;
-    while step <= ts.len() {
-        let i = ts.len() - step;
-        if pred(ts[i]) {
-            return i + 1 + ts[i + 1..hi].partition_point(|&t| pred(t));
+    while step <= ps.len() {
+        let i = ps.len() - step;
+        if pred(ps[i].t) {
+            return i + 1 + ps[i + 1..hi].partition_point(|p| pred(p.t));
         }
         hi = i;
         step *= 2;
     }
-    ts[..hi].partition_point(|&t| pred(t))
+    ps[..hi].partition_point(|p| pred(p.t))
 }
 
 #[cfg(test)]
@@ -434,16 +507,33 @@ mod tests {
     }
 
     #[test]
+    fn selections_keep_their_samples_while_the_store_appends() {
+        let mut st = MemoryStore::new();
+        let up = Labels::from_pairs([("__name__", "up")]);
+        st.append(&up, 0, 1.0);
+        st.append(&up, 10, 2.0);
+        let ms = [LabelMatcher::new("__name__", MatchOp::Equal, "up").unwrap()];
+        let held = st.select_shared(&Selection { matchers: &ms, start: 0, end: 100 }).unwrap();
+        st.append(&up, 20, 3.0);
+        st.append(&up, 10, 9.0);
+        let vs = |pts: &[Point]| pts.iter().map(|p| p.v).collect::<Vec<_>>();
+        assert_eq!(vs(&held[0].points), [1.0, 2.0]);
+        let now = st.select_shared(&Selection { matchers: &ms, start: 5, end: 100 }).unwrap();
+        assert_eq!(vs(&now[0].points), [9.0, 3.0]);
+        assert_eq!(vs(&now[0].points.window(1..2)), [3.0]);
+    }
+
+    #[test]
     fn tail_partition_point_agrees_with_binary_search() {
         for len in 0..40 {
-            let ts: Vec<Timestamp> = (0..len).map(|i| i * 10).collect();
+            let ps: Vec<Point> = (0..len).map(|i| Point { t: i * 10, v: 0.0 }).collect();
             for cut in -5..len * 10 + 5 {
                 assert_eq!(
-                    tail_partition_point(&ts, |t| t <= cut),
-                    ts.partition_point(|&t| t <= cut),
+                    tail_partition_point(&ps, |t| t <= cut),
+                    ps.partition_point(|p| p.t <= cut),
                     "len {len}, cut {cut}"
                 );
-                assert_eq!(tail_partition_point(&ts, |t| t < cut), ts.partition_point(|&t| t < cut));
+                assert_eq!(tail_partition_point(&ps, |t| t < cut), ps.partition_point(|p| p.t < cut));
             }
         }
     }

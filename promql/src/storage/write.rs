@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use super::MemoryStore;
 use crate::eval::kernels::go_format_float;
 use crate::labels::METRIC_NAME;
-use crate::value::is_stale_marker;
+use crate::value::{is_stale_marker, Point};
 
 /// Writes every series of `store` in OpenMetrics text: series grouped by metric name
 /// (families must be contiguous), samples in time order with millisecond timestamps,
@@ -24,7 +24,7 @@ pub fn write_openmetrics(store: &MemoryStore, out: &mut impl Write) -> io::Resul
     let mut series: Vec<_> = store.series().collect();
     series.sort_by(|a, b| a.0.cmp(b.0));
     let mut line = String::new();
-    for (labels, ts, vs) in series {
+    for (labels, points) in series {
         line.clear();
         line.push_str(labels.metric_name().unwrap_or(""));
         let rest: Vec<_> = labels.iter().filter(|l| &*l.name != METRIC_NAME).collect();
@@ -48,7 +48,7 @@ pub fn write_openmetrics(store: &MemoryStore, out: &mut impl Write) -> io::Resul
             }
             line.push('}');
         }
-        for (&t, &v) in ts.iter().zip(vs) {
+        for &Point { t, v } in points {
             if is_stale_marker(v) {
                 continue;
             }
