@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 
 use super::kernels;
+use super::sliding::node_key;
 use super::{check_duplicates, exec_error, AnnotationKind, EResult, Evaluator, S, V};
-use crate::ast::{AggregateExpr, AggregateOp, Grouping};
+use crate::ast::{AggregateExpr, AggregateOp, Call, Grouping};
 use crate::labels::{Labels, NAME_LABELS};
 use crate::value::Timestamp;
 
@@ -132,6 +133,10 @@ struct Group {
 
 impl Evaluator<'_> {
     pub(super) fn aggregate(&mut self, a: &AggregateExpr, t: Timestamp) -> EResult<V> {
+        if let Some(out) = self.take_precomputed(node_key(a), t) {
+            check_duplicates(&out, self.delayed)?;
+            return Ok(V::Vector(out));
+        }
         let param = match (&a.param, a.op) {
             (Some(p), AggregateOp::CountValues) => match self.eval(p, t)? {
                 V::String(s) => Param::Label(s),
@@ -181,6 +186,84 @@ impl Evaluator<'_> {
         };
         check_duplicates(&out, self.delayed)?;
         Ok(V::Vector(out))
+    }
+
+    /// `a` (a value aggregation without parameter, [`value_aggregation`]) of the range
+    /// function call `c` at each of `steps`, the call's values going straight into their
+    /// groups instead of into a vector per step. `None` when `c` cannot slide.
+    ///
+    /// Within a step, groups come out in the order of their first element in the call's
+    /// output, as [`value_aggregation`] gives them, and take their elements in the same
+    /// order, so that sums round the same way.
+    ///
+    /// [`value_aggregation`]: Evaluator::value_aggregation
+    pub(super) fn fused_aggregate(
+        &mut self,
+        a: &AggregateExpr,
+        c: &Call,
+        steps: &[Timestamp],
+    ) -> EResult<Option<Vec<Vec<S>>>> {
+        if !self.distinct_outputs(c) {
+            return Ok(None);
+        }
+        let grouping = a.grouping.as_ref();
+        let op = a.op;
+        // Per series of the selection, its group once seen.
+        let mut group_of: Vec<usize> = Vec::new();
+        let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut keys: Vec<Labels> = Vec::new();
+        // Per group, per step: the accumulator and the first series that went into it.
+        let mut cells: Vec<Vec<Option<(Acc, usize)>>> = Vec::new();
+        let mut drop_names = false;
+        let slid = self.slide_each(c, steps, |series, labels, drop_name, i, v| {
+            drop_names |= drop_name;
+            if series >= group_of.len() {
+                group_of.resize(series + 1, usize::MAX);
+            }
+            if group_of[series] == usize::MAX {
+                let candidates = by_hash.entry(group_hash(labels, grouping)).or_default();
+                group_of[series] =
+                    match candidates.iter().copied().find(|&g| in_group(&keys[g], labels, grouping)) {
+                        Some(g) => g,
+                        None => {
+                            candidates.push(keys.len());
+                            keys.push(group_labels(labels, grouping));
+                            cells.push((0..steps.len()).map(|_| None).collect());
+                            keys.len() - 1
+                        }
+                    };
+            }
+            let g = group_of[series];
+            match &mut cells[g][i] {
+                Some((acc, _)) => acc.add(v),
+                cell => *cell = Some((Acc::new(op, v), series)),
+            }
+        })?;
+        if !slid {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(steps.len());
+        let mut present: Vec<(usize, usize, Acc)> = Vec::new();
+        for i in 0..steps.len() {
+            present.clear();
+            present.extend(cells.iter_mut().enumerate().filter_map(|(g, row)| {
+                let (acc, first) = row[i].take()?;
+                Some((first, g, acc))
+            }));
+            present.sort_unstable_by_key(|&(first, ..)| first);
+            out.push(
+                present
+                    .drain(..)
+                    .map(|(_, g, acc)| S {
+                        labels: keys[g].clone(),
+                        v: acc.value(op, f64::NAN),
+                        t: 0,
+                        drop_name: drop_names,
+                    })
+                    .collect(),
+            );
+        }
+        Ok(Some(out))
     }
 
     fn value_aggregation(

@@ -14,7 +14,7 @@ use crate::value::{Point, Timestamp};
 
 impl Evaluator<'_> {
     pub(super) fn call(&mut self, c: &Call, t: Timestamp) -> EResult<V> {
-        if let Some(v) = self.take_precomputed(c, t) {
+        if let Some(v) = self.take_precomputed(super::sliding::node_key(c), t) {
             check_duplicates(&v, self.delayed)?;
             return Ok(V::Vector(v));
         }

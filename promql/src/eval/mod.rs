@@ -242,6 +242,7 @@ impl Engine {
             delayed: self.opts.features.is_enabled(Feature::DelayedNameRemoval),
             selected: HashMap::new(),
             precomputed: HashMap::new(),
+            has_stale: HashMap::new(),
             group_plans: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.opts.timeout.map(|t| Instant::now() + t),
@@ -411,6 +412,8 @@ struct Evaluator<'a> {
     selected: HashMap<usize, Arc<Vec<SelectedSeries>>>,
     /// Range functions computed for all steps at once, by call node.
     precomputed: HashMap<usize, (Timestamp, sliding::StepResults)>,
+    /// Per selector (by [`sliding::node_key`]), whether its selection has stale markers.
+    has_stale: HashMap<usize, bool>,
     /// Each aggregation's grouping of its last input, by node: the next step usually
     /// has the same series in the same order and reuses it instead of hashing.
     group_plans: HashMap<usize, aggregate::GroupPlan>,
@@ -635,6 +638,7 @@ impl<'a> Evaluator<'a> {
             delayed: self.delayed,
             selected: self.selected.clone(),
             precomputed: HashMap::new(),
+            has_stale: HashMap::new(),
             group_plans: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.deadline,
