@@ -177,15 +177,42 @@ pub(crate) fn extrapolated_rate(
     is_rate: bool,
     zero_clamp_first: bool,
 ) -> Option<f64> {
+    let kind = if is_counter { CounterKind::Counter } else { CounterKind::Gauge };
+    extrapolated_rate_of(points, range_start_ms, range_end_ms, range_ms, kind, is_rate, zero_clamp_first)
+}
+
+/// What [`extrapolated_rate_of`] is told about the series of a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CounterKind {
+    /// `delta`: no reset handling.
+    Gauge,
+    /// `rate`, `increase`: decreases are resets.
+    Counter,
+    /// A counter window known to have no decrease (the caller counted them while
+    /// sliding): the same result without looking for one.
+    CounterWithoutResets,
+}
+
+/// [`extrapolated_rate`], told whether the window may hold counter resets.
+pub(crate) fn extrapolated_rate_of(
+    points: &[Point],
+    range_start_ms: i64,
+    range_end_ms: i64,
+    range_ms: i64,
+    kind: CounterKind,
+    is_rate: bool,
+    zero_clamp_first: bool,
+) -> Option<f64> {
     if points.len() < 2 {
         return None;
     }
+    let is_counter = kind != CounterKind::Gauge;
     let first = points[0];
     let last = points[points.len() - 1];
     let num_samples_minus_one = points.len() - 1;
 
     let mut result = last.v - first.v;
-    if is_counter {
+    if kind == CounterKind::Counter {
         for w in points.windows(2) {
             if w[1].v < w[0].v {
                 result += w[0].v;

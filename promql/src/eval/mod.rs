@@ -243,6 +243,7 @@ impl Engine {
             selected: HashMap::new(),
             precomputed: HashMap::new(),
             has_stale: HashMap::new(),
+            cursors: HashMap::new(),
             group_plans: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.opts.timeout.map(|t| Instant::now() + t),
@@ -414,6 +415,9 @@ struct Evaluator<'a> {
     precomputed: HashMap<usize, (Timestamp, sliding::StepResults)>,
     /// Per selector (by [`sliding::node_key`]), whether its selection has stale markers.
     has_stale: HashMap<usize, bool>,
+    /// Per sliding call: the last step it was slid to, and where each series' window
+    /// ended there (`lo..hi` in its selection) with how many counter resets it held.
+    cursors: HashMap<usize, (Timestamp, Vec<sliding::Cursor>)>,
     /// Each aggregation's grouping of its last input, by node: the next step usually
     /// has the same series in the same order and reuses it instead of hashing.
     group_plans: HashMap<usize, aggregate::GroupPlan>,
@@ -639,6 +643,7 @@ impl<'a> Evaluator<'a> {
             selected: self.selected.clone(),
             precomputed: HashMap::new(),
             has_stale: HashMap::new(),
+            cursors: HashMap::new(),
             group_plans: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.deadline,

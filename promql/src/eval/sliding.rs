@@ -3,7 +3,8 @@
 //! windows that slide forward over each series instead of a search and a window per
 //! step. The results are taken by the steps as they are evaluated.
 
-use super::{kernels, Compat, EResult, Evaluator, S};
+use super::kernels::{self, CounterKind};
+use super::{Compat, EResult, Evaluator, S};
 use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector};
 use crate::labels::Labels;
 use crate::value::{is_stale_marker, Point, Timestamp};
@@ -41,6 +42,10 @@ fn kind(name: &str) -> Option<(Kind, bool)> {
         _ => return None,
     })
 }
+
+/// Where a series' window stopped: `lo..hi` in its selection, and the counter resets
+/// (decreases) inside.
+pub(super) type Cursor = (usize, usize, usize);
 
 /// Per step (from the first step of the evaluator), the samples of one node; `None`
 /// once taken.
@@ -154,23 +159,46 @@ impl Evaluator<'_> {
         let closed = self.opts.compat == Compat::Prometheus2;
         let zero_clamp_first = closed;
         let mut not_counters: Vec<String> = Vec::new();
+        // Windows only move forward: when these steps come after the last ones slid for
+        // this call, each series' windows start where they stopped instead of at a
+        // search over the whole series (a cache miss per probe).
+        let resume = self
+            .cursors
+            .remove(&node_key(c))
+            .filter(|(last, cursors)| *last <= steps[0] && cursors.len() == series.len())
+            .map(|(_, cursors)| cursors);
+        let mut cursors = Vec::with_capacity(series.len());
         for (n, s) in series.iter().enumerate() {
             let labels =
                 if keep_name || self.delayed { s.labels.clone() } else { s.labels.without_metric_name() };
             let drop_name = !keep_name && self.delayed;
             let points: &[Point] = &s.points;
             // Start the windows at the first step's, then slide.
-            let first_end = steps[0] - offset;
-            let mut hi = points.partition_point(|p| p.t <= first_end);
-            let mut lo = points[..hi].partition_point(|p| p.t < first_end - range);
+            // `resets`: decreases inside the window, counted as it slides, so that a
+            // counter's window is scanned for resets only when it has one.
+            let (mut lo, mut hi, mut resets) = match &resume {
+                Some(resume) => resume[n],
+                None => {
+                    let first_end = steps[0] - offset;
+                    let hi = points.partition_point(|p| p.t <= first_end);
+                    let lo = points[..hi].partition_point(|p| p.t < first_end - range);
+                    (lo, hi, points[lo..hi].windows(2).filter(|w| w[1].v < w[0].v).count())
+                }
+            };
             let mut seen = false;
             for (i, &t) in steps.iter().enumerate() {
                 let end = t - offset;
                 let start = end - range;
                 while hi < points.len() && points[hi].t <= end {
+                    if hi > lo && points[hi].v < points[hi - 1].v {
+                        resets += 1;
+                    }
                     hi += 1;
                 }
                 while lo < hi && (points[lo].t < start || (!closed && points[lo].t == start)) {
+                    if lo + 1 < hi && points[lo + 1].v < points[lo].v {
+                        resets -= 1;
+                    }
                     lo += 1;
                 }
                 let window = &points[lo..hi];
@@ -180,7 +208,12 @@ impl Evaluator<'_> {
                 seen = true;
                 let value = match kind {
                     Kind::Extrapolated { counter, rate } => {
-                        kernels::extrapolated_rate(window, start, end, range, counter, rate, zero_clamp_first)
+                        let kind = match (counter, resets) {
+                            (false, _) => CounterKind::Gauge,
+                            (true, 0) => CounterKind::CounterWithoutResets,
+                            (true, _) => CounterKind::Counter,
+                        };
+                        kernels::extrapolated_rate_of(window, start, end, range, kind, rate, zero_clamp_first)
                     }
                     Kind::Window(f) => f(window),
                 };
@@ -188,6 +221,7 @@ impl Evaluator<'_> {
                     emit(n, &labels, drop_name, i, v);
                 }
             }
+            cursors.push((lo, hi, resets));
             if seen && matches!(kind, Kind::Extrapolated { counter: true, .. }) {
                 if let Some(n) = s.labels.metric_name() {
                     let counter_like = ["_total", "_sum", "_count", "_bucket"].iter().any(|x| n.ends_with(x));
@@ -199,6 +233,9 @@ impl Evaluator<'_> {
         }
         for n in not_counters {
             self.counter_info_for(&n, &c.args[0]);
+        }
+        if let Some(&last) = steps.last() {
+            self.cursors.insert(node_key(c), (last, cursors));
         }
         Ok(true)
     }
@@ -266,8 +303,8 @@ mod tests {
     use crate::storage::MemoryStore;
     use crate::value::{Timestamp, Value};
 
-    /// Counters and gauges over three workloads and two codes, scraped every 10 s with
-    /// gaps (series that start late, stop early, skip scrapes) and one NaN, so that groups
+    /// Counters (with resets) and gauges over three workloads and two codes, scraped
+    /// every 10 s with gaps (series that start late, stop early, skip scrapes) and one NaN, so that groups
     /// appear and vanish between steps.
     fn store() -> MemoryStore {
         let mut st = MemoryStore::new();
@@ -293,8 +330,12 @@ mod tests {
                             if next() % 5 == 0 {
                                 continue;
                             }
-                            // Whole numbers make ties between groups for topk.
+                            // Whole numbers make ties between groups for topk; drops to
+                            // zero are counter resets.
                             v += f64::from(next() % 4);
+                            if next() % 9 == 0 {
+                                v = 0.0;
+                            }
                             let v = if name == "mem_bytes" && w == "b" && i == 30 { f64::NAN } else { v };
                             st.append(&labels, i64::from(i) * 10_000, v);
                         }
@@ -325,6 +366,9 @@ mod tests {
             "stdvar(deriv(mem_bytes[1m]))",
             "sum by (__name__) (last_over_time({__name__=~\".+\"}[1m]))",
             "topk(1, sum by (wl) (increase(req_total[20s])))",
+            // Inner steps that go back in time from one outer step to the next.
+            "max_over_time(sum by (wl) (rate(req_total[1m]))[3m:10s])",
+            "sum_over_time(rate(req_total[30s])[5m:20s])",
             "sum by (wl) (rate(req_total[1m])) / sum by (wl) (rate(req_total{code=\"500\"}[1m]))",
         ] {
             let mut want = Steps::new();
