@@ -79,6 +79,37 @@ impl Hash for Labels {
     }
 }
 
+/// The hasher of maps keyed by label sets: a label set writes its cached hash (xxHash64
+/// of its labels), which is used as is instead of being hashed again.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct LabelsHasher(u64);
+
+impl Hasher for LabelsHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached by label sets; FNV-1a keeps other keys correct.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = self.0.rotate_left(29) ^ n;
+    }
+}
+
+/// Builds [`LabelsHasher`]s.
+pub(crate) type LabelsHashing = std::hash::BuildHasherDefault<LabelsHasher>;
+
+/// A map keyed by label sets (see [`LabelsHasher`]).
+pub(crate) type LabelsMap<V> = std::collections::HashMap<Labels, V, LabelsHashing>;
+
+/// A set of label sets (see [`LabelsHasher`]).
+pub(crate) type LabelsSet<'a> = std::collections::HashSet<&'a Labels, LabelsHashing>;
+
 impl PartialOrd for Labels {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))

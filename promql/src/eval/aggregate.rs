@@ -6,7 +6,7 @@ use super::kernels;
 use super::sliding::node_key;
 use super::{check_duplicates, exec_error, AnnotationKind, EResult, Evaluator, S, V};
 use crate::ast::{AggregateExpr, AggregateOp, Call, Grouping};
-use crate::labels::{Labels, NAME_LABELS};
+use crate::labels::{Labels, LabelsMap, NAME_LABELS};
 use crate::value::Timestamp;
 
 /// The labels that identify an element's group.
@@ -345,7 +345,7 @@ impl Evaluator<'_> {
         if name.is_empty() {
             return exec_error(format!("invalid label name {name:?}"));
         }
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index: LabelsMap<usize> = LabelsMap::default();
         let mut out: Vec<S> = Vec::new();
         for s in input {
             let labels = group_labels(&s.labels, grouping).with(name, &kernels::go_format_float(s.v));
@@ -398,7 +398,7 @@ fn k_param(k: f64) -> EResult<i64> {
 
 /// Splits `input` into groups in order of first appearance.
 fn groups_of(input: Vec<S>, grouping: Option<&Grouping>) -> Vec<Vec<S>> {
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: LabelsMap<usize> = LabelsMap::default();
     let mut groups: Vec<Vec<S>> = Vec::new();
     for s in input {
         let key = group_labels(&s.labels, grouping);

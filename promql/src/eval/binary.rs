@@ -1,11 +1,11 @@
 //! Binary operators: scalar/vector arithmetic and comparisons, vector matching
 //! (one-to-one, many-to-one, one-to-many) and the set operators.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::{check_duplicates, exec_error, EResult, EvalError, Evaluator, S, V};
 use crate::ast::{BinaryExpr, BinaryOp, GroupSide, VectorMatching};
-use crate::labels::{Labels, NAME_LABELS};
+use crate::labels::{Labels, LabelsMap, NAME_LABELS};
 use crate::value::Timestamp;
 
 /// Arithmetic with Go's float semantics (`%` is `math.Mod`, `^` is `math.Pow`).
@@ -116,7 +116,8 @@ impl Evaluator<'_> {
         }
         // The "many" side is iterated; the "one" side is indexed by signature.
         let (many, one) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
-        let mut one_by_sig: HashMap<Labels, &S> = HashMap::with_capacity(one.len());
+        let mut one_by_sig: LabelsMap<&S> =
+            LabelsMap::with_capacity_and_hasher(one.len(), Default::default());
         // The "one" side's signatures in input order, for filling a missing "many" side.
         let mut one_sigs: Vec<Labels> = Vec::new();
         for s in &one {
@@ -133,7 +134,8 @@ impl Evaluator<'_> {
             }
             one_by_sig.insert(sig, s);
         }
-        let mut join = Join { b, matching, group, one_to_many, matched: HashMap::new(), out: Vec::new() };
+        let mut join =
+            Join { b, matching, group, one_to_many, matched: LabelsMap::default(), out: Vec::new() };
         for ms in &many {
             let sig = signature(&ms.labels, matching);
             let filled;
@@ -169,7 +171,7 @@ struct Join<'a> {
     matching: Option<&'a VectorMatching>,
     group: Option<&'a (GroupSide, Vec<String>)>,
     one_to_many: bool,
-    matched: HashMap<Labels, HashSet<Labels>>,
+    matched: LabelsMap<HashSet<Labels>>,
     out: Vec<S>,
 }
 

@@ -1,14 +1,12 @@
 //! Function calls: range-vector functions, elementwise math, label manipulation,
 //! sorting, classic histograms, dates.
 
-use std::collections::HashMap;
-
 use super::kernels::{self, Bucket};
 use super::{
     check_duplicates, exec_error, AnnotationKind, Compat, EResult, EvalError, Evaluator, Matrix, S, V,
 };
 use crate::ast::{Call, Expr, MatchOp, VectorSelector};
-use crate::labels::{Labels, METRIC_NAME};
+use crate::labels::{Labels, LabelsMap, METRIC_NAME};
 use crate::storage::go_regex;
 use crate::value::{Point, Timestamp};
 
@@ -288,7 +286,7 @@ impl Evaluator<'_> {
         arg: &Expr,
         f: impl Fn(&mut Vec<Bucket>) -> (f64, bool),
     ) -> EResult<Vec<S>> {
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index: LabelsMap<usize> = LabelsMap::default();
         let mut groups: Vec<(Labels, bool, Vec<Bucket>)> = Vec::new();
         for s in v {
             let le = s.labels.get("le").unwrap_or("");
