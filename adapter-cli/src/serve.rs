@@ -156,7 +156,9 @@ fn parse_api_time(s: &str) -> Option<i64> {
 /// An endpoint: state, parameters, and the `{name}` of the path where there is one.
 type Handler = fn(&AppState, &Params, &str) -> Result<Response, ApiError>;
 
-/// A route for GET and form POST that runs `f` on a blocking thread: evaluation is CPU work.
+/// A route for GET and form POST that runs `f` in place, the worker's other tasks moved
+/// to another thread meanwhile (`block_in_place`): evaluation is CPU work, and handing
+/// it to a pool thread cost more than a one-series query itself (62 → 33 µs for `1`).
 fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
     let handler = move |State(state): State<Arc<AppState>>,
                         name: Option<Path<String>>,
@@ -169,13 +171,14 @@ fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
             Err(e) => return e.into_response(),
         };
         let name = name.map(|Path(n)| n).unwrap_or_default();
-        match tokio::task::spawn_blocking(move || f(&state, &params, &name)).await {
+        let run = std::panic::AssertUnwindSafe(|| f(&state, &params, &name));
+        match tokio::task::block_in_place(|| std::panic::catch_unwind(run)) {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => e.into_response(),
-            Err(e) => ApiError {
+            Err(_) => ApiError {
                 kind: "internal",
                 status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: format!("query panicked, please report a bug: {e}"),
+                message: "query panicked, please report a bug".into(),
             }
             .into_response(),
         }

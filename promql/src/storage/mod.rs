@@ -63,7 +63,32 @@ impl LabelMatcher {
 
 /// Compiles a pattern the way Prometheus does: `^(?s:pattern)$`. Go's Perl classes
 /// (`\d`, `\w`, `\s`) and `\b` are ASCII-only, Rust's are Unicode: they are rewritten.
+///
+/// Compiled patterns are kept (up to [`REGEX_CACHE_SIZE`]): dashboards and autoscalers
+/// send the same queries again and again, and compiling `5..` costs more than the rest of
+/// a one-series query.
 pub(crate) fn go_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Regex>>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    // A poisoned lock only means another query panicked while holding it; the map is
+    // still whole.
+    let cached = cache.lock().unwrap_or_else(|e| e.into_inner()).get(pattern).cloned();
+    if let Some(re) = cached {
+        return Ok(re);
+    }
+    let re = compile_go_regex(pattern)?;
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= REGEX_CACHE_SIZE {
+        cache.clear();
+    }
+    cache.insert(pattern.to_owned(), re.clone());
+    Ok(re)
+}
+
+/// How many compiled patterns [`go_regex`] keeps.
+const REGEX_CACHE_SIZE: usize = 512;
+
+fn compile_go_regex(pattern: &str) -> Result<Regex, regex::Error> {
     let mut translated = String::with_capacity(pattern.len() + 8);
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
@@ -504,6 +529,16 @@ mod tests {
         assert_eq!(select(MatchOp::Regex, "5..|"), [2.0, 3.0, 4.0]);
         assert_eq!(select(MatchOp::Regex, ".*"), [0.0, 1.0, 2.0, 3.0, 4.0]);
         assert_eq!(select(MatchOp::NotRegex, "5.."), [0.0, 1.0, 4.0]);
+    }
+
+    #[test]
+    fn cached_patterns_match_as_compiled_ones() {
+        for _ in 0..2 {
+            let re = go_regex("5..|\\d+x").unwrap();
+            assert!(re.is_match("503") && re.is_match("12x") && !re.is_match("5030"));
+            assert!(!go_regex("\\d").unwrap().is_match("\u{0663}"), "ASCII digits only, as in Go");
+            assert!(go_regex("a(").is_err());
+        }
     }
 
     #[test]
