@@ -7,7 +7,7 @@ use super::kernels::{self, CounterKind};
 use super::{Compat, EResult, Evaluator, S};
 use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector};
 use crate::labels::Labels;
-use crate::value::{is_stale_marker, Point, Timestamp};
+use crate::value::{is_stale_marker, Point, Series, Timestamp};
 
 /// How a function turns a window into a value.
 #[derive(Clone, Copy)]
@@ -115,15 +115,53 @@ impl Evaluator<'_> {
     /// error the step-by-step path reports): its series keep their names, or names are
     /// dropped only at the end, or all its series have one name.
     pub(super) fn distinct_outputs(&self, c: &Call) -> bool {
+        self.distinct(c, true)
+    }
+
+    /// [`distinct_outputs`](Self::distinct_outputs), or with `delayed_counts` false,
+    /// whether the label sets stay distinct also after names are dropped at the end.
+    fn distinct(&self, c: &Call, delayed_counts: bool) -> bool {
         let (Some((_, keep_name)), Some(ms)) = (kind(c.func.name), plain_range_arg(c)) else {
             return false;
         };
-        if keep_name || self.delayed {
+        if keep_name || (delayed_counts && self.delayed) {
             return true;
         }
         let series = self.selected(&ms.selector);
         let first = series.first().and_then(|s| s.labels.metric_name());
         series.iter().all(|s| s.labels.metric_name() == first)
+    }
+
+    /// The result of a range query that is a sliding call (`avg_over_time(m[5m])`),
+    /// series by series, without a vector per step. `None` when `c` cannot slide or its
+    /// results could collide (which the step-by-step path reports).
+    pub(super) fn sliding_range_result(
+        &mut self,
+        c: &Call,
+        steps: &[Timestamp],
+    ) -> EResult<Option<Vec<Series>>> {
+        if steps.is_empty() || !self.distinct(c, false) {
+            return Ok(None);
+        }
+        self.check_deadline()?;
+        let mut out: Vec<Series> = Vec::new();
+        let mut last = None;
+        let slid = self.slide_each(c, steps, |n, labels, drop_name, i, v| {
+            if last != Some(n) {
+                last = Some(n);
+                let labels = if drop_name { labels.without_metric_name() } else { labels.clone() };
+                out.push(Series { labels, points: Vec::new() });
+            }
+            if let Some(s) = out.last_mut() {
+                s.points.push(Point { t: steps[i], v });
+            }
+        })?;
+        if !slid {
+            return Ok(None);
+        }
+        self.check_deadline()?;
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(Some(out))
     }
 
     /// Slides `c` over `steps`, passing each value to `emit` with the series' position
@@ -355,6 +393,9 @@ mod tests {
         let engine = Engine::new(EngineOptions::default());
         let (start, end, step) = (30_000, 600_000, 7_000);
         for q in [
+            "rate(req_total[1m])",
+            "(avg_over_time(mem_bytes[1m]))",
+            "last_over_time({wl=\"b\"}[40s])",
             "sum by (wl) (rate(req_total[1m]))",
             "sum(increase(req_total[45s]))",
             "avg without (pod) (rate(req_total[1m]))",
@@ -406,7 +447,9 @@ mod tests {
     fn a_name_collision_is_still_an_error_over_many_steps() {
         let st = store();
         let engine = Engine::new(EngineOptions::default());
-        let err = engine.range_query(&st, "sum by (wl) (rate({wl=\"a\"}[1m]))", 0, 600_000, 7_000);
-        assert!(err.is_err(), "{err:?}");
+        for q in ["sum by (wl) (rate({wl=\"a\"}[1m]))", "rate({wl=\"a\"}[1m])"] {
+            let err = engine.range_query(&st, q, 0, 600_000, 7_000);
+            assert!(err.is_err(), "{q}: {err:?}");
+        }
     }
 }
