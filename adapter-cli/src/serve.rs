@@ -157,11 +157,11 @@ fn parse_api_time(s: &str) -> Option<i64> {
 type Handler = fn(&AppState, &Params, &str) -> Result<Response, ApiError>;
 
 /// A route for GET and form POST that runs `f` on rayon's pool, where the evaluator
-/// splits range queries too, the worker's other tasks moved to another thread meanwhile
-/// (`block_in_place`). Evaluation is CPU work; keeping it on the same few threads keeps
-/// the allocator's per-thread heaps few: over the Istio query set of benches/README.md
-/// ten times, peak RSS is 87 MB this way, 91–99 MB from tokio's blocking threads. The
-/// hand-off costs about 30 µs (`query=1`: 64 µs, 33 µs evaluated on the worker itself).
+/// splits range queries too, waiting on a blocking thread so that the runtime's workers
+/// stay free (health checks answer under load). Evaluation is CPU work; keeping it on
+/// the same few threads keeps the allocator's per-thread heaps few: over the Istio query
+/// set of benches/README.md ten times, peak RSS is 87 MB this way, 91–99 MB on tokio's
+/// blocking threads themselves.
 fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
     let handler = move |State(state): State<Arc<AppState>>,
                         name: Option<Path<String>>,
@@ -174,14 +174,13 @@ fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
             Err(e) => return e.into_response(),
         };
         let name = name.map(|Path(n)| n).unwrap_or_default();
-        let run = std::panic::AssertUnwindSafe(|| f(&state, &params, &name));
-        match tokio::task::block_in_place(|| rayon::scope(|_| std::panic::catch_unwind(run))) {
+        match tokio::task::spawn_blocking(move || rayon::scope(|_| f(&state, &params, &name))).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => e.into_response(),
-            Err(_) => ApiError {
+            Err(e) => ApiError {
                 kind: "internal",
                 status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: "query panicked, please report a bug".into(),
+                message: format!("query panicked, please report a bug: {e}"),
             }
             .into_response(),
         }

@@ -1,7 +1,7 @@
 //! Label sets: the identity of a series.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
 use crate::printer::write_quoted;
@@ -79,8 +79,9 @@ impl Hash for Labels {
     }
 }
 
-/// The hasher of maps keyed by label sets: a label set writes its cached hash (xxHash64
-/// of its labels), which is used as is instead of being hashed again.
+/// The hasher of maps keyed by label sets: a label set writes its cached hash (SipHash
+/// of its labels with per-process keys), which is used as is instead of being hashed
+/// again.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct LabelsHasher(u64);
 
@@ -130,13 +131,12 @@ impl Labels {
         Labels(Arc::new(Inner::from(v)))
     }
 
-    /// A hash of the labels, computed on first use.
+    /// A hash of the labels, computed on first use, keyed per process: maps use it as
+    /// is ([`LabelsHasher`]), so label sets from a scrape target must not be able to
+    /// aim at one bucket.
     fn hash_value(&self) -> u64 {
-        *self.0.hash.get_or_init(|| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            self.0.labels.hash(&mut h);
-            h.finish()
-        })
+        static KEYS: OnceLock<std::hash::RandomState> = OnceLock::new();
+        *self.0.hash.get_or_init(|| KEYS.get_or_init(std::hash::RandomState::new).hash_one(&self.0.labels))
     }
 
     /// Whether both are the very same set (not merely equal): a cheap identity test.

@@ -6,7 +6,7 @@
 use super::kernels::{self, CounterKind};
 use super::{Compat, EResult, Evaluator, S};
 use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector};
-use crate::labels::Labels;
+use crate::labels::{Labels, NAME_LABELS};
 use crate::value::{is_stale_marker, Point, Series, Timestamp};
 
 /// How a function turns a window into a value.
@@ -120,6 +120,7 @@ impl Evaluator<'_> {
 
     /// [`distinct_outputs`](Self::distinct_outputs), or with `delayed_counts` false,
     /// whether the label sets stay distinct also after names are dropped at the end.
+    /// Dropping a name drops `__type__` and `__unit__` too: all of them must agree.
     fn distinct(&self, c: &Call, delayed_counts: bool) -> bool {
         let (Some((_, keep_name)), Some(ms)) = (kind(c.func.name), plain_range_arg(c)) else {
             return false;
@@ -128,8 +129,10 @@ impl Evaluator<'_> {
             return true;
         }
         let series = self.selected(&ms.selector);
-        let first = series.first().and_then(|s| s.labels.metric_name());
-        series.iter().all(|s| s.labels.metric_name() == first)
+        let Some(first) = series.first() else {
+            return true;
+        };
+        series.iter().all(|s| NAME_LABELS.iter().all(|&n| s.labels.get(n) == first.labels.get(n)))
     }
 
     /// The result of a range query that is a sliding call (`avg_over_time(m[5m])`),
@@ -207,6 +210,10 @@ impl Evaluator<'_> {
             .map(|(_, cursors)| cursors);
         let mut cursors = Vec::with_capacity(series.len());
         for (n, s) in series.iter().enumerate() {
+            // All steps of a series are computed at once: look at the clock between series.
+            if n % 1024 == 1023 {
+                self.check_deadline()?;
+            }
             let labels =
                 if keep_name || self.delayed { s.labels.clone() } else { s.labels.without_metric_name() };
             let drop_name = !keep_name && self.delayed;
@@ -440,6 +447,23 @@ mod tests {
                 other => panic!("{q}: {other:?}"),
             }
             assert_eq!(got, want, "{q}");
+        }
+    }
+
+    #[test]
+    fn series_that_differ_only_in_type_still_collide_over_many_steps() {
+        let mut st = MemoryStore::new();
+        for (ty, step) in [("counter", 1.0), ("gauge", 2.0)] {
+            let labels = Labels::from_pairs([("__name__", "m"), ("__type__", ty), ("job", "a")]);
+            for i in 0..40 {
+                st.append(&labels, i * 10_000, f64::from(i as i32) * step);
+            }
+        }
+        let engine = Engine::new(EngineOptions::default());
+        for q in ["rate(m[1m])", "sum(rate(m[1m]))", "avg_over_time(m[1m])"] {
+            assert!(engine.instant_query(&st, q, 300_000).is_err(), "{q} (instant)");
+            let err = engine.range_query(&st, q, 100_000, 390_000, 10_000);
+            assert!(err.is_err(), "{q}: {err:?}");
         }
     }
 

@@ -64,9 +64,10 @@ impl LabelMatcher {
 /// Compiles a pattern the way Prometheus does: `^(?s:pattern)$`. Go's Perl classes
 /// (`\d`, `\w`, `\s`) and `\b` are ASCII-only, Rust's are Unicode: they are rewritten.
 ///
-/// Compiled patterns are kept (up to [`REGEX_CACHE_SIZE`]): dashboards and autoscalers
-/// send the same queries again and again, and compiling `5..` costs more than the rest of
-/// a one-series query.
+/// Compiled patterns up to [`REGEX_CACHE_MAX_LEN`] bytes are kept (the last
+/// [`REGEX_CACHE_SIZE`] or so): dashboards and autoscalers send the same queries again
+/// and again, and compiling `5..` costs more than the rest of a one-series query. Long
+/// patterns are left out, as each kept regex also keeps its match caches.
 pub(crate) fn go_regex(pattern: &str) -> Result<Regex, regex::Error> {
     static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Regex>>> = std::sync::OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
@@ -77,6 +78,9 @@ pub(crate) fn go_regex(pattern: &str) -> Result<Regex, regex::Error> {
         return Ok(re);
     }
     let re = compile_go_regex(pattern)?;
+    if pattern.len() > REGEX_CACHE_MAX_LEN {
+        return Ok(re);
+    }
     let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
     if cache.len() >= REGEX_CACHE_SIZE {
         cache.clear();
@@ -86,7 +90,10 @@ pub(crate) fn go_regex(pattern: &str) -> Result<Regex, regex::Error> {
 }
 
 /// How many compiled patterns [`go_regex`] keeps.
-const REGEX_CACHE_SIZE: usize = 512;
+const REGEX_CACHE_SIZE: usize = 128;
+
+/// The longest pattern [`go_regex`] keeps compiled.
+const REGEX_CACHE_MAX_LEN: usize = 1024;
 
 fn compile_go_regex(pattern: &str) -> Result<Regex, regex::Error> {
     let mut translated = String::with_capacity(pattern.len() + 8);
