@@ -250,6 +250,7 @@ impl Engine {
             samples_selected: 0,
             grid_step: step,
             parallel: true,
+            whole_steps: true,
         }
     }
 
@@ -262,7 +263,23 @@ impl Engine {
         end: Timestamp,
         step: i64,
     ) -> Result<QueryResult, EvalError> {
+        self.eval_with(source, expr, start, end, step, true)
+    }
+
+    /// [`eval`](Self::eval), with or without computing range functions and their
+    /// aggregations over all steps at once (without: node by node at each step, the
+    /// reference the faster paths are tested against).
+    fn eval_with(
+        &self,
+        source: &dyn SampleSource,
+        expr: &Expr,
+        start: Timestamp,
+        end: Timestamp,
+        step: i64,
+        whole_steps: bool,
+    ) -> Result<QueryResult, EvalError> {
         let mut ev = self.evaluator(start, end, step);
+        ev.whole_steps = whole_steps;
         let mut planned = Vec::new();
         ev.plan(expr, start, end, &mut planned)?;
         ev.select_all(source, planned)?;
@@ -429,6 +446,9 @@ struct Evaluator<'a> {
     grid_step: i64,
     /// Whether evaluation may spread over threads (not inside a worker already).
     parallel: bool,
+    /// Whether range functions and their aggregations may be computed for all steps at
+    /// once ([`sliding`]); off only to test those paths against the step-by-step one.
+    whole_steps: bool,
 }
 
 impl<'a> Evaluator<'a> {
@@ -669,6 +689,7 @@ impl<'a> Evaluator<'a> {
             samples_selected: self.samples_selected,
             grid_step: self.grid_step,
             parallel: self.parallel,
+            whole_steps: self.whole_steps,
         }
     }
 
