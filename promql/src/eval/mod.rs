@@ -263,7 +263,7 @@ impl Engine {
         end: Timestamp,
         step: i64,
     ) -> Result<QueryResult, EvalError> {
-        self.eval_with(source, expr, start, end, step, true)
+        self.eval_with(source, expr, (start, end, step), true)
     }
 
     /// [`eval`](Self::eval), with or without computing range functions and their
@@ -273,9 +273,7 @@ impl Engine {
         &self,
         source: &dyn SampleSource,
         expr: &Expr,
-        start: Timestamp,
-        end: Timestamp,
-        step: i64,
+        (start, end, step): (Timestamp, Timestamp, i64),
         whole_steps: bool,
     ) -> Result<QueryResult, EvalError> {
         let mut ev = self.evaluator(start, end, step);

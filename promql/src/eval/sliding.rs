@@ -400,10 +400,10 @@ mod tests {
     /// The result of the range query `q`, each step's output by labels with values by
     /// bit pattern; `fast` chooses between the paths that compute range functions over
     /// all steps at once and the step-by-step reference.
-    fn steps_of(st: &MemoryStore, q: &str, (start, end, step): (i64, i64, i64), fast: bool) -> Steps {
+    fn steps_of(st: &MemoryStore, q: &str, span: (i64, i64, i64), fast: bool) -> Steps {
         let engine = Engine::new(EngineOptions::default());
         let expr = crate::parse(q).unwrap();
-        let value = engine.eval_with(st, &expr, start, end, step, fast).map(|r| r.value);
+        let value = engine.eval_with(st, &expr, span, fast).map(|r| r.value);
         let mut out = Steps::new();
         match value {
             Ok(Value::Matrix(m)) => {
