@@ -319,11 +319,33 @@ impl MemoryStore {
         }
     }
 
-    /// Releases spare capacity of the series' buffers: after loading, appends left up to
-    /// half of it unused.
+    /// Releases spare capacity of the series' buffers (after loading, appends left up to
+    /// half of it unused) and numbers the series in label order, so that selections
+    /// come out in label order without sorting them at each query.
     pub fn shrink_to_fit(&mut self) {
         for s in &mut self.series {
             Arc::make_mut(&mut s.points).shrink_to_fit();
+        }
+        let mut order: Vec<u32> = (0..self.series.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.series[a as usize].labels.cmp(&self.series[b as usize].labels));
+        if !order.iter().enumerate().all(|(i, &id)| i as u32 == id) {
+            let mut new_id = vec![0u32; order.len()];
+            for (new, &old) in order.iter().enumerate() {
+                new_id[old as usize] = new as u32;
+            }
+            let mut old: Vec<Option<StoredSeries>> =
+                std::mem::take(&mut self.series).into_iter().map(Some).collect();
+            self.series = order.iter().filter_map(|&id| old[id as usize].take()).collect();
+            for id in self.by_labels.values_mut() {
+                *id = new_id[*id as usize];
+            }
+            for list in self.postings.values_mut() {
+                for id in list.iter_mut() {
+                    *id = new_id[*id as usize];
+                }
+                list.sort_unstable();
+            }
+            self.rank = std::sync::OnceLock::new();
         }
         self.series.shrink_to_fit();
     }
@@ -536,6 +558,40 @@ mod tests {
         assert_eq!(select(MatchOp::Regex, "5..|"), [2.0, 3.0, 4.0]);
         assert_eq!(select(MatchOp::Regex, ".*"), [0.0, 1.0, 2.0, 3.0, 4.0]);
         assert_eq!(select(MatchOp::NotRegex, "5.."), [0.0, 1.0, 4.0]);
+    }
+
+    #[test]
+    fn shrinking_numbers_series_in_label_order_and_selects_the_same() {
+        let mut st = MemoryStore::new();
+        for (i, pod) in ["c", "a", "d", "b"].iter().enumerate() {
+            for name in ["y", "x"] {
+                let l = Labels::from_pairs([("__name__", name), ("pod", pod)]);
+                st.append(&l, 0, i as f64);
+                st.append(&l, 10, i as f64 + 0.5);
+            }
+        }
+        let ms = [LabelMatcher::new("__name__", MatchOp::Equal, "x").unwrap()];
+        let sel = Selection { matchers: &ms, start: 0, end: 10 };
+        let before = st.select(&sel).unwrap();
+        st.shrink_to_fit();
+        assert_eq!(st.select(&sel).unwrap(), before);
+        let pods: Vec<_> = before.iter().map(|s| s.labels.get("pod").unwrap_or("")).collect();
+        assert_eq!(pods, ["a", "b", "c", "d"]);
+        let ids: Vec<_> = st.series().map(|(l, _)| l.to_string()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted, "series in label order");
+        // Appending after renumbering finds the same series.
+        st.append(&Labels::from_pairs([("__name__", "x"), ("pod", "a")]), 20, 9.0);
+        assert_eq!(st.series_count(), 8);
+        let at_20: Vec<_> = st
+            .select(&Selection { matchers: &ms, start: 20, end: 20 })
+            .unwrap()
+            .into_iter()
+            .filter(|s| !s.points.is_empty())
+            .collect();
+        assert_eq!(at_20.len(), 1);
+        assert_eq!((at_20[0].labels.get("pod"), at_20[0].points[0].v), (Some("a"), 9.0));
     }
 
     #[test]
