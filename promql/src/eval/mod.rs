@@ -242,7 +242,7 @@ impl Engine {
             delayed: self.opts.features.is_enabled(Feature::DelayedNameRemoval),
             selected: HashMap::new(),
             precomputed: HashMap::new(),
-            has_stale: HashMap::new(),
+            facts: HashMap::new(),
             cursors: HashMap::new(),
             group_plans: HashMap::new(),
             annotations: Vec::new(),
@@ -428,8 +428,9 @@ struct Evaluator<'a> {
     selected: HashMap<usize, Arc<Vec<SelectedSeries>>>,
     /// Range functions computed for all steps at once, by call node.
     precomputed: HashMap<usize, (Timestamp, sliding::StepResults)>,
-    /// Per selector (by [`sliding::node_key`]), whether its selection has stale markers.
-    has_stale: HashMap<usize, bool>,
+    /// Per selector (by [`sliding::node_key`]), what the whole-step paths need to know
+    /// of its selection; learnt before the steps are split over threads.
+    facts: HashMap<usize, sliding::SelectionFacts>,
     /// Per sliding call: the last step it was slid to, and where each series' window
     /// ended there (`lo..hi` in its selection) with how many counter resets it held.
     cursors: HashMap<usize, (Timestamp, Vec<sliding::Cursor>)>,
@@ -679,7 +680,7 @@ impl<'a> Evaluator<'a> {
             delayed: self.delayed,
             selected: self.selected.clone(),
             precomputed: HashMap::new(),
-            has_stale: HashMap::new(),
+            facts: self.facts.clone(),
             cursors: HashMap::new(),
             group_plans: HashMap::new(),
             annotations: Vec::new(),
@@ -900,6 +901,7 @@ impl<'a> Evaluator<'a> {
         let work = steps.len() * self.selected.values().map(|s| s.len()).sum::<usize>();
         let split = self.parallel && threads > 1 && steps.len() >= 2 * threads && work >= 20_000;
         let chunk = if split { steps.len().div_ceil(threads) } else { steps.len().max(1) };
+        self.learn_selection_facts(expr);
         let parts: Vec<(Evaluator<'a>, &[Timestamp])> = steps
             .chunks(chunk)
             .map(|part| {

@@ -5,7 +5,7 @@
 
 use super::kernels::{self, CounterKind};
 use super::{Compat, EResult, Evaluator, S};
-use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector};
+use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector, VectorSelector};
 use crate::labels::{Labels, NAME_LABELS};
 use crate::value::{is_stale_marker, Point, Series, Timestamp};
 
@@ -41,6 +41,16 @@ fn kind(name: &str) -> Option<(Kind, bool)> {
         "first_over_time" => (Kind::Window(|p| p.first().map(|p| p.v)), true),
         _ => return None,
     })
+}
+
+/// What the whole-step paths need to know of a selection.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SelectionFacts {
+    /// Some sample is a staleness marker (windows must skip them: step by step).
+    stale: bool,
+    /// All series have the same name labels (`__name__`, `__type__`, `__unit__`), so
+    /// dropping them cannot make two equal.
+    one_name: bool,
 }
 
 /// Where a series' window stopped: `lo..hi` in its selection, and the counter resets
@@ -117,25 +127,54 @@ impl Evaluator<'_> {
     /// Whether the output of `c` at one step cannot hold two equal label sets (that is an
     /// error the step-by-step path reports): its series keep their names, or names are
     /// dropped only at the end, or all its series have one name.
-    pub(super) fn distinct_outputs(&self, c: &Call) -> bool {
+    pub(super) fn distinct_outputs(&mut self, c: &Call) -> bool {
         self.distinct(c, true)
+    }
+
+    /// What the whole-step paths need to know of the selection of `vs`, worked out on
+    /// first use in a query.
+    fn selection_facts(&mut self, vs: &VectorSelector) -> SelectionFacts {
+        let key = node_key(vs);
+        if let Some(&facts) = self.facts.get(&key) {
+            return facts;
+        }
+        let series = self.selected(vs);
+        let stale = series.iter().any(|s| s.points.iter().any(|p| is_stale_marker(p.v)));
+        let one_name = match series.first() {
+            None => true,
+            Some(first) => {
+                series.iter().all(|s| NAME_LABELS.iter().all(|&n| s.labels.get(n) == first.labels.get(n)))
+            }
+        };
+        let facts = SelectionFacts { stale, one_name };
+        self.facts.insert(key, facts);
+        facts
+    }
+
+    /// Works out the selection facts of every sliding call of `expr`, so that threads
+    /// evaluating parts of its steps share them instead of each scanning the samples.
+    pub(super) fn learn_selection_facts(&mut self, expr: &Expr) {
+        if !self.whole_steps {
+            return;
+        }
+        let mut nodes = Vec::new();
+        collect_nodes(expr, &mut nodes);
+        for node in nodes {
+            let (Node::Call(c) | Node::Aggregate(_, c)) = node;
+            if let Some(ms) = plain_range_arg(c) {
+                self.selection_facts(&ms.selector);
+            }
+        }
     }
 
     /// [`distinct_outputs`](Self::distinct_outputs), or with `delayed_counts` false,
     /// whether the label sets stay distinct also after names are dropped at the end.
     /// Dropping a name drops `__type__` and `__unit__` too: all of them must agree.
-    fn distinct(&self, c: &Call, delayed_counts: bool) -> bool {
+    fn distinct(&mut self, c: &Call, delayed_counts: bool) -> bool {
         let (Some((_, keep_name)), Some(ms)) = (kind(c.func.name), plain_range_arg(c)) else {
             return false;
         };
-        if keep_name || (delayed_counts && self.delayed) {
-            return true;
-        }
-        let series = self.selected(&ms.selector);
-        let Some(first) = series.first() else {
-            return true;
-        };
-        series.iter().all(|s| NAME_LABELS.iter().all(|&n| s.labels.get(n) == first.labels.get(n)))
+        keep_name || (delayed_counts && self.delayed) || self.selection_facts(&ms.selector).one_name
     }
 
     /// The result of a range query that is a sliding call (`avg_over_time(m[5m])`),
@@ -187,17 +226,8 @@ impl Evaluator<'_> {
         let offset = self.offset_ms(ms.selector.offset.as_ref())?;
         let series = self.selected(&ms.selector);
         // Stale markers must be skipped inside windows: leave such selections to the
-        // step-by-step path. Known per selection after the first look.
-        let key = node_key(&ms.selector);
-        let stale = match self.has_stale.get(&key) {
-            Some(&stale) => stale,
-            None => {
-                let stale = series.iter().any(|s| s.points.iter().any(|p| is_stale_marker(p.v)));
-                self.has_stale.insert(key, stale);
-                stale
-            }
-        };
-        if stale {
+        // step-by-step path.
+        if self.selection_facts(&ms.selector).stale {
             return Ok(false);
         }
         let closed = self.opts.compat == Compat::Prometheus2;
