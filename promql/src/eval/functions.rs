@@ -412,13 +412,10 @@ impl Evaluator<'_> {
     /// `rate`/`increase` on a metric whose name does not say it is a counter.
     fn counter_info(&mut self, m: &Matrix, arg: &Expr) {
         let suffixes = ["_total", "_sum", "_count", "_bucket"];
-        let names: Vec<String> = m
-            .series
-            .iter()
-            .filter_map(|s| s.labels.metric_name())
-            .filter(|n| !suffixes.iter().any(|x| n.ends_with(x)))
-            .map(str::to_owned)
-            .collect();
+        let names: Vec<String> = self.map_series(&m.series, |_, s| {
+            let n = s.labels.metric_name()?;
+            (!suffixes.iter().any(|x| n.ends_with(x))).then(|| n.to_owned())
+        });
         for n in names {
             self.counter_info_for(&n, arg);
         }
@@ -441,22 +438,31 @@ impl Evaluator<'_> {
         c: &Call,
         t: Timestamp,
         arg: usize,
-        f: impl Fn(&[Point]) -> Option<f64>,
+        f: impl Fn(&[Point]) -> Option<f64> + Sync + Send,
     ) -> EResult<Vec<S>> {
         let m = self.matrix_arg(&c.args[arg], t)?;
         Ok(self.per_series(m, false, f))
     }
 
-    fn per_series(&self, m: Matrix, keep_name: bool, f: impl Fn(&[Point]) -> Option<f64>) -> Vec<S> {
-        let mut out = Vec::with_capacity(m.series.len());
+    fn per_series(
+        &self,
+        m: Matrix,
+        keep_name: bool,
+        f: impl Fn(&[Point]) -> Option<f64> + Sync + Send,
+    ) -> Vec<S> {
         let source = m.source;
-        for s in m.series {
-            if let Some(v) = f(super::points_of(source.as_ref(), &s.points)) {
-                let sample = S { labels: s.labels, v, t: 0, drop_name: s.drop_name };
-                out.push(if keep_name { sample } else { self.drop_name(sample) });
-            }
-        }
-        out
+        let delayed = self.delayed;
+        self.map_series(&m.series, |_, s| {
+            let v = f(super::points_of(source.as_ref(), &s.points))?;
+            // As `drop_name`: removed now, or marked for removal at the end.
+            Some(match (keep_name, delayed) {
+                (true, _) => S { labels: s.labels.clone(), v, t: 0, drop_name: s.drop_name },
+                (false, true) => S { labels: s.labels.clone(), v, t: 0, drop_name: true },
+                (false, false) => {
+                    S { labels: s.labels.without_metric_name(), v, t: 0, drop_name: s.drop_name }
+                }
+            })
+        })
     }
 
     /// `last_over_time`/`first_over_time`: the name stays.
@@ -464,7 +470,7 @@ impl Evaluator<'_> {
         &mut self,
         c: &Call,
         t: Timestamp,
-        f: impl Fn(&[Point]) -> Option<f64>,
+        f: impl Fn(&[Point]) -> Option<f64> + Sync + Send,
     ) -> EResult<Vec<S>> {
         let m = self.matrix_arg(&c.args[0], t)?;
         Ok(self.per_series(m, true, f))

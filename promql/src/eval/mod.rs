@@ -347,6 +347,10 @@ pub(crate) enum V {
 
 pub(crate) type EResult<T> = Result<T, EvalError>;
 
+/// How many series an instant selection needs before its windows and functions are
+/// computed on two threads or more ([`Evaluator::map_series`]).
+const PARALLEL_SERIES: usize = 2048;
+
 /// How many steps of a range query the sliding range functions compute at once.
 const PRECOMPUTE_STEPS: usize = 32;
 
@@ -669,6 +673,23 @@ impl<'a> Evaluator<'a> {
         Ok(Value::Matrix(out))
     }
 
+    /// `f` of each of `items` (with its position) that gives something, in order; on
+    /// rayon's pool when there are enough of them to pay for it and this evaluator is not
+    /// already one of several threads. Over a large selection every series costs a few
+    /// cache misses, which two cores take in half the time.
+    pub(crate) fn map_series<T: Sync, R: Send>(
+        &self,
+        items: &[T],
+        f: impl Fn(usize, &T) -> Option<R> + Sync + Send,
+    ) -> Vec<R> {
+        if self.parallel && items.len() >= PARALLEL_SERIES {
+            use rayon::prelude::*;
+            items.par_iter().enumerate().filter_map(|(i, x)| f(i, x)).collect()
+        } else {
+            items.iter().enumerate().filter_map(|(i, x)| f(i, x)).collect()
+        }
+    }
+
     /// An evaluator for another thread: the same query and selected samples, its own
     /// caches and annotations.
     fn fork(&self) -> Evaluator<'a> {
@@ -802,9 +823,9 @@ impl<'a> Evaluator<'a> {
         let end = self.at_ms(ms.selector.at).unwrap_or(t) - offset;
         let start = end - range;
         let series = self.selected(&ms.selector);
-        let mut out = Vec::new();
-        for (i, s) in series.iter().enumerate() {
-            let lo = match self.opts.compat {
+        let compat = self.opts.compat;
+        let out = self.map_series(&series, |i, s| {
+            let lo = match compat {
                 Compat::Prometheus3 => s.points.partition_point(|p| p.t <= start),
                 Compat::Prometheus2 => s.points.partition_point(|p| p.t < start),
             };
@@ -812,14 +833,13 @@ impl<'a> Evaluator<'a> {
             let window = &s.points[lo..hi];
             // Stale markers are left out of range vectors; a window without one is shared.
             let points = if window.iter().any(|p| is_stale_marker(p.v)) {
-                Points::Owned(window.iter().copied().filter(|p| !is_stale_marker(p.v)).collect())
+                let kept: Vec<Point> = window.iter().copied().filter(|p| !is_stale_marker(p.v)).collect();
+                (!kept.is_empty()).then_some(Points::Owned(kept))?
             } else {
-                Points::Selected { series: i, range: lo..hi }
+                (lo < hi).then_some(Points::Selected { series: i, range: lo..hi })?
             };
-            if !points_of(Some(&series), &points).is_empty() {
-                out.push(M { labels: s.labels.clone(), points, drop_name: false });
-            }
-        }
+            Some(M { labels: s.labels.clone(), points, drop_name: false })
+        });
         Ok(Matrix { series: out, start, end, source: Some(series) })
     }
 
@@ -1130,6 +1150,54 @@ mod tests {
                 }
             }
             assert_eq!(range.iter().map(|r| r.points.len()).sum::<usize>(), instant_points, "{q}");
+        }
+    }
+
+    #[test]
+    fn large_selections_give_the_same_result_on_one_thread_and_on_several() {
+        let mut st = MemoryStore::new();
+        for i in 0..PARALLEL_SERIES + 904 {
+            let (pod, id) = ((i % 50).to_string(), i.to_string());
+            let name = if i % 7 == 0 { "g" } else { "c_total" };
+            let labels = Labels::from_pairs([("__name__", name), ("pod", &pod), ("id", &id)]);
+            for j in 0..30_i64 {
+                // Resets now and then; some series start late.
+                if (i as i64 + j) % 11 == 0 || j < (i as i64 % 5) {
+                    continue;
+                }
+                st.append(&labels, j * 10_000, ((i as i64 * 7 + j * 3) % 23) as f64);
+            }
+        }
+        let t = 290_000;
+        for q in [
+            "rate(c_total[1m])",
+            "rate({__name__=~\"c_total|g\"}[1m])",
+            "sum by (pod) (rate(c_total[1m]))",
+            "count_over_time(c_total[2m])",
+            "last_over_time({__name__=~\"c_total|g\"}[1m])",
+        ] {
+            let expr = crate::parse(q).unwrap();
+            let engine = Engine::default();
+            let run = |parallel: bool| {
+                let mut ev = engine.evaluator(t, t, 0);
+                ev.parallel = parallel;
+                let mut planned = Vec::new();
+                ev.plan(&expr, t, t, &mut planned).unwrap();
+                ev.select_all(&st, planned).unwrap();
+                let out: Vec<(String, u64, bool)> = match ev.eval(&expr, t).unwrap() {
+                    V::Vector(v) => {
+                        v.into_iter().map(|s| (s.labels.to_string(), s.v.to_bits(), s.drop_name)).collect()
+                    }
+                    _ => panic!("{q}: not a vector"),
+                };
+                (out, ev.annotations)
+            };
+            let (one, several) = (run(false), run(true));
+            if q.starts_with("rate({") {
+                assert_eq!(one.1.len(), 1, "{q}: the info note on `g`");
+            }
+            assert!(one.0.len() >= 50, "{q}: {} samples", one.0.len());
+            assert_eq!(one, several, "{q}");
         }
     }
 
