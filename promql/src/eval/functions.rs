@@ -452,12 +452,12 @@ impl Evaluator<'_> {
     ) -> Vec<S> {
         let source = m.source;
         let delayed = self.delayed;
-        self.map_series(&m.series, |_, s| {
+        self.map_series_owned(m.series, |s| {
             let v = f(super::points_of(source.as_ref(), &s.points))?;
             // As `drop_name`: removed now, or marked for removal at the end.
             Some(match (keep_name, delayed) {
-                (true, _) => S { labels: s.labels.clone(), v, t: 0, drop_name: s.drop_name },
-                (false, true) => S { labels: s.labels.clone(), v, t: 0, drop_name: true },
+                (true, _) => S { labels: s.labels, v, t: 0, drop_name: s.drop_name },
+                (false, true) => S { labels: s.labels, v, t: 0, drop_name: true },
                 (false, false) => {
                     S { labels: s.labels.without_metric_name(), v, t: 0, drop_name: s.drop_name }
                 }

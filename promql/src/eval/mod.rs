@@ -349,7 +349,7 @@ pub(crate) type EResult<T> = Result<T, EvalError>;
 
 /// How many series an instant selection needs before its windows and functions are
 /// computed on two threads or more ([`Evaluator::map_series`]).
-const PARALLEL_SERIES: usize = 2048;
+const PARALLEL_SERIES: usize = 16_384;
 
 /// How many steps of a range query the sliding range functions compute at once.
 const PRECOMPUTE_STEPS: usize = 32;
@@ -433,7 +433,8 @@ struct Evaluator<'a> {
     /// Range functions computed for all steps at once, by call node.
     precomputed: HashMap<usize, (Timestamp, sliding::StepResults)>,
     /// Per selector (by [`sliding::node_key`]), what the whole-step paths need to know
-    /// of its selection; learnt before the steps are split over threads.
+    /// of its selection; learnt once per evaluator (the threads of a range query each
+    /// learn it for themselves, at the same time).
     facts: HashMap<usize, sliding::SelectionFacts>,
     /// Per sliding call: the last step it was slid to, and where each series' window
     /// ended there (`lo..hi` in its selection) with how many counter resets it held.
@@ -690,6 +691,23 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// [`map_series`](Self::map_series) over owned items, each dropped as soon as `f`
+    /// is done with it: a second pass to drop them would miss the cache on every one.
+    pub(crate) fn map_series_owned<T: Send, R: Send>(
+        &self,
+        items: Vec<T>,
+        f: impl Fn(T) -> Option<R> + Sync + Send,
+    ) -> Vec<R> {
+        if self.parallel && items.len() >= PARALLEL_SERIES {
+            use rayon::prelude::*;
+            items.into_par_iter().filter_map(f).collect()
+        } else {
+            let mut out = Vec::with_capacity(items.len());
+            out.extend(items.into_iter().filter_map(f));
+            out
+        }
+    }
+
     /// An evaluator for another thread: the same query and selected samples, its own
     /// caches and annotations.
     fn fork(&self) -> Evaluator<'a> {
@@ -921,7 +939,6 @@ impl<'a> Evaluator<'a> {
         let work = steps.len() * self.selected.values().map(|s| s.len()).sum::<usize>();
         let split = self.parallel && threads > 1 && steps.len() >= 2 * threads && work >= 20_000;
         let chunk = if split { steps.len().div_ceil(threads) } else { steps.len().max(1) };
-        self.learn_selection_facts(expr);
         let parts: Vec<(Evaluator<'a>, &[Timestamp])> = steps
             .chunks(chunk)
             .map(|part| {

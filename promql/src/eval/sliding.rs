@@ -6,7 +6,7 @@
 use super::kernels::{self, CounterKind};
 use super::{Compat, EResult, Evaluator, S};
 use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector, VectorSelector};
-use crate::labels::{Labels, NAME_LABELS};
+use crate::labels::{Labels, LabelsHashing};
 use crate::value::{is_stale_marker, Point, Series, Timestamp};
 
 /// How a function turns a window into a value.
@@ -48,9 +48,9 @@ fn kind(name: &str) -> Option<(Kind, bool)> {
 pub(super) struct SelectionFacts {
     /// Some sample is a staleness marker (windows must skip them: step by step).
     stale: bool,
-    /// All series have the same name labels (`__name__`, `__type__`, `__unit__`), so
-    /// dropping them cannot make two equal.
-    one_name: bool,
+    /// No two series are equal once their name labels (`__name__`, `__type__`,
+    /// `__unit__`) are dropped.
+    distinct_without_names: bool,
 }
 
 /// Where a series' window stopped: `lo..hi` in its selection, and the counter resets
@@ -126,7 +126,7 @@ impl Evaluator<'_> {
 
     /// Whether the output of `c` at one step cannot hold two equal label sets (that is an
     /// error the step-by-step path reports): its series keep their names, or names are
-    /// dropped only at the end, or all its series have one name.
+    /// dropped only at the end, or no two of its series are equal without their names.
     pub(super) fn distinct_outputs(&mut self, c: &Call) -> bool {
         self.distinct(c, true)
     }
@@ -140,41 +140,26 @@ impl Evaluator<'_> {
         }
         let series = self.selected(vs);
         let stale = series.iter().any(|s| s.points.iter().any(|p| is_stale_marker(p.v)));
-        let one_name = match series.first() {
-            None => true,
-            Some(first) => {
-                series.iter().all(|s| NAME_LABELS.iter().all(|&n| s.labels.get(n) == first.labels.get(n)))
-            }
-        };
-        let facts = SelectionFacts { stale, one_name };
+        // The name-dropped forms are cached in each label set and hashed once: cheaper
+        // than looking the name labels up in every series.
+        let mut seen: std::collections::HashSet<Labels, LabelsHashing> =
+            std::collections::HashSet::with_capacity_and_hasher(series.len(), Default::default());
+        let distinct_without_names = series.iter().all(|s| seen.insert(s.labels.without_metric_name()));
+        let facts = SelectionFacts { stale, distinct_without_names };
         self.facts.insert(key, facts);
         facts
     }
 
-    /// Works out the selection facts of every sliding call of `expr`, so that threads
-    /// evaluating parts of its steps share them instead of each scanning the samples.
-    pub(super) fn learn_selection_facts(&mut self, expr: &Expr) {
-        if !self.whole_steps {
-            return;
-        }
-        let mut nodes = Vec::new();
-        collect_nodes(expr, &mut nodes);
-        for node in nodes {
-            let (Node::Call(c) | Node::Aggregate(_, c)) = node;
-            if let Some(ms) = plain_range_arg(c) {
-                self.selection_facts(&ms.selector);
-            }
-        }
-    }
-
     /// [`distinct_outputs`](Self::distinct_outputs), or with `delayed_counts` false,
     /// whether the label sets stay distinct also after names are dropped at the end.
-    /// Dropping a name drops `__type__` and `__unit__` too: all of them must agree.
+    /// Dropping a name drops `__type__` and `__unit__` too.
     fn distinct(&mut self, c: &Call, delayed_counts: bool) -> bool {
         let (Some((_, keep_name)), Some(ms)) = (kind(c.func.name), plain_range_arg(c)) else {
             return false;
         };
-        keep_name || (delayed_counts && self.delayed) || self.selection_facts(&ms.selector).one_name
+        keep_name
+            || (delayed_counts && self.delayed)
+            || self.selection_facts(&ms.selector).distinct_without_names
     }
 
     /// The result of a range query that is a sliding call (`avg_over_time(m[5m])`),
