@@ -125,10 +125,26 @@ impl Acc {
     }
 }
 
-struct Group {
-    labels: Labels,
-    drop_name: bool,
-    acc: Acc,
+/// The groups of an aggregation, numbered in order of first appearance. They are found
+/// by a hash of the grouping labels' values, so that no label set is built for an
+/// element whose group exists already.
+#[derive(Default)]
+struct GroupKeys {
+    by_hash: HashMap<u64, Vec<usize>>,
+    keys: Vec<Labels>,
+}
+
+impl GroupKeys {
+    /// The group of an element with `labels`, and whether it is new.
+    fn find_or_add(&mut self, labels: &Labels, grouping: Option<&Grouping>) -> (usize, bool) {
+        let candidates = self.by_hash.entry(group_hash(labels, grouping)).or_default();
+        if let Some(g) = candidates.iter().copied().find(|&g| in_group(&self.keys[g], labels, grouping)) {
+            return (g, false);
+        }
+        candidates.push(self.keys.len());
+        self.keys.push(group_labels(labels, grouping));
+        (self.keys.len() - 1, true)
+    }
 }
 
 impl Evaluator<'_> {
@@ -210,8 +226,7 @@ impl Evaluator<'_> {
         let op = a.op;
         // Per series of the selection, its group once seen.
         let mut group_of: Vec<usize> = Vec::new();
-        let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
-        let mut keys: Vec<Labels> = Vec::new();
+        let mut groups = GroupKeys::default();
         // Per group, per step: the accumulator and the first series that went into it.
         let mut cells: Vec<Vec<Option<(Acc, usize)>>> = Vec::new();
         let mut drop_names = false;
@@ -221,17 +236,11 @@ impl Evaluator<'_> {
                 group_of.resize(series + 1, usize::MAX);
             }
             if group_of[series] == usize::MAX {
-                let candidates = by_hash.entry(group_hash(labels, grouping)).or_default();
-                group_of[series] =
-                    match candidates.iter().copied().find(|&g| in_group(&keys[g], labels, grouping)) {
-                        Some(g) => g,
-                        None => {
-                            candidates.push(keys.len());
-                            keys.push(group_labels(labels, grouping));
-                            cells.push((0..steps.len()).map(|_| None).collect());
-                            keys.len() - 1
-                        }
-                    };
+                let (g, new) = groups.find_or_add(labels, grouping);
+                if new {
+                    cells.push((0..steps.len()).map(|_| None).collect());
+                }
+                group_of[series] = g;
             }
             let g = group_of[series];
             match &mut cells[g][i] {
@@ -255,7 +264,7 @@ impl Evaluator<'_> {
                 present
                     .drain(..)
                     .map(|(_, g, acc)| S {
-                        labels: keys[g].clone(),
+                        labels: groups.keys[g].clone(),
                         v: acc.value(op, f64::NAN),
                         t: 0,
                         drop_name: drop_names,
@@ -300,29 +309,17 @@ impl Evaluator<'_> {
         }
         let keep_plan = self.grid_step > 0;
         let mut group_of = Vec::with_capacity(if keep_plan { input.len() } else { 0 });
-        // Groups are found by a hash of the grouping labels' values, so that no label
-        // set is built for an element whose group exists already.
-        let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
-        let mut groups: Vec<Group> = Vec::new();
+        let mut keys = GroupKeys::default();
+        // Per group: the accumulator and whether a name is to be dropped at the end.
+        let mut groups: Vec<(Acc, bool)> = Vec::new();
         for s in &input {
-            let candidates = by_hash.entry(group_hash(&s.labels, grouping)).or_default();
-            let g = match candidates
-                .iter()
-                .copied()
-                .find(|&i| in_group(&groups[i].labels, &s.labels, grouping))
-            {
-                Some(i) => {
-                    groups[i].acc.add(s.v);
-                    groups[i].drop_name |= s.drop_name;
-                    i
-                }
-                None => {
-                    candidates.push(groups.len());
-                    let labels = group_labels(&s.labels, grouping);
-                    groups.push(Group { labels, drop_name: s.drop_name, acc: Acc::new(op, s.v) });
-                    groups.len() - 1
-                }
-            };
+            let (g, new) = keys.find_or_add(&s.labels, grouping);
+            if new {
+                groups.push((Acc::new(op, s.v), s.drop_name));
+            } else {
+                groups[g].0.add(s.v);
+                groups[g].1 |= s.drop_name;
+            }
             if keep_plan {
                 group_of.push(g);
             }
@@ -331,13 +328,14 @@ impl Evaluator<'_> {
             let plan = GroupPlan {
                 inputs: input.into_iter().map(|s| s.labels).collect(),
                 group_of,
-                keys: groups.iter().map(|g| g.labels.clone()).collect(),
+                keys: keys.keys.clone(),
             };
             self.group_plans.insert(node, plan);
         }
-        groups
+        keys.keys
             .into_iter()
-            .map(|g| S { labels: g.labels, v: g.acc.value(op, p), t: 0, drop_name: g.drop_name })
+            .zip(groups)
+            .map(|(labels, (acc, drop_name))| S { labels, v: acc.value(op, p), t: 0, drop_name })
             .collect()
     }
 
