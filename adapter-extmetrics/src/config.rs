@@ -341,8 +341,30 @@ impl MetricQuery {
     /// Whether both collect the same thing the same way: equal but for where they are
     /// defined.
     pub fn same_work(&self, other: &MetricQuery) -> bool {
-        let MetricQuery { origin: _, .. } = self;
-        MetricQuery { origin: self.origin.clone(), ..other.clone() } == *self
+        // Every field but `origin`, named so that a new field has to be placed here.
+        let MetricQuery {
+            namespace,
+            metric_name,
+            labels,
+            query,
+            interval,
+            window,
+            backend_name,
+            backend,
+            policies,
+            reduce,
+            origin: _,
+        } = self;
+        *namespace == other.namespace
+            && *metric_name == other.metric_name
+            && *labels == other.labels
+            && *query == other.query
+            && *interval == other.interval
+            && *window == other.window
+            && *backend_name == other.backend_name
+            && *backend == other.backend
+            && *policies == other.policies
+            && *reduce == other.reduce
     }
 
     /// Whether this entry answers `GET .../namespaces/{namespace}/{metric}?labelSelector=…`.
