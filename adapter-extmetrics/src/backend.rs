@@ -240,8 +240,7 @@ mod tests {
     #[tokio::test]
     async fn prometheus_backend_sends_basic_auth() {
         let url = api_with_basic_auth().await;
-        let dir = std::env::temp_dir().join(format!("extmetrics-basic-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = testkit::temp_dir("extmetrics-basic");
         let password_file = dir.join("password");
         std::fs::write(&password_file, "s3cret\n").unwrap();
         let backend = |password_file: String| {

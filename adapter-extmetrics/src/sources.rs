@@ -239,8 +239,7 @@ mod tests {
 
     #[test]
     fn reload_keeps_the_last_good_version() {
-        let dir = std::env::temp_dir().join(format!("extmetrics-sources-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = testkit::temp_dir("extmetrics-sources");
         let hpa = dir.join("hpa.yaml");
         std::fs::write(&hpa, HPA.replace("QUERY", "sum(up)")).unwrap();
         let config = dir.join("c.yaml");

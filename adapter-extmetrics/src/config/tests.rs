@@ -220,8 +220,7 @@ fn durations() {
 
 #[test]
 fn load_reads_files() {
-    let dir = std::env::temp_dir().join(format!("extmetrics-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = testkit::temp_dir("extmetrics-cfg");
     let path = dir.join("c.yaml");
     std::fs::write(&path, GOOD).unwrap();
     assert_eq!(Config::load(&path).unwrap().metrics.len(), 3);
