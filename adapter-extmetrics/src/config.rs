@@ -97,9 +97,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const INTERVAL_BOUNDS: std::ops::RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(24 * 3600);
 
-/// The error for an interval outside [`INTERVAL_BOUNDS`].
-pub fn interval_bounds_message() -> String {
-    "interval must be between 100ms and 24h".to_owned()
+/// The error for an interval (the field `what`) outside [`INTERVAL_BOUNDS`].
+pub fn interval_bounds_message(what: &str) -> String {
+    format!("{what} must be between 100ms and 24h")
 }
 
 /// Default scrape interval of pods (`local` backend without url).
@@ -793,7 +793,7 @@ fn apply_fields(c: &mut Collector<'_>, path: &[Seg<'_>], base: &Defaults, raw: &
     if let Some(s) = &raw.interval {
         match parse_duration(s) {
             Ok(d) if INTERVAL_BOUNDS.contains(&d) => out.interval = d,
-            Ok(_) => c.issue(&at("interval"), interval_bounds_message(), None),
+            Ok(_) => c.issue(&at("interval"), interval_bounds_message("interval"), None),
             Err(e) => c.issue(&at("interval"), e, None),
         }
     }
@@ -1052,7 +1052,7 @@ impl Config {
                         duration(&l.scrape_interval, "scrapeInterval", DEFAULT_SCRAPE_INTERVAL);
                     let retention = duration(&l.retention, "retention", DEFAULT_RETENTION);
                     if !INTERVAL_BOUNDS.contains(&scrape_interval) {
-                        c.issue(&path, "scrapeInterval must be between 100ms and 24h".to_owned(), None);
+                        c.issue(&path, interval_bounds_message("scrapeInterval"), None);
                     }
                     Backend::Local { api, scrape_interval, retention }
                 }

@@ -284,7 +284,7 @@ pub fn from_hpa(hpa: &Hpa, defaults: &Defaults, backends: &BTreeMap<String, Back
             match *name {
                 "interval" => match dur(&mut out, k, v) {
                     Some(d) if super::INTERVAL_BOUNDS.contains(&d) => interval = d,
-                    Some(_) => problem(&mut out, k, super::interval_bounds_message(), None),
+                    Some(_) => problem(&mut out, k, super::interval_bounds_message("interval"), None),
                     None => {}
                 },
                 "window" => match dur(&mut out, k, v) {
