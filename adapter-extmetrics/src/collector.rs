@@ -225,8 +225,7 @@ impl Entry {
     /// `metric {labels}`, for messages.
     pub fn describe(&self) -> String {
         let q = &self.query;
-        let labels: Vec<String> = q.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("metric {} {{{}}}", q.metric_name, labels.join(","))
+        format!("metric {} {{{}}}", q.metric_name, q.labels_text())
     }
 
     /// The entry as the debug endpoint shows it.
@@ -245,10 +244,7 @@ impl Entry {
             Some(Err(p)) => (None, None, Some(p.to_string())),
         };
         DebugEntry {
-            namespace: match &q.namespace {
-                crate::config::NamespaceMatch::Any => "*".to_owned(),
-                crate::config::NamespaceMatch::Exact(n) => n.clone(),
-            },
+            namespace: q.namespace.as_str().to_owned(),
             metric: q.metric_name.clone(),
             labels: q.labels.clone(),
             query: q.query.clone(),

@@ -271,6 +271,14 @@ pub enum NamespaceMatch {
 }
 
 impl NamespaceMatch {
+    /// As messages and metric labels show it: the name, or `*` for every namespace.
+    pub fn as_str(&self) -> &str {
+        match self {
+            NamespaceMatch::Any => "*",
+            NamespaceMatch::Exact(n) => n,
+        }
+    }
+
     /// Whether `ns` is served.
     pub fn matches(&self, ns: &str) -> bool {
         match self {
@@ -338,6 +346,11 @@ pub struct MetricQuery {
 }
 
 impl MetricQuery {
+    /// The labels as `k=v,k=v`, as messages and metric labels show them.
+    pub fn labels_text(&self) -> String {
+        self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    }
+
     /// Whether both collect the same thing the same way: equal but for where they are
     /// defined.
     pub fn same_work(&self, other: &MetricQuery) -> bool {

@@ -531,12 +531,9 @@ impl Metrics {
         for e in collector.entries() {
             let q = e.query();
             let labels = QueryLabels {
-                namespace: match &q.namespace {
-                    crate::config::NamespaceMatch::Any => "*".to_owned(),
-                    crate::config::NamespaceMatch::Exact(n) => n.clone(),
-                },
+                namespace: q.namespace.as_str().to_owned(),
                 metric: q.metric_name.clone(),
-                selector: q.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+                selector: q.labels_text(),
             };
             if let Some(age) = e.value_age() {
                 self.value_age.get_or_create(&labels).set(age);

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use crate::config::annotations::{from_hpa, Hpa};
 use crate::config::manifests::hpas_from_yaml;
-use crate::config::{Config, MetricQuery, NamespaceMatch};
+use crate::config::{Config, MetricQuery};
 
 /// A file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +195,7 @@ fn dedupe(queries: Vec<MetricQuery>, problems: &mut Vec<SourceProblem>) -> Vec<M
     let mut seen: BTreeMap<(String, String, BTreeMap<String, String>), MetricQuery> = BTreeMap::new();
     let mut out = Vec::new();
     for q in queries {
-        let key = (namespace_of(&q).to_owned(), q.metric_name.to_ascii_lowercase(), q.labels.clone());
+        let key = (q.namespace.as_str().to_owned(), q.metric_name.to_ascii_lowercase(), q.labels.clone());
         match seen.get(&key) {
             Some(first) if first.query == q.query && first.backend == q.backend => {}
             Some(first) => problems.push(SourceProblem {
@@ -216,17 +216,9 @@ fn dedupe(queries: Vec<MetricQuery>, problems: &mut Vec<SourceProblem>) -> Vec<M
     out
 }
 
-fn namespace_of(q: &MetricQuery) -> &str {
-    match &q.namespace {
-        NamespaceMatch::Any => "*",
-        NamespaceMatch::Exact(n) => n,
-    }
-}
-
 /// `namespace/metric{labels}`, for messages.
 pub fn describe(q: &MetricQuery) -> String {
-    let labels: Vec<String> = q.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{}/{}{{{}}}", namespace_of(q), q.metric_name, labels.join(","))
+    format!("{}/{}{{{}}}", q.namespace.as_str(), q.metric_name, q.labels_text())
 }
 
 #[cfg(test)]
