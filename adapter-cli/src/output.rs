@@ -11,7 +11,9 @@ pub fn print(value: &Value, json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let colour = out.is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let written = if json {
-        writeln!(out, "{}", promql::api::data_json(value))
+        let mut text = String::new();
+        promql::api::write_data_json(value, &mut text);
+        writeln!(out, "{text}")
     } else {
         write_table(&mut out, value, colour)
     };

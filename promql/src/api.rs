@@ -61,9 +61,12 @@ pub fn data_json(value: &Value) -> Json {
     }
 }
 
-/// [`data_json`] written straight into `out`, without building a JSON tree: a range
-/// query of a few thousand series has hundreds of thousands of points, and a tree would
-/// allocate several values per point. The text is the same as `data_json(value)`'s.
+/// The text of [`data_json`] written straight into `out`, without building a JSON tree:
+/// a range query of a few thousand series has hundreds of thousands of points, and a
+/// tree would allocate several values per point.
+///
+/// The text is Prometheus': the same JSON value as `data_json(value)`, with sample
+/// timestamps spelt as Prometheus spells them (`1.500`, where the tree has `1.5`).
 ///
 /// ```
 /// use promql::value::{Sample, Value};
@@ -71,7 +74,9 @@ pub fn data_json(value: &Value) -> Json {
 /// let v = Value::Vector(vec![Sample { labels: Labels::from_pairs([("job", "a\"b")]), t: 1_500, v: f64::NAN }]);
 /// let mut out = String::new();
 /// promql::api::write_data_json(&v, &mut out);
-/// assert_eq!(out, promql::api::data_json(&v).to_string());
+/// assert_eq!(out, r#"{"resultType":"vector","result":[{"metric":{"job":"a\"b"},"value":[1.500,"NaN"]}]}"#);
+/// let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
+/// assert_eq!(parsed, promql::api::data_json(&v));
 /// ```
 pub fn write_data_json(value: &Value, out: &mut String) {
     match value {
@@ -90,7 +95,7 @@ pub fn write_data_json(value: &Value, out: &mut String) {
         Value::Vector(samples) => {
             out.push_str(r#"{"resultType":"vector","result":["#);
             write_each(out, samples, |out, s| {
-                write_item(out, &s.labels, "value", |out| write_point(out, s.t, s.v));
+                write_item(out, &s.labels, "value", |out| write_sample(out, s.t, s.v));
             });
             out.push_str("]}");
         }
@@ -99,7 +104,7 @@ pub fn write_data_json(value: &Value, out: &mut String) {
             write_each(out, series, |out, s| {
                 write_item(out, &s.labels, "values", |out| {
                     out.push('[');
-                    write_each(out, &s.points, |out, p| write_point(out, p.t, p.v));
+                    write_each(out, &s.points, |out, p| write_sample(out, p.t, p.v));
                     out.push(']');
                 });
             });
@@ -137,20 +142,46 @@ fn write_str(out: &mut String, s: &str) {
     }
 }
 
+/// A scalar's or string's timestamp: seconds as the shortest float (`1.5`).
 fn write_time(out: &mut String, ms: Timestamp) {
-    use std::fmt::Write;
     if ms % 1000 == 0 {
-        let _ = write!(out, "{}", ms / 1000);
+        out.push_str(itoa::Buffer::new().format(ms / 1000));
     } else {
-        let _ = write!(out, "{}", time(ms));
+        write_go_float(out, ms as f64 / 1000.0);
+    }
+}
+
+/// A sample's timestamp as Prometheus writes vectors and matrices: whole seconds, then
+/// all three millisecond digits when there are any (`1.500`, `-0.050`).
+fn write_sample_time(out: &mut String, ms: Timestamp) {
+    if ms < 0 {
+        out.push('-');
+    }
+    let abs = ms.unsigned_abs();
+    let mut buf = itoa::Buffer::new();
+    out.push_str(buf.format(abs / 1000));
+    let frac = abs % 1000;
+    if frac != 0 {
+        out.push('.');
+        let digits = buf.format(frac + 1000);
+        out.push_str(&digits[1..]);
     }
 }
 
 fn write_point(out: &mut String, t: Timestamp, v: f64) {
+    write_value(out, t, v, write_time);
+}
+
+fn write_sample(out: &mut String, t: Timestamp, v: f64) {
+    write_value(out, t, v, write_sample_time);
+}
+
+/// `[<time>,"<value>"]`.
+fn write_value(out: &mut String, t: Timestamp, v: f64, time: fn(&mut String, Timestamp)) {
     out.push('[');
-    write_time(out, t);
+    time(out, t);
     out.push_str(",\"");
-    // Digits, signs, `e`, `.`, `NaN`, `Inf`: nothing to escape.
+    // Digits, signs, `.`, `NaN`, `Inf`: nothing to escape.
     write_go_float(out, v);
     out.push_str("\"]");
 }
@@ -169,6 +200,33 @@ fn write_metric(out: &mut String, labels: &Labels) {
 mod tests {
     use super::*;
     use crate::value::{Point, Sample, Series};
+
+    #[test]
+    fn times_are_spelt_as_prometheus_spells_them() {
+        let text = |v: &Value| {
+            let mut out = String::new();
+            write_data_json(v, &mut out);
+            out
+        };
+        let vector = |t| Value::Vector(vec![Sample { labels: Labels::empty(), t, v: 1.0 }]);
+        // Answers of Prometheus 2.42 to `vector(1)` and `1` at these times.
+        assert_eq!(
+            text(&vector(1_704_070_800_500)),
+            r#"{"resultType":"vector","result":[{"metric":{},"value":[1704070800.500,"1"]}]}"#
+        );
+        assert_eq!(
+            text(&vector(-50)),
+            r#"{"resultType":"vector","result":[{"metric":{},"value":[-0.050,"1"]}]}"#
+        );
+        assert_eq!(
+            text(&vector(7_000)),
+            r#"{"resultType":"vector","result":[{"metric":{},"value":[7,"1"]}]}"#
+        );
+        assert_eq!(
+            text(&Value::Scalar { t: 1_704_070_800_500, v: 1.0 }),
+            r#"{"resultType":"scalar","result":[1704070800.5,"1"]}"#
+        );
+    }
 
     #[test]
     fn writer_equals_tree() {
@@ -195,7 +253,7 @@ mod tests {
         for v in &values {
             let mut out = String::new();
             write_data_json(v, &mut out);
-            assert_eq!(out, data_json(v).to_string());
+            assert_eq!(serde_json::from_str::<Json>(&out).ok(), Some(data_json(v)), "{out}");
         }
     }
 }

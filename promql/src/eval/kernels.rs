@@ -709,8 +709,11 @@ pub(crate) fn go_format_float(v: f64) -> String {
 
 /// [`go_format_float`] appended to `out`, without a `String` per value: results
 /// serialise hundreds of thousands of them.
+///
+/// The digits come from Ryu, as Go's do. When two shortest decimals are equally near
+/// (`1690060720831323.25` lies halfway between `…323.2` and `…323.3`), Ryu and Go pick
+/// the even last digit; Rust's `Display` picks the larger, so it cannot be used here.
 pub(crate) fn write_go_float(out: &mut String, v: f64) {
-    use std::fmt::Write;
     if v.is_nan() {
         out.push_str("NaN");
     } else if v == f64::INFINITY {
@@ -718,8 +721,43 @@ pub(crate) fn write_go_float(out: &mut String, v: f64) {
     } else if v == f64::NEG_INFINITY {
         out.push_str("-Inf");
     } else {
-        // Rust's Display is shortest-round-trip and never uses an exponent.
-        let _ = write!(out, "{v}");
+        let mut buf = ryu::Buffer::new();
+        push_without_exponent(out, buf.format_finite(v));
+    }
+}
+
+/// Rewrites Ryu's text (`1.5`, `100.0`, `-1.2e-7`, `1e21`) as a plain decimal
+/// (`1.5`, `100`, `-0.00000012`, `1000000000000000000000`).
+fn push_without_exponent(out: &mut String, ryu: &str) {
+    let (sign, unsigned) = match ryu.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", ryu),
+    };
+    out.push_str(sign);
+    let Some((mantissa, exp)) = unsigned.split_once('e') else {
+        // Ryu writes whole numbers in this range with a `.0` that Go leaves out.
+        out.push_str(unsigned.strip_suffix(".0").unwrap_or(unsigned));
+        return;
+    };
+    // Ryu's exponents are small decimal integers; the fallback never triggers.
+    let exp: i64 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|&c| c != '.').collect();
+    let int_len = mantissa.find('.').unwrap_or(mantissa.len());
+    // The decimal point sits `point` digits into `digits` (negative: before them).
+    let point = int_len as i64 + exp;
+    if point <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', point.unsigned_abs() as usize));
+        out.push_str(&digits);
+    } else if let Some((int, frac)) = digits.split_at_checked(point as usize) {
+        out.push_str(int);
+        if !frac.is_empty() {
+            out.push('.');
+            out.push_str(frac);
+        }
+    } else {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
     }
 }
 
@@ -2218,6 +2256,8 @@ mod tests {
     }
 
     #[test]
+    // The ties below are written as their exact binary values, longer than shortest.
+    #[allow(clippy::excessive_precision)]
     fn format_float_like_go() {
         let cases: &[(f64, &str)] = &[
             (6.0, "6"),
@@ -2234,9 +2274,38 @@ mod tests {
             (f64::NEG_INFINITY, "-Inf"),
             (9.98846567431158e307, &format!("998846567431158{}", "0".repeat(293))),
             (5e-324, &format!("0.{}5", "0".repeat(323))),
+            // Halfway between two shortest decimals: Go (and Ryu) take the even digit.
+            // Each was checked against Prometheus 2.42's API.
+            (1690060720831323.25, "1690060720831323.2"),
+            (233115890514796.125, "233115890514796.12"),
+            (-80268389491067.125, "-80268389491067.12"),
+            (758560795102542.25, "758560795102542.2"),
+            (1.2e-7, "0.00000012"),
+            (1.5e16, "15000000000000000"),
+            (1.2345678901234567e16, "12345678901234568"),
         ];
         for (v, want) in cases {
             assert_eq!(go_format_float(*v), *want, "{v}");
+        }
+    }
+
+    /// Shortest round trip on random bit patterns: the text reads back as the same
+    /// float and has as many characters as `Display`'s (which differs only on ties).
+    #[test]
+    fn go_float_is_shortest_round_trip() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for v in [f64::from_bits(x), (x >> 11) as f64 / 1024.0, (x % 100_000) as f64 / 100.0] {
+                if !v.is_finite() {
+                    continue;
+                }
+                let ours = go_format_float(v);
+                assert_eq!(ours.parse::<f64>().map(f64::to_bits), Ok(v.to_bits()), "{ours}");
+                assert_eq!(ours.len(), v.to_string().len(), "{v}: {ours}");
+            }
         }
     }
 
