@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -68,16 +69,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn success(data: Json, result: Option<&QueryResult>, query: &str) -> Response {
-    success_text(&data.to_string(), result, query)
+fn success(data: Json) -> Response {
+    success_with(|body| body.push_str(&data.to_string()), None, "")
 }
 
-/// A success body around `data`, already JSON text: query results are written
-/// straight to text (`promql::api::write_data_json`), not built as a tree.
-fn success_text(data: &str, result: Option<&QueryResult>, query: &str) -> Response {
-    let mut body = String::with_capacity(data.len() + 64);
-    body.push_str(r#"{"status":"success","data":"#);
-    body.push_str(data);
+/// A query's answer: its `data` is written straight into the body
+/// (`promql::api::write_data_json`), not built as a tree.
+fn success_result(result: &QueryResult, query: &str) -> Response {
+    success_with(|body| promql::api::write_data_json(&result.value, body), Some(result), query)
+}
+
+/// A success body around the `data` that `write_data` appends.
+fn success_with(write_data: impl FnOnce(&mut String), result: Option<&QueryResult>, query: &str) -> Response {
+    let mut body = String::from(r#"{"status":"success","data":"#);
+    write_data(&mut body);
     if let Some(r) = result {
         let pick = |kind| -> Vec<String> {
             r.annotations.iter().filter(|a| a.kind == kind).map(|a| a.render(query)).collect()
@@ -92,13 +97,6 @@ fn success_text(data: &str, result: Option<&QueryResult>, query: &str) -> Respon
     }
     body.push('}');
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// The `data` of a query result as JSON text.
-fn result_text(result: &QueryResult) -> String {
-    let mut out = String::new();
-    promql::api::write_data_json(&result.value, &mut out);
-    out
 }
 
 /// The parameters of a request: the URL's query string and, for a form POST, the body.
@@ -157,11 +155,12 @@ fn parse_api_time(s: &str) -> Option<i64> {
 type Handler = fn(&AppState, &Params, &str) -> Result<Response, ApiError>;
 
 /// A route for GET and form POST that runs `f` on rayon's pool, where the evaluator
-/// splits range queries too, waiting on a blocking thread so that the runtime's workers
-/// stay free (health checks answer under load). Evaluation is CPU work; keeping it on
-/// the same few threads keeps the allocator's per-thread heaps few: over the Istio query
-/// set of benches/README.md ten times, peak RSS is 87 MB this way, 91–99 MB on tokio's
-/// blocking threads themselves.
+/// splits range queries too; the runtime's workers only await the answer, so health
+/// checks answer under load. Evaluation is CPU work; keeping it on the same few threads
+/// keeps the allocator's per-thread heaps few: over the Istio query set of
+/// benches/README.md ten times, peak RSS is 87 MB this way, 91–99 MB on tokio's
+/// blocking threads. Handing the job to the pool directly, rather than from a blocking
+/// thread, saves two thread wake-ups a request.
 fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
     let handler = move |State(state): State<Arc<AppState>>,
                         name: Option<Path<String>>,
@@ -174,25 +173,43 @@ fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
             Err(e) => return e.into_response(),
         };
         let name = name.map(|Path(n)| n).unwrap_or_default();
-        match tokio::task::spawn_blocking(move || rayon::scope(|_| f(&state, &params, &name))).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => e.into_response(),
-            Err(e) => ApiError {
-                kind: "internal",
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: format!("query panicked, please report a bug: {e}"),
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rayon::spawn(move || {
+            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| f(&state, &params, &name)));
+            // The client may have gone; its answer is then dropped.
+            let _ = tx.send(answer);
+        });
+        match rx.await {
+            Ok(Ok(Ok(r))) => r,
+            Ok(Ok(Err(e))) => e.into_response(),
+            Ok(Err(payload)) => {
+                internal(&format!("query panicked, please report a bug: {}", panic_text(&*payload)))
             }
-            .into_response(),
+            Err(_) => internal("query evaluation ended without an answer, please report a bug"),
         }
     };
     get(handler).post(handler)
+}
+
+fn internal(message: &str) -> Response {
+    ApiError { kind: "internal", status: StatusCode::INTERNAL_SERVER_ERROR, message: message.to_owned() }
+        .into_response()
+}
+
+/// The message of a panic payload (`panic!` with a literal or with formatting).
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 fn instant_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
     let query = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing"))?;
     let time = p.time("time", crate::timeflags::now_ms())?;
     let result = state.engine.instant_query(&state.store, query, time)?;
-    Ok(success_text(&result_text(&result), Some(&result), query))
+    Ok(success_result(&result, query))
 }
 
 fn range_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
@@ -218,7 +235,7 @@ fn range_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiErr
         ));
     }
     let result = state.engine.range_query(&state.store, query, start, end, step)?;
-    Ok(success_text(&result_text(&result), Some(&result), query))
+    Ok(success_result(&result, query))
 }
 
 fn required(t: i64, name: &str) -> Result<i64, ApiError> {
@@ -275,19 +292,19 @@ fn series(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
             Json::Object(l.iter().map(|l| (l.name.to_string(), Json::String(l.value.to_string()))).collect())
         })
         .collect();
-    Ok(success(Json::Array(data), None, ""))
+    Ok(success(Json::Array(data)))
 }
 
 fn labels(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
     let names: BTreeSet<String> =
         matching_series(state, p, false)?.iter().flat_map(|l| l.iter().map(|l| l.name.to_string())).collect();
-    Ok(success(json!(names), None, ""))
+    Ok(success(json!(names)))
 }
 
 fn label_values(state: &AppState, p: &Params, name: &str) -> Result<Response, ApiError> {
     let values: BTreeSet<String> =
         matching_series(state, p, false)?.iter().filter_map(|l| l.get(name).map(str::to_owned)).collect();
-    Ok(success(json!(values), None, ""))
+    Ok(success(json!(values)))
 }
 
 fn buildinfo(_: &AppState, _: &Params, _: &str) -> Result<Response, ApiError> {
@@ -299,7 +316,7 @@ fn buildinfo(_: &AppState, _: &Params, _: &str) -> Result<Response, ApiError> {
         "buildDate": "",
         "goVersion": "none (Rust)",
     });
-    Ok(success(data, None, ""))
+    Ok(success(data))
 }
 
 /// The router of the API, for `serve` and for tests.
