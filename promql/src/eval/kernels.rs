@@ -734,7 +734,9 @@ fn push_without_exponent(out: &mut String, ryu: &str) {
         None => ("", ryu),
     };
     out.push_str(sign);
-    let Some((mantissa, exp)) = unsigned.split_once('e') else {
+    let Some((mantissa, exp)) =
+        unsigned.bytes().rposition(|b| b == b'e').map(|i| (&unsigned[..i], &unsigned[i + 1..]))
+    else {
         // Ryu writes whole numbers in this range with a `.0` that Go leaves out.
         out.push_str(unsigned.strip_suffix(".0").unwrap_or(unsigned));
         return;

@@ -926,8 +926,7 @@ impl<'a> Evaluator<'a> {
 
     /// `expr` at each of `steps` (`grid` apart: a range query's or a subquery's), each
     /// value passed through `finish`. Range functions slide over the steps; a long
-    /// list is split over the cores unless this already runs on a worker thread (steps
-    /// are independent).
+    /// list is split over the cores (steps are independent).
     fn eval_steps<R: Send>(
         &mut self,
         expr: &Expr,
@@ -935,9 +934,24 @@ impl<'a> Evaluator<'a> {
         grid: i64,
         finish: &(dyn Fn(&mut Evaluator<'a>, Timestamp, V) -> EResult<R> + Sync),
     ) -> EResult<Vec<(Timestamp, R)>> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
         let work = steps.len() * self.selected.values().map(|s| s.len()).sum::<usize>();
-        let split = self.parallel && threads > 1 && steps.len() >= 2 * threads && work >= 20_000;
+        let parts =
+            self.over_step_parts(steps, grid, work >= 20_000, &|ev, part| ev.steps(expr, part, finish))?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// `f` over consecutive parts of `steps` (`grid` apart), each part with an evaluator
+    /// of its own: one part per core when `split` and this evaluator is not already one
+    /// of several threads, else one part. The parts' annotations are kept.
+    pub(super) fn over_step_parts<R: Send>(
+        &mut self,
+        steps: &[Timestamp],
+        grid: i64,
+        split: bool,
+        f: &(dyn Fn(&mut Evaluator<'a>, &[Timestamp]) -> EResult<R> + Sync),
+    ) -> EResult<Vec<R>> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let split = split && self.parallel && threads > 1 && steps.len() >= 2 * threads;
         let chunk = if split { steps.len().div_ceil(threads) } else { steps.len().max(1) };
         let parts: Vec<(Evaluator<'a>, &[Timestamp])> = steps
             .chunks(chunk)
@@ -950,7 +964,7 @@ impl<'a> Evaluator<'a> {
             .collect();
         let run = |(mut ev, part): (Evaluator<'a>, &[Timestamp])| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                ev.steps(expr, part, finish).map(|r| (r, std::mem::take(&mut ev.annotations)))
+                f(&mut ev, part).map(|r| (r, std::mem::take(&mut ev.annotations)))
             }))
             .unwrap_or_else(|_| Err(EvalError::Execution("evaluation panicked; please report a bug".into())))
         };
@@ -963,10 +977,10 @@ impl<'a> Evaluator<'a> {
         } else {
             parts.into_iter().map(run).collect()
         };
-        let mut all = Vec::with_capacity(steps.len());
+        let mut all = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
             let (part, annotations) = outcome?;
-            all.extend(part);
+            all.push(part);
             for a in annotations {
                 self.annotate(a.kind, a.message, a.span);
             }
