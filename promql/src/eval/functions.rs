@@ -359,8 +359,9 @@ impl Evaluator<'_> {
                 }
                 let (start, end) = (m.start, m.end);
                 let zero_clamp_first = self.opts.compat == Compat::Prometheus2;
-                self.per_series(m, false, |p| {
-                    kernels::extrapolated_rate(p, start, end, end - start, counter, rate, zero_clamp_first)
+                self.per_window(m, false, |p, decreases| {
+                    let kind = kernels::CounterKind::of(counter, decreases);
+                    kernels::extrapolated_rate_of(p, start, end, end - start, kind, rate, zero_clamp_first)
                 })
             }
             "irate" | "idelta" => {
@@ -372,7 +373,12 @@ impl Evaluator<'_> {
                 let d = self.scalar_arg(&c.args[1], t)?;
                 self.range_fn(c, t, 0, |p| kernels::predict_linear(p, t, d))?
             }
-            "resets" => self.range_fn(c, t, 0, |p| Some(kernels::resets(p)))?,
+            "resets" => {
+                let m = self.matrix_arg(&c.args[0], t)?;
+                self.per_window(m, false, |p, decreases| {
+                    Some(decreases.map_or_else(|| kernels::resets(p), |n| n as f64))
+                })
+            }
             "changes" => self.range_fn(c, t, 0, |p| Some(kernels::changes(p)))?,
             "sum_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::sum_over_time(p)))?,
             "avg_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::avg_over_time(p)))?,
@@ -450,10 +456,22 @@ impl Evaluator<'_> {
         keep_name: bool,
         f: impl Fn(&[Point]) -> Option<f64> + Sync + Send,
     ) -> Vec<S> {
+        self.per_window(m, keep_name, |p, _| f(p))
+    }
+
+    /// [`per_series`](Self::per_series) with each window's number of decreasing values
+    /// where the store knows it without a scan.
+    fn per_window(
+        &self,
+        m: Matrix,
+        keep_name: bool,
+        f: impl Fn(&[Point], Option<usize>) -> Option<f64> + Sync + Send,
+    ) -> Vec<S> {
         let source = m.source;
         let delayed = self.delayed;
         self.map_series_owned(m.series, |s| {
-            let v = f(super::points_of(source.as_ref(), &s.points))?;
+            let points = super::points_of(source.as_ref(), &s.points);
+            let v = f(points, super::decreases_of(source.as_ref(), &s.points))?;
             // As `drop_name`: removed now, or marked for removal at the end.
             Some(match (keep_name, delayed) {
                 (true, _) => S { labels: s.labels, v, t: 0, drop_name: s.drop_name },

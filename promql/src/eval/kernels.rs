@@ -193,6 +193,18 @@ pub(crate) enum CounterKind {
     CounterWithoutResets,
 }
 
+impl CounterKind {
+    /// For `rate`/`increase` when `counter`, else `delta`; `resets` is the window's
+    /// number of decreasing values when known.
+    pub(crate) fn of(counter: bool, resets: Option<usize>) -> Self {
+        match (counter, resets) {
+            (false, _) => CounterKind::Gauge,
+            (true, Some(0)) => CounterKind::CounterWithoutResets,
+            (true, _) => CounterKind::Counter,
+        }
+    }
+}
+
 /// [`extrapolated_rate`], told whether the window may hold counter resets.
 pub(crate) fn extrapolated_rate_of(
     points: &[Point],

@@ -1048,6 +1048,15 @@ pub(crate) fn points_of<'a>(source: Option<&'a Arc<Vec<SelectedSeries>>>, p: &'a
     }
 }
 
+/// How many values of a window fall below the one before them, when the store knows
+/// without a scan ([`SharedPoints::decreases_in`](crate::storage::SharedPoints::decreases_in)).
+pub(crate) fn decreases_of(source: Option<&Arc<Vec<SelectedSeries>>>, p: &Points) -> Option<usize> {
+    match (p, source) {
+        (Points::Selected { series, range }, Some(all)) => all[*series].points.decreases_in(range.clone()),
+        _ => None,
+    }
+}
+
 fn push_point(points: &mut Points, p: Point) {
     if let Points::Owned(v) = points {
         v.push(p);

@@ -297,11 +297,7 @@ impl Evaluator<'_> {
                 seen = true;
                 let value = match kind {
                     Kind::Extrapolated { counter, rate } => {
-                        let kind = match (counter, resets) {
-                            (false, _) => CounterKind::Gauge,
-                            (true, 0) => CounterKind::CounterWithoutResets,
-                            (true, _) => CounterKind::Counter,
-                        };
+                        let kind = CounterKind::of(counter, Some(resets));
                         kernels::extrapolated_rate_of(window, start, end, range, kind, rate, zero_clamp_first)
                     }
                     Kind::Window(f) => f(window),

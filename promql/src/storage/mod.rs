@@ -166,7 +166,7 @@ pub trait SampleSource {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct SharedPoints {
-    all: Arc<Vec<Point>>,
+    all: Arc<Buffer>,
     range: std::ops::Range<usize>,
 }
 
@@ -182,18 +182,119 @@ impl SharedPoints {
             range: self.range.start + range.start..self.range.start + range.end,
         }
     }
+
+    /// How many values of the part `range` (relative to this window) are lower than the
+    /// value before them in that part: the counter resets of `rate` and `resets`. `None`
+    /// when the buffer does not keep them (its values fall often: a gauge) and the part
+    /// must be scanned.
+    ///
+    /// ```
+    /// use promql::{storage::SharedPoints, value::Point};
+    /// let all = SharedPoints::from([5.0, 9.0, 2.0, 4.0, 1.0].map(|v| Point { t: 0, v }).to_vec());
+    /// assert_eq!(all.decreases_in(0..5), Some(2));
+    /// assert_eq!(all.decreases_in(2..4), Some(0));
+    /// assert_eq!(all.window(1..5).decreases_in(0..2), Some(1));
+    /// ```
+    pub fn decreases_in(&self, range: std::ops::Range<usize>) -> Option<usize> {
+        let Decreases::Few(at) = &self.all.decreases else {
+            return None;
+        };
+        let (start, end) = (self.range.start + range.start, self.range.start + range.end);
+        if end <= start + 1 {
+            return Some(0);
+        }
+        // A decrease at `i` is the pair `(i - 1, i)`: inside when start < i < end.
+        let from = at.partition_point(|&i| i as usize <= start);
+        let to = at.partition_point(|&i| (i as usize) < end);
+        Some(to - from)
+    }
 }
 
 impl std::ops::Deref for SharedPoints {
     type Target = [Point];
     fn deref(&self) -> &[Point] {
-        &self.all[self.range.clone()]
+        &self.all.points[self.range.clone()]
     }
 }
 
 impl From<Vec<Point>> for SharedPoints {
     fn from(points: Vec<Point>) -> Self {
-        SharedPoints { range: 0..points.len(), all: Arc::new(points) }
+        SharedPoints { range: 0..points.len(), all: Arc::new(Buffer::new(points)) }
+    }
+}
+
+/// A series' samples in time order, and where its values fall.
+#[derive(Debug, Clone, Default)]
+struct Buffer {
+    points: Vec<Point>,
+    decreases: Decreases,
+}
+
+/// The positions `i` where `v[i] < v[i - 1]`, the comparison `rate` and `resets` make:
+/// a counter's resets then cost a search instead of a scan of every window. Kept while
+/// they are rare (counters); a series whose values fall often (a gauge) scans.
+#[derive(Debug, Clone)]
+enum Decreases {
+    Few(Vec<u32>),
+    Many,
+}
+
+impl Default for Decreases {
+    fn default() -> Self {
+        Decreases::Few(Vec::new())
+    }
+}
+
+impl Buffer {
+    fn new(points: Vec<Point>) -> Self {
+        let mut b = Buffer { points, decreases: Decreases::default() };
+        b.index_decreases();
+        b
+    }
+
+    /// Appends a sample newer than every other.
+    fn push(&mut self, p: Point) {
+        let falls = self.points.last().is_some_and(|last| p.v < last.v);
+        self.points.push(p);
+        if falls {
+            self.note_decrease(self.points.len() - 1);
+        }
+    }
+
+    /// Inserts a sample at position `i`, or overwrites the value there when `replace`.
+    fn put(&mut self, i: usize, p: Point, replace: bool) {
+        if replace {
+            self.points[i].v = p.v;
+        } else {
+            self.points.insert(i, p);
+        }
+        self.index_decreases();
+    }
+
+    fn index_decreases(&mut self) {
+        self.decreases = Decreases::default();
+        for i in 1..self.points.len() {
+            if self.points[i].v < self.points[i - 1].v {
+                self.note_decrease(i);
+            }
+        }
+    }
+
+    fn note_decrease(&mut self, i: usize) {
+        if let Decreases::Few(at) = &mut self.decreases {
+            // At most one position per 16 samples (past the first 8): 2% more memory.
+            match u32::try_from(i) {
+                Ok(i) if at.len() < 8 || at.len() * 16 < self.points.len() => at.push(i),
+                _ => self.decreases = Decreases::Many,
+            }
+        }
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.points.shrink_to_fit();
+        if let Decreases::Few(at) = &mut self.decreases {
+            at.shrink_to_fit();
+        }
     }
 }
 
@@ -217,7 +318,7 @@ struct StoredSeries {
     labels: Labels,
     /// Samples in time order. Selections share the buffer; an append while one is alive
     /// copies it first (`Arc::make_mut`), so a query never sees samples change.
-    points: Arc<Vec<Point>>,
+    points: Arc<Buffer>,
 }
 
 /// The in-memory reference source: each series' samples in one buffer that selections
@@ -275,17 +376,18 @@ impl MemoryStore {
                 id
             }
         };
-        let points = Arc::make_mut(&mut self.series[id as usize].points);
-        match points.last() {
-            Some(last) if last.t >= t => match points.binary_search_by_key(&t, |p| p.t) {
-                Ok(i) => points[i].v = v,
+        let buffer = Arc::make_mut(&mut self.series[id as usize].points);
+        let p = Point { t, v };
+        match buffer.points.last() {
+            Some(last) if last.t >= t => match buffer.points.binary_search_by_key(&t, |p| p.t) {
+                Ok(i) => buffer.put(i, p, true),
                 Err(i) => {
-                    points.insert(i, Point { t, v });
+                    buffer.put(i, p, false);
                     self.samples += 1;
                 }
             },
             _ => {
-                points.push(Point { t, v });
+                buffer.push(p);
                 self.samples += 1;
             }
         }
@@ -307,7 +409,7 @@ impl MemoryStore {
 
     /// Every series: labels and samples.
     pub fn series(&self) -> impl Iterator<Item = (&Labels, &[Point])> + '_ {
-        self.series.iter().map(|s| (&s.labels, s.points.as_slice()))
+        self.series.iter().map(|s| (&s.labels, s.points.points.as_slice()))
     }
 
     /// Adds every sample of `other`.
@@ -446,8 +548,9 @@ impl SampleSource for MemoryStore {
             if !residual.iter().all(|m| m.matches(s.labels.get(&m.name).unwrap_or(""))) {
                 continue;
             }
-            let hi = tail_partition_point(&s.points, |t| t <= sel.end);
-            let lo = tail_partition_point(&s.points[..hi], |t| t < sel.start);
+            let points = &s.points.points;
+            let hi = tail_partition_point(points, |t| t <= sel.end);
+            let lo = tail_partition_point(&points[..hi], |t| t < sel.start);
             out.push(SelectedSeries {
                 labels: s.labels.clone(),
                 points: SharedPoints { all: s.points.clone(), range: lo..hi },
@@ -510,6 +613,52 @@ fn tail_partition_point(ps: &[Point], pred: impl Fn(Timestamp) -> bool) -> usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The store's decrease positions give the counts a scan of each window gives, for
+    /// samples appended in order, out of order and overwritten, with NaNs; gauges that
+    /// fall too often to keep them answer `None`.
+    #[test]
+    fn decreases_are_counted_as_a_scan_counts_them() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let scan = |p: &[Point]| p.windows(2).filter(|w| w[1].v < w[0].v).count();
+        let (mut kept, mut many) = (0, 0);
+        for case in 0..300 {
+            let mut st = MemoryStore::new();
+            let labels = Labels::from_pairs([("__name__", "c")]);
+            let n = 1 + next(120) as i64;
+            let reset_odds = [3, 20, 1000][case % 3];
+            let mut v = 0.0;
+            for i in 0..n {
+                v = if next(reset_odds) == 0 { 0.0 } else { v + next(5) as f64 };
+                let v = if next(40) == 0 { f64::NAN } else { v };
+                // Now and then a sample for an earlier time, or one overwritten.
+                let t =
+                    if i > 3 && next(25) == 0 { (i - 1 - next(3) as i64) * 1_000 + 500 } else { i * 1_000 };
+                st.append(&labels, t, v);
+            }
+            let sel = st.select_shared(&Selection { matchers: &[], start: i64::MIN, end: i64::MAX }).unwrap();
+            let p = &sel[0].points;
+            for a in 0..=p.len() {
+                for b in a..=p.len() {
+                    match (p.decreases_in(a..b), p.window(a..b).decreases_in(0..b - a)) {
+                        (Some(k), Some(w)) => {
+                            assert_eq!((k, w), (scan(&p[a..b]), k), "case {case}: {a}..{b}");
+                            kept += 1;
+                        }
+                        (None, None) => many += 1,
+                        other => panic!("case {case}: {a}..{b}: {other:?}"),
+                    }
+                }
+            }
+        }
+        assert!(kept > 0 && many > 0, "{kept} {many}");
+    }
 
     #[test]
     fn intersect_agrees_with_a_set_intersection() {
