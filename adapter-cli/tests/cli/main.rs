@@ -241,15 +241,53 @@ fn same_numbers(ours: &str, theirs: &str) {
     }
 }
 
-/// The body of `/api/v1/query` as sent, fetched by Python's standard library (the
-/// shared tools need Python already).
+/// The body of `/api/v1/query` as sent.
 fn api_text(base: &str, query: &str, time: &str) -> String {
-    let fetch = "import sys, urllib.parse, urllib.request\n\
-        q = urllib.parse.urlencode({'query': sys.argv[2], 'time': sys.argv[3]})\n\
-        sys.stdout.write(urllib.request.urlopen(sys.argv[1] + '/api/v1/query?' + q).read().decode())";
-    let o = Command::new("python3").args(["-c", fetch, base, query, time]).output().unwrap();
-    assert!(o.status.success(), "{query}: {}", stderr(&o));
+    let params = [("query", query), ("time", time)];
+    http_get(&format!("{base}/api/v1/query?{}", serde_urlencoded::to_string(params).unwrap()))
+}
+
+/// A GET's body, fetched by Python's standard library (the shared tools need Python
+/// already).
+fn http_get(url: &str) -> String {
+    let fetch = "import sys, urllib.request\n\
+        sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())";
+    let o = Command::new("python3").args(["-c", fetch, url]).output().unwrap();
+    assert!(o.status.success(), "{url}: {}", stderr(&o));
     stdout(&o)
+}
+
+/// Two long queries take a runtime worker and rayon's pool; health checks and a small
+/// query still answer before either is done.
+#[test]
+fn serve_answers_health_checks_while_long_queries_run() {
+    use std::time::Instant;
+    let dir = testkit::temp_dir("cli-serve-busy");
+    let data = testkit::istio_fixture(&dir, 4);
+    let server = Server::start(&data);
+    // About 1.1 million steps: a second in a release build, six in a debug one.
+    let long = "count_over_time(sum(rate(istio_requests_total[1m]))[19m:1ms])";
+    let long_queries: Vec<_> = (0..2)
+        .map(|_| {
+            let url = server.url.clone();
+            std::thread::spawn(move || {
+                let body = api_text(&url, long, "2024-01-01T00:19:00Z");
+                (Instant::now(), body)
+            })
+        })
+        .collect();
+    // Time for both to be under way.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(http_get(&format!("{}/-/ready", server.url)), "Ready.\n");
+    assert!(api_text(&server.url, "vector(1)", "0").contains(r#""value":[0,"1"]"#));
+    let answered = Instant::now();
+    for q in long_queries {
+        let (done, body) = q.join().unwrap();
+        assert!(body.contains(r#""value":[1704068340,"1122155"]"#), "{body}");
+        assert!(done > answered, "a long query ended before the health check was answered");
+    }
+    let (status, err) = server.stop();
+    assert!(status.success() && err.contains("shut down"), "{status}: {err}");
 }
 
 #[test]
