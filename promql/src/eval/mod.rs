@@ -848,10 +848,10 @@ impl<'a> Evaluator<'a> {
                 Compat::Prometheus2 => s.points.partition_point(|p| p.t < start),
             };
             let hi = s.points.partition_point(|p| p.t <= end);
-            let window = &s.points[lo..hi];
             // Stale markers are left out of range vectors; a window without one is shared.
-            let points = if window.iter().any(|p| is_stale_marker(p.v)) {
-                let kept: Vec<Point> = window.iter().copied().filter(|p| !is_stale_marker(p.v)).collect();
+            let points = if s.points.stale_markers_in(lo..hi) {
+                let kept: Vec<Point> =
+                    s.points[lo..hi].iter().copied().filter(|p| !is_stale_marker(p.v)).collect();
                 (!kept.is_empty()).then_some(Points::Owned(kept))?
             } else {
                 (lo < hi).then_some(Points::Selected { series: i, range: lo..hi })?

@@ -7,7 +7,7 @@ use super::kernels::{self, CounterKind};
 use super::{Compat, EResult, Evaluator, S};
 use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector, VectorSelector};
 use crate::labels::{Labels, LabelsHashing};
-use crate::value::{is_stale_marker, Point, Series, Timestamp};
+use crate::value::{Point, Series, Timestamp};
 
 /// How many windows (series × steps) a range query that is a sliding call needs before
 /// it is split over the cores: about a millisecond of work for the cheapest functions.
@@ -143,7 +143,7 @@ impl Evaluator<'_> {
             return facts;
         }
         let series = self.selected(vs);
-        let stale = series.iter().any(|s| s.points.iter().any(|p| is_stale_marker(p.v)));
+        let stale = series.iter().any(|s| s.points.stale_markers_in(0..s.points.len()));
         // The name-dropped forms are cached in each label set and hashed once: cheaper
         // than looking the name labels up in every series.
         let mut seen: std::collections::HashSet<Labels, LabelsHashing> =

@@ -8,7 +8,7 @@ use regex::Regex;
 
 use crate::ast::{MatchOp, Matcher};
 use crate::labels::{Label, Labels};
-use crate::value::{Point, Series, Timestamp};
+use crate::value::{is_stale_marker, Point, Series, Timestamp};
 
 mod write;
 pub use write::write_openmetrics;
@@ -210,6 +210,21 @@ impl SharedPoints {
     }
 }
 
+impl SharedPoints {
+    /// Whether the part `range` (relative to this window) holds a stale marker: a scan
+    /// only when the buffer holds one somewhere.
+    ///
+    /// ```
+    /// use promql::{storage::SharedPoints, value::{Point, STALE_NAN_BITS}};
+    /// let all = SharedPoints::from([1.0, f64::from_bits(STALE_NAN_BITS), 2.0].map(|v| Point { t: 0, v }).to_vec());
+    /// assert!(all.stale_markers_in(0..3));
+    /// assert!(!all.stale_markers_in(2..3));
+    /// ```
+    pub fn stale_markers_in(&self, range: std::ops::Range<usize>) -> bool {
+        self.all.stale && self[range].iter().any(|p| is_stale_marker(p.v))
+    }
+}
+
 impl std::ops::Deref for SharedPoints {
     type Target = [Point];
     fn deref(&self) -> &[Point] {
@@ -228,6 +243,8 @@ impl From<Vec<Point>> for SharedPoints {
 struct Buffer {
     points: Vec<Point>,
     decreases: Decreases,
+    /// Whether a value is a stale marker: windows of the others need no look for one.
+    stale: bool,
 }
 
 /// The positions `i` where `v[i] < v[i - 1]`, the comparison `rate` and `resets` make:
@@ -247,14 +264,15 @@ impl Default for Decreases {
 
 impl Buffer {
     fn new(points: Vec<Point>) -> Self {
-        let mut b = Buffer { points, decreases: Decreases::default() };
-        b.index_decreases();
+        let mut b = Buffer { points, decreases: Decreases::default(), stale: false };
+        b.index();
         b
     }
 
     /// Appends a sample newer than every other.
     fn push(&mut self, p: Point) {
         let falls = self.points.last().is_some_and(|last| p.v < last.v);
+        self.stale |= is_stale_marker(p.v);
         self.points.push(p);
         if falls {
             self.note_decrease(self.points.len() - 1);
@@ -268,10 +286,11 @@ impl Buffer {
         } else {
             self.points.insert(i, p);
         }
-        self.index_decreases();
+        self.index();
     }
 
-    fn index_decreases(&mut self) {
+    fn index(&mut self) {
+        self.stale = self.points.iter().any(|p| is_stale_marker(p.v));
         self.decreases = Decreases::default();
         for i in 1..self.points.len() {
             if self.points[i].v < self.points[i - 1].v {
@@ -615,8 +634,9 @@ mod tests {
     use super::*;
 
     /// The store's decrease positions give the counts a scan of each window gives, for
-    /// samples appended in order, out of order and overwritten, with NaNs; gauges that
-    /// fall too often to keep them answer `None`.
+    /// samples appended in order, out of order and overwritten, with NaNs and stale
+    /// markers; gauges that fall too often to keep them answer `None`. The same for
+    /// whether a window holds a stale marker.
     #[test]
     fn decreases_are_counted_as_a_scan_counts_them() {
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
@@ -636,7 +656,11 @@ mod tests {
             let mut v = 0.0;
             for i in 0..n {
                 v = if next(reset_odds) == 0 { 0.0 } else { v + next(5) as f64 };
-                let v = if next(40) == 0 { f64::NAN } else { v };
+                let v = match next(80) {
+                    0 => f64::NAN,
+                    1 if case % 2 == 0 => f64::from_bits(crate::value::STALE_NAN_BITS),
+                    _ => v,
+                };
                 // Now and then a sample for an earlier time, or one overwritten.
                 let t =
                     if i > 3 && next(25) == 0 { (i - 1 - next(3) as i64) * 1_000 + 500 } else { i * 1_000 };
@@ -646,6 +670,8 @@ mod tests {
             let p = &sel[0].points;
             for a in 0..=p.len() {
                 for b in a..=p.len() {
+                    let stale = p[a..b].iter().any(|p| is_stale_marker(p.v));
+                    assert_eq!(p.stale_markers_in(a..b), stale, "case {case}: {a}..{b}");
                     match (p.decreases_in(a..b), p.window(a..b).decreases_in(0..b - a)) {
                         (Some(k), Some(w)) => {
                             assert_eq!((k, w), (scan(&p[a..b]), k), "case {case}: {a}..{b}");
