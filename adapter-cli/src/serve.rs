@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -25,37 +24,6 @@ const MAX_POINTS: i64 = 11_000;
 struct AppState {
     store: MemoryStore,
     engine: Engine,
-    inline: InlineSlots,
-}
-
-/// How many queries may run on a runtime worker itself rather than on rayon's pool:
-/// one fewer than there are workers, so that one always answers health checks and
-/// hands further queries to the pool.
-struct InlineSlots {
-    used: AtomicUsize,
-    max: usize,
-}
-
-impl InlineSlots {
-    fn new(workers: usize) -> Self {
-        InlineSlots { used: AtomicUsize::new(0), max: workers.saturating_sub(1) }
-    }
-
-    /// A slot, given back when the guard drops; `None` when all are taken.
-    fn take(&self) -> Option<InlineSlot<'_>> {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
-            .ok()
-            .map(|_| InlineSlot(self))
-    }
-}
-
-struct InlineSlot<'a>(&'a InlineSlots);
-
-impl Drop for InlineSlot<'_> {
-    fn drop(&mut self) {
-        self.0.used.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// An API error: Prometheus' `errorType` and HTTP status.
@@ -186,13 +154,13 @@ fn parse_api_time(s: &str) -> Option<i64> {
 /// An endpoint: state, parameters, and the `{name}` of the path where there is one.
 type Handler = fn(&AppState, &Params, &str) -> Result<Response, ApiError>;
 
-/// A route for GET and form POST that runs `f` on the runtime worker that took the
-/// request when an [`InlineSlots`] slot is free, else on rayon's pool, where the
-/// evaluator splits large queries too. Either way one runtime worker stays free, so
-/// health checks answer under load. Each hop to another thread costs a wake-up: on
-/// the worker itself, small queries answer 0.05–0.07 ms sooner (the 50×4 Istio set of
-/// benches/README.md). Evaluation stays on a few threads, which keeps the allocator's
-/// per-thread heaps few (tokio's blocking threads took 4–11 MB more peak RSS).
+/// A route for GET and form POST that runs `f` on rayon's pool, where the evaluator
+/// splits range queries too; the runtime's workers only await the answer, so health
+/// checks answer under load. Evaluation is CPU work; keeping it on the same few threads
+/// keeps the allocator's per-thread heaps few: over the Istio query set of
+/// benches/README.md ten times, peak RSS is 87 MB this way, 91–99 MB on tokio's
+/// blocking threads. Handing the job to the pool directly, rather than from a blocking
+/// thread, saves two thread wake-ups a request.
 fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
     let handler = move |State(state): State<Arc<AppState>>,
                         name: Option<Path<String>>,
@@ -205,21 +173,13 @@ fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
             Err(e) => return e.into_response(),
         };
         let name = name.map(|Path(n)| n).unwrap_or_default();
-        let shared = state.clone();
-        let run = move || std::panic::catch_unwind(AssertUnwindSafe(|| f(&state, &params, &name)));
-        let slot = shared.inline.take();
-        let answer = if slot.is_some() {
-            Ok(run())
-        } else {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            rayon::spawn(move || {
-                // The client may have gone; its answer is then dropped.
-                let _ = tx.send(run());
-            });
-            rx.await
-        };
-        drop(slot);
-        match answer {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rayon::spawn(move || {
+            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| f(&state, &params, &name)));
+            // The client may have gone; its answer is then dropped.
+            let _ = tx.send(answer);
+        });
+        match rx.await {
             Ok(Ok(Ok(r))) => r,
             Ok(Ok(Err(e))) => e.into_response(),
             Ok(Err(payload)) => {
@@ -377,14 +337,13 @@ fn router(state: Arc<AppState>) -> Router {
 pub fn serve(store: MemoryStore, engine: Engine, listen: &str) -> anyhow::Result<()> {
     let addr: SocketAddr =
         listen.parse().with_context(|| format!("--listen {listen:?}: expected HOST:PORT"))?;
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         let local = listener.local_addr()?;
         eprintln!("serving the Prometheus API on http://{local} ({} series)", store.series_count());
-        let app = router(Arc::new(AppState { store, engine, inline: InlineSlots::new(workers) }));
+        let app = router(Arc::new(AppState { store, engine }));
         // Small responses must not wait for Nagle's algorithm.
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
