@@ -210,8 +210,9 @@ impl Evaluator<'_> {
         let slid = self.slide_each(c, steps, |n, labels, drop_name, i, v| {
             if out.last().is_none_or(|(last, _)| *last != n) {
                 let labels = if drop_name { labels.without_metric_name() } else { labels.clone() };
-                // Most series have a value at most steps: no regrowing as they arrive.
-                out.push((n, Series { labels, points: Vec::with_capacity(steps.len() - i) }));
+                // Room for the steps left, so that most series never regrow; at most 256,
+                // so that a series living minutes of a long range does not reserve it all.
+                out.push((n, Series { labels, points: Vec::with_capacity((steps.len() - i).min(256)) }));
             }
             if let Some((_, s)) = out.last_mut() {
                 s.points.push(Point { t: steps[i], v });

@@ -243,7 +243,8 @@ impl From<Vec<Point>> for SharedPoints {
 struct Buffer {
     points: Vec<Point>,
     decreases: Decreases,
-    /// Whether a value is a stale marker: windows of the others need no look for one.
+    /// Whether a value is (or was, before an overwrite) a stale marker: windows of the
+    /// other buffers need no look for one.
     stale: bool,
 }
 
@@ -280,13 +281,49 @@ impl Buffer {
     }
 
     /// Inserts a sample at position `i`, or overwrites the value there when `replace`.
+    /// Only the pairs around `i` change: no pass over the buffer, so that loading
+    /// duplicates or late samples stays linear.
     fn put(&mut self, i: usize, p: Point, replace: bool) {
         if replace {
             self.points[i].v = p.v;
         } else {
             self.points.insert(i, p);
+            if let Decreases::Few(at) = &mut self.decreases {
+                let from = at.partition_point(|&x| (x as usize) < i);
+                // Positions stay below the length, which u32 held before the insert.
+                match u32::try_from(self.points.len()) {
+                    Ok(_) => at[from..].iter_mut().for_each(|x| *x += 1),
+                    Err(_) => self.decreases = Decreases::Many,
+                }
+            }
         }
-        self.index();
+        // An overwritten stale marker may leave the flag set: a scan then finds none.
+        self.stale |= is_stale_marker(p.v);
+        self.recheck(i);
+        self.recheck(i + 1);
+    }
+
+    /// Notes or forgets a decrease at `i` after its pair changed.
+    fn recheck(&mut self, i: usize) {
+        if i == 0 || i >= self.points.len() {
+            return;
+        }
+        let falls = self.points[i].v < self.points[i - 1].v;
+        let len = self.points.len();
+        if let Decreases::Few(at) = &mut self.decreases {
+            let Ok(pos) = u32::try_from(i) else {
+                self.decreases = Decreases::Many;
+                return;
+            };
+            match (at.binary_search(&pos), falls) {
+                (Ok(k), false) => {
+                    at.remove(k);
+                }
+                (Err(k), true) if Self::room_for_one_more(at.len(), len) => at.insert(k, pos),
+                (Err(_), true) => self.decreases = Decreases::Many,
+                _ => {}
+            }
+        }
     }
 
     fn index(&mut self) {
@@ -299,14 +336,20 @@ impl Buffer {
         }
     }
 
+    /// Notes a decrease at `i`, the newest position.
     fn note_decrease(&mut self, i: usize) {
+        let len = self.points.len();
         if let Decreases::Few(at) = &mut self.decreases {
-            // At most one position per 16 samples (past the first 8): 2% more memory.
             match u32::try_from(i) {
-                Ok(i) if at.len() < 8 || at.len() * 16 < self.points.len() => at.push(i),
+                Ok(i) if Self::room_for_one_more(at.len(), len) => at.push(i),
                 _ => self.decreases = Decreases::Many,
             }
         }
+    }
+
+    /// At most one position per 16 samples (past the first 8): 2% more memory.
+    fn room_for_one_more(positions: usize, samples: usize) -> bool {
+        positions < 8 || positions * 16 < samples
     }
 
     fn shrink_to_fit(&mut self) {
