@@ -789,6 +789,26 @@ pub(crate) fn go_format_fixed(v: f64, prec: usize) -> String {
     }
 }
 
+/// The shortest decimal digits of a finite `abs >= 0` (Ryu's) without leading or
+/// trailing zeros, and where the point goes: `abs = 0.d₁d₂… × 10^point` (`("0", 1)`
+/// for zero).
+fn shortest_digits(abs: f64) -> (String, i64) {
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(abs);
+    let (mantissa, exp) = match text.split_once('e') {
+        // Ryu's exponents are small decimal integers; the fallback never triggers.
+        Some((m, e)) => (m, e.parse::<i64>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let int_len = mantissa.find('.').unwrap_or(mantissa.len()) as i64;
+    let all: String = mantissa.chars().filter(|&c| c != '.').collect();
+    let leading = (all.len() - all.trim_start_matches('0').len()) as i64;
+    match all.trim_matches('0') {
+        "" => ("0".to_owned(), 1),
+        digits => (digits.to_owned(), int_len + exp - leading),
+    }
+}
+
 /// Go's `%g` / `strconv.FormatFloat(v, 'g', -1, 64)`, used in annotations such as
 /// `quantile value should be between 0 and 1, got %g`: shortest digits, exponent form
 /// (`1e+06`, `1e-05`) when the decimal exponent is < -4 or >= 6.
@@ -802,15 +822,10 @@ pub(crate) fn go_format_g(v: f64) -> String {
     if v == f64::NEG_INFINITY {
         return "-Inf".to_string();
     }
-    // Shortest round-trip digits and decimal exponent, from Rust's `{:e}`.
-    let sci = format!("{:e}", v.abs());
-    let (mant, exp) = match sci.split_once('e') {
-        Some((m, e)) => (m, e.parse::<i64>().unwrap_or(0)),
-        None => (sci.as_str(), 0),
-    };
-    let digits: Vec<u8> = mant.bytes().filter(u8::is_ascii_digit).collect();
+    // Shortest round-trip digits, ties to even as Go's (see `write_go_float`).
+    let (digits, dp) = shortest_digits(v.abs());
+    let digits = digits.as_bytes();
     let nd = digits.len() as i64;
-    let dp = exp + 1;
     let mut out = String::new();
     if v.is_sign_negative() {
         out.push('-');
@@ -2324,6 +2339,8 @@ mod tests {
     }
 
     #[test]
+    // The ties below are written as their exact binary values, longer than shortest.
+    #[allow(clippy::excessive_precision)]
     fn format_g_and_fixed_like_go() {
         let cases: &[(f64, &str)] = &[
             (-0.1, "-0.1"),
@@ -2337,6 +2354,10 @@ mod tests {
             (0.00001, "1e-05"),
             (1e-100, "1e-100"),
             (1.5e300, "1.5e+300"),
+            // Halfway between two shortest decimals: the even digit, as Go.
+            (1690060720831323.25, "1.6900607208313232e+15"),
+            (-80268389491067.125, "-8.026838949106712e+13"),
+            (5e-324, "5e-324"),
             (f64::NAN, "NaN"),
             (f64::INFINITY, "+Inf"),
             (f64::NEG_INFINITY, "-Inf"),
