@@ -69,6 +69,10 @@ enum Command {
     /// `/api/v1/query`, `/api/v1/query_range` (GET and form POST), `/api/v1/series`,
     /// `/api/v1/labels`, `/api/v1/label/NAME/values`, `/api/v1/status/buildinfo`, with
     /// Prometheus' JSON and error shapes. Stops gracefully on SIGTERM or Ctrl-C.
+    ///
+    /// Queries run on a pool of one thread per core, in the order they come: a query
+    /// waits while earlier ones hold every thread. `/-/ready` and `/-/healthy` answer
+    /// meanwhile.
     #[command(
         after_help = "Example:\n  promql-cli serve --data examples/istio.om --listen 127.0.0.1:9091 &\n  \
                             promtool query instant http://127.0.0.1:9091 'sum(rate(istio_requests_total[1m]))'"
