@@ -354,6 +354,11 @@ impl Buffer {
 
     fn shrink_to_fit(&mut self) {
         self.points.shrink_to_fit();
+        // A counter whose first samples held several resets gave its positions up
+        // while it was short; counted over the whole series they may be few.
+        if matches!(self.decreases, Decreases::Many) {
+            self.index();
+        }
         if let Decreases::Few(at) = &mut self.decreases {
             at.shrink_to_fit();
         }
@@ -727,6 +732,22 @@ mod tests {
             }
         }
         assert!(kept > 0 && many > 0, "{kept} {many}");
+    }
+
+    /// Nine resets in the first 20 samples give the positions up; once the series is
+    /// long, `shrink_to_fit` counts them again.
+    #[test]
+    fn early_resets_are_indexed_again_after_loading() {
+        let mut st = MemoryStore::new();
+        let labels = Labels::from_pairs([("__name__", "c")]);
+        for i in 0..400 {
+            let v = if i < 20 { (i % 2) as f64 } else { i as f64 };
+            st.append(&labels, i * 1_000, v);
+        }
+        let all = Selection { matchers: &[], start: i64::MIN, end: i64::MAX };
+        assert_eq!(st.select_shared(&all).unwrap()[0].points.decreases_in(0..400), None);
+        st.shrink_to_fit();
+        assert_eq!(st.select_shared(&all).unwrap()[0].points.decreases_in(0..400), Some(9));
     }
 
     #[test]
