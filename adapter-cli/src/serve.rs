@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -14,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::serve::ListenerExt;
 use axum::Router;
-use promql::eval::{AnnotationKind, Engine, EvalError, QueryResult};
+use promql::eval::{AnnotationKind, Engine, EngineOptions, EvalError, QueryResult};
 use promql::storage::{LabelMatcher, MemoryStore, SampleSource, Selection};
 use serde_json::{json, Value as Json};
 
@@ -23,7 +24,19 @@ const MAX_POINTS: i64 = 11_000;
 
 struct AppState {
     store: MemoryStore,
+    /// For queries on rayon's pool: large ones split over the cores.
     engine: Engine,
+    /// For queries on blocking threads of their own: one thread each.
+    serial: Engine,
+    /// How many queries run on rayon's pool (0 or 1).
+    on_pool: AtomicUsize,
+}
+
+impl AppState {
+    fn new(store: MemoryStore, engine: Engine) -> Self {
+        let serial = Engine::new(EngineOptions { parallel: false, ..engine.options().clone() });
+        AppState { store, engine, serial, on_pool: AtomicUsize::new(0) }
+    }
 }
 
 /// An API error: Prometheus' `errorType` and HTTP status.
@@ -151,16 +164,19 @@ fn parse_api_time(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
 }
 
-/// An endpoint: state, parameters, and the `{name}` of the path where there is one.
-type Handler = fn(&AppState, &Params, &str) -> Result<Response, ApiError>;
+/// An endpoint: state, the engine to query with, parameters, and the `{name}` of the
+/// path where there is one.
+type Handler = fn(&AppState, &Engine, &Params, &str) -> Result<Response, ApiError>;
 
-/// A route for GET and form POST that runs `f` on rayon's pool, where the evaluator
-/// splits range queries too; the runtime's workers only await the answer, so health
-/// checks answer under load. Evaluation is CPU work; keeping it on the same few threads
-/// keeps the allocator's per-thread heaps few: over the Istio query set of
-/// benches/README.md ten times, peak RSS is 87 MB this way, 91–99 MB on tokio's
-/// blocking threads. Handing the job to the pool directly, rather than from a blocking
-/// thread, saves two thread wake-ups a request.
+/// A route for GET and form POST that runs `f` off the runtime's workers, which only
+/// await the answer, so health checks answer under load. One request at a time runs on
+/// rayon's pool, where the evaluator splits large queries over the cores; requests that
+/// come meanwhile run each on a blocking thread of its own, single-threaded, so that a
+/// long query does not hold small ones up in the pool's queue. Sequential requests (an
+/// autoscaler, qbench) thus all run on the pool's few threads, which keeps the
+/// allocator's per-thread heaps few: over the Istio query set of benches/README.md ten
+/// times, peak RSS is 87 MB this way, 91–99 MB on blocking threads. Handing the job to
+/// the pool directly, rather than from a blocking thread, saves two thread wake-ups.
 fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
     let handler = move |State(state): State<Arc<AppState>>,
                         name: Option<Path<String>>,
@@ -173,19 +189,27 @@ fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
             Err(e) => return e.into_response(),
         };
         let name = name.map(|Path(n)| n).unwrap_or_default();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        rayon::spawn(move || {
-            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| f(&state, &params, &name)));
-            // The client may have gone; its answer is then dropped.
-            let _ = tx.send(answer);
-        });
-        match rx.await {
-            Ok(Ok(Ok(r))) => r,
-            Ok(Ok(Err(e))) => e.into_response(),
-            Ok(Err(payload)) => {
+        let answer = if state.on_pool.fetch_add(1, Ordering::AcqRel) == 0 {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            rayon::spawn(move || {
+                let answer = catch_unwind(AssertUnwindSafe(|| f(&state, &state.engine, &params, &name)));
+                state.on_pool.fetch_sub(1, Ordering::AcqRel);
+                // The client may have gone; its answer is then dropped.
+                let _ = tx.send(answer);
+            });
+            rx.await.ok()
+        } else {
+            state.on_pool.fetch_sub(1, Ordering::AcqRel);
+            let run = move || catch_unwind(AssertUnwindSafe(|| f(&state, &state.serial, &params, &name)));
+            tokio::task::spawn_blocking(run).await.ok()
+        };
+        match answer {
+            Some(Ok(Ok(r))) => r,
+            Some(Ok(Err(e))) => e.into_response(),
+            Some(Err(payload)) => {
                 internal(&format!("query panicked, please report a bug: {}", panic_text(&*payload)))
             }
-            Err(_) => internal("query evaluation ended without an answer, please report a bug"),
+            None => internal("query evaluation ended without an answer, please report a bug"),
         }
     };
     get(handler).post(handler)
@@ -205,14 +229,14 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
-fn instant_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn instant_query(state: &AppState, engine: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
     let query = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing"))?;
     let time = p.time("time", crate::timeflags::now_ms())?;
-    let result = state.engine.instant_query(&state.store, query, time)?;
+    let result = engine.instant_query(&state.store, query, time)?;
     Ok(success_result(&result, query))
 }
 
-fn range_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn range_query(state: &AppState, engine: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
     let query = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing"))?;
     let start = p.time("start", i64::MIN).and_then(|t| required(t, "start"))?;
     let end = p.time("end", i64::MIN).and_then(|t| required(t, "end"))?;
@@ -234,7 +258,7 @@ fn range_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiErr
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    let result = state.engine.range_query(&state.store, query, start, end, step)?;
+    let result = engine.range_query(&state.store, query, start, end, step)?;
     Ok(success_result(&result, query))
 }
 
@@ -285,7 +309,7 @@ fn matching_series(state: &AppState, p: &Params, required: bool) -> Result<Vec<p
     Ok(out.into_iter().collect())
 }
 
-fn series(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn series(state: &AppState, _: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
     let data: Vec<Json> = matching_series(state, p, true)?
         .iter()
         .map(|l| {
@@ -295,19 +319,19 @@ fn series(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
     Ok(success(Json::Array(data)))
 }
 
-fn labels(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn labels(state: &AppState, _: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
     let names: BTreeSet<String> =
         matching_series(state, p, false)?.iter().flat_map(|l| l.iter().map(|l| l.name.to_string())).collect();
     Ok(success(json!(names)))
 }
 
-fn label_values(state: &AppState, p: &Params, name: &str) -> Result<Response, ApiError> {
+fn label_values(state: &AppState, _: &Engine, p: &Params, name: &str) -> Result<Response, ApiError> {
     let values: BTreeSet<String> =
         matching_series(state, p, false)?.iter().filter_map(|l| l.get(name).map(str::to_owned)).collect();
     Ok(success(json!(values)))
 }
 
-fn buildinfo(_: &AppState, _: &Params, _: &str) -> Result<Response, ApiError> {
+fn buildinfo(_: &AppState, _: &Engine, _: &Params, _: &str) -> Result<Response, ApiError> {
     let data = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "revision": "",
@@ -343,7 +367,7 @@ pub fn serve(store: MemoryStore, engine: Engine, listen: &str) -> anyhow::Result
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         let local = listener.local_addr()?;
         eprintln!("serving the Prometheus API on http://{local} ({} series)", store.series_count());
-        let app = router(Arc::new(AppState { store, engine }));
+        let app = router(Arc::new(AppState::new(store, engine)));
         // Small responses must not wait for Nagle's algorithm.
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);

@@ -257,8 +257,8 @@ fn http_get(url: &str) -> String {
     stdout(&o)
 }
 
-/// Two long queries keep rayon's pool busy; the runtime's workers only wait for them,
-/// so health checks still answer before either is done.
+/// Two long queries run, one on rayon's pool and one on a thread of its own; health
+/// checks and a small query still answer before either is done.
 #[test]
 fn serve_answers_health_checks_while_long_queries_run() {
     use std::time::Instant;
@@ -280,11 +280,12 @@ fn serve_answers_health_checks_while_long_queries_run() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(http_get(&format!("{}/-/ready", server.url)), "Ready.\n");
     assert_eq!(http_get(&format!("{}/-/healthy", server.url)), "Healthy.\n");
+    assert!(api_text(&server.url, "vector(1)", "0").contains(r#""value":[0,"1"]"#));
     let answered = Instant::now();
     for q in long_queries {
         let (done, body) = q.join().unwrap();
         assert!(body.contains(r#""value":[1704068340,"1122155"]"#), "{body}");
-        assert!(done > answered, "a long query ended before the health checks were answered");
+        assert!(done > answered, "a long query ended before the health checks and the small query");
     }
     let (status, err) = server.stop();
     assert!(status.success() && err.contains("shut down"), "{status}: {err}");

@@ -43,6 +43,10 @@ pub struct EngineOptions {
     /// Set to `true` (from any thread) to stop queries in progress: they end with
     /// [`EvalError::Cancelled`] at their next step.
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Whether a large query may split its work over rayon's pool (the default). A
+    /// server running queries side by side on threads of their own turns it off, so
+    /// that they do not queue for the pool's threads.
+    pub parallel: bool,
 }
 
 /// The Prometheus whose float semantics to follow where major versions differ.
@@ -69,6 +73,7 @@ impl Default for EngineOptions {
             default_subquery_step_ms: 60_000,
             compat: Compat::Prometheus3,
             cancel: None,
+            parallel: true,
         }
     }
 }
@@ -249,7 +254,7 @@ impl Engine {
             deadline: self.opts.timeout.map(|t| Instant::now() + t),
             samples_selected: 0,
             grid_step: step,
-            parallel: true,
+            parallel: self.opts.parallel,
             whole_steps: true,
         }
     }

@@ -499,6 +499,19 @@ mod tests {
     }
 
     #[test]
+    fn one_thread_gives_what_the_pool_gives() {
+        let st = store();
+        let serial = Engine::new(EngineOptions { parallel: false, ..EngineOptions::default() });
+        let pool = Engine::default();
+        for q in ["rate(req_total[1m])", "sum by (wl) (rate(req_total[1m]))", "max_over_time(mem_bytes[1m])"]
+        {
+            let run =
+                |e: &Engine| e.range_query(&st, q, 30_000, 600_000, 50).map(|r| format!("{:?}", r.value));
+            assert_eq!(run(&serial), run(&pool), "{q}");
+        }
+    }
+
+    #[test]
     fn series_that_differ_only_in_type_still_collide_over_many_steps() {
         let mut st = MemoryStore::new();
         for (ty, step) in [("counter", 1.0), ("gauge", 2.0)] {

@@ -26,6 +26,7 @@ pub fn test_engine_options() -> EngineOptions {
         default_subquery_step_ms: 60_000,
         compat: crate::eval::Compat::Prometheus3,
         cancel: None,
+        parallel: true,
     }
 }
 
