@@ -363,13 +363,13 @@ impl Evaluator<'_> {
 /// number, and each group's labels. It fits another input made of the very same label
 /// sets in the same order.
 pub(crate) struct GroupPlan {
-    inputs: Vec<Labels>,
-    group_of: Vec<usize>,
-    keys: Vec<Labels>,
+    pub(super) inputs: Vec<Labels>,
+    pub(super) group_of: Vec<usize>,
+    pub(super) keys: Vec<Labels>,
 }
 
 impl GroupPlan {
-    fn fits(&self, input: &[S]) -> bool {
+    pub(super) fn fits(&self, input: &[S]) -> bool {
         self.inputs.len() == input.len() && self.inputs.iter().zip(input).all(|(a, s)| a.ptr_eq(&s.labels))
     }
 }

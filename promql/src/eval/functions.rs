@@ -1,6 +1,7 @@
 //! Function calls: range-vector functions, elementwise math, label manipulation,
 //! sorting, classic histograms, dates.
 
+use super::aggregate::GroupPlan;
 use super::kernels::{self, Bucket};
 use super::{
     check_duplicates, exec_error, AnnotationKind, Compat, EResult, EvalError, Evaluator, Matrix, S, V,
@@ -286,28 +287,27 @@ impl Evaluator<'_> {
         arg: &Expr,
         f: impl Fn(&mut Vec<Bucket>) -> (f64, bool),
     ) -> EResult<Vec<S>> {
-        let mut index: LabelsMap<usize> = LabelsMap::default();
-        let mut groups: Vec<(Labels, bool, Vec<Bucket>)> = Vec::new();
-        for s in v {
-            let le = s.labels.get("le").unwrap_or("");
-            let Some(upper) = kernels::parse_le(le) else {
-                let for_metric = self.for_metric_name(&s.labels);
-                self.annotate(
-                    AnnotationKind::Warning,
-                    format!("bucket label \"le\" is missing or has a malformed value of {le:?}{for_metric}"),
-                    arg.span(),
-                );
-                continue;
-            };
-            let key = s.labels.without(&["le"]);
-            let i = *index.entry(key.clone()).or_insert_with(|| {
-                groups.push((key, s.drop_name, Vec::new()));
-                groups.len() - 1
-            });
-            groups[i].2.push(Bucket { upper, count: s.v });
-        }
+        let node = super::sliding::node_key(arg);
+        // Per group: its labels, whether its name is to be dropped, its buckets.
+        let (keys, groups) = match self.bucket_plans.get(&node).filter(|plan| plan.grouping.fits(&v)) {
+            // Over many steps the input is usually the same series in the same order.
+            Some(plan) => {
+                let grouping = &plan.grouping;
+                let mut groups: Vec<(bool, Vec<Bucket>)> =
+                    grouping.keys.iter().map(|_| (false, Vec::new())).collect();
+                for ((s, &g), &upper) in v.iter().zip(&grouping.group_of).zip(&plan.upper) {
+                    let (drop_name, buckets) = &mut groups[g];
+                    if buckets.is_empty() {
+                        *drop_name = s.drop_name;
+                    }
+                    buckets.push(Bucket { upper, count: s.v });
+                }
+                (grouping.keys.clone(), groups)
+            }
+            None => self.group_buckets(v, arg, node),
+        };
         let mut out = Vec::with_capacity(groups.len());
-        for (labels, drop_name, mut buckets) in groups {
+        for (labels, (drop_name, mut buckets)) in keys.into_iter().zip(groups) {
             let (v, fixed) = f(&mut buckets);
             if fixed {
                 let for_metric = self.for_metric_name(&labels);
@@ -320,6 +320,55 @@ impl Evaluator<'_> {
             out.push(self.drop_name(S { labels, v, t: 0, drop_name }));
         }
         Ok(out)
+    }
+
+    /// [`buckets`](Self::buckets)' grouping worked out from the labels, kept as the
+    /// plan of `node` over many steps when every `le` was well formed.
+    #[allow(clippy::type_complexity)]
+    fn group_buckets(
+        &mut self,
+        v: Vec<S>,
+        arg: &Expr,
+        node: usize,
+    ) -> (Vec<Labels>, Vec<(bool, Vec<Bucket>)>) {
+        let mut index: LabelsMap<usize> = LabelsMap::default();
+        let mut keys: Vec<Labels> = Vec::new();
+        let mut groups: Vec<(bool, Vec<Bucket>)> = Vec::new();
+        let mut plan = BucketPlan {
+            grouping: GroupPlan { inputs: Vec::new(), group_of: Vec::new(), keys: Vec::new() },
+            upper: Vec::new(),
+        };
+        let mut plannable = self.grid_step > 0;
+        for s in v {
+            let le = s.labels.get("le").unwrap_or("");
+            let Some(upper) = kernels::parse_le(le) else {
+                let for_metric = self.for_metric_name(&s.labels);
+                self.annotate(
+                    AnnotationKind::Warning,
+                    format!("bucket label \"le\" is missing or has a malformed value of {le:?}{for_metric}"),
+                    arg.span(),
+                );
+                plannable = false;
+                continue;
+            };
+            let key = s.labels.without(&["le"]);
+            let i = *index.entry(key.clone()).or_insert_with(|| {
+                keys.push(key);
+                groups.push((s.drop_name, Vec::new()));
+                groups.len() - 1
+            });
+            groups[i].1.push(Bucket { upper, count: s.v });
+            if plannable {
+                plan.grouping.inputs.push(s.labels);
+                plan.grouping.group_of.push(i);
+                plan.upper.push(upper);
+            }
+        }
+        if plannable {
+            plan.grouping.keys = keys.clone();
+            self.bucket_plans.insert(node, plan);
+        }
+        (keys, groups)
     }
 
     /// ` for metric name "x"`, which messages carry only in delayed name removal mode.
@@ -493,6 +542,13 @@ impl Evaluator<'_> {
         let m = self.matrix_arg(&c.args[0], t)?;
         Ok(self.per_series(m, true, f))
     }
+}
+
+/// How one step's buckets were grouped (as an aggregation's input is), with each
+/// input's parsed `le`.
+pub(crate) struct BucketPlan {
+    grouping: GroupPlan,
+    upper: Vec<f64>,
 }
 
 /// Whether a label name from a string argument is valid: non-empty UTF-8.

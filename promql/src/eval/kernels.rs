@@ -1235,11 +1235,11 @@ pub(crate) fn parse_le(s: &str) -> Option<f64> {
             b'-' => (true, &b[1..]),
             _ => (false, b),
         };
-        let lower: Vec<u8> = rest.iter().map(|c| c.to_ascii_lowercase()).collect();
-        if lower == b"inf" || lower == b"infinity" {
+        // Compared in place: this runs for every bucket at every step.
+        if rest.eq_ignore_ascii_case(b"inf") || rest.eq_ignore_ascii_case(b"infinity") {
             return Some(if neg { f64::NEG_INFINITY } else { f64::INFINITY });
         }
-        if rest.len() == b.len() && lower == b"nan" {
+        if rest.len() == b.len() && rest.eq_ignore_ascii_case(b"nan") {
             return Some(go_nan());
         }
     }
