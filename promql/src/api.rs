@@ -117,8 +117,7 @@ fn write_series(out: &mut String, series: &[Series]) {
     // A point takes about 25 bytes: one allocation instead of a dozen doublings.
     let size = |series: &[Series]| series.iter().map(|s| 64 + 25 * s.points.len()).sum::<usize>();
     let points: usize = series.iter().map(|s| s.points.len()).sum();
-    let threads = || std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-    let threads = if points < PARALLEL_POINTS || series.len() < 2 { 1 } else { threads() };
+    let threads = if points < PARALLEL_POINTS || series.len() < 2 { 1 } else { crate::eval::cores() };
     if threads < 2 {
         out.reserve(size(series));
         write_each(out, series, write_one_series);

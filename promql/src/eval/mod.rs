@@ -357,6 +357,13 @@ pub(crate) type EResult<T> = Result<T, EvalError>;
 /// computed on two threads or more ([`Evaluator::map_series`]).
 const PARALLEL_SERIES: usize = 16_384;
 
+/// The cores work is split over (at most 8), looked up once: the lookup is a system
+/// call and cgroup reads, and splits are weighed at every range query and subquery.
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
+}
+
 /// How many steps of a range query the sliding range functions compute at once.
 const PRECOMPUTE_STEPS: usize = 32;
 
@@ -439,8 +446,8 @@ struct Evaluator<'a> {
     /// Range functions computed for all steps at once, by call node.
     precomputed: HashMap<usize, (Timestamp, sliding::StepResults)>,
     /// Per selector (by [`sliding::node_key`]), what the whole-step paths need to know
-    /// of its selection; learnt once per evaluator (the threads of a range query each
-    /// learn it for themselves, at the same time).
+    /// of its selection; learnt once per query (forked evaluators start with what their
+    /// parent learnt).
     facts: HashMap<usize, sliding::SelectionFacts>,
     /// Per sliding call: the last step it was slid to, and where each series' window
     /// ended there (`lo..hi` in its selection) with how many counter resets it held.
@@ -960,7 +967,7 @@ impl<'a> Evaluator<'a> {
         split: bool,
         f: &(dyn Fn(&mut Evaluator<'a>, &[Timestamp]) -> EResult<R> + Sync),
     ) -> EResult<Vec<R>> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let threads = cores();
         let split = split && self.parallel && threads > 1 && steps.len() >= 2 * threads;
         let chunk = if split { steps.len().div_ceil(threads) } else { steps.len().max(1) };
         let parts: Vec<(Evaluator<'a>, &[Timestamp])> = steps
