@@ -734,35 +734,28 @@ pub(crate) fn write_go_float(out: &mut String, v: f64) {
         out.push_str("-Inf");
     } else {
         let mut buf = ryu::Buffer::new();
-        push_without_exponent(out, buf.format_finite(v));
+        let text = buf.format_finite(v);
+        if !text.contains('e') {
+            // Ryu writes whole numbers in this range with a `.0` that Go leaves out.
+            out.push_str(text.strip_suffix(".0").unwrap_or(text));
+        } else {
+            // Below 1e-5 or from 1e16 on, Ryu uses an exponent and Go does not.
+            if v.is_sign_negative() {
+                out.push('-');
+            }
+            let (digits, point) = shortest_digits(v.abs());
+            push_plain(out, &digits, point);
+        }
     }
 }
 
-/// Rewrites Ryu's text (`1.5`, `100.0`, `-1.2e-7`, `1e21`) as a plain decimal
-/// (`1.5`, `100`, `-0.00000012`, `1000000000000000000000`).
-fn push_without_exponent(out: &mut String, ryu: &str) {
-    let (sign, unsigned) = match ryu.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", ryu),
-    };
-    out.push_str(sign);
-    let Some((mantissa, exp)) =
-        unsigned.bytes().rposition(|b| b == b'e').map(|i| (&unsigned[..i], &unsigned[i + 1..]))
-    else {
-        // Ryu writes whole numbers in this range with a `.0` that Go leaves out.
-        out.push_str(unsigned.strip_suffix(".0").unwrap_or(unsigned));
-        return;
-    };
-    // Ryu's exponents are small decimal integers; the fallback never triggers.
-    let exp: i64 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|&c| c != '.').collect();
-    let int_len = mantissa.find('.').unwrap_or(mantissa.len());
-    // The decimal point sits `point` digits into `digits` (negative: before them).
-    let point = int_len as i64 + exp;
+/// `digits` with the decimal point `point` digits into them (negative: before them),
+/// as a plain decimal: `("12", -6)` is `0.00000012`, `("1", 22)` is `1` and 21 zeros.
+fn push_plain(out: &mut String, digits: &str, point: i64) {
     if point <= 0 {
         out.push_str("0.");
         out.extend(std::iter::repeat_n('0', point.unsigned_abs() as usize));
-        out.push_str(&digits);
+        out.push_str(digits);
     } else if let Some((int, frac)) = digits.split_at_checked(point as usize) {
         out.push_str(int);
         if !frac.is_empty() {
@@ -770,7 +763,7 @@ fn push_without_exponent(out: &mut String, ryu: &str) {
             out.push_str(frac);
         }
     } else {
-        out.push_str(&digits);
+        out.push_str(digits);
         out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
     }
 }
