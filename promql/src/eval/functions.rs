@@ -517,18 +517,11 @@ impl Evaluator<'_> {
         f: impl Fn(&[Point], Option<usize>) -> Option<f64> + Sync + Send,
     ) -> Vec<S> {
         let source = m.source;
-        let delayed = self.delayed;
         self.map_series_owned(m.series, |s| {
             let points = super::points_of(source.as_ref(), &s.points);
             let v = f(points, super::decreases_of(source.as_ref(), &s.points))?;
-            // As `drop_name`: removed now, or marked for removal at the end.
-            Some(match (keep_name, delayed) {
-                (true, _) => S { labels: s.labels, v, t: 0, drop_name: s.drop_name },
-                (false, true) => S { labels: s.labels, v, t: 0, drop_name: true },
-                (false, false) => {
-                    S { labels: s.labels.without_metric_name(), v, t: 0, drop_name: s.drop_name }
-                }
-            })
+            let out = S { labels: s.labels, v, t: 0, drop_name: s.drop_name };
+            Some(if keep_name { out } else { self.drop_name(out) })
         })
     }
 

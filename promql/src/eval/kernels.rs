@@ -162,25 +162,6 @@ impl KahanSum {
 // 2-5. rate family, deriv, resets/changes
 // ---------------------------------------------------------------------------------------
 
-/// `extrapolatedRate` for `rate` (`is_counter`, `is_rate`), `increase` (`is_counter`)
-/// and `delta` (neither), float samples only, without start timestamps.
-///
-/// `points` are the samples in the window `(range_start_ms, range_end_ms]`;
-/// `range_ms` is the selector's (or subquery's) range, whose Go `Duration.Seconds()`
-/// divides a rate. Fewer than two points give `None` (no output).
-pub(crate) fn extrapolated_rate(
-    points: &[Point],
-    range_start_ms: i64,
-    range_end_ms: i64,
-    range_ms: i64,
-    is_counter: bool,
-    is_rate: bool,
-    zero_clamp_first: bool,
-) -> Option<f64> {
-    let kind = if is_counter { CounterKind::Counter } else { CounterKind::Gauge };
-    extrapolated_rate_of(points, range_start_ms, range_end_ms, range_ms, kind, is_rate, zero_clamp_first)
-}
-
 /// What [`extrapolated_rate_of`] is told about the series of a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CounterKind {
@@ -205,7 +186,12 @@ impl CounterKind {
     }
 }
 
-/// [`extrapolated_rate`], told whether the window may hold counter resets.
+/// `extrapolatedRate` for `rate` (`is_rate`), `increase` (a counter `kind`) and `delta`
+/// (`Gauge`), float samples only, without start timestamps.
+///
+/// `points` are the samples in the window `(range_start_ms, range_end_ms]`;
+/// `range_ms` is the selector's (or subquery's) range, whose Go `Duration.Seconds()`
+/// divides a rate. Fewer than two points give `None` (no output).
 pub(crate) fn extrapolated_rate_of(
     points: &[Point],
     range_start_ms: i64,
@@ -361,7 +347,12 @@ pub(crate) fn predict_linear(points: &[Point], eval_time_ms: i64, duration_secs:
 /// false). One sample gives 0 (so does an empty slice; the caller outputs nothing for an
 /// empty window).
 pub(crate) fn resets(points: &[Point]) -> f64 {
-    points.windows(2).filter(|w| w[1].v < w[0].v).count() as f64
+    decreases(points) as f64
+}
+
+/// How many values are lower than the one before them: a counter's resets.
+pub(crate) fn decreases(points: &[Point]) -> usize {
+    points.windows(2).filter(|w| w[1].v < w[0].v).count()
 }
 
 /// `changes`: the number of consecutive pairs that differ, where two NaNs count as
@@ -1681,6 +1672,20 @@ pub(crate) fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// `extrapolated_rate_of` with the flags of the functions that call it.
+    fn extrapolated_rate(
+        points: &[Point],
+        start: i64,
+        end: i64,
+        range: i64,
+        is_counter: bool,
+        is_rate: bool,
+        zero_clamp_first: bool,
+    ) -> Option<f64> {
+        let kind = if is_counter { CounterKind::Counter } else { CounterKind::Gauge };
+        extrapolated_rate_of(points, start, end, range, kind, is_rate, zero_clamp_first)
+    }
 
     fn pts(step_ms: i64, start_ms: i64, vals: &[f64]) -> Vec<Point> {
         vals.iter().enumerate().map(|(i, &v)| Point { t: start_ms + i as i64 * step_ms, v }).collect()

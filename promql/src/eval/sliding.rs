@@ -272,7 +272,9 @@ impl Evaluator<'_> {
                     let first_end = steps[0] - offset;
                     let hi = points.partition_point(|p| p.t <= first_end);
                     let lo = points[..hi].partition_point(|p| p.t < first_end - range);
-                    (lo, hi, points[lo..hi].windows(2).filter(|w| w[1].v < w[0].v).count())
+                    let resets =
+                        s.points.decreases_in(lo..hi).unwrap_or_else(|| kernels::decreases(&points[lo..hi]));
+                    (lo, hi, resets)
                 }
             };
             let mut seen = false;
