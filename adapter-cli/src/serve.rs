@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -28,14 +28,24 @@ struct AppState {
     engine: Engine,
     /// For queries on blocking threads of their own: one thread each.
     serial: Engine,
-    /// How many queries run on rayon's pool (0 or 1).
-    on_pool: AtomicUsize,
+    /// Whether a request runs on rayon's pool.
+    on_pool: AtomicBool,
 }
 
 impl AppState {
     fn new(store: MemoryStore, engine: Engine) -> Self {
         let serial = Engine::new(EngineOptions { parallel: false, ..engine.options().clone() });
-        AppState { store, engine, serial, on_pool: AtomicUsize::new(0) }
+        AppState { store, engine, serial, on_pool: AtomicBool::new(false) }
+    }
+
+    /// The engine for the thread this runs on: on rayon's pool, the one that splits
+    /// large queries over it.
+    fn engine(&self) -> &Engine {
+        if rayon::current_thread_index().is_some() {
+            &self.engine
+        } else {
+            &self.serial
+        }
     }
 }
 
@@ -164,9 +174,8 @@ fn parse_api_time(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
 }
 
-/// An endpoint: state, the engine to query with, parameters, and the `{name}` of the
-/// path where there is one.
-type Handler = fn(&AppState, &Engine, &Params, &str) -> Result<Response, ApiError>;
+/// An endpoint: state, parameters, and the `{name}` of the path where there is one.
+type Handler = fn(&AppState, &Params, &str) -> Result<Response, ApiError>;
 
 /// A route for GET and form POST that runs `f` off the runtime's workers, which only
 /// await the answer, so health checks answer under load. One request at a time runs on
@@ -189,18 +198,17 @@ fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
             Err(e) => return e.into_response(),
         };
         let name = name.map(|Path(n)| n).unwrap_or_default();
-        let answer = if state.on_pool.fetch_add(1, Ordering::AcqRel) == 0 {
+        let answer = if !state.on_pool.swap(true, Ordering::AcqRel) {
             let (tx, rx) = tokio::sync::oneshot::channel();
             rayon::spawn(move || {
-                let answer = catch_unwind(AssertUnwindSafe(|| f(&state, &state.engine, &params, &name)));
-                state.on_pool.fetch_sub(1, Ordering::AcqRel);
+                let answer = catch_unwind(AssertUnwindSafe(|| f(&state, &params, &name)));
+                state.on_pool.store(false, Ordering::Release);
                 // The client may have gone; its answer is then dropped.
                 let _ = tx.send(answer);
             });
             rx.await.ok()
         } else {
-            state.on_pool.fetch_sub(1, Ordering::AcqRel);
-            let run = move || catch_unwind(AssertUnwindSafe(|| f(&state, &state.serial, &params, &name)));
+            let run = move || catch_unwind(AssertUnwindSafe(|| f(&state, &params, &name)));
             tokio::task::spawn_blocking(run).await.ok()
         };
         match answer {
@@ -229,14 +237,14 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
-fn instant_query(state: &AppState, engine: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn instant_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
     let query = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing"))?;
     let time = p.time("time", crate::timeflags::now_ms())?;
-    let result = engine.instant_query(&state.store, query, time)?;
+    let result = state.engine().instant_query(&state.store, query, time)?;
     Ok(success_result(&result, query))
 }
 
-fn range_query(state: &AppState, engine: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn range_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
     let query = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing"))?;
     let start = p.time("start", i64::MIN).and_then(|t| required(t, "start"))?;
     let end = p.time("end", i64::MIN).and_then(|t| required(t, "end"))?;
@@ -258,7 +266,7 @@ fn range_query(state: &AppState, engine: &Engine, p: &Params, _: &str) -> Result
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    let result = engine.range_query(&state.store, query, start, end, step)?;
+    let result = state.engine().range_query(&state.store, query, start, end, step)?;
     Ok(success_result(&result, query))
 }
 
@@ -309,7 +317,7 @@ fn matching_series(state: &AppState, p: &Params, required: bool) -> Result<Vec<p
     Ok(out.into_iter().collect())
 }
 
-fn series(state: &AppState, _: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn series(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
     let data: Vec<Json> = matching_series(state, p, true)?
         .iter()
         .map(|l| {
@@ -319,19 +327,19 @@ fn series(state: &AppState, _: &Engine, p: &Params, _: &str) -> Result<Response,
     Ok(success(Json::Array(data)))
 }
 
-fn labels(state: &AppState, _: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn labels(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
     let names: BTreeSet<String> =
         matching_series(state, p, false)?.iter().flat_map(|l| l.iter().map(|l| l.name.to_string())).collect();
     Ok(success(json!(names)))
 }
 
-fn label_values(state: &AppState, _: &Engine, p: &Params, name: &str) -> Result<Response, ApiError> {
+fn label_values(state: &AppState, p: &Params, name: &str) -> Result<Response, ApiError> {
     let values: BTreeSet<String> =
         matching_series(state, p, false)?.iter().filter_map(|l| l.get(name).map(str::to_owned)).collect();
     Ok(success(json!(values)))
 }
 
-fn buildinfo(_: &AppState, _: &Engine, _: &Params, _: &str) -> Result<Response, ApiError> {
+fn buildinfo(_: &AppState, _: &Params, _: &str) -> Result<Response, ApiError> {
     let data = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "revision": "",
