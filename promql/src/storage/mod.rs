@@ -460,6 +460,17 @@ impl MemoryStore {
         }
     }
 
+    /// Each series' position in label order, by id.
+    fn label_rank(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = (0..self.series.len() as u32).collect();
+        ids.sort_unstable_by(|&a, &b| self.series[a as usize].labels.cmp(&self.series[b as usize].labels));
+        let mut rank = vec![0; ids.len()];
+        for (pos, id) in ids.into_iter().enumerate() {
+            rank[id as usize] = pos as u32;
+        }
+        rank
+    }
+
     /// The label set with its strings taken from (or added to) the store's pool.
     fn intern(&mut self, labels: &Labels) -> Labels {
         let mut pooled = |s: &Arc<str>| match self.strings.get(s) {
@@ -495,16 +506,14 @@ impl MemoryStore {
         for s in &mut self.series {
             Arc::make_mut(&mut s.points).shrink_to_fit();
         }
-        let mut order: Vec<u32> = (0..self.series.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| self.series[a as usize].labels.cmp(&self.series[b as usize].labels));
-        if !order.iter().enumerate().all(|(i, &id)| i as u32 == id) {
-            let mut new_id = vec![0u32; order.len()];
-            for (new, &old) in order.iter().enumerate() {
-                new_id[old as usize] = new as u32;
-            }
-            let mut old: Vec<Option<StoredSeries>> =
-                std::mem::take(&mut self.series).into_iter().map(Some).collect();
-            self.series = order.iter().filter_map(|&id| old[id as usize].take()).collect();
+        // rank[id] is the series' position in label order: its id from now on.
+        let new_id = match self.rank.take() {
+            Some(rank) => rank,
+            None => self.label_rank(),
+        };
+        if !new_id.iter().enumerate().all(|(i, &id)| i as u32 == id) {
+            // Label sets are unique, so this is the order the ranks give.
+            self.series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
             for id in self.by_labels.values_mut() {
                 *id = new_id[*id as usize];
             }
@@ -514,8 +523,8 @@ impl MemoryStore {
                 }
                 list.sort_unstable();
             }
-            self.rank = std::sync::OnceLock::new();
         }
+        self.rank = std::sync::OnceLock::from((0..self.series.len() as u32).collect::<Vec<u32>>());
         self.series.shrink_to_fit();
     }
 
@@ -589,17 +598,7 @@ impl SampleSource for MemoryStore {
     }
 
     fn select_shared(&self, sel: &Selection<'_>) -> Result<Vec<SelectedSeries>, SourceError> {
-        let rank = self.rank.get_or_init(|| {
-            let mut ids: Vec<u32> = (0..self.series.len() as u32).collect();
-            ids.sort_unstable_by(|&a, &b| {
-                self.series[a as usize].labels.cmp(&self.series[b as usize].labels)
-            });
-            let mut rank = vec![0; ids.len()];
-            for (pos, id) in ids.into_iter().enumerate() {
-                rank[id as usize] = pos as u32;
-            }
-            rank
-        });
+        let rank = self.rank.get_or_init(|| self.label_rank());
         // In label order, as a Prometheus TSDB returns series: aggregation groups and
         // results then come out in the same order as Prometheus'.
         let mut ids = self.candidates(sel.matchers);
