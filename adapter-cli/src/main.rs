@@ -70,10 +70,10 @@ enum Command {
     /// `/api/v1/labels`, `/api/v1/label/NAME/values`, `/api/v1/status/buildinfo`, with
     /// Prometheus' JSON and error shapes. Stops gracefully on SIGTERM or Ctrl-C.
     ///
-    /// One query at a time runs on a pool of one thread per core, over which a large
-    /// query splits its work; queries that come meanwhile run each on a thread of its
-    /// own, so that a long query does not hold them up. `/-/ready` and `/-/healthy`
-    /// answer throughout.
+    /// Each query runs on the thread that read its request. One query at a time may split
+    /// a large evaluation over a pool of one thread per core; queries that come meanwhile
+    /// run single-threaded, so that a long query does not hold them up. `/-/ready` and
+    /// `/-/healthy` answer throughout.
     #[command(
         after_help = "Example:\n  promql-cli serve --data examples/istio.om --listen 127.0.0.1:9091 &\n  \
                             promtool query instant http://127.0.0.1:9091 'sum(rate(istio_requests_total[1m]))'"

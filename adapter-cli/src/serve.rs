@@ -24,27 +24,51 @@ const MAX_POINTS: i64 = 11_000;
 
 struct AppState {
     store: MemoryStore,
-    /// For queries on rayon's pool: large ones split over the cores.
+    /// For one query at a time: large ones split their work over rayon's pool.
     engine: Engine,
-    /// For queries on blocking threads of their own: one thread each.
+    /// For queries that come while another holds `engine`: single-threaded.
     serial: Engine,
-    /// Whether a request runs on rayon's pool.
-    on_pool: AtomicBool,
+    /// Whether a query holds `engine`.
+    splitting: AtomicBool,
 }
 
 impl AppState {
     fn new(store: MemoryStore, engine: Engine) -> Self {
         let serial = Engine::new(EngineOptions { parallel: false, ..engine.options().clone() });
-        AppState { store, engine, serial, on_pool: AtomicBool::new(false) }
+        AppState { store, engine, serial, splitting: AtomicBool::new(false) }
     }
 
-    /// The engine for the thread this runs on: on rayon's pool, the one that splits
-    /// large queries over it.
-    fn engine(&self) -> &Engine {
-        if rayon::current_thread_index().is_some() {
-            &self.engine
+    /// An engine for one query: the one that splits large queries over rayon's pool if
+    /// no other query holds it, else a single-threaded one, so that a long query's parts
+    /// do not queue later queries behind them in the pool.
+    fn engine(&self) -> EngineLease<'_> {
+        let parallel = !self.splitting.swap(true, Ordering::AcqRel);
+        EngineLease { state: self, parallel }
+    }
+}
+
+/// An engine of [`AppState::engine`], released when dropped (also when a query panics).
+struct EngineLease<'a> {
+    state: &'a AppState,
+    parallel: bool,
+}
+
+impl std::ops::Deref for EngineLease<'_> {
+    type Target = Engine;
+
+    fn deref(&self) -> &Engine {
+        if self.parallel {
+            &self.state.engine
         } else {
-            &self.serial
+            &self.state.serial
+        }
+    }
+}
+
+impl Drop for EngineLease<'_> {
+    fn drop(&mut self) {
+        if self.parallel {
+            self.state.splitting.store(false, Ordering::Release);
         }
     }
 }
@@ -177,15 +201,13 @@ fn parse_api_time(s: &str) -> Option<i64> {
 /// An endpoint: state, parameters, and the `{name}` of the path where there is one.
 type Handler = fn(&AppState, &Params, &str) -> Result<Response, ApiError>;
 
-/// A route for GET and form POST that runs `f` off the runtime's workers, which only
-/// await the answer, so health checks answer under load. One request at a time runs on
-/// rayon's pool, where the evaluator splits large queries over the cores; requests that
-/// come meanwhile run each on a blocking thread of its own, single-threaded, so that a
-/// long query does not hold small ones up in the pool's queue. Sequential requests (an
-/// autoscaler, qbench) thus all run on the pool's few threads, which keeps the
-/// allocator's per-thread heaps few: over the Istio query set of benches/README.md ten
-/// times, peak RSS is 87 MB this way, 91–99 MB on blocking threads. Handing the job to
-/// the pool directly, rather than from a blocking thread, saves two thread wake-ups.
+/// A route for GET and form POST. A request is answered on the runtime worker that
+/// read it: `block_in_place` offers the worker's other tasks, and the I/O driver, to
+/// another thread while `f` runs, so health checks answer while a long query runs; a
+/// short query ends before that thread starts, and the worker carries on. A short query
+/// thus costs no thread wake-up on its way; on this project's 2-core VM, whose idle cores halt, handing each query to a pool
+/// and its answer back cost 0.03–0.1 ms: `raw_one_5m` took 0.51 of Prometheus' time that
+/// way and takes 0.40 now, `r_mem_avg_60s` 0.36 and 0.32 (benches/README.md).
 fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
     let handler = move |State(state): State<Arc<AppState>>,
                         name: Option<Path<String>>,
@@ -198,26 +220,14 @@ fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
             Err(e) => return e.into_response(),
         };
         let name = name.map(|Path(n)| n).unwrap_or_default();
-        let answer = if !state.on_pool.swap(true, Ordering::AcqRel) {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            rayon::spawn(move || {
-                let answer = catch_unwind(AssertUnwindSafe(|| f(&state, &params, &name)));
-                state.on_pool.store(false, Ordering::Release);
-                // The client may have gone; its answer is then dropped.
-                let _ = tx.send(answer);
-            });
-            rx.await.ok()
-        } else {
-            let run = move || catch_unwind(AssertUnwindSafe(|| f(&state, &params, &name)));
-            tokio::task::spawn_blocking(run).await.ok()
-        };
+        let answer =
+            tokio::task::block_in_place(|| catch_unwind(AssertUnwindSafe(|| f(&state, &params, &name))));
         match answer {
-            Some(Ok(Ok(r))) => r,
-            Some(Ok(Err(e))) => e.into_response(),
-            Some(Err(payload)) => {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => e.into_response(),
+            Err(payload) => {
                 internal(&format!("query panicked, please report a bug: {}", panic_text(&*payload)))
             }
-            None => internal("query evaluation ended without an answer, please report a bug"),
         }
     };
     get(handler).post(handler)

@@ -257,8 +257,9 @@ fn http_get(url: &str) -> String {
     stdout(&o)
 }
 
-/// Two long queries run, one on rayon's pool and one on a thread of its own; health
-/// checks and a small query still answer before either is done.
+/// Two long queries run, one split over rayon's pool and one single-threaded, each on
+/// the runtime worker that read it; health checks and a small query still answer
+/// before either is done.
 #[test]
 fn serve_answers_health_checks_while_long_queries_run() {
     use std::time::Instant;
