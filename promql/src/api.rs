@@ -177,6 +177,14 @@ fn write_item(out: &mut String, labels: &Labels, key: &str, body: impl FnOnce(&m
 }
 
 fn write_str(out: &mut String, s: &str) {
+    // Label names and values seldom hold anything to escape: copy those as they are
+    // instead of through a string of their own, two a label.
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     // serde_json's escaping; serialising a string cannot fail.
     match serde_json::to_string(s) {
         Ok(quoted) => out.push_str(&quoted),
@@ -287,6 +295,20 @@ mod tests {
         let mut parts = String::new();
         write_series(&mut parts, &series);
         assert_eq!(parts, whole);
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        // Every ASCII character alone and between others, and some beyond ASCII: the
+        // copy for strings with nothing to escape must not skip one that needs it.
+        let mut cases: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
+        cases.extend((0u8..0x80).map(|b| format!("a{}z", char::from(b))));
+        cases.extend(["", "é ü \u{2028} 😀", "plain_label-value:1.5"].map(str::to_owned));
+        for s in &cases {
+            let mut out = String::new();
+            write_str(&mut out, s);
+            assert_eq!(serde_json::to_string(s).ok(), Some(out), "{s:?}");
+        }
     }
 
     #[test]
