@@ -125,6 +125,14 @@ impl Acc {
     }
 }
 
+/// The groups a fused aggregation ([`Evaluator::fused_aggregate`]) has found, and each
+/// series' group (`usize::MAX` while unseen), by position in the selection.
+#[derive(Default)]
+pub(super) struct FusedGroups {
+    group_of: Vec<usize>,
+    groups: GroupKeys,
+}
+
 /// The groups of an aggregation, numbered in order of first appearance. They are found
 /// by a hash of the grouping labels' values, so that no label set is built for an
 /// element whose group exists already.
@@ -224,28 +232,29 @@ impl Evaluator<'_> {
         }
         let grouping = a.grouping.as_ref();
         let op = a.op;
-        // Per series of the selection, its group once seen.
-        let mut group_of: Vec<usize> = Vec::new();
-        let mut groups = GroupKeys::default();
+        // Per series of the selection, its group once seen; kept for the next block of
+        // steps, which then finds the groups without reading a label.
+        let FusedGroups { mut group_of, mut groups } =
+            self.fused_groups.remove(&node_key(a)).unwrap_or_default();
         // Per group, per step: the accumulator and the first series that went into it.
-        let mut cells: Vec<Vec<Option<(Acc, usize)>>> = Vec::new();
+        let cells_row = || (0..steps.len()).map(|_| None).collect::<Vec<Option<(Acc, usize)>>>();
+        let mut cells: Vec<Vec<Option<(Acc, usize)>>> = groups.keys.iter().map(|_| cells_row()).collect();
         let mut drop_names = false;
-        let slid = self.slide_each(c, steps, |series, labels, drop_name, i, v| {
-            drop_names |= drop_name;
-            if series >= group_of.len() {
-                group_of.resize(series + 1, usize::MAX);
+        let slid = self.slide_each(c, steps, |s, i, v| {
+            drop_names |= s.drop_name;
+            if s.n >= group_of.len() {
+                group_of.resize(s.n + 1, usize::MAX);
             }
-            if group_of[series] == usize::MAX {
-                let (g, new) = groups.find_or_add(labels, grouping);
+            if group_of[s.n] == usize::MAX {
+                let (g, new) = groups.find_or_add(&s.labels(), grouping);
                 if new {
-                    cells.push((0..steps.len()).map(|_| None).collect());
+                    cells.push(cells_row());
                 }
-                group_of[series] = g;
+                group_of[s.n] = g;
             }
-            let g = group_of[series];
-            match &mut cells[g][i] {
+            match &mut cells[group_of[s.n]][i] {
                 Some((acc, _)) => acc.add(v),
-                cell => *cell = Some((Acc::new(op, v), series)),
+                cell => *cell = Some((Acc::new(op, v), s.n)),
             }
         })?;
         if !slid {
@@ -272,6 +281,7 @@ impl Evaluator<'_> {
                     .collect(),
             );
         }
+        self.fused_groups.insert(node_key(a), FusedGroups { group_of, groups });
         Ok(Some(out))
     }
 

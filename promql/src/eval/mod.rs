@@ -249,6 +249,7 @@ impl Engine {
             precomputed: HashMap::new(),
             facts: HashMap::new(),
             cursors: HashMap::new(),
+            fused_groups: HashMap::new(),
             group_plans: HashMap::new(),
             bucket_plans: HashMap::new(),
             annotations: Vec::new(),
@@ -452,6 +453,8 @@ struct Evaluator<'a> {
     /// Per sliding call: the last step it was slid to, and where each series' window
     /// ended there (`lo..hi` in its selection) with how many counter resets it held.
     cursors: HashMap<usize, (Timestamp, Vec<sliding::Cursor>)>,
+    /// Per aggregation of a sliding call, the groups its series fell into so far.
+    fused_groups: HashMap<usize, aggregate::FusedGroups>,
     /// Each aggregation's grouping of its last input, by node: the next step usually
     /// has the same series in the same order and reuses it instead of hashing.
     group_plans: HashMap<usize, aggregate::GroupPlan>,
@@ -737,6 +740,7 @@ impl<'a> Evaluator<'a> {
             precomputed: HashMap::new(),
             facts: self.facts.clone(),
             cursors: HashMap::new(),
+            fused_groups: HashMap::new(),
             group_plans: HashMap::new(),
             bucket_plans: HashMap::new(),
             annotations: Vec::new(),

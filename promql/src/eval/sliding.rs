@@ -61,6 +61,29 @@ pub(super) struct SelectionFacts {
 /// (decreases) inside.
 pub(super) type Cursor = (usize, usize, usize);
 
+/// A series whose values [`Evaluator::slide_each`] emits.
+pub(super) struct SlidSeries<'s> {
+    /// Its position in the selection.
+    pub(super) n: usize,
+    labels: &'s Labels,
+    /// Whether its output has no name (else the name stays, or goes at the end).
+    unnamed: bool,
+    /// Whether the name is to be dropped at the end (delayed name removal).
+    pub(super) drop_name: bool,
+}
+
+impl SlidSeries<'_> {
+    /// Its output labels: asked for once per series by the consumers that need them,
+    /// since handing them out costs a reference count on a line that is seldom cached.
+    pub(super) fn labels(&self) -> Labels {
+        if self.unnamed {
+            self.labels.without_metric_name()
+        } else {
+            self.labels.clone()
+        }
+    }
+}
+
 /// Per step (from the first step of the evaluator), the samples of one node; `None`
 /// once taken.
 pub(super) type StepResults = Vec<Option<Vec<S>>>;
@@ -122,8 +145,13 @@ impl Evaluator<'_> {
     /// `c` at each of `steps`, when it can slide.
     fn slide(&mut self, c: &Call, steps: &[Timestamp]) -> EResult<Option<Vec<Vec<S>>>> {
         let mut results: Vec<Vec<S>> = vec![Vec::new(); steps.len()];
-        let done = self.slide_each(c, steps, |_, labels, drop_name, i, v| {
-            results[i].push(S { labels: labels.clone(), v, t: steps[i], drop_name });
+        let mut current: Option<(usize, Labels)> = None;
+        let done = self.slide_each(c, steps, |s, i, v| {
+            let labels = match &current {
+                Some((n, labels)) if *n == s.n => labels.clone(),
+                _ => current.insert((s.n, s.labels())).1.clone(),
+            };
+            results[i].push(S { labels, v, t: steps[i], drop_name: s.drop_name });
         })?;
         Ok(done.then_some(results))
     }
@@ -207,12 +235,12 @@ impl Evaluator<'_> {
     /// selection; `None` when `c` cannot slide.
     fn slide_series(&mut self, c: &Call, steps: &[Timestamp]) -> EResult<Option<Vec<(usize, Series)>>> {
         let mut out: Vec<(usize, Series)> = Vec::new();
-        let slid = self.slide_each(c, steps, |n, labels, drop_name, i, v| {
-            if out.last().is_none_or(|(last, _)| *last != n) {
-                let labels = if drop_name { labels.without_metric_name() } else { labels.clone() };
+        let slid = self.slide_each(c, steps, |s, i, v| {
+            if out.last().is_none_or(|(last, _)| *last != s.n) {
+                let labels = if s.drop_name { s.labels().without_metric_name() } else { s.labels() };
                 // Room for the steps left, so that most series never regrow; at most 256,
                 // so that a series living minutes of a long range does not reserve it all.
-                out.push((n, Series { labels, points: Vec::with_capacity((steps.len() - i).min(256)) }));
+                out.push((s.n, Series { labels, points: Vec::with_capacity((steps.len() - i).min(256)) }));
             }
             if let Some((_, s)) = out.last_mut() {
                 s.points.push(Point { t: steps[i], v });
@@ -221,15 +249,14 @@ impl Evaluator<'_> {
         Ok(slid.then_some(out))
     }
 
-    /// Slides `c` over `steps`, passing each value to `emit` with the series' position
-    /// in the selection, its output labels, whether its name is to be dropped at the end,
-    /// and the step's position: series by series, steps in order. False, and nothing
-    /// emitted, when `c` cannot slide.
+    /// Slides `c` over `steps`, passing each value to `emit` with its series and the
+    /// step's position: series by series, steps in order. False, and nothing emitted,
+    /// when `c` cannot slide.
     pub(super) fn slide_each(
         &mut self,
         c: &Call,
         steps: &[Timestamp],
-        mut emit: impl FnMut(usize, &Labels, bool, usize, f64),
+        mut emit: impl FnMut(&SlidSeries<'_>, usize, f64),
     ) -> EResult<bool> {
         let (Some((kind, keep_name)), Some(ms)) = (kind(c.func.name), plain_range_arg(c)) else {
             return Ok(false);
@@ -259,9 +286,12 @@ impl Evaluator<'_> {
             if n % 1024 == 1023 {
                 self.check_deadline()?;
             }
-            let labels =
-                if keep_name || self.delayed { s.labels.clone() } else { s.labels.without_metric_name() };
-            let drop_name = !keep_name && self.delayed;
+            let slid = SlidSeries {
+                n,
+                labels: &s.labels,
+                unnamed: !keep_name && !self.delayed,
+                drop_name: !keep_name && self.delayed,
+            };
             let points: &[Point] = &s.points;
             // Start the windows at the first step's, then slide.
             // `resets`: decreases inside the window, counted as it slides, so that a
@@ -306,7 +336,7 @@ impl Evaluator<'_> {
                     Kind::Window(f) => f(window),
                 };
                 if let Some(v) = value {
-                    emit(n, &labels, drop_name, i, v);
+                    emit(&slid, i, v);
                 }
             }
             cursors.push((lo, hi, resets));
