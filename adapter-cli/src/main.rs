@@ -72,7 +72,7 @@ enum Command {
     ///
     /// Each query runs on the thread that read its request. One query at a time may split
     /// a large evaluation over a pool of one thread per core; queries that come meanwhile
-    /// run single-threaded, so that a long query does not hold them up. `/-/ready` and
+    /// evaluate single-threaded, so that a long query does not hold them up. `/-/ready` and
     /// `/-/healthy` answer throughout.
     #[command(
         after_help = "Example:\n  promql-cli serve --data examples/istio.om --listen 127.0.0.1:9091 &\n  \

@@ -202,12 +202,13 @@ fn parse_api_time(s: &str) -> Option<i64> {
 type Handler = fn(&AppState, &Params, &str) -> Result<Response, ApiError>;
 
 /// A route for GET and form POST. A request is answered on the runtime worker that
-/// read it: `block_in_place` offers the worker's other tasks, and the I/O driver, to
-/// another thread while `f` runs, so health checks answer while a long query runs; a
-/// short query ends before that thread starts, and the worker carries on. A short query
-/// thus costs no thread wake-up on its way; on this project's 2-core VM, whose idle cores halt, handing each query to a pool
-/// and its answer back cost 0.03–0.1 ms: `raw_one_5m` took 0.51 of Prometheus' time that
-/// way and takes 0.40 now, `r_mem_avg_60s` 0.36 and 0.32 (benches/README.md).
+/// read it: `block_in_place` offers the worker's other tasks, and the I/O driver, to a
+/// blocking thread while `f` runs, so health checks answer while a long query runs; a
+/// short query ends before that thread is awake, and the worker carries on. The query
+/// thus waits for no thread wake-up. On this project's 2-core VM, whose idle cores halt,
+/// handing each query to a pool and its answer back cost 0.03–0.1 ms: `raw_one_5m` took
+/// 0.51 of Prometheus' time that way and takes 0.40 now, `r_mem_avg_60s` 0.36 and 0.32
+/// (benches/README.md). Needs a multi-thread runtime, as [`serve`] builds.
 fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
     let handler = move |State(state): State<Arc<AppState>>,
                         name: Option<Path<String>>,
@@ -361,7 +362,8 @@ fn buildinfo(_: &AppState, _: &Params, _: &str) -> Result<Response, ApiError> {
     Ok(success(data))
 }
 
-/// The router of the API, for `serve` and for tests.
+/// The router of the API. Its handlers call `block_in_place`, so it must run on a
+/// multi-thread runtime.
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/v1/query", api(instant_query))
@@ -379,7 +381,13 @@ fn router(state: Arc<AppState>) -> Router {
 pub fn serve(store: MemoryStore, engine: Engine, listen: &str) -> anyhow::Result<()> {
     let addr: SocketAddr =
         listen.parse().with_context(|| format!("--listen {listen:?}: expected HOST:PORT"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Every request wakes an idle blocking thread to offer the worker's tasks to
+    // (`api`); kept five minutes instead of ten seconds, so that a client asking every
+    // 15 s (an autoscaler) does not have a thread started for each request.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_keep_alive(std::time::Duration::from_secs(300))
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;

@@ -472,7 +472,18 @@ mod tests {
     /// bit pattern; `fast` chooses between the paths that compute range functions over
     /// all steps at once and the step-by-step reference.
     fn steps_of(st: &MemoryStore, q: &str, span: (i64, i64, i64), fast: bool) -> Steps {
-        let engine = Engine::new(EngineOptions::default());
+        steps_with(&EngineOptions::default(), st, q, span, fast)
+    }
+
+    /// [`steps_of`] with an engine of `opts`.
+    fn steps_with(
+        opts: &EngineOptions,
+        st: &MemoryStore,
+        q: &str,
+        span: (i64, i64, i64),
+        fast: bool,
+    ) -> Steps {
+        let engine = Engine::new(opts.clone());
         let expr = crate::parse(q).unwrap();
         let value = engine.eval_with(st, &expr, span, fast).map(|r| r.value);
         let mut out = Steps::new();
@@ -512,9 +523,17 @@ mod tests {
             "sum_over_time(rate(req_total[30s])[5m:20s])",
             "sum by (wl) (rate(req_total[1m])) / sum by (wl) (rate(req_total{code=\"500\"}[1m]))",
         ] {
-            // Over several blocks of steps.
+            // Over several blocks of steps, with names dropped at once and at the end.
             let range = (30_000, 600_000, 7_000);
-            assert_eq!(steps_of(&st, q, range, true), steps_of(&st, q, range, false), "{q}");
+            let delayed = EngineOptions {
+                features: crate::Features::none().with(crate::features::Feature::DelayedNameRemoval),
+                ..EngineOptions::default()
+            };
+            for opts in [EngineOptions::default(), delayed] {
+                let (fast, slow) =
+                    (steps_with(&opts, &st, q, range, true), steps_with(&opts, &st, q, range, false));
+                assert_eq!(fast, slow, "{q}");
+            }
         }
     }
 
