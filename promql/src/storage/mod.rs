@@ -208,9 +208,7 @@ impl SharedPoints {
         let to = at.partition_point(|&i| (i as usize) < end);
         Some(to - from)
     }
-}
 
-impl SharedPoints {
     /// Whether the part `range` (relative to this window) holds a stale marker: a scan
     /// only when the buffer holds one somewhere.
     ///
@@ -512,8 +510,11 @@ impl MemoryStore {
             None => self.label_rank(),
         };
         if !new_id.iter().enumerate().all(|(i, &id)| i as u32 == id) {
-            // Label sets are unique, so this is the order the ranks give.
-            self.series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+            // Placed by rank: no label set compared a second time.
+            let mut ranked: Vec<(u32, StoredSeries)> =
+                new_id.iter().copied().zip(std::mem::take(&mut self.series)).collect();
+            ranked.sort_unstable_by_key(|&(rank, _)| rank);
+            self.series = ranked.into_iter().map(|(_, s)| s).collect();
             for id in self.by_labels.values_mut() {
                 *id = new_id[*id as usize];
             }
