@@ -409,7 +409,7 @@ impl Evaluator<'_> {
                 let (start, end) = (m.start, m.end);
                 let zero_clamp_first = self.opts.compat == Compat::Prometheus2;
                 self.per_window(m, false, |p, decreases| {
-                    let kind = kernels::CounterKind::of(counter, decreases);
+                    let kind = kernels::CounterKind::of(counter, counter.then(decreases).flatten());
                     kernels::extrapolated_rate_of(p, start, end, end - start, kind, rate, zero_clamp_first)
                 })
             }
@@ -425,7 +425,7 @@ impl Evaluator<'_> {
             "resets" => {
                 let m = self.matrix_arg(&c.args[0], t)?;
                 self.per_window(m, false, |p, decreases| {
-                    Some(decreases.map_or_else(|| kernels::resets(p), |n| n as f64))
+                    Some(decreases().map_or_else(|| kernels::resets(p), |n| n as f64))
                 })
             }
             "changes" => self.range_fn(c, t, 0, |p| Some(kernels::changes(p)))?,
@@ -508,18 +508,19 @@ impl Evaluator<'_> {
         self.per_window(m, keep_name, |p, _| f(p))
     }
 
-    /// [`per_series`](Self::per_series) with each window's number of decreasing values
-    /// where the store knows it without a scan.
+    /// [`per_series`](Self::per_series), `f` also given a way to ask for the window's
+    /// number of decreasing values where the store knows it without a scan (two
+    /// searches, so only the functions that need it ask).
     fn per_window(
         &self,
         m: Matrix,
         keep_name: bool,
-        f: impl Fn(&[Point], Option<usize>) -> Option<f64> + Sync + Send,
+        f: impl Fn(&[Point], &dyn Fn() -> Option<usize>) -> Option<f64> + Sync + Send,
     ) -> Vec<S> {
         let source = m.source;
         self.map_series_owned(m.series, |s| {
             let points = super::points_of(source.as_ref(), &s.points);
-            let v = f(points, super::decreases_of(source.as_ref(), &s.points))?;
+            let v = f(points, &|| super::decreases_of(source.as_ref(), &s.points))?;
             let out = S { labels: s.labels, v, t: 0, drop_name: s.drop_name };
             Some(if keep_name { out } else { self.drop_name(out) })
         })
