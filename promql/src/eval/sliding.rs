@@ -18,6 +18,8 @@ const SPLIT_WINDOWS: usize = 8_192;
 enum Kind {
     /// `rate`, `increase`, `delta`.
     Extrapolated { counter: bool, rate: bool },
+    /// `resets`: the decreases the sliding window counts anyway.
+    Resets,
     /// A function of the window's points alone.
     Window(fn(&[Point]) -> Option<f64>),
 }
@@ -31,7 +33,7 @@ fn kind(name: &str) -> Option<(Kind, bool)> {
         "irate" => (Kind::Window(|p| kernels::instant_value(p, true)), false),
         "idelta" => (Kind::Window(|p| kernels::instant_value(p, false)), false),
         "deriv" => (Kind::Window(kernels::deriv), false),
-        "resets" => (Kind::Window(|p| Some(kernels::resets(p))), false),
+        "resets" => (Kind::Resets, false),
         "changes" => (Kind::Window(|p| Some(kernels::changes(p))), false),
         "sum_over_time" => (Kind::Window(|p| Some(kernels::sum_over_time(p))), false),
         "avg_over_time" => (Kind::Window(|p| Some(kernels::avg_over_time(p))), false),
@@ -237,7 +239,9 @@ impl Evaluator<'_> {
         let mut out: Vec<(usize, Series)> = Vec::new();
         let slid = self.slide_each(c, steps, |s, i, v| {
             if out.last().is_none_or(|(last, _)| *last != s.n) {
-                let labels = if s.drop_name { s.labels().without_metric_name() } else { s.labels() };
+                // A range result is final: a name to drop at the end goes now.
+                let labels =
+                    if s.unnamed || s.drop_name { s.labels.without_metric_name() } else { s.labels.clone() };
                 // Room for the steps left, so that most series never regrow; at most 256,
                 // so that a series living minutes of a long range does not reserve it all.
                 out.push((s.n, Series { labels, points: Vec::with_capacity((steps.len() - i).min(256)) }));
@@ -333,6 +337,7 @@ impl Evaluator<'_> {
                         let kind = CounterKind::of(counter, Some(resets));
                         kernels::extrapolated_rate_of(window, start, end, range, kind, rate, zero_clamp_first)
                     }
+                    Kind::Resets => Some(resets as f64),
                     Kind::Window(f) => f(window),
                 };
                 if let Some(v) = value {
