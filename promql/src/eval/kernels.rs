@@ -731,10 +731,10 @@ pub(crate) fn write_go_float(out: &mut String, v: f64) {
             out.push_str(text.strip_suffix(".0").unwrap_or(text));
         } else {
             // Below 1e-5 or from 1e16 on, Ryu uses an exponent and Go does not.
+            let (digits, point) = shortest_digits(text.strip_prefix('-').unwrap_or(text));
             if v.is_sign_negative() {
                 out.push('-');
             }
-            let (digits, point) = shortest_digits(v.abs());
             push_plain(out, &digits, point);
         }
     }
@@ -773,12 +773,10 @@ pub(crate) fn go_format_fixed(v: f64, prec: usize) -> String {
     }
 }
 
-/// The shortest decimal digits of a finite `abs >= 0` (Ryu's) without leading or
-/// trailing zeros, and where the point goes: `abs = 0.d₁d₂… × 10^point` (`("0", 1)`
-/// for zero).
-fn shortest_digits(abs: f64) -> (String, i64) {
-    let mut buf = ryu::Buffer::new();
-    let text = buf.format_finite(abs);
+/// The shortest decimal digits in `text`, Ryu's spelling of a finite float without its
+/// sign, without leading or trailing zeros, and where the point goes:
+/// `|v| = 0.d₁d₂… × 10^point` (`("0", 1)` for zero).
+fn shortest_digits(text: &str) -> (String, i64) {
     let (mantissa, exp) = match text.split_once('e') {
         // Ryu's exponents are small decimal integers; the fallback never triggers.
         Some((m, e)) => (m, e.parse::<i64>().unwrap_or(0)),
@@ -807,20 +805,19 @@ pub(crate) fn go_format_g(v: f64) -> String {
         return "-Inf".to_string();
     }
     // Shortest round-trip digits, ties to even as Go's (see `write_go_float`).
-    let (digits, dp) = shortest_digits(v.abs());
-    let digits = digits.as_bytes();
-    let nd = digits.len() as i64;
+    let (digits, dp) = shortest_digits(ryu::Buffer::new().format_finite(v.abs()));
     let mut out = String::new();
     if v.is_sign_negative() {
         out.push('-');
     }
     let x = dp - 1;
     if !(-4..6).contains(&x) {
-        // %e with nd-1 fraction digits.
-        out.push(digits[0] as char);
-        if nd > 1 {
+        // %e with nd-1 fraction digits (the digits are ASCII).
+        let (first, rest) = digits.split_at(1);
+        out.push_str(first);
+        if !rest.is_empty() {
             out.push('.');
-            out.extend(digits[1..].iter().map(|&d| d as char));
+            out.push_str(rest);
         }
         out.push('e');
         out.push(if x < 0 { '-' } else { '+' });
@@ -831,21 +828,7 @@ pub(crate) fn go_format_g(v: f64) -> String {
         out.push_str(&ax.to_string());
     } else {
         // %f with max(nd - dp, 0) fraction digits.
-        if dp > 0 {
-            for i in 0..dp {
-                out.push(if i < nd { digits[i as usize] as char } else { '0' });
-            }
-        } else {
-            out.push('0');
-        }
-        let frac = (nd - dp).max(0);
-        if frac > 0 {
-            out.push('.');
-            for i in 1..=frac {
-                let j = dp + i - 1;
-                out.push(if (0..nd).contains(&j) { digits[j as usize] as char } else { '0' });
-            }
-        }
+        push_plain(&mut out, &digits, dp);
     }
     out
 }
@@ -1683,7 +1666,7 @@ mod tests {
         is_rate: bool,
         zero_clamp_first: bool,
     ) -> Option<f64> {
-        let kind = if is_counter { CounterKind::Counter } else { CounterKind::Gauge };
+        let kind = CounterKind::of(is_counter, None);
         extrapolated_rate_of(points, start, end, range, kind, is_rate, zero_clamp_first)
     }
 
