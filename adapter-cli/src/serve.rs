@@ -48,6 +48,8 @@ impl AppState {
 }
 
 /// An engine of [`AppState::engine`], released when dropped (also when a query panics).
+/// One is taken for every API request, so `parallel` also says that the request is the
+/// only one in flight.
 struct EngineLease<'a> {
     state: &'a AppState,
     parallel: bool,
@@ -198,17 +200,20 @@ fn parse_api_time(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
 }
 
-/// An endpoint: state, parameters, and the `{name}` of the path where there is one.
-type Handler = fn(&AppState, &Params, &str) -> Result<Response, ApiError>;
+/// An endpoint: state, the engine leased for the request, parameters, and the `{name}`
+/// of the path where there is one.
+type Handler = fn(&AppState, &Engine, &Params, &str) -> Result<Response, ApiError>;
 
 /// A route for GET and form POST. A request is answered on the runtime worker that
-/// read it: `block_in_place` offers the worker's other tasks, and the I/O driver, to a
-/// blocking thread while `f` runs, so health checks answer while a long query runs; a
-/// short query ends before that thread is awake, and the worker carries on. The query
-/// thus waits for no thread wake-up. On this project's 2-core VM, whose idle cores halt,
-/// handing each query to a pool and its answer back cost 0.03–0.1 ms: `raw_one_5m` took
-/// 0.51 of Prometheus' time that way and takes 0.40 now, `r_mem_avg_60s` 0.36 and 0.32
-/// (benches/README.md). Needs a multi-thread runtime, as [`serve`] builds.
+/// read it, so it waits for no thread to wake (on this project's 2-core VM, whose idle
+/// cores halt, each wake-up costs tens of microseconds). The only request in flight runs
+/// there as it is: the runtime has another worker (see [`serve`]) to answer health
+/// checks and the next request meanwhile. A request that comes while another runs goes
+/// through `block_in_place`, which offers its worker's other tasks, and the I/O driver,
+/// to a blocking thread, so that health checks still answer while two long queries run.
+/// Handing each query to a pool and its answer back cost 0.03–0.1 ms, and
+/// `block_in_place` about 0.04 ms after the server idled (benches/README.md). Needs a
+/// multi-thread runtime.
 fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
     let handler = move |State(state): State<Arc<AppState>>,
                         name: Option<Path<String>>,
@@ -221,8 +226,9 @@ fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
             Err(e) => return e.into_response(),
         };
         let name = name.map(|Path(n)| n).unwrap_or_default();
-        let answer =
-            tokio::task::block_in_place(|| catch_unwind(AssertUnwindSafe(|| f(&state, &params, &name))));
+        let engine = state.engine();
+        let run = || catch_unwind(AssertUnwindSafe(|| f(&state, &engine, &params, &name)));
+        let answer = if engine.parallel { run() } else { tokio::task::block_in_place(run) };
         match answer {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => e.into_response(),
@@ -248,14 +254,14 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
-fn instant_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn instant_query(state: &AppState, engine: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
     let query = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing"))?;
     let time = p.time("time", crate::timeflags::now_ms())?;
-    let result = state.engine().instant_query(&state.store, query, time)?;
+    let result = engine.instant_query(&state.store, query, time)?;
     Ok(success_result(&result, query))
 }
 
-fn range_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn range_query(state: &AppState, engine: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
     let query = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing"))?;
     let start = p.time("start", i64::MIN).and_then(|t| required(t, "start"))?;
     let end = p.time("end", i64::MIN).and_then(|t| required(t, "end"))?;
@@ -277,7 +283,7 @@ fn range_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiErr
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    let result = state.engine().range_query(&state.store, query, start, end, step)?;
+    let result = engine.range_query(&state.store, query, start, end, step)?;
     Ok(success_result(&result, query))
 }
 
@@ -328,7 +334,7 @@ fn matching_series(state: &AppState, p: &Params, required: bool) -> Result<Vec<p
     Ok(out.into_iter().collect())
 }
 
-fn series(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn series(state: &AppState, _: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
     let data: Vec<Json> = matching_series(state, p, true)?
         .iter()
         .map(|l| {
@@ -338,19 +344,19 @@ fn series(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
     Ok(success(Json::Array(data)))
 }
 
-fn labels(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn labels(state: &AppState, _: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
     let names: BTreeSet<String> =
         matching_series(state, p, false)?.iter().flat_map(|l| l.iter().map(|l| l.name.to_string())).collect();
     Ok(success(json!(names)))
 }
 
-fn label_values(state: &AppState, p: &Params, name: &str) -> Result<Response, ApiError> {
+fn label_values(state: &AppState, _: &Engine, p: &Params, name: &str) -> Result<Response, ApiError> {
     let values: BTreeSet<String> =
         matching_series(state, p, false)?.iter().filter_map(|l| l.get(name).map(str::to_owned)).collect();
     Ok(success(json!(values)))
 }
 
-fn buildinfo(_: &AppState, _: &Params, _: &str) -> Result<Response, ApiError> {
+fn buildinfo(_: &AppState, _: &Engine, _: &Params, _: &str) -> Result<Response, ApiError> {
     let data = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "revision": "",
@@ -362,8 +368,9 @@ fn buildinfo(_: &AppState, _: &Params, _: &str) -> Result<Response, ApiError> {
     Ok(success(data))
 }
 
-/// The router of the API. Its handlers call `block_in_place`, so it must run on a
-/// multi-thread runtime.
+/// The router of the API. It must run on a multi-thread runtime of two workers or more:
+/// its handlers call `block_in_place`, and run the only request in flight on a worker
+/// without it.
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/v1/query", api(instant_query))
@@ -381,10 +388,13 @@ fn router(state: Arc<AppState>) -> Router {
 pub fn serve(store: MemoryStore, engine: Engine, listen: &str) -> anyhow::Result<()> {
     let addr: SocketAddr =
         listen.parse().with_context(|| format!("--listen {listen:?}: expected HOST:PORT"))?;
-    // Every request wakes an idle blocking thread to offer the worker's tasks to
-    // (`api`); kept five minutes instead of ten seconds, so that a client asking every
-    // 15 s (an autoscaler) does not have a thread started for each request.
+    // Two workers at least, so that one is free while the other runs a request (`api`).
+    // A request that comes while another runs wakes an idle blocking thread to offer its
+    // worker's tasks to; those are kept five minutes instead of ten seconds, so that
+    // clients asking together every 15 s (autoscalers) do not start one each time.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .thread_keep_alive(std::time::Duration::from_secs(300))
         .enable_all()
         .build()?;

@@ -257,33 +257,39 @@ fn http_get(url: &str) -> String {
     stdout(&o)
 }
 
-/// Two long queries run, one split over rayon's pool and one single-threaded, each on
-/// the runtime worker that read it; health checks and a small query still answer
-/// before either is done.
+/// Two long queries run, each on the runtime worker that read it: the first alone, as
+/// it is and split over rayon's pool, the second through `block_in_place` and
+/// single-threaded. Health checks answer while the first runs alone, and health checks
+/// and a small query while both run.
 #[test]
 fn serve_answers_health_checks_while_long_queries_run() {
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
     let dir = testkit::temp_dir("cli-serve-busy");
     let data = testkit::istio_fixture(&dir, 4);
     let server = Server::start(&data);
     // About 1.1 million steps: a second in a release build, six in a debug one.
     let long = "count_over_time(sum(rate(istio_requests_total[1m]))[19m:1ms])";
-    let long_queries: Vec<_> = (0..2)
-        .map(|_| {
-            let url = server.url.clone();
-            std::thread::spawn(move || {
-                let body = api_text(&url, long, "2024-01-01T00:19:00Z");
-                (Instant::now(), body)
-            })
-        })
-        .collect();
-    // Time for both to be under way.
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert_eq!(http_get(&format!("{}/-/ready", server.url)), "Ready.\n");
-    assert_eq!(http_get(&format!("{}/-/healthy", server.url)), "Healthy.\n");
+    let start_long = || {
+        let url = server.url.clone();
+        let query = std::thread::spawn(move || {
+            let body = api_text(&url, long, "2024-01-01T00:19:00Z");
+            (Instant::now(), body)
+        });
+        // Time for it to be under way.
+        std::thread::sleep(Duration::from_millis(200));
+        query
+    };
+    let healthy = || {
+        assert_eq!(http_get(&format!("{}/-/ready", server.url)), "Ready.\n");
+        assert_eq!(http_get(&format!("{}/-/healthy", server.url)), "Healthy.\n");
+    };
+    let first = start_long();
+    healthy();
+    let second = start_long();
+    healthy();
     assert!(api_text(&server.url, "vector(1)", "0").contains(r#""value":[0,"1"]"#));
     let answered = Instant::now();
-    for q in long_queries {
+    for q in [first, second] {
         let (done, body) = q.join().unwrap();
         assert!(body.contains(r#""value":[1704068340,"1122155"]"#), "{body}");
         assert!(done > answered, "a long query ended before the health checks and the small query");
