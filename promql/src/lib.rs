@@ -30,6 +30,7 @@ mod features;
 pub mod functions;
 mod labels;
 mod lexer;
+mod memo;
 pub mod parser;
 mod printer;
 pub mod promqltest;

@@ -1064,18 +1064,19 @@ fn go_percent_f(v: f64) -> String {
 }
 
 /// Validates a regex matcher the way Prometheus compiles it: fully anchored, `.`
-/// matching newlines.
+/// matching newlines. Valid patterns are remembered: parsing `5..` costs more than
+/// parsing the rest of a query.
 fn check_regex(pattern: &str, span: Span) -> PResult<()> {
-    let anchored = format!("^(?s:{pattern})$");
-    match regex_syntax::Parser::new().parse(&anchored) {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let detail = e.to_string();
-            let last = detail.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(&detail);
-            let last = last.trim_start_matches("error:").trim();
-            syntax(format!("error parsing regexp: {last}: `{pattern}`"), span)
-        }
-    }
+    static VALID: crate::memo::Memo<()> = crate::memo::Memo::new();
+    VALID
+        .get_or_try(pattern, |pattern| {
+            regex_syntax::Parser::new().parse(&format!("^(?s:{pattern})$")).map(drop).map_err(|e| {
+                let detail = e.to_string();
+                let last = detail.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(&detail);
+                last.trim_start_matches("error:").trim().to_owned()
+            })
+        })
+        .or_else(|last| syntax(format!("error parsing regexp: {last}: `{pattern}`"), span))
 }
 
 /// Words that are never function names or metric names at the start of a call.

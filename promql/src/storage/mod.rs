@@ -30,7 +30,7 @@ pub struct LabelMatcher {
     pub op: MatchOp,
     /// Value or pattern as written.
     pub value: String,
-    regex: Option<Regex>,
+    regex: Option<Arc<Regex>>,
 }
 
 impl LabelMatcher {
@@ -64,36 +64,13 @@ impl LabelMatcher {
 /// Compiles a pattern the way Prometheus does: `^(?s:pattern)$`. Go's Perl classes
 /// (`\d`, `\w`, `\s`) and `\b` are ASCII-only, Rust's are Unicode: they are rewritten.
 ///
-/// Compiled patterns up to [`REGEX_CACHE_MAX_LEN`] bytes are kept (the last
-/// [`REGEX_CACHE_SIZE`] or so): dashboards and autoscalers send the same queries again
-/// and again, and compiling `5..` costs more than the rest of a one-series query. Long
-/// patterns are left out, as each kept regex also keeps its match caches.
-pub(crate) fn go_regex(pattern: &str) -> Result<Regex, regex::Error> {
-    static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Regex>>> = std::sync::OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    // A poisoned lock only means another query panicked while holding it; the map is
-    // still whole.
-    let cached = cache.lock().unwrap_or_else(|e| e.into_inner()).get(pattern).cloned();
-    if let Some(re) = cached {
-        return Ok(re);
-    }
-    let re = compile_go_regex(pattern)?;
-    if pattern.len() > REGEX_CACHE_MAX_LEN {
-        return Ok(re);
-    }
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() >= REGEX_CACHE_SIZE {
-        cache.clear();
-    }
-    cache.insert(pattern.to_owned(), re.clone());
-    Ok(re)
+/// Compiled patterns are kept ([`crate::memo::Memo`]), shared with their match caches:
+/// compiling `5..` costs more than the rest of a one-series query, and a clone of a
+/// `Regex` would start a match cache of its own.
+pub(crate) fn go_regex(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
+    static COMPILED: crate::memo::Memo<Arc<Regex>> = crate::memo::Memo::new();
+    COMPILED.get_or_try(pattern, |p| compile_go_regex(p).map(Arc::new))
 }
-
-/// How many compiled patterns [`go_regex`] keeps.
-const REGEX_CACHE_SIZE: usize = 128;
-
-/// The longest pattern [`go_regex`] keeps compiled.
-const REGEX_CACHE_MAX_LEN: usize = 1024;
 
 fn compile_go_regex(pattern: &str) -> Result<Regex, regex::Error> {
     let mut translated = String::with_capacity(pattern.len() + 8);
@@ -549,44 +526,63 @@ impl MemoryStore {
     /// union of the postings of the values they match), or every series when there is
     /// no such matcher.
     fn candidates(&self, matchers: &[LabelMatcher]) -> Vec<u32> {
-        let mut lists: Vec<std::borrow::Cow<'_, [u32]>> = Vec::new();
+        let mut equal: Vec<&[u32]> = Vec::new();
+        // Per `=~` matcher, the postings of the values it matches.
+        let mut alternatives: Vec<Vec<&[u32]>> = Vec::new();
         for m in matchers.iter().filter(|m| indexed(m)) {
+            let name: Arc<str> = Arc::from(m.name.as_str());
             match m.op {
-                MatchOp::Equal => {
-                    match self.postings.get(&(Arc::from(m.name.as_str()), Arc::from(m.value.as_str()))) {
-                        Some(list) => lists.push(std::borrow::Cow::Borrowed(list)),
-                        None => return Vec::new(),
-                    }
-                }
+                MatchOp::Equal => match self.postings.get(&(name, Arc::from(m.value.as_str()))) {
+                    Some(list) => equal.push(list),
+                    None => return Vec::new(),
+                },
                 MatchOp::Regex => {
                     let values = self.values.get(m.name.as_str()).map_or(&[][..], Vec::as_slice);
-                    let name: Arc<str> = Arc::from(m.name.as_str());
-                    let mut union: Vec<u32> = Vec::new();
-                    for v in values.iter().filter(|v| m.matches(v)) {
-                        if let Some(list) = self.postings.get(&(name.clone(), v.clone())) {
-                            union.extend_from_slice(list);
-                        }
-                    }
-                    if union.is_empty() {
+                    let lists: Vec<&[u32]> = values
+                        .iter()
+                        .filter(|v| m.matches(v))
+                        .filter_map(|v| self.postings.get(&(name.clone(), v.clone())).map(Vec::as_slice))
+                        .collect();
+                    if lists.is_empty() {
                         return Vec::new();
                     }
-                    union.sort_unstable();
-                    union.dedup();
-                    lists.push(std::borrow::Cow::Owned(union));
+                    alternatives.push(lists);
                 }
                 _ => {}
             }
         }
-        if lists.is_empty() {
-            return (0..self.series.len() as u32).collect();
+        equal.sort_by_key(|l| l.len());
+        let mut out: Option<Vec<u32>> = equal
+            .split_first()
+            .map(|(first, rest)| rest.iter().fold(first.to_vec(), |out, list| intersect(&out, list)));
+        let total = |lists: &[&[u32]]| lists.iter().map(|l| l.len()).sum::<usize>();
+        alternatives.sort_by_key(|lists| total(lists));
+        for lists in alternatives {
+            out = Some(match out {
+                // Few candidates against long lists (`code=~"5.."` within one workload):
+                // look each up in each list instead of merging the lists. A series has
+                // one value per label, so the lists are disjoint and so are the hits.
+                Some(few) if few.len() * lists.len() < total(&lists) => {
+                    let mut hits: Vec<u32> = lists.iter().flat_map(|list| intersect(&few, list)).collect();
+                    hits.sort_unstable();
+                    hits.dedup();
+                    hits
+                }
+                Some(some) => intersect(&some, &union(&lists)),
+                None => union(&lists),
+            });
         }
-        lists.sort_by_key(|l| l.len());
-        let mut out = lists[0].to_vec();
-        for list in &lists[1..] {
-            out = intersect(&out, list);
-        }
-        out
+        out.unwrap_or_else(|| (0..self.series.len() as u32).collect())
     }
+}
+
+/// The ids of sorted lists, sorted.
+fn union(lists: &[&[u32]]) -> Vec<u32> {
+    let mut all = lists.concat();
+    // A stable sort merges the sorted runs instead of partitioning them again.
+    all.sort();
+    all.dedup();
+    all
 }
 
 impl SampleSource for MemoryStore {
@@ -637,9 +633,10 @@ fn indexed(m: &LabelMatcher) -> bool {
     }
 }
 
-/// The ids in both sorted lists, `small` being the shorter: a merge that gallops
-/// through `large`, so that a short list costs little against a long one.
-fn intersect(small: &[u32], large: &[u32]) -> Vec<u32> {
+/// The ids in both sorted lists: a merge that gallops through the longer one, so that
+/// a short list costs little against a long one.
+fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
     let mut out = Vec::with_capacity(small.len());
     let mut rest = large;
     for &id in small {
@@ -766,6 +763,59 @@ mod tests {
                 let want: Vec<u32> = a.iter().copied().filter(|x| b.contains(x)).collect();
                 assert_eq!(intersect(a, b), want, "{a:?} & {b:?}");
             }
+        }
+    }
+
+    /// Both ways of applying a `=~` matcher to the index (looking the few candidates up
+    /// in each value's list, or merging the lists) select what the matchers say.
+    #[test]
+    fn index_selection_agrees_with_matching_every_series() {
+        let mut st = MemoryStore::new();
+        for i in 0..2_000 {
+            let l = Labels::from_pairs([
+                ("__name__", "requests"),
+                ("workload", &format!("w{}", i % 40)),
+                ("code", ["200", "404", "500", "503", "504"][i / 40 % 5]),
+                ("pod", &format!("p{}", i / 200)),
+            ]);
+            st.append(&l, 0, i as f64);
+        }
+        st.shrink_to_fit();
+        let cases: &[&[(&str, MatchOp, &str)]] = &[
+            &[("workload", MatchOp::Equal, "w7"), ("code", MatchOp::Regex, "5..")],
+            &[
+                ("workload", MatchOp::Equal, "w7"),
+                ("pod", MatchOp::Equal, "p3"),
+                ("code", MatchOp::Regex, "50."),
+            ],
+            &[("code", MatchOp::Regex, "5.."), ("pod", MatchOp::Regex, "p[1-3]")],
+            &[("code", MatchOp::Regex, "5..|200"), ("workload", MatchOp::Regex, "w1.*")],
+            &[("__name__", MatchOp::Equal, "requests"), ("code", MatchOp::Regex, "404")],
+            &[
+                ("workload", MatchOp::Regex, "w3."),
+                ("code", MatchOp::NotRegex, "5.."),
+                ("pod", MatchOp::Equal, "p9"),
+            ],
+            &[("workload", MatchOp::Equal, "w7"), ("code", MatchOp::Regex, "6..")],
+        ];
+        for case in cases {
+            let ms: Vec<LabelMatcher> =
+                case.iter().map(|&(name, op, value)| LabelMatcher::new(name, op, value).unwrap()).collect();
+            let selected: Vec<Labels> = st
+                .select(&Selection { matchers: &ms, start: 0, end: 0 })
+                .unwrap()
+                .into_iter()
+                .map(|s| s.labels)
+                .collect();
+            let mut want: Vec<Labels> = st
+                .series()
+                .map(|(labels, _)| labels)
+                .filter(|l| ms.iter().all(|m| m.matches(l.get(&m.name).unwrap_or(""))))
+                .cloned()
+                .collect();
+            want.sort();
+            assert_eq!(selected, want, "{case:?}");
+            assert!(!want.is_empty() || case.iter().any(|m| m.2 == "6.."), "{case:?} selects nothing");
         }
     }
 
