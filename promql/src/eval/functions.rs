@@ -466,10 +466,20 @@ impl Evaluator<'_> {
 
     /// `rate`/`increase` on a metric whose name does not say it is a counter.
     fn counter_info(&mut self, m: &Matrix, arg: &Expr) {
-        let suffixes = ["_total", "_sum", "_count", "_bucket"];
+        let counter_like = |n: &str| ["_total", "_sum", "_count", "_bucket"].iter().any(|x| n.ends_with(x));
+        // The series of a selector that names its metric all have that name: one look
+        // instead of one per series.
+        if let Expr::MatrixSelector(ms) = arg {
+            if let Some(name) = &ms.selector.name {
+                if !m.series.is_empty() && !counter_like(name) {
+                    self.counter_info_for(name, arg);
+                }
+                return;
+            }
+        }
         let names: Vec<String> = self.map_series(&m.series, |_, s| {
             let n = s.labels.metric_name()?;
-            (!suffixes.iter().any(|x| n.ends_with(x))).then(|| n.to_owned())
+            (!counter_like(n)).then(|| n.to_owned())
         });
         for n in names {
             self.counter_info_for(&n, arg);

@@ -1177,6 +1177,40 @@ mod tests {
         }
     }
 
+    /// `rate`/`increase` of a metric whose name does not end like a counter's get an info
+    /// note naming it, once, whether the selector names its metric or not (instant
+    /// queries and range queries, which take the sliding path).
+    #[test]
+    fn counter_info_names_each_metric_that_does_not_look_like_a_counter() {
+        let engine = Engine::new(EngineOptions::default());
+        let infos = |q: &str, range: bool| -> Vec<String> {
+            let r = if range {
+                engine.range_query(&store(), q, 60_000, 300_000, 15_000)
+            } else {
+                engine.instant_query(&store(), q, 300_000)
+            };
+            r.unwrap()
+                .annotations
+                .iter()
+                .filter(|a| a.kind == AnnotationKind::Info)
+                .map(|a| a.message.clone())
+                .collect()
+        };
+        let note = |name: &str| {
+            format!(
+                "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}"
+            )
+        };
+        for range in [false, true] {
+            assert_eq!(infos("rate(c[1m])", range), [note("c")]);
+            assert_eq!(infos(r#"increase(c{job="y"}[1m])"#, range), [note("c")]);
+            assert!(infos("rate(a_total[1m])", range).is_empty());
+            assert!(infos(r#"rate(c{job="x"}[1m])"#, range).is_empty(), "no series, no note");
+            assert_eq!(infos(r#"rate({__name__=~"a_total|c"}[1m])"#, range), [note("c")]);
+            assert!(infos("delta(c[1m])", range).is_empty());
+        }
+    }
+
     /// A server's default: names are removed immediately.
     const IMMEDIATE: Features = Features::none();
 
