@@ -123,9 +123,11 @@ fn success(data: Json) -> Response {
 }
 
 /// A query's answer: its `data` is written straight into the body
-/// (`promql::api::write_data_json`), not built as a tree.
-fn success_result(result: &QueryResult, query: &str) -> Response {
-    success_with(|body| promql::api::write_data_json(&result.value, body), Some(result), query)
+/// (`promql::api::write_data_json_with`), not built as a tree, over rayon's pool only
+/// by the engine that may use it.
+fn success_result(result: &QueryResult, engine: &Engine, query: &str) -> Response {
+    let parallel = engine.options().parallel;
+    success_with(|body| promql::api::write_data_json_with(&result.value, body, parallel), Some(result), query)
 }
 
 /// A success body around the `data` that `write_data` appends.
@@ -258,7 +260,7 @@ fn instant_query(state: &AppState, engine: &Engine, p: &Params, _: &str) -> Resu
     let query = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing"))?;
     let time = p.time("time", crate::timeflags::now_ms())?;
     let result = engine.instant_query(&state.store, query, time)?;
-    Ok(success_result(&result, query))
+    Ok(success_result(&result, engine, query))
 }
 
 fn range_query(state: &AppState, engine: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
@@ -284,7 +286,7 @@ fn range_query(state: &AppState, engine: &Engine, p: &Params, _: &str) -> Result
         ));
     }
     let result = engine.range_query(&state.store, query, start, end, step)?;
-    Ok(success_result(&result, query))
+    Ok(success_result(&result, engine, query))
 }
 
 fn required(t: i64, name: &str) -> Result<i64, ApiError> {

@@ -78,7 +78,27 @@ pub fn data_json(value: &Value) -> Json {
 /// let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
 /// assert_eq!(parsed, promql::api::data_json(&v));
 /// ```
+///
+/// Large matrices are written over rayon's pool, a part per core; see
+/// [`write_data_json_with`] to keep to the calling thread.
 pub fn write_data_json(value: &Value, out: &mut String) {
+    write_data_json_with(value, out, true);
+}
+
+/// [`write_data_json`], over rayon's pool only if `parallel`: a server answering one
+/// query while another keeps the pool busy writes on its own thread, as it evaluated.
+///
+/// ```
+/// use promql::value::{Point, Series, Value};
+/// use promql::Labels;
+/// let v = Value::Matrix(vec![Series { labels: Labels::from_pairs([("job", "a")]), points: vec![Point { t: 0, v: 1.0 }] }]);
+/// let (mut one, mut pool) = (String::new(), String::new());
+/// promql::api::write_data_json_with(&v, &mut one, false);
+/// promql::api::write_data_json_with(&v, &mut pool, true);
+/// assert_eq!(one, pool);
+/// assert_eq!(one, r#"{"resultType":"matrix","result":[{"metric":{"job":"a"},"values":[[0,"1"]]}]}"#);
+/// ```
+pub fn write_data_json_with(value: &Value, out: &mut String, parallel: bool) {
     match value {
         Value::Scalar { t, v } => {
             out.push_str(r#"{"resultType":"scalar","result":"#);
@@ -101,7 +121,7 @@ pub fn write_data_json(value: &Value, out: &mut String) {
         }
         Value::Matrix(series) => {
             out.push_str(r#"{"resultType":"matrix","result":["#);
-            write_series(out, series);
+            write_series(out, series, parallel);
             out.push_str("]}");
         }
     }
@@ -111,13 +131,14 @@ pub fn write_data_json(value: &Value, out: &mut String) {
 /// about half a millisecond of work.
 const PARALLEL_POINTS: usize = 8_192;
 
-/// `series` as comma-separated `{"metric":…,"values":[…]}` items; large matrices in a
-/// part per core on rayon's pool, the parts' texts joined in order.
-fn write_series(out: &mut String, series: &[Series]) {
+/// `series` as comma-separated `{"metric":…,"values":[…]}` items; large matrices, if
+/// `parallel`, in a part per core on rayon's pool, the parts' texts joined in order.
+fn write_series(out: &mut String, series: &[Series], parallel: bool) {
     // A point takes about 25 bytes: one allocation instead of a dozen doublings.
     let size = |series: &[Series]| series.iter().map(|s| 64 + 25 * s.points.len()).sum::<usize>();
     let points: usize = series.iter().map(|s| s.points.len()).sum();
-    let threads = if points < PARALLEL_POINTS || series.len() < 2 { 1 } else { crate::eval::cores() };
+    let threads =
+        if !parallel || points < PARALLEL_POINTS || series.len() < 2 { 1 } else { crate::eval::cores() };
     if threads < 2 {
         out.reserve(size(series));
         write_each(out, series, write_one_series);
@@ -293,7 +314,7 @@ mod tests {
         let mut whole = String::new();
         write_each(&mut whole, &series, write_one_series);
         let mut parts = String::new();
-        write_series(&mut parts, &series);
+        write_series(&mut parts, &series, true);
         assert_eq!(parts, whole);
     }
 
