@@ -637,6 +637,15 @@ fn indexed(m: &LabelMatcher) -> bool {
 /// a short list costs little against a long one.
 fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
     let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    // Ids are numbered in label order, so a metric name's series are usually one run of
+    // ids: then the answer is the part of `small` within the run.
+    if let (Some(&first), Some(&last)) = (large.first(), large.last()) {
+        if (last - first) as usize + 1 == large.len() {
+            let lo = small.partition_point(|&id| id < first);
+            let hi = small.partition_point(|&id| id <= last);
+            return small[lo..hi].to_vec();
+        }
+    }
     let mut out = Vec::with_capacity(small.len());
     let mut rest = large;
     for &id in small {
@@ -757,6 +766,8 @@ mod tests {
             (0..1000).step_by(7).collect(),
             (0..1000).step_by(3).collect(),
             vec![999, 1000, 1001],
+            (10..500).collect(),
+            (0..2000).collect(),
         ];
         for a in &lists {
             for b in &lists {
