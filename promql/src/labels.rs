@@ -186,6 +186,12 @@ impl Labels {
 
     /// The value of `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
+        // A series has a dozen labels or so: comparing lengths, which the labels' string
+        // pointers carry, skips almost every name without reading it, where a binary
+        // search reads and compares four.
+        if self.0.len() <= 16 {
+            return self.0.iter().find(|l| l.name.len() == name.len() && *l.name == *name).map(|l| &*l.value);
+        }
         self.0.binary_search_by(|l| (*l.name).cmp(name)).ok().map(|i| &*self.0[i].value)
     }
 
@@ -266,5 +272,26 @@ impl fmt::Display for Labels {
             write_quoted(f, &l.value)?;
         }
         f.write_str("}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small sets are scanned, large ones searched: both find every label and nothing
+    /// else, names of one length included.
+    #[test]
+    fn get_finds_each_label_in_small_and_large_sets() {
+        for n in [0, 1, 2, 15, 16, 17, 40] {
+            let names: Vec<String> = (0..n).map(|i| format!("l{i:02}")).collect();
+            let labels = Labels::from_pairs(names.iter().map(|name| (name.as_str(), format!("v_{name}"))));
+            for name in &names {
+                assert_eq!(labels.get(name), Some(format!("v_{name}").as_str()), "{n} labels");
+            }
+            for absent in ["l99", "l0", "", "l000", "__name__"] {
+                assert_eq!(labels.get(absent), None, "{absent} among {n} labels");
+            }
+        }
     }
 }

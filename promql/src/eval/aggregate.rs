@@ -156,7 +156,8 @@ pub(super) struct FusedGroups {
 /// element whose group exists already.
 #[derive(Default)]
 struct GroupKeys {
-    by_hash: HashMap<u64, Vec<usize>>,
+    /// Keyed by the hash itself: hashing it again would cost as much as the lookup.
+    by_hash: HashMap<u64, Vec<usize>, crate::labels::LabelsHashing>,
     keys: Vec<Labels>,
 }
 
