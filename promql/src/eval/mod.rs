@@ -21,7 +21,9 @@ use crate::ast::*;
 use crate::error::ParseError;
 use crate::features::{Feature, Features};
 use crate::labels::{Labels, LabelsHashing, LabelsMap, LabelsSet};
-use crate::storage::{LabelMatcher, SampleSource, SelectedSeries, Selection, SourceError};
+use crate::storage::{
+    partition_point_near, LabelMatcher, SampleSource, SelectedSeries, Selection, SourceError,
+};
 use crate::value::{is_stale_marker, Point, Sample, Series, Timestamp, Value};
 
 /// Settings of an [`Engine`].
@@ -836,7 +838,7 @@ impl<'a> Evaluator<'a> {
         let series = self.selected(vs);
         let mut out = Vec::new();
         for s in series.iter() {
-            let i = s.points.partition_point(|p| p.t <= reference);
+            let i = partition_point_near(&s.points, reference, |t| t <= reference);
             if i == 0 {
                 continue;
             }
@@ -865,10 +867,10 @@ impl<'a> Evaluator<'a> {
         let compat = self.opts.compat;
         let out = self.map_series(&series, |i, s| {
             let lo = match compat {
-                Compat::Prometheus3 => s.points.partition_point(|p| p.t <= start),
-                Compat::Prometheus2 => s.points.partition_point(|p| p.t < start),
+                Compat::Prometheus3 => partition_point_near(&s.points, start, |t| t <= start),
+                Compat::Prometheus2 => partition_point_near(&s.points, start, |t| t < start),
             };
-            let hi = s.points.partition_point(|p| p.t <= end);
+            let hi = partition_point_near(&s.points, end, |t| t <= end);
             // Stale markers are left out of range vectors; a window without one is shared.
             let points = if s.points.stale_markers_in(lo..hi) {
                 let kept: Vec<Point> =

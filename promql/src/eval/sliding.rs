@@ -7,6 +7,7 @@ use super::kernels::{self, CounterKind};
 use super::{Compat, EResult, Evaluator, S};
 use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector, VectorSelector};
 use crate::labels::{Labels, LabelsHashing};
+use crate::storage::partition_point_near;
 use crate::value::{Point, Series, Timestamp};
 
 /// How many windows (series × steps) a range query that is a sliding call needs before
@@ -304,8 +305,9 @@ impl Evaluator<'_> {
                 Some(resume) => resume[n],
                 None => {
                     let first_end = steps[0] - offset;
-                    let hi = points.partition_point(|p| p.t <= first_end);
-                    let lo = points[..hi].partition_point(|p| p.t < first_end - range);
+                    let hi = partition_point_near(points, first_end, |t| t <= first_end);
+                    let first_start = first_end - range;
+                    let lo = partition_point_near(&points[..hi], first_start, |t| t < first_start);
                     let resets =
                         s.points.decreases_in(lo..hi).unwrap_or_else(|| kernels::decreases(&points[lo..hi]));
                     (lo, hi, resets)
