@@ -7,6 +7,7 @@
 
 use super::{exec_error, EResult, Evaluator, Matrix, Points, M, S};
 use crate::ast::{Call, Expr, MatrixSelector, RangeAnchoring, VectorSelector};
+use crate::storage::partition_point_near;
 use crate::value::{is_stale_marker, Point, Timestamp};
 
 /// The functions `smoothed` may be used with, as Prometheus lists them.
@@ -180,8 +181,8 @@ impl Evaluator<'_> {
         let series = self.selected(&ms.selector);
         let mut out = Vec::new();
         for s in series.iter() {
-            let lo = s.points.partition_point(|p| p.t <= lo_t);
-            let hi = s.points.partition_point(|p| p.t <= hi_t);
+            let lo = partition_point_near(&s.points, lo_t, |t| t <= lo_t);
+            let hi = partition_point_near(&s.points, hi_t, |t| t <= hi_t);
             let window: Vec<Point> =
                 s.points[lo..hi.max(lo)].iter().copied().filter(|p| !is_stale_marker(p.v)).collect();
             let points = if raw { window } else { extend_floats(&window, start, end, smoothed) };
@@ -203,7 +204,7 @@ impl Evaluator<'_> {
         let series = self.selected(vs);
         let mut out = Vec::new();
         for s in series.iter() {
-            let i = s.points.partition_point(|p| p.t < reference);
+            let i = partition_point_near(&s.points, reference, |t| t < reference);
             let next =
                 s.points[i..].iter().find(|p| !is_stale_marker(p.v)).filter(|p| p.t <= reference + lookback);
             let prev = s.points[..i]

@@ -15,7 +15,7 @@ use super::{
 use crate::ast::{Call, Expr, MatchOp, VectorSelector};
 use crate::labels::{Label, Labels, METRIC_NAME};
 use crate::storage::LabelMatcher;
-use crate::storage::SelectedSeries;
+use crate::storage::{partition_point_near, SelectedSeries};
 use crate::value::{is_stale_marker, Timestamp};
 
 /// The info metric used without a label selector, or one without a `__name__` matcher.
@@ -275,7 +275,7 @@ impl Evaluator<'_> {
     /// The time of the sample an info series has at `reference`, looking back as an
     /// instant selector does; `None` when it has none or it is stale.
     fn info_sample(&self, series: &SelectedSeries, reference: Timestamp) -> Option<Timestamp> {
-        let i = series.points.partition_point(|p| p.t <= reference);
+        let i = partition_point_near(&series.points, reference, |t| t <= reference);
         let p = series.points.get(i.checked_sub(1)?)?;
         let too_old = match self.opts.compat {
             Compat::Prometheus3 => p.t <= reference - self.opts.lookback_delta_ms,
