@@ -1,23 +1,23 @@
-//! A small process-wide memo of successful results keyed by short strings: dashboards
-//! and autoscalers send the same queries again and again, and some of their parts (a
-//! regex's compilation or validation) cost more than evaluating a one-series query.
+//! A small memo of successful results keyed by short strings: dashboards and
+//! autoscalers send the same queries again and again, and some of their parts (parsing
+//! the query, compiling or validating a regex) cost more than evaluating a one-series
+//! query, the more so on a server whose caches other work has cooled.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-/// Keeps up to `CAPACITY` results of keys up to `MAX_KEY` bytes; when full, it starts
+/// Keeps up to `capacity` results of keys up to `max_key` bytes; when full, it starts
 /// over (the set a client repeats is small, and a clear needs no bookkeeping per hit).
 /// Failures are not kept: computing them again gives the same error.
 pub(crate) struct Memo<V> {
     map: OnceLock<Mutex<HashMap<String, V>>>,
+    capacity: usize,
+    max_key: usize,
 }
 
-const CAPACITY: usize = 128;
-const MAX_KEY: usize = 1024;
-
 impl<V: Clone> Memo<V> {
-    pub(crate) const fn new() -> Self {
-        Memo { map: OnceLock::new() }
+    pub(crate) const fn new(capacity: usize, max_key: usize) -> Self {
+        Memo { map: OnceLock::new(), capacity, max_key }
     }
 
     /// The kept value of `key`, or `compute(key)`, kept when it succeeds.
@@ -34,9 +34,9 @@ impl<V: Clone> Memo<V> {
             return Ok(v.clone());
         }
         let v = compute(key)?;
-        if key.len() <= MAX_KEY {
+        if key.len() <= self.max_key {
             let mut map = lock();
-            if map.len() >= CAPACITY {
+            if map.len() >= self.capacity {
                 map.clear();
             }
             map.insert(key.to_owned(), v.clone());
@@ -52,7 +52,9 @@ mod tests {
 
     #[test]
     fn computes_once_per_kept_key_and_never_keeps_failures() {
-        static MEMO: Memo<usize> = Memo::new();
+        const CAPACITY: usize = 128;
+        const MAX_KEY: usize = 1024;
+        static MEMO: Memo<usize> = Memo::new(CAPACITY, MAX_KEY);
         let calls = Cell::new(0);
         let len = |k: &str| -> Result<usize, String> {
             calls.set(calls.get() + 1);

@@ -167,12 +167,53 @@ pub struct QueryResult {
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     opts: EngineOptions,
+    parsed: ParseCache,
+}
+
+/// A query parsed and checked, and its type.
+struct Parsed {
+    expr: Expr,
+    ty: ValueType,
+}
+
+/// The queries an engine parsed, kept per engine (its features decide what parses): a
+/// dashboard or an autoscaler sends the same queries again and again, and on a server
+/// that idles between them the parser's code is out of the caches each time (a quarter
+/// of a one-workload query's time served, benches/README.md).
+struct ParseCache(crate::memo::Memo<Arc<Parsed>>);
+
+impl Default for ParseCache {
+    fn default() -> Self {
+        ParseCache(crate::memo::Memo::new(1024, 16 * 1024))
+    }
+}
+
+/// A copy of an engine starts with no parsed queries.
+impl Clone for ParseCache {
+    fn clone(&self) -> Self {
+        ParseCache::default()
+    }
+}
+
+impl std::fmt::Debug for ParseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ParseCache")
+    }
 }
 
 impl Engine {
     /// An engine with these options.
     pub fn new(opts: EngineOptions) -> Self {
-        Engine { opts }
+        Engine { opts, parsed: ParseCache::default() }
+    }
+
+    /// `query` parsed and checked, from the cache when it was before.
+    fn parse(&self, query: &str) -> Result<Arc<Parsed>, ParseError> {
+        self.parsed.0.get_or_try(query, |query| {
+            let expr = crate::parser::parse_syntax(query, self.opts.features)?;
+            let ty = crate::check::check(&expr).map_err(|e| e.with_query(query))?;
+            Ok(Arc::new(Parsed { expr, ty }))
+        })
     }
 
     /// The options.
@@ -187,8 +228,8 @@ impl Engine {
         query: &str,
         time: Timestamp,
     ) -> Result<QueryResult, EvalError> {
-        let expr = crate::parse_with(query, self.opts.features)?;
-        self.eval(source, &expr, time, time, 0)
+        let parsed = self.parse(query)?;
+        self.eval(source, &parsed.expr, time, time, 0)
     }
 
     /// Parses, checks and evaluates `query` at every `step` from `start` to `end` (ms).
@@ -200,7 +241,7 @@ impl Engine {
         end: Timestamp,
         step: i64,
     ) -> Result<QueryResult, EvalError> {
-        let expr = crate::parse_with(query, self.opts.features)?;
+        let parsed = self.parse(query)?;
         if step <= 0 {
             return Err(EvalError::Execution(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer"
@@ -210,7 +251,7 @@ impl Engine {
         if end < start {
             return Err(EvalError::Execution("end timestamp must not be before start time".into()));
         }
-        match crate::check::check(&expr)? {
+        match parsed.ty {
             ValueType::Scalar | ValueType::Vector => {}
             t => {
                 return Err(EvalError::Execution(format!(
@@ -218,7 +259,7 @@ impl Engine {
                 )))
             }
         }
-        self.eval(source, &expr, start, end, step)
+        self.eval(source, &parsed.expr, start, end, step)
     }
 
     /// The selections evaluating `expr` over `[start, end]` will make: what a source
@@ -1211,6 +1252,40 @@ mod tests {
             assert_eq!(infos(r#"rate({__name__=~"a_total|c"}[1m])"#, range), [note("c")]);
             assert!(infos("delta(c[1m])", range).is_empty());
         }
+    }
+
+    /// Parsed queries are kept per engine: another engine's features still decide what
+    /// parses, a query's type still decides whether it may be a range query, and errors
+    /// come again each time.
+    #[test]
+    fn parsed_queries_are_kept_per_engine_with_their_type() {
+        let all = Engine::new(EngineOptions { features: Features::all(), ..EngineOptions::default() });
+        let none = Engine::new(EngineOptions { features: Features::none(), ..EngineOptions::default() });
+        let experimental = r#"sort_by_label(a_total, "job")"#;
+        for _ in 0..2 {
+            assert!(all.instant_query(&store(), experimental, 300_000).is_ok());
+            assert!(none.instant_query(&store(), experimental, 300_000).is_err());
+        }
+        let string = r#""text""#;
+        for _ in 0..2 {
+            assert!(none.instant_query(&store(), string, 300_000).is_ok());
+            let err = none.range_query(&store(), string, 0, 300_000, 15_000).unwrap_err();
+            assert!(err.to_string().contains(r#"invalid expression type "string" for range query"#), "{err}");
+        }
+        for _ in 0..2 {
+            let err = none.instant_query(&store(), "sum(", 300_000).unwrap_err();
+            assert!(err.to_string().contains("1:5"), "{err}");
+        }
+        let twice: Vec<String> = (0..2)
+            .map(|_| {
+                format!(
+                    "{:?}",
+                    none.instant_query(&store(), "sum(rate(a_total[1m]))", 300_000).unwrap().value
+                )
+            })
+            .collect();
+        assert_eq!(twice[0], twice[1]);
+        assert!(format!("{:?}", none.clone()).contains("ParseCache"));
     }
 
     /// A server's default: names are removed immediately.

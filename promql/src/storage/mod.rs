@@ -68,7 +68,7 @@ impl LabelMatcher {
 /// compiling `5..` costs more than the rest of a one-series query, and a clone of a
 /// `Regex` would start a match cache of its own.
 pub(crate) fn go_regex(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
-    static COMPILED: crate::memo::Memo<Arc<Regex>> = crate::memo::Memo::new();
+    static COMPILED: crate::memo::Memo<Arc<Regex>> = crate::memo::Memo::new(128, 1024);
     COMPILED.get_or_try(pattern, |p| compile_go_regex(p).map(Arc::new))
 }
 
