@@ -1,6 +1,7 @@
 //! Binary operators: scalar/vector arithmetic and comparisons, vector matching
 //! (one-to-one, many-to-one, one-to-many) and the set operators.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashSet;
 
 use super::{check_duplicates, exec_error, EResult, EvalError, Evaluator, S, V};
@@ -165,7 +166,7 @@ impl Evaluator<'_> {
 }
 
 /// The state of a vector-vector join: the result so far and the result labels seen per
-/// match group.
+/// match group (none kept for one-to-one matching, where the group's presence is enough).
 struct Join<'a> {
     b: &'a BinaryExpr,
     matching: Option<&'a VectorMatching>,
@@ -189,6 +190,15 @@ impl Join<'_> {
         match group {
             None => {
                 labels = match matching {
+                    // The signature is the many side's `on` labels: those of the result
+                    // too, unless the name is among them and the operator drops it.
+                    Some(m)
+                        if m.on
+                            && !(arithmetic
+                                && m.labels.iter().any(|l| NAME_LABELS.contains(&l.as_str()))) =>
+                    {
+                        sig.clone()
+                    }
                     Some(m) if m.on => labels.keep(&m.labels.iter().map(String::as_str).collect::<Vec<_>>()),
                     Some(m) => labels.without(&m.labels.iter().map(String::as_str).collect::<Vec<_>>()),
                     None => labels,
@@ -200,17 +210,26 @@ impl Join<'_> {
                 }
             }
         }
-        let inserted = self.matched.entry(sig).or_default();
         if group.is_none() {
-            if !inserted.is_empty() {
-                return exec_error(
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
-                );
+            // One-to-one: a second match of the group is an error; an empty set marks
+            // the first without allocating.
+            match self.matched.entry(sig) {
+                Entry::Occupied(_) => {
+                    return exec_error(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                    )
+                }
+                Entry::Vacant(e) => {
+                    e.insert(HashSet::new());
+                }
             }
-        } else if inserted.contains(&labels) {
-            return exec_error("multiple matches for labels: grouping labels must ensure unique matches");
+        } else {
+            let inserted = self.matched.entry(sig).or_default();
+            if inserted.contains(&labels) {
+                return exec_error("multiple matches for labels: grouping labels must ensure unique matches");
+            }
+            inserted.insert(labels.clone());
         }
-        inserted.insert(labels.clone());
         let Some(value) = value else { return Ok(()) };
         let s = S { labels, v: value, t: ms.t, drop_name: ms.drop_name && !arithmetic };
         self.out.push(if b.return_bool { ev.drop_name(s) } else { s });

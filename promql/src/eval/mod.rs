@@ -1288,6 +1288,28 @@ mod tests {
         assert!(format!("{:?}", none.clone()).contains("ParseCache"));
     }
 
+    /// One-to-one matching `on` labels gives the result the signature's labels, without
+    /// the name when the operator drops it, also when `on` lists the name.
+    #[test]
+    fn one_to_one_results_carry_the_on_labels() {
+        let labels = |q: &str| -> Vec<String> {
+            let engine = Engine::new(EngineOptions::default());
+            match engine.instant_query(&store(), q, 300_000).unwrap().value {
+                Value::Vector(v) => v.iter().map(|s| format!("{} {}", s.labels, s.v)).collect(),
+                other => panic!("{q}: {other:?}"),
+            }
+        };
+        assert_eq!(labels("a_total + on (job) b_total"), [r#"{job="x"} 60"#]);
+        assert_eq!(labels("a_total + on (__name__, job) a_total"), [r#"{job="x"} 40"#]);
+        assert_eq!(labels("a_total >= on (__name__, job) a_total"), [r#"{__name__="a_total", job="x"} 20"#]);
+        assert_eq!(labels("a_total >= on (job) b_total"), Vec::<String>::new());
+        assert_eq!(labels("b_total >= on (job) a_total"), [r#"{job="x"} 40"#]);
+        let err = Engine::new(EngineOptions::default())
+            .instant_query(&store(), r#"{job="x"} + on (job) a_total"#, 300_000)
+            .unwrap_err();
+        assert!(err.to_string().contains("many-to-one matching must be explicit"), "{err}");
+    }
+
     /// A server's default: names are removed immediately.
     const IMMEDIATE: Features = Features::none();
 
