@@ -723,6 +723,11 @@ pub(crate) fn write_go_float(out: &mut String, v: f64) {
         out.push_str("+Inf");
     } else if v == f64::NEG_INFINITY {
         out.push_str("-Inf");
+    } else if v.fract() == 0.0 && v.abs() < 1e15 && !(v == 0.0 && v.is_sign_negative()) {
+        // Whole numbers (counters, byte counts) have their integer's digits as shortest
+        // text: below 1e15 the floats are at most 1/8 apart, so no shorter decimal reads
+        // back as the same one. Integer formatting is several times faster than Ryu.
+        out.push_str(itoa::Buffer::new().format(v as i64));
     } else {
         let mut buf = ryu::Buffer::new();
         let text = buf.format_finite(v);
@@ -2297,6 +2302,36 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(go_format_float(*v), *want, "{v}");
         }
+    }
+
+    /// Whole numbers take the integer path below 1e15 and Ryu's from there: the same text
+    /// as Ryu's with its `.0` removed, on both sides of the bound and of zero.
+    #[test]
+    fn whole_numbers_read_as_ryu_writes_them() {
+        let ryu_text = |v: f64| {
+            let mut buf = ryu::Buffer::new();
+            let text = buf.format_finite(v).to_owned();
+            text.strip_suffix(".0").map(str::to_owned).unwrap_or(text)
+        };
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut values = vec![0.0, -0.0, 1.0, -1.0, 1e15 - 1.0, -(1e15 - 1.0), 1e15, 4503599627370496.0];
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push((x % 1_000_000_000_000_000) as f64);
+            values.push(-((x % 100_000) as f64));
+            values.push((x >> 40) as f64);
+        }
+        for v in values {
+            let mut ours = String::new();
+            write_go_float(&mut ours, v);
+            if v.abs() < 1e15 {
+                assert_eq!(ours, ryu_text(v), "{v}");
+            }
+            assert_eq!(ours.parse::<f64>().map(f64::to_bits), Ok(v.to_bits()), "{ours}");
+        }
+        assert_eq!(go_format_float(-0.0), "-0");
     }
 
     /// Shortest round trip on random bit patterns: the text reads back as the same
