@@ -334,10 +334,8 @@ impl Evaluator<'_> {
         let mut index: LabelsMap<usize> = LabelsMap::default();
         let mut keys: Vec<Labels> = Vec::new();
         let mut groups: Vec<(bool, Vec<Bucket>)> = Vec::new();
-        let mut plan = BucketPlan {
-            grouping: GroupPlan { inputs: Vec::new(), group_of: Vec::new(), keys: Vec::new() },
-            upper: Vec::new(),
-        };
+        // The plan's columns: each input's labels, group and parsed `le`.
+        let (mut inputs, mut group_of, mut uppers) = (Vec::new(), Vec::new(), Vec::new());
         let mut plannable = self.grid_step > 0;
         for s in v {
             let le = s.labels.get("le").unwrap_or("");
@@ -359,14 +357,14 @@ impl Evaluator<'_> {
             });
             groups[i].1.push(Bucket { upper, count: s.v });
             if plannable {
-                plan.grouping.inputs.push(s.labels);
-                plan.grouping.group_of.push(i);
-                plan.upper.push(upper);
+                inputs.push(s.labels);
+                group_of.push(i);
+                uppers.push(upper);
             }
         }
         if plannable {
-            plan.grouping.keys = keys.clone();
-            self.bucket_plans.insert(node, plan);
+            let grouping = GroupPlan { inputs, group_of, keys: keys.clone() };
+            self.bucket_plans.insert(node, BucketPlan { grouping, upper: uppers });
         }
         (keys, groups)
     }
