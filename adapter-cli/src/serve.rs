@@ -34,7 +34,7 @@ struct AppState {
 
 impl AppState {
     fn new(store: MemoryStore, engine: Engine) -> Self {
-        let serial = Engine::new(EngineOptions { parallel: false, ..engine.options().clone() });
+        let serial = engine.with_options(EngineOptions { parallel: false, ..engine.options().clone() });
         AppState { store, engine, serial, splitting: AtomicBool::new(false) }
     }
 
@@ -48,8 +48,6 @@ impl AppState {
 }
 
 /// An engine of [`AppState::engine`], released when dropped (also when a query panics).
-/// One is taken for every API request, so `parallel` also says that the request is the
-/// only one in flight.
 struct EngineLease<'a> {
     state: &'a AppState,
     parallel: bool,
@@ -125,7 +123,7 @@ fn success(data: Json) -> Response {
 /// A query's answer: its `data` is written straight into the body
 /// (`promql::api::write_data_json_with`), not built as a tree, over rayon's pool only
 /// by the engine that may use it.
-fn success_result(result: &QueryResult, engine: &Engine, query: &str) -> Response {
+fn success_result(result: &QueryResult, engine: &EngineLease<'_>, query: &str) -> Response {
     let parallel = engine.options().parallel;
     success_with(|body| promql::api::write_data_json_with(&result.value, body, parallel), Some(result), query)
 }
@@ -202,20 +200,19 @@ fn parse_api_time(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
 }
 
-/// An endpoint: state, the engine leased for the request, parameters, and the `{name}`
-/// of the path where there is one.
-type Handler = fn(&AppState, &Engine, &Params, &str) -> Result<Response, ApiError>;
+/// An endpoint: state, parameters, and the `{name}` of the path where there is one.
+type Handler = fn(&AppState, &Params, &str) -> Result<Response, ApiError>;
 
 /// A route for GET and form POST. A request is answered on the runtime worker that
-/// read it, so it waits for no thread to wake (on this project's 2-core VM, whose idle
-/// cores halt, each wake-up costs tens of microseconds). The only request in flight runs
-/// there as it is: the runtime has another worker (see [`serve`]) to answer health
-/// checks and the next request meanwhile. A request that comes while another runs goes
-/// through `block_in_place`, which offers its worker's other tasks, and the I/O driver,
-/// to a blocking thread, so that health checks still answer while two long queries run.
-/// Handing each query to a pool and its answer back cost 0.03–0.1 ms, and
-/// `block_in_place` about 0.04 ms after the server idled (benches/README.md). Needs a
-/// multi-thread runtime.
+/// read it: `block_in_place` offers the worker's other tasks, and the I/O driver, to a
+/// blocking thread while `f` runs, so health checks answer while a long query runs; a
+/// short query ends before that thread is awake, and the worker carries on. Handing
+/// each query to a pool and its answer back cost 0.03–0.1 ms more on this project's
+/// 2-core VM, whose idle cores halt. Running even the only request in flight without
+/// `block_in_place` is not safe: the runtime's other worker need not be the one polling
+/// the I/O driver, and health checks then waited for the query (the busy-server test,
+/// run beside another, failed that way every time). Needs a multi-thread runtime, as
+/// [`serve`] builds.
 fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
     let handler = move |State(state): State<Arc<AppState>>,
                         name: Option<Path<String>>,
@@ -228,9 +225,8 @@ fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
             Err(e) => return e.into_response(),
         };
         let name = name.map(|Path(n)| n).unwrap_or_default();
-        let engine = state.engine();
-        let run = || catch_unwind(AssertUnwindSafe(|| f(&state, &engine, &params, &name)));
-        let answer = if engine.parallel { run() } else { tokio::task::block_in_place(run) };
+        let answer =
+            tokio::task::block_in_place(|| catch_unwind(AssertUnwindSafe(|| f(&state, &params, &name))));
         match answer {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => e.into_response(),
@@ -256,14 +252,15 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
-fn instant_query(state: &AppState, engine: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn instant_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
     let query = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing"))?;
     let time = p.time("time", crate::timeflags::now_ms())?;
+    let engine = state.engine();
     let result = engine.instant_query(&state.store, query, time)?;
-    Ok(success_result(&result, engine, query))
+    Ok(success_result(&result, &engine, query))
 }
 
-fn range_query(state: &AppState, engine: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn range_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
     let query = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing"))?;
     let start = p.time("start", i64::MIN).and_then(|t| required(t, "start"))?;
     let end = p.time("end", i64::MIN).and_then(|t| required(t, "end"))?;
@@ -285,8 +282,9 @@ fn range_query(state: &AppState, engine: &Engine, p: &Params, _: &str) -> Result
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
+    let engine = state.engine();
     let result = engine.range_query(&state.store, query, start, end, step)?;
-    Ok(success_result(&result, engine, query))
+    Ok(success_result(&result, &engine, query))
 }
 
 fn required(t: i64, name: &str) -> Result<i64, ApiError> {
@@ -336,7 +334,7 @@ fn matching_series(state: &AppState, p: &Params, required: bool) -> Result<Vec<p
     Ok(out.into_iter().collect())
 }
 
-fn series(state: &AppState, _: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn series(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
     let data: Vec<Json> = matching_series(state, p, true)?
         .iter()
         .map(|l| {
@@ -346,19 +344,19 @@ fn series(state: &AppState, _: &Engine, p: &Params, _: &str) -> Result<Response,
     Ok(success(Json::Array(data)))
 }
 
-fn labels(state: &AppState, _: &Engine, p: &Params, _: &str) -> Result<Response, ApiError> {
+fn labels(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
     let names: BTreeSet<String> =
         matching_series(state, p, false)?.iter().flat_map(|l| l.iter().map(|l| l.name.to_string())).collect();
     Ok(success(json!(names)))
 }
 
-fn label_values(state: &AppState, _: &Engine, p: &Params, name: &str) -> Result<Response, ApiError> {
+fn label_values(state: &AppState, p: &Params, name: &str) -> Result<Response, ApiError> {
     let values: BTreeSet<String> =
         matching_series(state, p, false)?.iter().filter_map(|l| l.get(name).map(str::to_owned)).collect();
     Ok(success(json!(values)))
 }
 
-fn buildinfo(_: &AppState, _: &Engine, _: &Params, _: &str) -> Result<Response, ApiError> {
+fn buildinfo(_: &AppState, _: &Params, _: &str) -> Result<Response, ApiError> {
     let data = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "revision": "",
@@ -370,9 +368,8 @@ fn buildinfo(_: &AppState, _: &Engine, _: &Params, _: &str) -> Result<Response, 
     Ok(success(data))
 }
 
-/// The router of the API. It must run on a multi-thread runtime of two workers or more:
-/// its handlers call `block_in_place`, and run the only request in flight on a worker
-/// without it.
+/// The router of the API. Its handlers call `block_in_place`, so it must run on a
+/// multi-thread runtime.
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/v1/query", api(instant_query))
@@ -390,13 +387,10 @@ fn router(state: Arc<AppState>) -> Router {
 pub fn serve(store: MemoryStore, engine: Engine, listen: &str) -> anyhow::Result<()> {
     let addr: SocketAddr =
         listen.parse().with_context(|| format!("--listen {listen:?}: expected HOST:PORT"))?;
-    // Two workers at least, so that one is free while the other runs a request (`api`).
-    // A request that comes while another runs wakes an idle blocking thread to offer its
-    // worker's tasks to; those are kept five minutes instead of ten seconds, so that
-    // clients asking together every 15 s (autoscalers) do not start one each time.
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    // Every request wakes an idle blocking thread to offer the worker's tasks to
+    // (`api`); kept five minutes instead of ten seconds, so that a client asking every
+    // 15 s (an autoscaler) does not have a thread started for each request.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
         .thread_keep_alive(std::time::Duration::from_secs(300))
         .enable_all()
         .build()?;
