@@ -160,12 +160,12 @@ impl Runtime {
     }
 }
 
-/// `engine` with its evaluation timeout at most `timeout`. Engines are their options:
-/// making one per evaluation costs nothing.
+/// `engine` with its evaluation timeout at most `timeout`, sharing its parsed queries:
+/// an autoscaler asks the same queries every 15 s.
 fn with_timeout(engine: &Engine, timeout: Duration) -> Engine {
     let mut opts = engine.options().clone();
     opts.timeout = Some(opts.timeout.map_or(timeout, |t| t.min(timeout)));
-    Engine::new(opts)
+    engine.with_options(opts)
 }
 
 /// How to reach a Prometheus API: credentials, CA and timeout of the backend.

@@ -1067,7 +1067,7 @@ fn go_percent_f(v: f64) -> String {
 /// matching newlines. Valid patterns are remembered: parsing `5..` costs more than
 /// parsing the rest of a query.
 fn check_regex(pattern: &str, span: Span) -> PResult<()> {
-    static VALID: crate::memo::Memo<()> = crate::memo::Memo::new(128, 1024);
+    static VALID: crate::memo::Memo<()> = crate::memo::Memo::new(64 << 10, 1 << 10);
     VALID
         .get_or_try(pattern, |pattern| {
             regex_syntax::Parser::new().parse(&format!("^(?s:{pattern})$")).map(drop).map_err(|e| {

@@ -176,22 +176,19 @@ struct Parsed {
     ty: ValueType,
 }
 
-/// The queries an engine parsed, kept per engine (its features decide what parses): a
-/// dashboard or an autoscaler sends the same queries again and again, and on a server
-/// that idles between them the parser's code is out of the caches each time (a quarter
-/// of a one-workload query's time served, benches/README.md).
-struct ParseCache(crate::memo::Memo<Arc<Parsed>>);
+/// The queries an engine parsed: a dashboard or an autoscaler sends the same queries
+/// again and again, and on a server that idles between them the parser's code is out of
+/// the caches each time (a quarter of a one-workload query's time served,
+/// benches/README.md). Shared by the engines made from one with the same features,
+/// which alone decide what parses. Up to 256 KiB of query text, each query up to
+/// 16 KiB: a parsed query takes ten to a hundred times its text, so whatever clients
+/// send, the cache stays within tens of megabytes.
+#[derive(Clone)]
+struct ParseCache(Arc<crate::memo::Memo<Arc<Parsed>>>);
 
 impl Default for ParseCache {
     fn default() -> Self {
-        ParseCache(crate::memo::Memo::new(1024, 16 * 1024))
-    }
-}
-
-/// A copy of an engine starts with no parsed queries.
-impl Clone for ParseCache {
-    fn clone(&self) -> Self {
-        ParseCache::default()
+        ParseCache(Arc::new(crate::memo::Memo::new(256 << 10, 16 << 10)))
     }
 }
 
@@ -205,6 +202,22 @@ impl Engine {
     /// An engine with these options.
     pub fn new(opts: EngineOptions) -> Self {
         Engine { opts, parsed: ParseCache::default() }
+    }
+
+    /// An engine with other options that keeps this one's parsed queries when the
+    /// features are the same (a clone shares them too): a server that makes an engine
+    /// per request to set its timeout still parses each query once.
+    ///
+    /// ```
+    /// use promql::eval::{Engine, EngineOptions};
+    /// let engine = Engine::default();
+    /// let serial = engine.with_options(EngineOptions { parallel: false, ..engine.options().clone() });
+    /// assert!(!serial.options().parallel);
+    /// ```
+    pub fn with_options(&self, opts: EngineOptions) -> Engine {
+        let parsed =
+            if opts.features == self.opts.features { self.parsed.clone() } else { ParseCache::default() };
+        Engine { opts, parsed }
     }
 
     /// `query` parsed and checked, from the cache when it was before.
@@ -1286,6 +1299,13 @@ mod tests {
             .collect();
         assert_eq!(twice[0], twice[1]);
         assert!(format!("{:?}", none.clone()).contains("ParseCache"));
+        // Engines made from one share its parsed queries only with the same features.
+        let shares = |a: &Engine, b: &Engine| Arc::ptr_eq(&a.parsed.0, &b.parsed.0);
+        let serial = all.with_options(EngineOptions { parallel: false, ..all.options().clone() });
+        assert!(shares(&all, &serial) && shares(&all, &all.clone()));
+        let fewer = all.with_options(EngineOptions { features: Features::none(), ..all.options().clone() });
+        assert!(!shares(&all, &fewer));
+        assert!(fewer.instant_query(&store(), experimental, 300_000).is_err());
     }
 
     /// One-to-one matching `on` labels gives the result the signature's labels, without

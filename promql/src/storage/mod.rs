@@ -64,13 +64,19 @@ impl LabelMatcher {
 /// Compiles a pattern the way Prometheus does: `^(?s:pattern)$`. Go's Perl classes
 /// (`\d`, `\w`, `\s`) and `\b` are ASCII-only, Rust's are Unicode: they are rewritten.
 ///
-/// Compiled patterns are kept ([`crate::memo::Memo`]), shared with their match caches:
-/// compiling `5..` costs more than the rest of a one-series query, and a clone of a
-/// `Regex` would start a match cache of its own.
+/// Compiled patterns are kept ([`crate::memo::Memo`]: 16 KiB of patterns, each up to
+/// 1 KiB), shared with their match caches: compiling `5..` costs more than the rest of
+/// a one-series query, and a clone of a `Regex` would start a match cache of its own.
+/// Since kept caches outlive queries, each is held to [`REGEX_DFA_CACHE`] bytes.
 pub(crate) fn go_regex(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
-    static COMPILED: crate::memo::Memo<Arc<Regex>> = crate::memo::Memo::new(128, 1024);
+    static COMPILED: crate::memo::Memo<Arc<Regex>> = crate::memo::Memo::new(16 << 10, 1 << 10);
     COMPILED.get_or_try(pattern, |p| compile_go_regex(p).map(Arc::new))
 }
+
+/// The lazy DFA cache of a compiled pattern, per thread that uses it (the `regex`
+/// crate's default is 2 MiB): label patterns need a few kilobytes; one that needs more
+/// falls back to slower matching instead of holding memory in the pattern cache.
+const REGEX_DFA_CACHE: usize = 256 << 10;
 
 fn compile_go_regex(pattern: &str) -> Result<Regex, regex::Error> {
     let mut translated = String::with_capacity(pattern.len() + 8);
@@ -96,7 +102,7 @@ fn compile_go_regex(pattern: &str) -> Result<Regex, regex::Error> {
             None => translated.push('\\'),
         }
     }
-    Regex::new(&format!("^(?s:{translated})$"))
+    regex::RegexBuilder::new(&format!("^(?s:{translated})$")).dfa_size_limit(REGEX_DFA_CACHE).build()
 }
 
 /// What a source is asked for: the series matching all matchers, with their samples
@@ -633,9 +639,11 @@ fn indexed(m: &LabelMatcher) -> bool {
     }
 }
 
-/// The ids in both sorted lists: a merge that gallops through the longer one, so that
-/// a short list costs little against a long one.
+/// The ids in both strictly increasing lists (postings and what is made of them): a
+/// merge that gallops through the longer one, so that a short list costs little against
+/// a long one.
 fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
+    debug_assert!(a.is_sorted_by(|x, y| x < y) && b.is_sorted_by(|x, y| x < y));
     let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
     // Ids are numbered in label order, so a metric name's series are usually one run of
     // ids: then the answer is the part of `small` within the run.
@@ -791,6 +799,8 @@ mod tests {
             vec![999, 1000, 1001],
             (10..500).collect(),
             (0..2000).collect(),
+            (3..10).collect(),
+            (0..7).map(|i| i * 3).collect(),
         ];
         for a in &lists {
             for b in &lists {
