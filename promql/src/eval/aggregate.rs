@@ -156,8 +156,9 @@ pub(super) struct FusedGroups {
 /// element whose group exists already.
 #[derive(Default)]
 struct GroupKeys {
-    /// Keyed by the hash itself: hashing it again would cost as much as the lookup.
-    by_hash: HashMap<u64, Vec<usize>, crate::labels::LabelsHashing>,
+    /// Hashed again with the map's per-process keys: `group_hash` is unkeyed, and label
+    /// values from scrape targets must not be able to aim at one bucket.
+    by_hash: HashMap<u64, Vec<usize>>,
     keys: Vec<Labels>,
 }
 
@@ -566,6 +567,42 @@ fn ratio_keeps(labels: &Labels, ratio: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `in_group` and `group_hash` agree with comparing built keys, for `by` (listed
+    /// labels absent on one side, on both, listed twice, never present) and `without`.
+    #[test]
+    fn group_lookups_agree_with_built_keys() {
+        let mut sets = Vec::new();
+        for a in ["", "1", "2"] {
+            for b in ["", "1"] {
+                for c in ["", "x"] {
+                    sets.push(Labels::from_pairs([("__name__", "m"), ("a", a), ("b", b), ("c", c)]));
+                }
+            }
+        }
+        let groupings = [
+            (false, vec!["a"]),
+            (false, vec!["a", "b"]),
+            (false, vec!["b", "a", "a"]),
+            (false, vec!["z"]),
+            (false, vec![]),
+            (true, vec!["a"]),
+            (true, vec![]),
+        ];
+        for (without, names) in groupings {
+            let g = Grouping { without, labels: names.iter().map(|n| n.to_string()).collect() };
+            for first in &sets {
+                let key = group_labels(first, Some(&g));
+                for other in &sets {
+                    let same = group_labels(other, Some(&g)) == key;
+                    assert_eq!(in_group(&key, other, Some(&g)), same, "{g:?}: {first} / {other}");
+                    if same {
+                        assert_eq!(group_hash(first, Some(&g)), group_hash(other, Some(&g)), "{g:?}");
+                    }
+                }
+            }
+        }
+    }
 
     fn sample(v: f64, id: usize) -> S {
         S { labels: Labels::from_pairs([("id", id.to_string().as_str())]), v, t: 0, drop_name: false }
