@@ -58,7 +58,12 @@ pub fn parse(query: &str) -> Result<Expr, ParseError> {
 /// assert!(parse_with("sort_by_label(x, \"job\")", Features::all()).is_ok());
 /// ```
 pub fn parse_with(query: &str, features: Features) -> Result<Expr, ParseError> {
+    parse_typed(query, features).map(|(expr, _)| expr)
+}
+
+/// [`parse_with`], and the query's type.
+pub(crate) fn parse_typed(query: &str, features: Features) -> Result<(Expr, ValueType), ParseError> {
     let expr = parser::parse_syntax(query, features)?;
-    check::check(&expr).map_err(|e| e.with_query(query))?;
-    Ok(expr)
+    let ty = check::check(&expr).map_err(|e| e.with_query(query))?;
+    Ok((expr, ty))
 }

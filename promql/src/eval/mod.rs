@@ -223,8 +223,7 @@ impl Engine {
     /// `query` parsed and checked, from the cache when it was before.
     fn parse(&self, query: &str) -> Result<Arc<Parsed>, ParseError> {
         self.parsed.0.get_or_try(query, |query| {
-            let expr = crate::parser::parse_syntax(query, self.opts.features)?;
-            let ty = crate::check::check(&expr).map_err(|e| e.with_query(query))?;
+            let (expr, ty) = crate::parse_typed(query, self.opts.features)?;
             Ok(Arc::new(Parsed { expr, ty }))
         })
     }
