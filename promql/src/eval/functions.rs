@@ -464,12 +464,11 @@ impl Evaluator<'_> {
 
     /// `rate`/`increase` on a metric whose name does not say it is a counter.
     fn counter_info(&mut self, m: &Matrix, arg: &Expr) {
-        let counter_like = |n: &str| ["_total", "_sum", "_count", "_bucket"].iter().any(|x| n.ends_with(x));
         // The series of a selector that names its metric all have that name: one look
         // instead of one per series.
         if let Expr::MatrixSelector(ms) = arg {
             if let Some(name) = &ms.selector.name {
-                if !m.series.is_empty() && !counter_like(name) {
+                if !m.series.is_empty() && !looks_like_counter(name) {
                     self.counter_info_for(name, arg);
                 }
                 return;
@@ -477,14 +476,15 @@ impl Evaluator<'_> {
         }
         let names: Vec<String> = self.map_series(&m.series, |_, s| {
             let n = s.labels.metric_name()?;
-            (!counter_like(n)).then(|| n.to_owned())
+            (!looks_like_counter(n)).then(|| n.to_owned())
         });
         for n in names {
             self.counter_info_for(&n, arg);
         }
     }
 
-    /// The info note that `rate`/`increase` read a metric that does not look like a counter.
+    /// The info note that `rate`/`increase` read a metric that does not look like a counter
+    /// ([`looks_like_counter`]).
     pub(super) fn counter_info_for(&mut self, name: &str, arg: &Expr) {
         self.annotate(
             AnnotationKind::Info,
@@ -544,6 +544,12 @@ impl Evaluator<'_> {
         let m = self.matrix_arg(&c.args[0], t)?;
         Ok(self.per_series(m, true, f))
     }
+}
+
+/// Whether a metric name ends as Prometheus expects a counter's to (else `rate` and
+/// `increase` note that it might not be one).
+pub(super) fn looks_like_counter(name: &str) -> bool {
+    ["_total", "_sum", "_count", "_bucket"].iter().any(|x| name.ends_with(x))
 }
 
 /// How one step's buckets were grouped (as an aggregation's input is), with each

@@ -241,8 +241,7 @@ impl Evaluator<'_> {
         let slid = self.slide_each(c, steps, |s, i, v| {
             if out.last().is_none_or(|(last, _)| *last != s.n) {
                 // A range result is final: a name to drop at the end goes now.
-                let labels =
-                    if s.unnamed || s.drop_name { s.labels.without_metric_name() } else { s.labels.clone() };
+                let labels = if s.drop_name { s.labels.without_metric_name() } else { s.labels() };
                 // Room for the steps left, so that most series never regrow; at most 256,
                 // so that a series living minutes of a long range does not reserve it all.
                 out.push((s.n, Series { labels, points: Vec::with_capacity((steps.len() - i).min(256)) }));
@@ -349,8 +348,7 @@ impl Evaluator<'_> {
             cursors.push((lo, hi, resets));
             if seen && matches!(kind, Kind::Extrapolated { counter: true, .. }) {
                 if let Some(n) = s.labels.metric_name() {
-                    let counter_like = ["_total", "_sum", "_count", "_bucket"].iter().any(|x| n.ends_with(x));
-                    if !counter_like && !not_counters.iter().any(|x| x == n) {
+                    if !super::functions::looks_like_counter(n) && !not_counters.iter().any(|x| x == n) {
                         not_counters.push(n.to_owned());
                     }
                 }
