@@ -123,7 +123,7 @@ fn success(data: Json) -> Response {
 /// A query's answer: its `data` is written straight into the body
 /// (`promql::api::write_data_json_with`), not built as a tree, over rayon's pool only
 /// by the engine that may use it.
-fn success_result(result: &QueryResult, engine: &EngineLease<'_>, query: &str) -> Response {
+fn success_result(result: &QueryResult, engine: &Engine, query: &str) -> Response {
     let parallel = engine.options().parallel;
     success_with(|body| promql::api::write_data_json_with(&result.value, body, parallel), Some(result), query)
 }
