@@ -1,6 +1,6 @@
 //! Evaluation cost against series count, on synthetic Istio-like data: the autoscaling
-//! queries at 1k, 10k and 100k series (`PROMQL_BENCH_SIZES` for others). Cost should
-//! grow linearly.
+//! queries at 1k, 10k and 100k series (`PROMQL_BENCH_SIZES` for others), and a gauge's
+//! `avg_over_time` over a range. Cost should grow linearly.
 //!
 //! Under `cargo test --benches` only the smallest size runs, once.
 
@@ -55,6 +55,18 @@ fn istio_store(n: usize) -> MemoryStore {
             }
         }
     }
+    // A gauge per ten counters, wandering up and down as memory use does.
+    let mut seed: u64 = 1;
+    for i in 0..n / 10 {
+        let labels = Labels::from_pairs([
+            ("__name__", "process_resident_memory_bytes"),
+            ("pod", format!("svc-{:04}-pod-{}", i / 10, i % 10).as_str()),
+        ]);
+        for s in 0..SAMPLES {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            store.append(&labels, s * SCRAPE_MS, 5e7 + (seed >> 40) as f64);
+        }
+    }
     store
 }
 
@@ -87,6 +99,13 @@ fn eval(c: &mut Criterion) {
         // Five minutes at a 15 s step: 21 steps.
         let q = QUERIES[1].1;
         g.bench_with_input(BenchmarkId::new("range_sum_by_rate", n), &n, |b, _| {
+            b.iter(|| {
+                black_box(engine.range_query(&store, q, now - 300_000, now, SCRAPE_MS).map(|r| r.value))
+            })
+        });
+        // A gauge's windows over the same steps (a tenth as many series).
+        let q = "avg_over_time(process_resident_memory_bytes[5m])";
+        g.bench_with_input(BenchmarkId::new("range_avg_over_time_gauge", n), &n, |b, _| {
             b.iter(|| {
                 black_box(engine.range_query(&store, q, now - 300_000, now, SCRAPE_MS).map(|r| r.value))
             })
