@@ -2337,8 +2337,8 @@ mod tests {
         }
     }
 
-    /// Whole numbers take the integer path below 1e15 and Ryu's from there: the same text
-    /// as Ryu's with its `.0` removed, on both sides of the bound and of zero.
+    /// Whole numbers take the integer path below 1e15 and `zmij`'s from there: the same
+    /// text as Ryu's with its `.0` removed, on both sides of the bound and of zero.
     #[test]
     fn whole_numbers_read_as_ryu_writes_them() {
         let ryu_text = |v: f64| {
