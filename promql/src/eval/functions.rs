@@ -9,7 +9,7 @@ use super::{
 use crate::ast::{Call, Expr, MatchOp, VectorSelector};
 use crate::labels::{Labels, LabelsMap, METRIC_NAME};
 use crate::storage::go_regex;
-use crate::value::{Point, Timestamp};
+use crate::value::{is_stale_marker, Point, Timestamp};
 
 impl Evaluator<'_> {
     pub(super) fn call(&mut self, c: &Call, t: Timestamp) -> EResult<V> {
@@ -400,16 +400,21 @@ impl Evaluator<'_> {
             "rate" | "increase" | "delta" => {
                 let counter = name != "delta";
                 let rate = name == "rate";
-                let m = self.matrix_arg(&c.args[0], t)?;
-                if counter {
-                    self.counter_info(&m, &c.args[0]);
-                }
-                let (start, end) = (m.start, m.end);
                 let zero_clamp_first = self.opts.compat == Compat::Prometheus2;
-                self.per_window(m, false, |p, decreases| {
-                    let kind = kernels::CounterKind::of(counter, counter.then(decreases).flatten());
-                    kernels::extrapolated_rate_of(p, start, end, end - start, kind, rate, zero_clamp_first)
-                })
+                self.over_windows(&c.args[0], t, false, counter, |start, end| {
+                    move |p: &[Point], decreases: &dyn Fn() -> Option<usize>| {
+                        let kind = kernels::CounterKind::of(counter, counter.then(decreases).flatten());
+                        kernels::extrapolated_rate_of(
+                            p,
+                            start,
+                            end,
+                            end - start,
+                            kind,
+                            rate,
+                            zero_clamp_first,
+                        )
+                    }
+                })?
             }
             "irate" | "idelta" => {
                 let rate = name == "irate";
@@ -420,12 +425,11 @@ impl Evaluator<'_> {
                 let d = self.scalar_arg(&c.args[1], t)?;
                 self.range_fn(c, t, 0, |p| kernels::predict_linear(p, t, d))?
             }
-            "resets" => {
-                let m = self.matrix_arg(&c.args[0], t)?;
-                self.per_window(m, false, |p, decreases| {
+            "resets" => self.over_windows(&c.args[0], t, false, false, |_, _| {
+                |p: &[Point], decreases: &dyn Fn() -> Option<usize>| {
                     Some(decreases().map_or_else(|| kernels::resets(p), |n| n as f64))
-                })
-            }
+                }
+            })?,
             "changes" => self.range_fn(c, t, 0, |p| Some(kernels::changes(p)))?,
             "sum_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::sum_over_time(p)))?,
             "avg_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::avg_over_time(p)))?,
@@ -503,8 +507,9 @@ impl Evaluator<'_> {
         arg: usize,
         f: impl Fn(&[Point]) -> Option<f64> + Sync + Send,
     ) -> EResult<Vec<S>> {
-        let m = self.matrix_arg(&c.args[arg], t)?;
-        Ok(self.per_series(m, false, f))
+        self.over_windows(&c.args[arg], t, false, false, |_, _| {
+            move |p: &[Point], _: &dyn Fn() -> Option<usize>| f(p)
+        })
     }
 
     fn per_series(
@@ -541,8 +546,85 @@ impl Evaluator<'_> {
         t: Timestamp,
         f: impl Fn(&[Point]) -> Option<f64> + Sync + Send,
     ) -> EResult<Vec<S>> {
-        let m = self.matrix_arg(&c.args[0], t)?;
-        Ok(self.per_series(m, true, f))
+        self.over_windows(&c.args[0], t, true, false, |_, _| {
+            move |p: &[Point], _: &dyn Fn() -> Option<usize>| f(p)
+        })
+    }
+
+    /// `f` of each window of the range vector `arg` at `t` (`make` gives `f` the window's
+    /// `(start, end]`), with the `rate` note when `counter`. A plain range selector's
+    /// windows are found, computed and labelled in one pass over its selection: a
+    /// matrix of windows first and the values after is a second pass, which misses the
+    /// cache again on every series once there are some hundred thousand of them.
+    fn over_windows<F>(
+        &mut self,
+        arg: &Expr,
+        t: Timestamp,
+        keep_name: bool,
+        counter: bool,
+        make: impl FnOnce(Timestamp, Timestamp) -> F,
+    ) -> EResult<Vec<S>>
+    where
+        F: Fn(&[Point], &dyn Fn() -> Option<usize>) -> Option<f64> + Sync + Send,
+    {
+        let plain = match arg.unparen() {
+            Expr::MatrixSelector(ms) if ms.selector.anchoring.is_none() => Some(ms),
+            _ => None,
+        };
+        // The note names the metric of each series when the selector names none: that
+        // goes through the matrix.
+        let Some(ms) = plain.filter(|ms| self.fast_paths && (!counter || ms.selector.name.is_some())) else {
+            let m = self.matrix_arg(arg, t)?;
+            if counter {
+                self.counter_info(&m, arg);
+            }
+            let f = make(m.start, m.end);
+            return Ok(self.per_window(m, keep_name, f));
+        };
+        let (start, end) = self.range_window(ms, t)?;
+        let f = make(start, end);
+        let series = self.selected(&ms.selector);
+        let delayed = self.delayed;
+        // Whether a series had samples in its window (the matrix would not be empty).
+        let seen = std::sync::atomic::AtomicBool::new(false);
+        let saw = || {
+            if !seen.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        let out = self.map_series(&series, |_, s| {
+            let (lo, hi) = self.window_in(&s.points, start, end);
+            // As in a range vector: stale markers left out, a window without one shared.
+            let v = if s.points.stale_markers_in(lo..hi) {
+                let kept: Vec<Point> =
+                    s.points[lo..hi].iter().copied().filter(|p| !is_stale_marker(p.v)).collect();
+                if kept.is_empty() {
+                    return None;
+                }
+                saw();
+                f(&kept, &|| None)?
+            } else {
+                if lo >= hi {
+                    return None;
+                }
+                saw();
+                f(&s.points[lo..hi], &|| s.points.decreases_in(lo..hi))?
+            };
+            // The label set without its name is kept with the stored one: no second
+            // reference count to take and give back.
+            let (labels, drop_name) = match (keep_name, delayed) {
+                (true, _) => (s.labels.clone(), false),
+                (false, true) => (s.labels.clone(), true),
+                (false, false) => (s.labels.without_metric_name(), false),
+            };
+            Some(S { labels, v, t: 0, drop_name })
+        });
+        if let (true, true, Some(name)) = (counter, seen.into_inner(), &ms.selector.name) {
+            if !looks_like_counter(name) {
+                self.counter_info_for(name, arg);
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -312,7 +312,7 @@ impl Engine {
             samples_selected: 0,
             grid_step: step,
             parallel: self.opts.parallel,
-            whole_steps: true,
+            fast_paths: true,
         }
     }
 
@@ -328,18 +328,19 @@ impl Engine {
         self.eval_with(source, expr, (start, end, step), true)
     }
 
-    /// [`eval`](Self::eval), with or without computing range functions and their
-    /// aggregations over all steps at once (without: node by node at each step, the
-    /// reference the faster paths are tested against).
+    /// [`eval`](Self::eval), with or without the fast paths (range functions and their
+    /// aggregations over all steps at once, an instant query's range functions straight
+    /// from the samples); without, node by node at each step through range vectors: the
+    /// reference the fast paths are tested against.
     fn eval_with(
         &self,
         source: &dyn SampleSource,
         expr: &Expr,
         (start, end, step): (Timestamp, Timestamp, i64),
-        whole_steps: bool,
+        fast_paths: bool,
     ) -> Result<QueryResult, EvalError> {
         let mut ev = self.evaluator(start, end, step);
-        ev.whole_steps = whole_steps;
+        ev.fast_paths = fast_paths;
         let mut planned = Vec::new();
         ev.plan(expr, start, end, &mut planned)?;
         ev.select_all(source, planned)?;
@@ -525,8 +526,10 @@ struct Evaluator<'a> {
     /// Whether evaluation may spread over threads (not inside a worker already).
     parallel: bool,
     /// Whether range functions and their aggregations may be computed for all steps at
-    /// once ([`sliding`]); off only to test those paths against the step-by-step one.
-    whole_steps: bool,
+    /// once ([`sliding`]), and an instant query's range functions straight from a plain
+    /// selector's samples (`over_windows`); off only to test those paths against the
+    /// step-by-step one and range vectors.
+    fast_paths: bool,
 }
 
 impl<'a> Evaluator<'a> {
@@ -803,7 +806,7 @@ impl<'a> Evaluator<'a> {
             samples_selected: self.samples_selected,
             grid_step: self.grid_step,
             parallel: self.parallel,
-            whole_steps: self.whole_steps,
+            fast_paths: self.fast_paths,
         }
     }
 
@@ -912,18 +915,10 @@ impl<'a> Evaluator<'a> {
         if ms.selector.anchoring.is_some() {
             return self.extended_range(ms, t, false);
         }
-        let range = self.positive_ms(&ms.range, "range")?;
-        let offset = self.offset_ms(ms.selector.offset.as_ref())?;
-        let end = self.at_ms(ms.selector.at).unwrap_or(t) - offset;
-        let start = end - range;
+        let (start, end) = self.range_window(ms, t)?;
         let series = self.selected(&ms.selector);
-        let compat = self.opts.compat;
         let out = self.map_series(&series, |i, s| {
-            let lo = match compat {
-                Compat::Prometheus3 => partition_point_near(&s.points, start, |t| t <= start),
-                Compat::Prometheus2 => partition_point_near(&s.points, start, |t| t < start),
-            };
-            let hi = partition_point_near(&s.points, end, |t| t <= end);
+            let (lo, hi) = self.window_in(&s.points, start, end);
             // Stale markers are left out of range vectors; a window without one is shared.
             let points = if s.points.stale_markers_in(lo..hi) {
                 let kept: Vec<Point> =
@@ -935,6 +930,23 @@ impl<'a> Evaluator<'a> {
             Some(M { labels: s.labels.clone(), points, drop_name: false })
         });
         Ok(Matrix { series: out, start, end, source: Some(series) })
+    }
+
+    /// The window `(start, end]` of a range selector without anchoring at `t`.
+    pub(crate) fn range_window(&self, ms: &MatrixSelector, t: Timestamp) -> EResult<(Timestamp, Timestamp)> {
+        let range = self.positive_ms(&ms.range, "range")?;
+        let offset = self.offset_ms(ms.selector.offset.as_ref())?;
+        let end = self.at_ms(ms.selector.at).unwrap_or(t) - offset;
+        Ok((end - range, end))
+    }
+
+    /// Where the window `(start, end]` lies in `points` (`[start, end]` for Prometheus 2).
+    pub(crate) fn window_in(&self, points: &[Point], start: Timestamp, end: Timestamp) -> (usize, usize) {
+        let lo = match self.opts.compat {
+            Compat::Prometheus3 => partition_point_near(points, start, |t| t <= start),
+            Compat::Prometheus2 => partition_point_near(points, start, |t| t < start),
+        };
+        (lo, partition_point_near(points, end, |t| t <= end))
     }
 
     fn subquery(&mut self, sq: &SubqueryExpr, t: Timestamp) -> EResult<Matrix> {

@@ -110,7 +110,7 @@ impl Evaluator<'_> {
     /// inner steps are other times), and every aggregation of such a call whose groups
     /// can be filled directly.
     pub(super) fn precompute(&mut self, expr: &Expr, steps: &[Timestamp]) -> EResult<()> {
-        if !self.whole_steps {
+        if !self.fast_paths {
             return Ok(());
         }
         let mut nodes = Vec::new();
@@ -206,7 +206,7 @@ impl Evaluator<'_> {
         c: &Call,
         steps: &[Timestamp],
     ) -> EResult<Option<Vec<Series>>> {
-        if steps.is_empty() || !self.whole_steps || !self.distinct(c, false) {
+        if steps.is_empty() || !self.fast_paths || !self.distinct(c, false) {
             return Ok(None);
         }
         self.check_deadline()?;
@@ -551,6 +551,54 @@ mod tests {
                 let (fast, slow) =
                     (steps_with(&opts, &st, q, range, true), steps_with(&opts, &st, q, range, false));
                 assert_eq!(fast, slow, "{q}");
+            }
+        }
+    }
+
+    /// An instant query's range functions of a plain selector, computed straight from
+    /// its samples, give what they give over its range vector: values, labels (names
+    /// dropped at once and at the end) and notes, at times around gaps, a NaN and a
+    /// stale marker, in both window conventions.
+    #[test]
+    fn instant_windows_of_a_selector_agree_with_its_range_vector() {
+        let mut st = store();
+        let stale =
+            Labels::from_pairs([("__name__", "mem_bytes"), ("wl", "a"), ("code", "200"), ("pod", "9")]);
+        for (i, v) in
+            [1.0, 3.0, f64::from_bits(crate::value::STALE_NAN_BITS), 2.0, 5.0].into_iter().enumerate()
+        {
+            st.append(&stale, 200_000 + i as i64 * 10_000, v);
+        }
+        let queries = [
+            "rate(req_total[1m])",
+            "increase(mem_bytes[45s])",
+            "delta(mem_bytes[1m] offset 20s)",
+            "rate(mem_bytes[1m] @ 300)",
+            "resets((req_total[50s]))",
+            "avg_over_time(mem_bytes[1m])",
+            "sum_over_time(mem_bytes[30s])",
+            "last_over_time({wl=\"b\"}[40s])",
+            "first_over_time(mem_bytes[1m])",
+            "count_over_time(mem_bytes[25s])",
+            "deriv(mem_bytes[1m])",
+            "rate({wl=\"c\"}[1m])",
+            "sum by (wl) (irate(req_total[1m]))",
+        ];
+        let delayed = crate::Features::none().with(crate::features::Feature::DelayedNameRemoval);
+        for compat in [crate::eval::Compat::Prometheus3, crate::eval::Compat::Prometheus2] {
+            for features in [crate::Features::none(), delayed] {
+                let engine = Engine::new(EngineOptions { compat, features, ..EngineOptions::default() });
+                for q in queries {
+                    let expr = crate::parse(q).unwrap();
+                    for t in [0, 30_000, 120_000, 210_000, 230_000, 400_000, 610_000] {
+                        let run = |fast| {
+                            engine
+                                .eval_with(&st, &expr, (t, t, 0), fast)
+                                .map(|r| format!("{:?} {:?}", r.value, r.annotations))
+                        };
+                        assert_eq!(run(true), run(false), "{q} at {t}");
+                    }
+                }
             }
         }
     }
