@@ -552,7 +552,7 @@ impl Evaluator<'_> {
     }
 
     /// `f` of each window of the range vector `arg` at `t` (`make` gives `f` the window's
-    /// `(start, end]`), with the `rate` note when `counter`. A plain range selector's
+    /// bounds), with the `rate` note when `counter`. A plain range selector's
     /// windows are found, computed and labelled in one pass over its selection: a
     /// matrix of windows first and the values after is a second pass, which misses the
     /// cache again on every series once there are some hundred thousand of them.

@@ -2312,12 +2312,12 @@ mod tests {
 
     /// `zmij` writes what Ryu writes (whose digits are Go's, ties included) but for a
     /// `+` before positive exponents, which [`shortest_digits`] reads: on random
-    /// bit patterns, on every power of two, and on values halfway between two shortest
-    /// decimals.
+    /// bit patterns, on zero and every normal power of two, on the smallest subnormal,
+    /// and on values halfway between two shortest decimals.
     #[test]
     #[allow(clippy::excessive_precision)]
     fn zmij_writes_what_ryu_writes() {
-        let mut values: Vec<f64> = (0..2046u64).map(|e| f64::from_bits(e << 52)).collect();
+        let mut values: Vec<f64> = (0..2047u64).map(|e| f64::from_bits(e << 52)).collect();
         values.extend([1690060720831323.25, 758560795102542.25, -80268389491067.125, 5e-324, f64::MAX]);
         values.extend([0.1, 0.3, 1e-7, 1.5e16, 77586721.83333333, 5.444310685350916e14]);
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
@@ -2326,7 +2326,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             values.push(f64::from_bits(x));
-            // Quarters and eighths of large integers: exact ties in the last digit.
+            // Eighths of integers near 2^50: exact ties in the last digit; and thirds.
             values.push((x >> 14) as f64 / 8.0);
             values.push((x % 1_000_000_000) as f64 / 3.0);
         }
@@ -2337,8 +2337,9 @@ mod tests {
         }
     }
 
-    /// Whole numbers take the integer path below 1e15 and `zmij`'s from there: the same
-    /// text as Ryu's with its `.0` removed, on both sides of the bound and of zero.
+    /// Whole numbers take the integer path below 1e15 and `zmij`'s from there: below the
+    /// bound the same text as Ryu's with its `.0` removed, and on both sides of the bound
+    /// and of zero text that reads back as the same float.
     #[test]
     fn whole_numbers_read_as_ryu_writes_them() {
         let ryu_text = |v: f64| {
