@@ -472,9 +472,7 @@ impl Evaluator<'_> {
         // instead of one per series.
         if let Expr::MatrixSelector(ms) = arg {
             if let Some(name) = &ms.selector.name {
-                if !m.series.is_empty() && !looks_like_counter(name) {
-                    self.counter_info_for(name, arg);
-                }
+                self.counter_info_named(name, !m.series.is_empty(), arg);
                 return;
             }
         }
@@ -484,6 +482,14 @@ impl Evaluator<'_> {
         });
         for n in names {
             self.counter_info_for(&n, arg);
+        }
+    }
+
+    /// The note of `rate`/`increase` over a selector naming its metric `name`, when it
+    /// found samples (`any`).
+    fn counter_info_named(&mut self, name: &str, any: bool, arg: &Expr) {
+        if any && !looks_like_counter(name) {
+            self.counter_info_for(name, arg);
         }
     }
 
@@ -594,7 +600,9 @@ impl Evaluator<'_> {
         };
         let out = self.map_series(&series, |_, s| {
             let (lo, hi) = self.window_in(&s.points, start, end);
-            // As in a range vector: stale markers left out, a window without one shared.
+            // As in a range vector (`range_selector`): stale markers left out, a window
+            // without one shared. Not a shared helper returning `Points`: that cost 2–5%
+            // of an instant `rate` at 10k series.
             let v = if s.points.stale_markers_in(lo..hi) {
                 let kept: Vec<Point> =
                     s.points[lo..hi].iter().copied().filter(|p| !is_stale_marker(p.v)).collect();
@@ -619,10 +627,8 @@ impl Evaluator<'_> {
             };
             Some(S { labels, v, t: 0, drop_name })
         });
-        if let (true, true, Some(name)) = (counter, seen.into_inner(), &ms.selector.name) {
-            if !looks_like_counter(name) {
-                self.counter_info_for(name, arg);
-            }
+        if let (true, Some(name)) = (counter, &ms.selector.name) {
+            self.counter_info_named(name, seen.into_inner(), arg);
         }
         Ok(out)
     }

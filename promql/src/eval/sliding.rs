@@ -311,12 +311,10 @@ impl Evaluator<'_> {
                     let hi = partition_point_near(points, first_end, |t| t <= first_end);
                     let first_start = first_end - range;
                     let lo = partition_point_near(&points[..hi], first_start, |t| t < first_start);
-                    let resets = match count_resets {
-                        true => s
-                            .points
-                            .decreases_in(lo..hi)
-                            .unwrap_or_else(|| kernels::decreases(&points[lo..hi])),
-                        false => 0,
+                    let resets = if count_resets {
+                        s.points.decreases_in(lo..hi).unwrap_or_else(|| kernels::decreases(&points[lo..hi]))
+                    } else {
+                        0
                     };
                     (lo, hi, resets)
                 }
