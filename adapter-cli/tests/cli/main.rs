@@ -257,10 +257,10 @@ fn http_get(url: &str) -> String {
     stdout(&o)
 }
 
-/// Two long queries run, each on the runtime worker that read it: the first alone, as
-/// it is and split over rayon's pool, the second through `block_in_place` and
-/// single-threaded. Health checks answer while the first runs alone, and health checks
-/// and a small query while the second runs.
+/// Two long queries run, each through `block_in_place` on the runtime worker that read
+/// it: the first alone, split over rayon's pool, the second beside it, single-threaded.
+/// Health checks answer while the first runs alone, and health checks and a small query
+/// while the second runs.
 #[test]
 fn serve_answers_health_checks_while_long_queries_run() {
     use std::time::{Duration, Instant};
