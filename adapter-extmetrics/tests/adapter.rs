@@ -131,8 +131,34 @@ impl Adapter {
         adapter
     }
 
-    /// Starts the adapter with its ports, serving pair and `args`, without waiting.
+    /// Starts the adapter with its ports, serving pair and `args`, and waits until it
+    /// listens (not until it is ready). A port found free can be taken before the
+    /// adapter binds it, by another test's connection: then it starts again on others.
     fn spawn(pki: &Pki, dir: &Path, args: &[&str]) -> Adapter {
+        for _ in 0..4 {
+            let mut adapter = Adapter::spawn_once(pki, dir, args);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                let log = adapter.log();
+                if log.contains("serving external.metrics.k8s.io/v1beta1") {
+                    return adapter;
+                }
+                if adapter.child.try_wait().is_ok_and(|status| status.is_some()) {
+                    if log.contains("Address already in use") {
+                        break;
+                    }
+                    return adapter;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if Instant::now() >= deadline {
+                return adapter;
+            }
+        }
+        panic!("no free ports for the adapter after four tries");
+    }
+
+    fn spawn_once(pki: &Pki, dir: &Path, args: &[&str]) -> Adapter {
         let port = free_port();
         let metrics_port = free_port();
         let log = dir.join(format!("adapter-{port}.log"));
