@@ -15,8 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::serve::ListenerExt;
 use axum::Router;
-use promql::eval::{AnnotationKind, Engine, EngineOptions, EvalError, QueryResult};
+use promql::eval::{AnnotationKind, Engine, EngineOptions, EvalError, Offload, QueryResult, LIGHT_SAMPLES};
 use promql::storage::{LabelMatcher, MemoryStore, SampleSource, Selection};
+use promql::value::Value;
 use serde_json::{json, Value as Json};
 
 /// Prometheus refuses range queries with more points than this per series.
@@ -34,6 +35,10 @@ struct AppState {
 
 impl AppState {
     fn new(store: MemoryStore, engine: Engine) -> Self {
+        // Queries run on the runtime worker that read them (`query_api`); those that are
+        // not light hand the worker's other tasks to another thread first.
+        let offload = Some(Offload::new(|work| tokio::task::block_in_place(work)));
+        let engine = engine.with_options(EngineOptions { offload, ..engine.options().clone() });
         let serial = engine.with_options(EngineOptions { parallel: false, ..engine.options().clone() });
         AppState { store, engine, serial, splitting: AtomicBool::new(false) }
     }
@@ -125,7 +130,28 @@ fn success(data: Json) -> Response {
 /// by the engine that may use it.
 fn success_result(result: &QueryResult, engine: &Engine, query: &str) -> Response {
     let parallel = engine.options().parallel;
-    success_with(|body| promql::api::write_data_json_with(&result.value, body, parallel), Some(result), query)
+    let respond = || {
+        success_with(
+            |body| promql::api::write_data_json_with(&result.value, body, parallel),
+            Some(result),
+            query,
+        )
+    };
+    // Writing a large answer is long work too (`query_api`).
+    if points(&result.value) > LIGHT_SAMPLES {
+        tokio::task::block_in_place(respond)
+    } else {
+        respond()
+    }
+}
+
+/// How many values `value` holds.
+fn points(value: &Value) -> usize {
+    match value {
+        Value::Matrix(series) => series.iter().map(|s| s.points.len()).sum(),
+        Value::Vector(samples) => samples.len(),
+        Value::Scalar { .. } | Value::String { .. } => 1,
+    }
 }
 
 /// A success body around the `data` that `write_data` appends.
@@ -205,15 +231,26 @@ type Handler = fn(&AppState, &Params, &str) -> Result<Response, ApiError>;
 
 /// A route for GET and form POST. A request is answered on the runtime worker that
 /// read it: `block_in_place` offers the worker's other tasks, and the I/O driver, to a
-/// blocking thread while `f` runs, so health checks answer while a long query runs; a
-/// short query ends before that thread is awake, and the worker carries on. Handing
-/// each query to a pool and its answer back cost 0.03–0.1 ms more on this project's
-/// 2-core VM, whose idle cores halt. Running even the only request in flight without
-/// `block_in_place` is not safe: the runtime's other worker need not be the one polling
-/// the I/O driver, and health checks then waited for the query (the busy-server test,
-/// run beside another, failed that way every time). Needs a multi-thread runtime, as
-/// [`serve`] builds.
+/// blocking thread while `f` runs, so health checks answer while a long request runs.
+/// Handing each request to a pool and its answer back cost 0.03–0.1 ms more on this
+/// project's 2-core VM, whose idle cores halt. Running a long request without
+/// `block_in_place` is not safe, even the only one in flight: the runtime's other
+/// worker need not be the one polling the I/O driver, and health checks then waited for
+/// it (the busy-server test, run beside another, failed that way every time). Needs a
+/// multi-thread runtime, as [`serve`] builds.
 fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
+    route(f, true)
+}
+
+/// [`api`] for the query endpoints, which run light queries in place: the engine
+/// offloads the others ([`AppState::new`]) and [`success_result`] the writing of large
+/// answers. `block_in_place` wakes a thread for the worker's tasks, and on this
+/// project's VM that was a fifth of a one-workload query's time as a client sees it.
+fn query_api(f: Handler) -> MethodRouter<Arc<AppState>> {
+    route(f, false)
+}
+
+fn route(f: Handler, hand_over: bool) -> MethodRouter<Arc<AppState>> {
     let handler = move |State(state): State<Arc<AppState>>,
                         name: Option<Path<String>>,
                         method: Method,
@@ -225,8 +262,8 @@ fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
             Err(e) => return e.into_response(),
         };
         let name = name.map(|Path(n)| n).unwrap_or_default();
-        let answer =
-            tokio::task::block_in_place(|| catch_unwind(AssertUnwindSafe(|| f(&state, &params, &name))));
+        let run = || catch_unwind(AssertUnwindSafe(|| f(&state, &params, &name)));
+        let answer = if hand_over { tokio::task::block_in_place(run) } else { run() };
         match answer {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => e.into_response(),
@@ -372,8 +409,8 @@ fn buildinfo(_: &AppState, _: &Params, _: &str) -> Result<Response, ApiError> {
 /// multi-thread runtime.
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/api/v1/query", api(instant_query))
-        .route("/api/v1/query_range", api(range_query))
+        .route("/api/v1/query", query_api(instant_query))
+        .route("/api/v1/query_range", query_api(range_query))
         .route("/api/v1/series", api(series))
         .route("/api/v1/labels", api(labels))
         .route("/api/v1/label/{name}/values", api(label_values))

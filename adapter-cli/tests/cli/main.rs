@@ -257,8 +257,9 @@ fn http_get(url: &str) -> String {
     stdout(&o)
 }
 
-/// Two long queries run, each through `block_in_place` on the runtime worker that read
-/// it: the first alone, split over rayon's pool, the second beside it, single-threaded.
+/// Two long queries run, each offloaded by the engine through `block_in_place` on the
+/// runtime worker that read it: the first alone, split over rayon's pool, the second
+/// beside it, single-threaded. The small query runs in place.
 /// Health checks answer while the first runs alone, and health checks and a small query
 /// while the second runs.
 #[test]

@@ -49,7 +49,75 @@ pub struct EngineOptions {
     /// server running queries side by side on threads of their own turns it off, so
     /// that they do not queue for the pool's threads.
     pub parallel: bool,
+    /// What runs the queries that are not light, if anything. Light: an instant query
+    /// without subqueries whose selectors can match at most [`LIGHT_SERIES`] series in
+    /// all (as far as the source can tell without selecting, see
+    /// [`SampleSource::series_bound`]) and that then selects at most [`LIGHT_SAMPLES`]
+    /// samples; it runs where it was called. Any other query's selection, or its
+    /// evaluation once the samples are known to be many, runs through the offload. A
+    /// server on a tokio runtime passes `tokio::task::block_in_place`, whose hand-over
+    /// of the worker's other tasks costs more than a light query.
+    pub offload: Option<Offload>,
 }
+
+/// Runs the work it is given, at once, on this thread or another: see
+/// [`EngineOptions::offload`].
+///
+/// ```
+/// use promql::eval::{Engine, EngineOptions, Offload};
+/// use promql::storage::MemoryStore;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+///
+/// let offloaded = Arc::new(AtomicUsize::new(0));
+/// let counter = offloaded.clone();
+/// let offload = Offload::new(move |work| {
+///     counter.fetch_add(1, Ordering::Relaxed);
+///     work()
+/// });
+/// let engine = Engine::new(EngineOptions { offload: Some(offload), ..EngineOptions::default() });
+/// let store = MemoryStore::new();
+/// engine.instant_query(&store, "up", 0).unwrap(); // light: runs in place
+/// engine.range_query(&store, "up", 0, 60_000, 15_000).unwrap(); // a range query: offloaded
+/// assert_eq!(offloaded.load(Ordering::Relaxed), 1);
+/// ```
+#[derive(Clone)]
+pub struct Offload(Arc<OffloadFn>);
+
+/// What an [`Offload`] calls, with the work to run.
+type OffloadFn = dyn Fn(&mut dyn FnMut()) + Send + Sync;
+
+impl Offload {
+    /// An offload that calls `run` with the work, which `run` must call once.
+    pub fn new(run: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> Self {
+        Offload(Arc::new(run))
+    }
+
+    /// `work` run through the offload; an error if the offload did not run it.
+    fn run<T>(&self, work: impl FnOnce() -> EResult<T>) -> EResult<T> {
+        let mut work = Some(work);
+        let mut out = None;
+        (self.0)(&mut || {
+            if let Some(work) = work.take() {
+                out = Some(work());
+            }
+        });
+        out.unwrap_or_else(|| exec_error("the engine's offload returned without running the query"))
+    }
+}
+
+impl std::fmt::Debug for Offload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Offload")
+    }
+}
+
+/// Most series the selectors of a light query can match ([`EngineOptions::offload`]).
+pub const LIGHT_SERIES: usize = 4_096;
+
+/// Most samples a light query selects ([`EngineOptions::offload`]): a millisecond of
+/// work at most, however the query combines them.
+pub const LIGHT_SAMPLES: usize = 16_384;
 
 /// The Prometheus whose float semantics to follow where major versions differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,6 +144,7 @@ impl Default for EngineOptions {
             compat: Compat::Prometheus3,
             cancel: None,
             parallel: true,
+            offload: None,
         }
     }
 }
@@ -343,18 +412,41 @@ impl Engine {
         ev.fast_paths = fast_paths;
         let mut planned = Vec::new();
         ev.plan(expr, start, end, &mut planned)?;
-        ev.select_all(source, planned)?;
-        let value = if step == 0 {
-            match ev.eval(expr, start)? {
-                V::Scalar(v) => Value::Scalar { t: start, v },
-                V::String(s) => Value::String { t: start, v: s },
-                V::Vector(v) => Value::Vector(ev.finish_vector(v, start)?),
-                V::Matrix(m) => Value::Matrix(ev.finish_matrix(m)?),
-            }
-        } else {
-            ev.range(expr)?
+        let Some(offload) = &self.opts.offload else {
+            ev.select_all(source, planned)?;
+            return ev.evaluate(expr);
         };
-        Ok(QueryResult { value, annotations: ev.annotations })
+        let few_series = || {
+            planned
+                .iter()
+                .try_fold(0usize, |all, p| Some(all + source.series_bound(&p.selection.matchers)?))
+                .is_some_and(|n| n <= LIGHT_SERIES)
+        };
+        if step != 0 || contains_subquery(expr) || !few_series() {
+            return offload.run(|| {
+                ev.select_all(source, planned)?;
+                ev.evaluate(expr)
+            });
+        }
+        ev.select_all(source, planned)?;
+        if ev.samples_selected > LIGHT_SAMPLES {
+            return offload.run(|| ev.evaluate(expr));
+        }
+        ev.evaluate(expr)
+    }
+}
+
+/// Whether `e` holds a subquery, whose work grows with its steps rather than with the
+/// samples it selects.
+fn contains_subquery(e: &Expr) -> bool {
+    match e {
+        Expr::Subquery(_) => true,
+        Expr::Aggregate(a) => a.param.as_deref().is_some_and(contains_subquery) || contains_subquery(&a.expr),
+        Expr::Binary(b) => contains_subquery(&b.lhs) || contains_subquery(&b.rhs),
+        Expr::Call(c) => c.args.iter().any(contains_subquery),
+        Expr::Paren(p) => contains_subquery(&p.expr),
+        Expr::Unary(u) => contains_subquery(&u.expr),
+        Expr::MatrixSelector(_) | Expr::VectorSelector(_) | Expr::Number(_) | Expr::String(_) => false,
     }
 }
 
@@ -647,6 +739,22 @@ impl<'a> Evaluator<'a> {
             Expr::Number(_) | Expr::String(_) => {}
         }
         Ok(())
+    }
+
+    /// The value of the planned and selected `expr`: at `start` for an instant query,
+    /// else at every step.
+    fn evaluate(mut self, expr: &Expr) -> EResult<QueryResult> {
+        let value = if self.step == 0 {
+            match self.eval(expr, self.start)? {
+                V::Scalar(v) => Value::Scalar { t: self.start, v },
+                V::String(s) => Value::String { t: self.start, v: s },
+                V::Vector(v) => Value::Vector(self.finish_vector(v, self.start)?),
+                V::Matrix(m) => Value::Matrix(self.finish_matrix(m)?),
+            }
+        } else {
+            self.range(expr)?
+        };
+        Ok(QueryResult { value, annotations: self.annotations })
     }
 
     /// Selects the samples of every planned selection from `source`.
@@ -1498,6 +1606,91 @@ mod tests {
         let engine = Engine::new(EngineOptions { cancel: Some(cancel), ..EngineOptions::default() });
         let err = engine.range_query(&store(), "a_total", 0, 300_000, 15_000).unwrap_err();
         assert_eq!(err, EvalError::Cancelled);
+    }
+
+    thread_local! {
+        /// Whether this thread is running work an offload was given.
+        static OFFLOADED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// A store that notes, per selection, whether it was made in offloaded work.
+    struct Watched {
+        store: MemoryStore,
+        bounded: bool,
+        selections: std::sync::Mutex<Vec<bool>>,
+    }
+
+    impl SampleSource for Watched {
+        fn select(&self, sel: &Selection<'_>) -> Result<Vec<Series>, SourceError> {
+            self.selections.lock().unwrap().push(OFFLOADED.get());
+            self.store.select(sel)
+        }
+
+        fn series_bound(&self, matchers: &[LabelMatcher]) -> Option<usize> {
+            self.bounded.then(|| self.store.series_bound(matchers)).flatten()
+        }
+    }
+
+    #[test]
+    fn only_light_queries_run_in_place_with_an_offload() {
+        let mut store = MemoryStore::new();
+        for i in 0..3 {
+            let labels = Labels::from_pairs([("__name__", "few_total"), ("i", &i.to_string())]);
+            for t in 0..=40 {
+                store.append(&labels, t * 15_000, (t * i) as f64);
+            }
+        }
+        for i in 0..=LIGHT_SERIES {
+            store.append(&Labels::from_pairs([("__name__", "many"), ("i", &i.to_string())]), 600_000, 1.0);
+        }
+        for t in 0..=LIGHT_SAMPLES as i64 {
+            store.append(&Labels::from_pairs([("__name__", "dense")]), t, 1.0);
+        }
+        let offloads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = offloads.clone();
+        let offload = Offload::new(move |work| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            OFFLOADED.set(true);
+            work();
+            OFFLOADED.set(false);
+        });
+        let plain = Engine::default();
+        let engine = Engine::new(EngineOptions { offload: Some(offload), ..EngineOptions::default() });
+        // Query, range step (0: instant), whether the source bounds its selections, and
+        // where the selection and the evaluation ran: `None` all in place, `Some(true)`
+        // all offloaded, `Some(false)` selected in place and evaluated offloaded.
+        let cases: [(&str, i64, bool, Option<bool>); 7] = [
+            ("sum(rate(few_total[1m]))", 0, true, None),
+            ("few_total / on(i) few_total", 0, true, None),
+            ("sum(rate(few_total[1m]))", 60_000, true, Some(true)),
+            ("max_over_time(few_total[5m:1m])", 0, true, Some(true)),
+            ("count(many)", 0, true, Some(true)),
+            ("count_over_time(dense[1h])", 0, true, Some(false)),
+            ("sum(rate(few_total[1m]))", 0, false, Some(true)),
+        ];
+        for (q, step, bounded, expected) in cases {
+            let source = Watched { store: store.clone(), bounded, selections: Default::default() };
+            let before = offloads.load(std::sync::atomic::Ordering::Relaxed);
+            let (got, want) = if step == 0 {
+                (engine.instant_query(&source, q, 600_000), plain.instant_query(&store, q, 600_000))
+            } else {
+                (
+                    engine.range_query(&source, q, 0, 600_000, step),
+                    plain.range_query(&store, q, 0, 600_000, step),
+                )
+            };
+            assert_eq!(format!("{:?}", got.unwrap().value), format!("{:?}", want.unwrap().value), "{q}");
+            let offloaded = offloads.load(std::sync::atomic::Ordering::Relaxed) - before;
+            assert_eq!(offloaded, usize::from(expected.is_some()), "{q}: offloads");
+            let selections = source.selections.into_inner().unwrap();
+            assert!(!selections.is_empty(), "{q}");
+            assert!(selections.iter().all(|&s| s == (expected == Some(true))), "{q}: {selections:?}");
+        }
+        // An offload that drops the work is an error, not an empty answer.
+        let dropping =
+            Engine::new(EngineOptions { offload: Some(Offload::new(|_| {})), ..EngineOptions::default() });
+        let err = dropping.range_query(&store, "few_total", 0, 60_000, 15_000).unwrap_err();
+        assert!(matches!(err, EvalError::Execution(ref m) if m.contains("offload")), "{err}");
     }
 
     #[test]

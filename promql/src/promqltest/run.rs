@@ -27,6 +27,7 @@ pub fn test_engine_options() -> EngineOptions {
         compat: crate::eval::Compat::Prometheus3,
         cancel: None,
         parallel: true,
+        offload: None,
     }
 }
 

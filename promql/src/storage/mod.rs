@@ -135,6 +135,15 @@ pub trait SampleSource {
     fn select_shared(&self, sel: &Selection<'_>) -> Result<Vec<SelectedSeries>, SourceError> {
         Ok(self.select(sel)?.into_iter().map(SelectedSeries::from).collect())
     }
+
+    /// At most how many series and label values selecting `matchers` looks at, if the
+    /// source can tell at once (an index lookup, no scan); `None` if not. An engine with
+    /// an [`offload`](crate::eval::EngineOptions::offload) selects in place only when
+    /// this is small.
+    fn series_bound(&self, matchers: &[LabelMatcher]) -> Option<usize> {
+        let _ = matchers;
+        None
+    }
 }
 
 /// A window of a shared, immutable buffer of samples: a selection costs a reference
@@ -627,6 +636,23 @@ impl SampleSource for MemoryStore {
         }
         Ok(out)
     }
+
+    /// The shortest postings list of the `=` matchers (every series if none), and each
+    /// value of the labels of the regex matchers that [`MemoryStore::candidates`] tries.
+    fn series_bound(&self, matchers: &[LabelMatcher]) -> Option<usize> {
+        let mut series = self.series.len();
+        let mut values = 0;
+        for m in matchers.iter().filter(|m| indexed(m)) {
+            match m.op {
+                MatchOp::Equal => {
+                    let key = (Arc::from(m.name.as_str()), Arc::from(m.value.as_str()));
+                    series = series.min(self.postings.get(&key).map_or(0, Vec::len));
+                }
+                _ => values += self.values.get(m.name.as_str()).map_or(0, Vec::len),
+            }
+        }
+        Some(series + values)
+    }
 }
 
 /// Whether the postings answer a matcher: `=` with a value, and `=~` that cannot match
@@ -717,6 +743,31 @@ pub(crate) fn partition_point_near(ps: &[Point], near: Timestamp, pred: impl Fn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bound is the shortest `=` postings list, or every series, plus the values of
+    /// the labels that regex matchers try; it is never below what a selection finds.
+    #[test]
+    fn series_bounds_hold_and_cost_no_scan() {
+        let mut st = MemoryStore::new();
+        for (job, code) in [("a", "200"), ("a", "500"), ("a", "503"), ("b", "200"), ("c", "404")] {
+            st.append(&Labels::from_pairs([("__name__", "req_total"), ("job", job), ("code", code)]), 0, 1.0);
+        }
+        st.append(&Labels::from_pairs([("__name__", "up"), ("job", "a")]), 0, 1.0);
+        let m = |name: &str, op, value: &str| LabelMatcher::new(name, op, value).unwrap();
+        let cases = [
+            (vec![m("__name__", MatchOp::Equal, "req_total"), m("job", MatchOp::Equal, "a")], 4),
+            (vec![m("__name__", MatchOp::Equal, "req_total"), m("job", MatchOp::Equal, "nope")], 0),
+            (vec![m("job", MatchOp::Equal, "b"), m("code", MatchOp::Regex, "5..")], 1 + 4),
+            (vec![m("job", MatchOp::NotEqual, "b")], 6),
+            (vec![m("job", MatchOp::Equal, "")], 6),
+            (vec![], 6),
+        ];
+        for (matchers, bound) in cases {
+            assert_eq!(st.series_bound(&matchers), Some(bound), "{matchers:?}");
+            let found = st.select(&Selection { matchers: &matchers, start: 0, end: 0 }).unwrap().len();
+            assert!(found <= bound, "{matchers:?}: {found} > {bound}");
+        }
+    }
 
     /// The store's decrease positions give the counts a scan of each window gives, for
     /// samples appended in order, out of order and overwritten, with NaNs and stale
