@@ -11,8 +11,9 @@ use crate::storage::partition_point_near;
 use crate::value::{Point, Series, Timestamp};
 
 /// How many windows (series × steps) a range query that is a sliding call needs before
-/// it is split over the cores: about a millisecond of work for the cheapest functions.
-const SPLIT_WINDOWS: usize = 8_192;
+/// it is split over the cores: about a millisecond of work. Less does not pay for waking
+/// the pool's threads, which sleep between queries (see `PARALLEL_POINTS` in `api`).
+const SPLIT_WINDOWS: usize = 32_768;
 
 /// How a function turns a window into a value.
 #[derive(Clone, Copy)]
