@@ -398,6 +398,29 @@ pub(crate) fn avg_over_time(points: &[Point]) -> f64 {
     acc.value()
 }
 
+/// Whether every value is a whole number of at most 2^53 / n in magnitude (n values):
+/// then every partial sum of any of them is a whole number of at most 2^53, exact in
+/// floating point, so [`sum_over_time`] and [`avg_over_time`] of any window of them are
+/// [`exact_sum_over_time`] of its integer sum. NaN and ±Inf are not whole numbers.
+pub(crate) fn sums_are_exact(points: &[Point]) -> bool {
+    let limit = (1u64 << 53) as f64 / points.len().max(1) as f64;
+    // `v as i64` truncates (and is 0 for NaN): equal back only for whole numbers. No
+    // `fract()`, a library call on x86-64's baseline.
+    points.iter().all(|p| p.v.abs() <= limit && p.v as i64 as f64 == p.v)
+}
+
+/// [`sum_over_time`] (`avg` false) or [`avg_over_time`] of `n` values whose sums are
+/// exact ([`sums_are_exact`]) and add up to `sum`. Their Kahan compensation stays +0,
+/// so these are the kernels' own final steps: `S + C` and `S/n + C/n`.
+pub(crate) fn exact_sum_over_time(sum: i64, n: usize, avg: bool) -> f64 {
+    let (sum, c, count) = (sum as f64, 0.0, n as f64);
+    if avg {
+        sum / count + c / count
+    } else {
+        sum + c
+    }
+}
+
 /// `min_over_time`: starts with the first value and takes `v` when `v < cur` or `cur`
 /// is NaN, so the result is NaN only if every value is NaN.
 pub(crate) fn min_over_time(points: &[Point]) -> f64 {
@@ -1953,6 +1976,46 @@ mod tests {
             assert!(almost_equal(got, *want, 0.0), "{vals:?}: {got} != {want}");
         }
         assert!(avg_over_time(&[]).is_nan());
+    }
+
+    #[test]
+    fn exact_sums_are_the_kernels_sums() {
+        let pts = |vs: &[f64]| vs.iter().map(|&v| Point { t: 0, v }).collect::<Vec<_>>();
+        let limit = |n: usize| (1u64 << 53) as f64 / n as f64;
+        // Whole numbers up to the limit, of either sign, -0 included; nothing else.
+        assert!(sums_are_exact(&pts(&[0.0, -0.0, 3.0, -7.0, 1e6])));
+        assert!(sums_are_exact(&pts(&[limit(2), -limit(2)])));
+        assert!(!sums_are_exact(&pts(&[limit(2), limit(2) + 2.0])));
+        for v in [0.5, -1e-300, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300] {
+            assert!(!sums_are_exact(&pts(&[1.0, v])), "{v}");
+        }
+        // Random whole numbers at every scale up to the limit: every window's integer
+        // sum gives the kernels' results bit for bit.
+        let mut seed: u64 = 11;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed >> 11
+        };
+        for round in 0..2_000 {
+            let n = 1 + (next() % 40) as usize;
+            let scale = limit(n) / (1u64 << (next() % 53)) as f64;
+            let vs: Vec<f64> = (0..n)
+                .map(|_| match next() % 10 {
+                    0 => -0.0,
+                    1 => limit(n).floor(),
+                    2 => -limit(n).floor(),
+                    _ => ((next() as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * scale,
+                })
+                .map(f64::trunc)
+                .collect();
+            let points = pts(&vs);
+            assert!(sums_are_exact(&points), "{round}: {vs:?}");
+            let sum: i64 = vs.iter().map(|&v| v as i64).sum();
+            for (avg, kernel) in [(false, sum_over_time(&points)), (true, avg_over_time(&points))] {
+                let exact = exact_sum_over_time(sum, n, avg);
+                assert_eq!(exact.to_bits(), kernel.to_bits(), "{round} avg={avg}: {vs:?}: {exact} {kernel}");
+            }
+        }
     }
 
     #[test]

@@ -22,6 +22,9 @@ enum Kind {
     Extrapolated { counter: bool, rate: bool },
     /// `resets`: the decreases the sliding window counts for it (as for counters).
     Resets,
+    /// `sum_over_time` (`avg` false) and `avg_over_time`: of whole numbers small enough
+    /// that every sum of them is exact, from the window's integer sum kept as it slides.
+    Sum { avg: bool },
     /// A function of the window's points alone.
     Window(fn(&[Point]) -> Option<f64>),
 }
@@ -37,8 +40,8 @@ fn kind(name: &str) -> Option<(Kind, bool)> {
         "deriv" => (Kind::Window(kernels::deriv), false),
         "resets" => (Kind::Resets, false),
         "changes" => (Kind::Window(|p| Some(kernels::changes(p))), false),
-        "sum_over_time" => (Kind::Window(|p| Some(kernels::sum_over_time(p))), false),
-        "avg_over_time" => (Kind::Window(|p| Some(kernels::avg_over_time(p))), false),
+        "sum_over_time" => (Kind::Sum { avg: false }, false),
+        "avg_over_time" => (Kind::Sum { avg: true }, false),
         "min_over_time" => (Kind::Window(|p| Some(kernels::min_over_time(p))), false),
         "max_over_time" => (Kind::Window(|p| Some(kernels::max_over_time(p))), false),
         "count_over_time" => (Kind::Window(|p| Some(p.len() as f64)), false),
@@ -61,9 +64,10 @@ pub(super) struct SelectionFacts {
     distinct_without_names: bool,
 }
 
-/// Where a series' window stopped: `lo..hi` in its selection, and the counter resets
-/// (decreases) inside.
-pub(super) type Cursor = (usize, usize, usize);
+/// Where a series' window stopped: `lo..hi` in its selection, the counter resets
+/// (decreases) inside, and for [`Kind::Sum`] the integer sum of the values inside when
+/// the series' sums are exact ([`kernels::sums_are_exact`]).
+pub(super) type Cursor = (usize, usize, usize, Option<i64>);
 
 /// A series whose values [`Evaluator::slide_each`] emits.
 pub(super) struct SlidSeries<'s> {
@@ -280,6 +284,7 @@ impl Evaluator<'_> {
         // counting them mispredicted a branch on every other sample, more than half the
         // time `avg_over_time` took.
         let count_resets = matches!(kind, Kind::Extrapolated { counter: true, .. } | Kind::Resets);
+        let sums = matches!(kind, Kind::Sum { .. });
         let mut not_counters: Vec<String> = Vec::new();
         // Windows only move forward: when these steps come after the last ones slid for
         // this call, each series' windows start where they stopped instead of at a
@@ -305,7 +310,10 @@ impl Evaluator<'_> {
             // Start the windows at the first step's, then slide.
             // `resets`: decreases inside the window, counted as it slides, so that a
             // counter's window is scanned for resets only when it has one.
-            let (mut lo, mut hi, mut resets) = match &resume {
+            // `sum`: the window's sum as an integer, when every sum of this series' values
+            // is exact; Kahan's compensation then stays zero, and a window costs a
+            // division instead of a pass (gauges of bytes or counts are whole numbers).
+            let (mut lo, mut hi, mut resets, mut sum) = match &resume {
                 Some(resume) => resume[n],
                 None => {
                     let first_end = steps[0] - offset;
@@ -317,7 +325,9 @@ impl Evaluator<'_> {
                     } else {
                         0
                     };
-                    (lo, hi, resets)
+                    let sum = (sums && kernels::sums_are_exact(points))
+                        .then(|| points[lo..hi].iter().map(|p| p.v as i64).sum());
+                    (lo, hi, resets, sum)
                 }
             };
             let mut seen = false;
@@ -328,11 +338,17 @@ impl Evaluator<'_> {
                     if count_resets && hi > lo && points[hi].v < points[hi - 1].v {
                         resets += 1;
                     }
+                    if let Some(sum) = &mut sum {
+                        *sum += points[hi].v as i64;
+                    }
                     hi += 1;
                 }
                 while lo < hi && (points[lo].t < start || (!closed && points[lo].t == start)) {
                     if count_resets && lo + 1 < hi && points[lo + 1].v < points[lo].v {
                         resets -= 1;
+                    }
+                    if let Some(sum) = &mut sum {
+                        *sum -= points[lo].v as i64;
                     }
                     lo += 1;
                 }
@@ -347,13 +363,18 @@ impl Evaluator<'_> {
                         kernels::extrapolated_rate_of(window, start, end, range, kind, rate, zero_clamp_first)
                     }
                     Kind::Resets => Some(resets as f64),
+                    Kind::Sum { avg } => Some(match sum {
+                        Some(sum) => kernels::exact_sum_over_time(sum, window.len(), avg),
+                        None if avg => kernels::avg_over_time(window),
+                        None => kernels::sum_over_time(window),
+                    }),
                     Kind::Window(f) => f(window),
                 };
                 if let Some(v) = value {
                     emit(&slid, i, v);
                 }
             }
-            cursors.push((lo, hi, resets));
+            cursors.push((lo, hi, resets, sum));
             if seen && matches!(kind, Kind::Extrapolated { counter: true, .. }) {
                 if let Some(n) = s.labels.metric_name() {
                     if !super::functions::looks_like_counter(n) && !not_counters.iter().any(|x| x == n) {
@@ -515,10 +536,34 @@ mod tests {
 
     #[test]
     fn whole_step_paths_agree_with_the_step_by_step_one() {
-        let st = store();
+        let mut st = store();
+        // Whole numbers at the edge of exact sums (2^53 over the 60 samples), one beyond
+        // it, fractions, and sums that overflow to the incremental mean.
+        let edge = ((1u64 << 53) / 60) as f64;
+        for (k, values) in [
+            [edge, -edge, edge, 0.0, -0.0, edge],
+            [edge, edge, edge + 2.0, edge, edge, edge],
+            [1.5, 2.0, -3.25, 4.0, 0.5, 1.0],
+            [1e308, 1e308, -1e308, 5.0, 1e308, 3.0],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let labels = Labels::from_pairs([("__name__", "big"), ("k", &k.to_string())]);
+            for i in 0..60 {
+                st.append(&labels, i * 10_000, values[i as usize % values.len()]);
+            }
+        }
         for q in [
             "rate(req_total[1m])",
             "(avg_over_time(mem_bytes[1m]))",
+            // Whole numbers: sums kept as integers while the windows slide, but not for
+            // the series with a NaN.
+            "sum_over_time(mem_bytes[1m])",
+            "sum by (wl) (sum_over_time(mem_bytes[45s]))",
+            "avg_over_time({__name__=~\"mem_bytes|big\"}[50s])",
+            "sum_over_time(big[1m])",
+            "avg_over_time(big[10m])",
             "last_over_time({wl=\"b\"}[40s])",
             "sum by (wl) (rate(req_total[1m]))",
             "sum(increase(req_total[45s]))",
