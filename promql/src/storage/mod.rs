@@ -638,7 +638,7 @@ impl SampleSource for MemoryStore {
     }
 
     /// The shortest postings list of the `=` matchers (every series if none), and each
-    /// value of the labels of the regex matchers that [`MemoryStore::candidates`] tries.
+    /// value of the labels of the regex matchers, which selection tries one by one.
     fn series_bound(&self, matchers: &[LabelMatcher]) -> Option<usize> {
         let mut series = self.series.len();
         let mut values = 0;
