@@ -242,9 +242,9 @@ fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
     route(f, true)
 }
 
-/// [`api`] for the query endpoints, which run light queries in place: the engine
-/// offloads the others ([`AppState::new`]) and [`success_result`] the writing of large
-/// answers. `block_in_place` wakes a thread for the worker's tasks, and on this
+/// [`api`] for the query endpoints, which run light queries in place (parsing and
+/// planning too): the engine offloads the others ([`AppState::new`]) and
+/// [`success_result`] the writing of large answers. `block_in_place` wakes a thread for the worker's tasks, and on this
 /// project's VM that was a fifth of a one-workload query's time as a client sees it.
 fn query_api(f: Handler) -> MethodRouter<Arc<AppState>> {
     route(f, false)
@@ -424,9 +424,10 @@ fn router(state: Arc<AppState>) -> Router {
 pub fn serve(store: MemoryStore, engine: Engine, listen: &str) -> anyhow::Result<()> {
     let addr: SocketAddr =
         listen.parse().with_context(|| format!("--listen {listen:?}: expected HOST:PORT"))?;
-    // Every request wakes an idle blocking thread to offer the worker's tasks to
-    // (`api`); kept five minutes instead of ten seconds, so that a client asking every
-    // 15 s (an autoscaler) does not have a thread started for each request.
+    // Every request but a light query wakes an idle blocking thread to offer the
+    // worker's tasks to (`api`, `query_api`); kept five minutes instead of ten seconds,
+    // so that a client asking every 15 s (an autoscaler) does not have a thread started
+    // for each request.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_keep_alive(std::time::Duration::from_secs(300))
         .enable_all()

@@ -50,13 +50,14 @@ pub struct EngineOptions {
     /// that they do not queue for the pool's threads.
     pub parallel: bool,
     /// What runs the queries that are not light, if anything. Light: an instant query
-    /// without subqueries whose selectors can match at most [`LIGHT_SERIES`] series in
-    /// all (as far as the source can tell without selecting, see
-    /// [`SampleSource::series_bound`]) and that then selects at most [`LIGHT_SAMPLES`]
-    /// samples; it runs where it was called. Any other query's selection, or its
+    /// without subqueries whose selections the source bounds at [`LIGHT_SERIES`] series
+    /// and label values looked at in all ([`SampleSource::series_bound`], without
+    /// selecting) and that then selects at most [`LIGHT_SAMPLES`] samples; it runs where
+    /// it was called, as do parsing and planning. Any other query's selection, or its
     /// evaluation once the samples are known to be many, runs through the offload. A
-    /// server on a tokio runtime passes `tokio::task::block_in_place`, whose hand-over
-    /// of the worker's other tasks costs more than a light query.
+    /// server on a multi-thread tokio runtime passes `tokio::task::block_in_place`
+    /// (which panics on a current-thread one), whose hand-over of the worker's other
+    /// tasks costs more than a light query.
     pub offload: Option<Offload>,
 }
 
@@ -112,7 +113,8 @@ impl std::fmt::Debug for Offload {
     }
 }
 
-/// Most series the selectors of a light query can match ([`EngineOptions::offload`]).
+/// Most series and label values the selections of a light query may look at
+/// ([`EngineOptions::offload`]).
 pub const LIGHT_SERIES: usize = 4_096;
 
 /// Most samples a light query selects ([`EngineOptions::offload`]): a millisecond of
@@ -419,7 +421,7 @@ impl Engine {
         let few_series = || {
             planned
                 .iter()
-                .try_fold(0usize, |all, p| Some(all + source.series_bound(&p.selection.matchers)?))
+                .try_fold(0usize, |all, p| all.checked_add(source.series_bound(&p.selection.matchers)?))
                 .is_some_and(|n| n <= LIGHT_SERIES)
         };
         if step != 0 || contains_subquery(expr) || !few_series() {

@@ -637,21 +637,31 @@ impl SampleSource for MemoryStore {
         Ok(out)
     }
 
-    /// The shortest postings list of the `=` matchers (every series if none), and each
-    /// value of the labels of the regex matchers, which selection tries one by one.
+    /// The candidates of the `=` matchers (the shortest of their postings lists, or every
+    /// series), and per regex matcher the values of its label, which selection tries one
+    /// by one, and what it then does with the lists of the values that match: looks each
+    /// candidate up in each list, or merges the lists (at most every series).
     fn series_bound(&self, matchers: &[LabelMatcher]) -> Option<usize> {
-        let mut series = self.series.len();
-        let mut values = 0;
-        for m in matchers.iter().filter(|m| indexed(m)) {
-            match m.op {
-                MatchOp::Equal => {
-                    let key = (Arc::from(m.name.as_str()), Arc::from(m.value.as_str()));
-                    series = series.min(self.postings.get(&key).map_or(0, Vec::len));
-                }
-                _ => values += self.values.get(m.name.as_str()).map_or(0, Vec::len),
-            }
-        }
-        Some(series + values)
+        let indexed: Vec<&LabelMatcher> = matchers.iter().filter(|m| indexed(m)).collect();
+        let few = indexed
+            .iter()
+            .filter(|m| m.op == MatchOp::Equal)
+            .map(|m| {
+                let key = (Arc::from(m.name.as_str()), Arc::from(m.value.as_str()));
+                self.postings.get(&key).map_or(0, Vec::len)
+            })
+            .fold(self.series.len(), usize::min);
+        let regex_work = |m: &&LabelMatcher| {
+            let values = self.values.get(m.name.as_str()).map_or(0, Vec::len);
+            values.saturating_add(few.saturating_mul(values).min(self.series.len()))
+        };
+        Some(
+            indexed
+                .iter()
+                .filter(|m| m.op == MatchOp::Regex)
+                .map(regex_work)
+                .fold(few, usize::saturating_add),
+        )
     }
 }
 
@@ -744,8 +754,9 @@ pub(crate) fn partition_point_near(ps: &[Point], near: Timestamp, pred: impl Fn(
 mod tests {
     use super::*;
 
-    /// The bound is the shortest `=` postings list, or every series, plus the values of
-    /// the labels that regex matchers try; it is never below what a selection finds.
+    /// The bound is the shortest `=` postings list, or every series, plus per regex
+    /// matcher the values of its label and the lookups or merge that follow; it is
+    /// never below what a selection finds.
     #[test]
     fn series_bounds_hold_and_cost_no_scan() {
         let mut st = MemoryStore::new();
@@ -757,7 +768,10 @@ mod tests {
         let cases = [
             (vec![m("__name__", MatchOp::Equal, "req_total"), m("job", MatchOp::Equal, "a")], 4),
             (vec![m("__name__", MatchOp::Equal, "req_total"), m("job", MatchOp::Equal, "nope")], 0),
-            (vec![m("job", MatchOp::Equal, "b"), m("code", MatchOp::Regex, "5..")], 1 + 4),
+            // One candidate, four `code` values tried, then one lookup in each list.
+            (vec![m("job", MatchOp::Equal, "b"), m("code", MatchOp::Regex, "5..")], 1 + 4 + 4),
+            // Every series a candidate: the lists merged are at most every series.
+            (vec![m("code", MatchOp::Regex, "5..")], 6 + 4 + 6),
             (vec![m("job", MatchOp::NotEqual, "b")], 6),
             (vec![m("job", MatchOp::Equal, "")], 6),
             (vec![], 6),
