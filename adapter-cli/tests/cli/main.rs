@@ -333,6 +333,24 @@ fn serve_answers_like_prometheus() {
     let theirs: Vec<&str> = range.iter().copied().chain([prom.url.as_str(), q]).collect();
     same_numbers(&promtool(&ours), &promtool(&theirs));
 
+    // An answer of more values than a light query selects: evaluated and written after
+    // the worker is handed over, each step's time text copied at every point.
+    let big = "rate(istio_requests_total[1m])";
+    let range = [
+        "query",
+        "range",
+        "--start",
+        "2024-01-01T00:05:00Z",
+        "--end",
+        "2024-01-01T00:19:00Z",
+        "--step",
+        "5s",
+    ];
+    let ours = promtool(&range.iter().copied().chain([server.url.as_str(), big]).collect::<Vec<_>>());
+    let theirs = promtool(&range.iter().copied().chain([prom.url.as_str(), big]).collect::<Vec<_>>());
+    assert!(ours.matches('@').count() > promql::eval::LIGHT_SAMPLES, "{} values", ours.matches('@').count());
+    same_numbers(&ours, &theirs);
+
     // Byte for byte where floats are halfway between two shortest decimals and where
     // times have milliseconds.
     for (query, time) in [
