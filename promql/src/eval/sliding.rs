@@ -680,6 +680,41 @@ mod tests {
         }
     }
 
+    /// The integer sums are kept for the series of whole numbers small enough, and only
+    /// for them: the results cannot tell (they are the same bits either way), the
+    /// cursors a slide leaves can.
+    #[test]
+    fn integer_sums_slide_for_whole_numbers_only() {
+        let mut st = MemoryStore::new();
+        let edge = ((1u64 << 53) / 30) as f64;
+        for (k, v) in
+            [("small", 3.0), ("edge", -edge), ("beyond", edge + 2.0), ("fraction", 0.5), ("nan", f64::NAN)]
+        {
+            let labels = Labels::from_pairs([("__name__", "g"), ("k", k)]);
+            for i in 0..30 {
+                st.append(&labels, i * 10_000, if i == 7 { v } else { 1.0 });
+            }
+        }
+        let expr = crate::parse("sum_over_time(g[1m])").unwrap();
+        let crate::Expr::Call(c) = &expr else { panic!() };
+        let engine = Engine::default();
+        let mut ev = engine.evaluator(0, 290_000, 10_000);
+        let mut planned = Vec::new();
+        ev.plan(&expr, 0, 290_000, &mut planned).unwrap();
+        ev.select_all(&st, planned).unwrap();
+        let steps: Vec<Timestamp> = (0..30).map(|i| i * 10_000).collect();
+        // Two blocks of steps: the second resumes where the first stopped.
+        let mut emitted = 0;
+        for block in steps.chunks(16) {
+            ev.slide_each(c, block, |_, _, _| emitted += 1).unwrap();
+            let (_, cursors) = &ev.cursors[&super::node_key(c)];
+            let kept: Vec<bool> = cursors.iter().map(|cursor| cursor.3.is_some()).collect();
+            // Selection order: beyond, edge, fraction, nan, small.
+            assert_eq!(kept, [false, true, false, false, true], "block at {}", block[0]);
+        }
+        assert_eq!(emitted, 5 * 30);
+    }
+
     #[test]
     fn series_that_differ_only_in_type_still_collide_over_many_steps() {
         let mut st = MemoryStore::new();
