@@ -244,8 +244,9 @@ fn api(f: Handler) -> MethodRouter<Arc<AppState>> {
 
 /// [`api`] for the query endpoints, which run light queries in place (parsing and
 /// planning too): the engine offloads the others ([`AppState::new`]) and
-/// [`success_result`] the writing of large answers. `block_in_place` wakes a thread for the worker's tasks, and on this
-/// project's VM that was a fifth of a one-workload query's time as a client sees it.
+/// [`success_result`] the writing of large answers. `block_in_place` wakes a thread
+/// for the worker's tasks, and on this project's VM that was a fifth of a one-workload
+/// query's time as a client sees it.
 fn query_api(f: Handler) -> MethodRouter<Arc<AppState>> {
     route(f, false)
 }

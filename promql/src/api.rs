@@ -5,7 +5,7 @@ use serde_json::{json, Map, Number, Value as Json};
 
 use crate::eval::kernels::{go_format_float, write_go_float};
 use crate::labels::Labels;
-use crate::value::{Series, Timestamp, Value};
+use crate::value::{Point, Series, Timestamp, Value};
 
 /// A timestamp as the API writes it: seconds, with up to three decimals.
 fn time(ms: Timestamp) -> Json {
@@ -171,13 +171,13 @@ fn write_series(out: &mut String, series: &[Series], parallel: bool) {
     write_each(out, texts.iter().filter(|t| !t.is_empty()), |out, t| out.push_str(t));
 }
 
-fn write_one_series(out: &mut String, s: &Series, times: &TimeTexts) {
+fn write_one_series(out: &mut String, s: &Series, times: &TimeTexts<'_>) {
     write_item(out, &s.labels, "values", |out| {
         out.push('[');
         // Times increase along the series and along `times`: one cursor finds them all.
         let mut at = 0;
         write_each(out, &s.points, |out, p| {
-            while times.times.get(at).is_some_and(|&t| t < p.t) {
+            while times.points.get(at).is_some_and(|q| q.t < p.t) {
                 at += 1;
             }
             match times.text_of(at, p.t) {
@@ -192,15 +192,16 @@ fn write_one_series(out: &mut String, s: &Series, times: &TimeTexts) {
 /// The times of a matrix's longest series as [`write_sample_time`] spells them. The
 /// series of a range query's answer share its steps: copying a step's text is cheaper
 /// than writing its digits at every point (a fifth of a range answer's writing).
-struct TimeTexts {
-    times: Vec<Timestamp>,
+struct TimeTexts<'a> {
+    /// The longest series' points, whose times these are.
+    points: &'a [Point],
     text: String,
-    /// Where the text of `times[i]` starts in `text`; one more at the end.
+    /// Where the text of `points[i].t` starts in `text`; one more at the end.
     bounds: Vec<usize>,
 }
 
-impl TimeTexts {
-    fn of(series: &[Series]) -> Self {
+impl<'a> TimeTexts<'a> {
+    fn of(series: &'a [Series]) -> Self {
         let longest = series.iter().max_by_key(|s| s.points.len()).map_or(&[][..], |s| &s.points[..]);
         let mut text = String::with_capacity(longest.len() * 16);
         let mut bounds = Vec::with_capacity(longest.len() + 1);
@@ -209,12 +210,13 @@ impl TimeTexts {
             write_sample_time(&mut text, p.t);
             bounds.push(text.len());
         }
-        TimeTexts { times: longest.iter().map(|p| p.t).collect(), text, bounds }
+        TimeTexts { points: longest, text, bounds }
     }
 
     /// The text of `t` if it is the time at `at`.
     fn text_of(&self, at: usize, t: Timestamp) -> Option<&str> {
-        (self.times.get(at) == Some(&t)).then(|| &self.text[self.bounds[at]..self.bounds[at + 1]])
+        (self.points.get(at).map(|p| p.t) == Some(t))
+            .then(|| &self.text[self.bounds[at]..self.bounds[at + 1]])
     }
 }
 
@@ -312,7 +314,7 @@ fn write_metric(out: &mut String, labels: &Labels) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::{Point, Sample, Series};
+    use crate::value::{Sample, Series};
 
     #[test]
     fn times_are_spelt_as_prometheus_spells_them() {

@@ -122,6 +122,30 @@ impl Expr {
         e
     }
 
+    /// The expressions directly inside this one, in query order (an aggregation's
+    /// parameter before its argument). A range selector's selector is not an
+    /// expression of its own.
+    ///
+    /// ```
+    /// let e = promql::parse("topk(3, rate(x[5m]) * 2)").unwrap();
+    /// assert_eq!(e.children().count(), 2);
+    /// ```
+    pub fn children(&self) -> impl Iterator<Item = &Expr> {
+        let none: &[Expr] = &[];
+        let (first, second, rest): (Option<&Expr>, Option<&Expr>, &[Expr]) = match self {
+            Expr::Aggregate(a) => (a.param.as_deref(), Some(&a.expr), none),
+            Expr::Binary(b) => (Some(&b.lhs), Some(&b.rhs), none),
+            Expr::Call(c) => (None, None, &c.args),
+            Expr::Paren(p) => (Some(&p.expr), None, none),
+            Expr::Subquery(s) => (Some(&s.expr), None, none),
+            Expr::Unary(u) => (Some(&u.expr), None, none),
+            Expr::MatrixSelector(_) | Expr::Number(_) | Expr::String(_) | Expr::VectorSelector(_) => {
+                (None, None, none)
+            }
+        };
+        first.into_iter().chain(second).chain(rest)
+    }
+
     /// Sets every span in the tree to the empty default, so that trees parsed
     /// from differently formatted text compare equal.
     pub fn clear_spans(&mut self) {

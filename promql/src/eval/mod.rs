@@ -441,15 +441,7 @@ impl Engine {
 /// Whether `e` holds a subquery, whose work grows with its steps rather than with the
 /// samples it selects.
 fn contains_subquery(e: &Expr) -> bool {
-    match e {
-        Expr::Subquery(_) => true,
-        Expr::Aggregate(a) => a.param.as_deref().is_some_and(contains_subquery) || contains_subquery(&a.expr),
-        Expr::Binary(b) => contains_subquery(&b.lhs) || contains_subquery(&b.rhs),
-        Expr::Call(c) => c.args.iter().any(contains_subquery),
-        Expr::Paren(p) => contains_subquery(&p.expr),
-        Expr::Unary(u) => contains_subquery(&u.expr),
-        Expr::MatrixSelector(_) | Expr::VectorSelector(_) | Expr::Number(_) | Expr::String(_) => false,
-    }
+    matches!(e, Expr::Subquery(_)) || e.children().any(contains_subquery)
 }
 
 /// A sample during evaluation: `drop_name` marks a `__name__` to remove at the end

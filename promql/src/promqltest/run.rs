@@ -133,15 +133,7 @@ fn reads_any(query: &str, store: &MemoryStore) -> bool {
         let vs = match e {
             Expr::VectorSelector(vs) => vs,
             Expr::MatrixSelector(ms) => &ms.selector,
-            Expr::Subquery(s) => return walk(&s.expr, store),
-            Expr::Call(c) => return c.args.iter().any(|a| walk(a, store)),
-            Expr::Aggregate(a) => {
-                return a.param.as_deref().is_some_and(|p| walk(p, store)) || walk(&a.expr, store)
-            }
-            Expr::Binary(b) => return walk(&b.lhs, store) || walk(&b.rhs, store),
-            Expr::Paren(p) => return walk(&p.expr, store),
-            Expr::Unary(u) => return walk(&u.expr, store),
-            Expr::Number(_) | Expr::String(_) => return false,
+            _ => return e.children().any(|c| walk(c, store)),
         };
         let mut matchers = Vec::new();
         if let Some(name) = &vs.name {
