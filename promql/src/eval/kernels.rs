@@ -760,7 +760,8 @@ pub(crate) fn write_go_float(out: &mut String, v: f64) {
     } else {
         let mut buf = zmij::Buffer::new();
         let text = buf.format_finite(v);
-        if !text.contains('e') {
+        // Looking for the `e` took a third of the time of writing a matrix of fractions.
+        if ZMIJ_PLAIN.contains(&v.abs()) || !text.contains('e') {
             // Whole numbers in this range come with a `.0` that Go leaves out.
             out.push_str(text.strip_suffix(".0").unwrap_or(text));
         } else {
@@ -773,6 +774,11 @@ pub(crate) fn write_go_float(out: &mut String, v: f64) {
         }
     }
 }
+
+/// Magnitudes that `zmij` writes without an exponent, whatever their digits. It writes
+/// leading digits from 10^-5 to 10^15 in place; these bounds keep a decade inside
+/// that, so that no rounding of the shortest decimal can leave it.
+const ZMIJ_PLAIN: std::ops::Range<f64> = 1e-4..1e15;
 
 /// `digits` with the decimal point `point` digits into them (negative: before them),
 /// as a plain decimal: `("12", -6)` is `0.00000012`, `("1", 22)` is `1` and 21 zeros.
@@ -2398,6 +2404,34 @@ mod tests {
             let ours = zmij::Buffer::new().format_finite(v).replacen("e+", "e", 1);
             assert_eq!(ours, ryu::Buffer::new().format_finite(v), "{v:e}");
         }
+    }
+
+    /// [`ZMIJ_PLAIN`] holds only magnitudes that `zmij` writes without an exponent: on
+    /// its edges and on values spread evenly over its decades, which would take in
+    /// values written with one if its bounds were two decades wider.
+    #[test]
+    fn zmij_writes_no_exponent_within_its_plain_range() {
+        let (low, high) = (ZMIJ_PLAIN.start, ZMIJ_PLAIN.end);
+        let mut values = vec![low, f64::from_bits(low.to_bits() + 1), f64::from_bits(high.to_bits() - 1)];
+        let decades = (high / low).log10();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // A uniform exponent over the decades, a random mantissa: every decade alike.
+            let v = low * 10f64.powf(decades * (x >> 11) as f64 / (1u64 << 53) as f64);
+            values.push(v.clamp(low, f64::from_bits(high.to_bits() - 1)));
+            values.push((x % 1_000_000_000) as f64 / 3.0 + low);
+        }
+        for v in values.into_iter().filter(|v| ZMIJ_PLAIN.contains(v)) {
+            let text = zmij::Buffer::new().format_finite(v).to_owned();
+            assert!(!text.contains('e'), "{v:e} written {text}");
+            assert!(!zmij::Buffer::new().format_finite(-v).contains('e'), "{v:e}");
+        }
+        // Just beyond the bounds, zmij writes exponents.
+        assert!(zmij::Buffer::new().format_finite(1e16).contains('e'));
+        assert!(zmij::Buffer::new().format_finite(9.9e-6).contains('e'));
     }
 
     /// Whole numbers take the integer path below 1e15 and `zmij`'s from there: below the
