@@ -7,7 +7,7 @@ use super::sliding::node_key;
 use super::{check_duplicates, exec_error, AnnotationKind, EResult, Evaluator, S, V};
 use crate::ast::{AggregateExpr, AggregateOp, Call, Grouping};
 use crate::labels::{Labels, LabelsMap, NAME_LABELS};
-use crate::value::Timestamp;
+use crate::value::{Point, Series, Timestamp};
 
 /// The labels that identify an element's group.
 fn group_labels(labels: &Labels, grouping: Option<&Grouping>) -> Labels {
@@ -151,6 +151,14 @@ pub(super) struct FusedGroups {
     groups: GroupKeys,
 }
 
+/// A fused aggregation's accumulators over a block of steps: per group, per step, the
+/// accumulator and the first series that went into it; and whether names are to be
+/// dropped at the end.
+struct Fused {
+    cells: Vec<Vec<Option<(Acc, usize)>>>,
+    drop_names: bool,
+}
+
 /// The groups of an aggregation, numbered in order of first appearance. They are found
 /// by a hash of the grouping labels' values, so that no label set is built for an
 /// element whose group exists already.
@@ -247,6 +255,64 @@ impl Evaluator<'_> {
         c: &Call,
         steps: &[Timestamp],
     ) -> EResult<Option<Vec<Vec<S>>>> {
+        let Some(Fused { mut cells, drop_names }) = self.fused_cells(a, c, steps)? else {
+            return Ok(None);
+        };
+        let keys = self.fused_groups.get(&node_key(a)).map_or(&[][..], |f| &f.groups.keys[..]);
+        let mut out = Vec::with_capacity(steps.len());
+        let mut present: Vec<(usize, usize, Acc)> = Vec::new();
+        for i in 0..steps.len() {
+            present.clear();
+            present.extend(cells.iter_mut().enumerate().filter_map(|(g, row)| {
+                let (acc, first) = row[i].take()?;
+                Some((first, g, acc))
+            }));
+            present.sort_unstable_by_key(|&(first, ..)| first);
+            out.push(
+                present
+                    .drain(..)
+                    .map(|(_, g, acc)| S {
+                        labels: keys[g].clone(),
+                        v: acc.value(a.op, f64::NAN),
+                        t: 0,
+                        drop_name: drop_names,
+                    })
+                    .collect(),
+            );
+        }
+        Ok(Some(out))
+    }
+
+    /// [`fused_aggregate`](Self::fused_aggregate) at each of `steps` of a range query,
+    /// appended to `series`, a series per group in the order groups were found (the
+    /// series of a range result, whose order within a step does not matter). False when
+    /// `c` cannot slide, or when names are to be dropped at the end, which can make two
+    /// groups one (the step-by-step path reports that).
+    pub(super) fn fused_aggregate_series(
+        &mut self,
+        a: &AggregateExpr,
+        c: &Call,
+        steps: &[Timestamp],
+        series: &mut Vec<Series>,
+    ) -> EResult<bool> {
+        let Some(Fused { cells, drop_names: false }) = self.fused_cells(a, c, steps)? else {
+            return Ok(false);
+        };
+        let keys = self.fused_groups.get(&node_key(a)).map_or(&[][..], |f| &f.groups.keys[..]);
+        series.extend(keys[series.len()..].iter().map(|k| Series { labels: k.clone(), points: Vec::new() }));
+        for (row, s) in cells.into_iter().zip(series.iter_mut()) {
+            let points = row
+                .into_iter()
+                .zip(steps)
+                .filter_map(|(cell, &t)| cell.map(|(acc, _)| Point { t, v: acc.value(a.op, f64::NAN) }));
+            s.points.extend(points);
+        }
+        Ok(true)
+    }
+
+    /// The accumulators of [`fused_aggregate`](Self::fused_aggregate); the groups stay in
+    /// `fused_groups`, numbered as the rows of the cells.
+    fn fused_cells(&mut self, a: &AggregateExpr, c: &Call, steps: &[Timestamp]) -> EResult<Option<Fused>> {
         if !self.distinct_outputs(c) {
             return Ok(None);
         }
@@ -277,32 +343,8 @@ impl Evaluator<'_> {
                 cell => *cell = Some((Acc::new(op, v), s.n)),
             }
         })?;
-        if !slid {
-            return Ok(None);
-        }
-        let mut out = Vec::with_capacity(steps.len());
-        let mut present: Vec<(usize, usize, Acc)> = Vec::new();
-        for i in 0..steps.len() {
-            present.clear();
-            present.extend(cells.iter_mut().enumerate().filter_map(|(g, row)| {
-                let (acc, first) = row[i].take()?;
-                Some((first, g, acc))
-            }));
-            present.sort_unstable_by_key(|&(first, ..)| first);
-            out.push(
-                present
-                    .drain(..)
-                    .map(|(_, g, acc)| S {
-                        labels: groups.keys[g].clone(),
-                        v: acc.value(op, f64::NAN),
-                        t: 0,
-                        drop_name: drop_names,
-                    })
-                    .collect(),
-            );
-        }
         self.fused_groups.insert(node_key(a), FusedGroups { group_of, groups });
-        Ok(Some(out))
+        Ok(slid.then_some(Fused { cells, drop_names }))
     }
 
     fn value_aggregation(

@@ -814,10 +814,13 @@ impl<'a> Evaluator<'a> {
     fn range(&mut self, expr: &Expr) -> EResult<Value> {
         let steps: Vec<Timestamp> =
             (0..).map(|i| self.start + i * self.step).take_while(|&t| t <= self.end).collect();
-        if let Expr::Call(c) = expr.unparen() {
-            if let Some(series) = self.sliding_range_result(c, &steps)? {
-                return Ok(Value::Matrix(series));
-            }
+        let whole = match expr.unparen() {
+            Expr::Call(c) => self.sliding_range_result(c, &steps)?,
+            Expr::Aggregate(a) => self.fused_range_result(a, &steps)?,
+            _ => None,
+        };
+        if let Some(series) = whole {
+            return Ok(Value::Matrix(series));
         }
         let results = self.eval_steps(expr, &steps, self.step, &|ev: &mut Evaluator<'a>, t, v| match v {
             V::Scalar(v) => Ok(vec![Sample { labels: Labels::empty(), t, v }]),

@@ -6,7 +6,7 @@
 use super::kernels::{self, CounterKind};
 use super::{Compat, EResult, Evaluator, S};
 use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector, VectorSelector};
-use crate::labels::{Labels, LabelsHashing};
+use crate::labels::{Labels, LabelsHashing, LabelsMap};
 use crate::storage::partition_point_near;
 use crate::value::{Point, Series, Timestamp};
 
@@ -14,6 +14,10 @@ use crate::value::{Point, Series, Timestamp};
 /// it is split over the cores: about a millisecond of work. Less does not pay for waking
 /// the pool's threads, which sleep between queries (see `PARALLEL_POINTS` in `api`).
 const SPLIT_WINDOWS: usize = 32_768;
+
+/// Most accumulators of a fused aggregation over a block of a range query's steps
+/// (about 3 MB).
+const FUSED_BLOCK_CELLS: usize = 65_536;
 
 /// How a function turns a window into a value.
 #[derive(Clone, Copy)]
@@ -200,6 +204,64 @@ impl Evaluator<'_> {
         keep_name
             || (delayed_counts && self.delayed)
             || self.selection_facts(&ms.selector).distinct_without_names
+    }
+
+    /// The result of a range query that is an aggregation fused with a sliding call
+    /// (`sum by (pod) (rate(m[5m]))`): block by block of steps, each group's values go
+    /// straight into its series, without the step-by-step path's vector per step (a
+    /// third of `r_rps_one_15s`'s evaluation). Over the cores when there are enough
+    /// windows.
+    /// `None` when the aggregation cannot be fused.
+    pub(super) fn fused_range_result(
+        &mut self,
+        a: &AggregateExpr,
+        steps: &[Timestamp],
+    ) -> EResult<Option<Vec<Series>>> {
+        let Expr::Call(c) = a.expr.unparen() else {
+            return Ok(None);
+        };
+        // Names dropped at the end can make two groups one, which the step-by-step path
+        // reports.
+        let drops_name_at_end = self.delayed && kind(c.func.name).is_some_and(|(_, keep_name)| !keep_name);
+        if steps.is_empty() || !self.fast_paths || !fusable(a) || drops_name_at_end {
+            return Ok(None);
+        }
+        self.check_deadline()?;
+        let series = plain_range_arg(c).map_or(0, |ms| self.selected(&ms.selector).len());
+        let windows = series * steps.len();
+        // A block's accumulators take a cell per group (at most a series) and step.
+        let block = (FUSED_BLOCK_CELLS / series.max(1)).max(super::PRECOMPUTE_STEPS);
+        let grid = self.step;
+        let parts = self.over_step_parts(steps, grid, windows >= SPLIT_WINDOWS, &|ev, part| {
+            let mut groups = Vec::new();
+            for block in part.chunks(block) {
+                ev.check_deadline()?;
+                // Whether a call fuses depends on the call and its selection only: the
+                // first block answers for all.
+                if !ev.fused_aggregate_series(a, c, block, &mut groups)? {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(groups))
+        })?;
+        // Each part numbers its groups as it found them.
+        let mut index: LabelsMap<usize> = LabelsMap::default();
+        let mut out: Vec<Series> = Vec::new();
+        for part in parts {
+            let Some(part) = part else { return Ok(None) };
+            for s in part.into_iter().filter(|s| !s.points.is_empty()) {
+                match index.entry(s.labels.clone()) {
+                    std::collections::hash_map::Entry::Occupied(e) => out[*e.get()].points.extend(s.points),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(out.len());
+                        out.push(s);
+                    }
+                }
+            }
+        }
+        self.check_deadline()?;
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(Some(out))
     }
 
     /// The result of a range query that is a sliding call (`avg_over_time(m[5m])`),
@@ -580,6 +642,8 @@ mod tests {
             "stddev by (wl) (rate(req_total[1m]))",
             "stdvar(deriv(mem_bytes[1m]))",
             "sum by (__name__) (last_over_time({__name__=~\".+\"}[1m]))",
+            // A name kept by the grouping, dropped at the end in delayed mode.
+            "sum by (__name__, wl) (rate(req_total[1m]))",
             "topk(1, sum by (wl) (increase(req_total[20s])))",
             // Inner steps that go back in time from one outer step to the next.
             "max_over_time(sum by (wl) (rate(req_total[1m]))[3m:10s])",
@@ -661,8 +725,16 @@ mod tests {
         // 11,401 steps of 18 series: well over the windows that split the steps.
         let range = (30_000, 600_000, 50);
         const { assert!(11_401 * 18 >= 2 * SPLIT_WINDOWS) };
-        for q in ["rate(req_total[1m])", "(avg_over_time(mem_bytes[1m]))", "last_over_time({wl=\"b\"}[40s])"]
-        {
+        // Aggregations too, over several blocks of steps in each part.
+        const { assert!(11_401 * 18 >= 2 * super::FUSED_BLOCK_CELLS) };
+        for q in [
+            "rate(req_total[1m])",
+            "(avg_over_time(mem_bytes[1m]))",
+            "last_over_time({wl=\"b\"}[40s])",
+            "sum by (wl) (rate(req_total[1m]))",
+            "avg without (pod) (increase(req_total[30s]))",
+            "count(max_over_time(mem_bytes[20s]))",
+        ] {
             assert_eq!(steps_of(&st, q, range, true), steps_of(&st, q, range, false), "{q}");
         }
     }
