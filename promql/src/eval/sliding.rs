@@ -650,7 +650,8 @@ mod tests {
             "sum_over_time(rate(req_total[30s])[5m:20s])",
             "sum by (wl) (rate(req_total[1m])) / sum by (wl) (rate(req_total{code=\"500\"}[1m]))",
         ] {
-            // Over several blocks of steps, with names dropped at once and at the end.
+            // Over several of the step-by-step path's blocks of steps, with names dropped
+            // at once and at the end.
             let range = (30_000, 600_000, 7_000);
             let delayed = EngineOptions {
                 features: crate::Features::none().with(crate::features::Feature::DelayedNameRemoval),
@@ -725,8 +726,10 @@ mod tests {
         // 11,401 steps of 18 series: well over the windows that split the steps.
         let range = (30_000, 600_000, 50);
         const { assert!(11_401 * 18 >= 2 * SPLIT_WINDOWS) };
-        // Aggregations too, over several blocks of steps in each part.
+        // Aggregations too, over several blocks of steps: on one thread at least (the
+        // parts of a pool of many cores may take one block each).
         const { assert!(11_401 * 18 >= 2 * super::FUSED_BLOCK_CELLS) };
+        let serial = EngineOptions { parallel: false, ..EngineOptions::default() };
         for q in [
             "rate(req_total[1m])",
             "(avg_over_time(mem_bytes[1m]))",
@@ -735,7 +738,9 @@ mod tests {
             "avg without (pod) (increase(req_total[30s]))",
             "count(max_over_time(mem_bytes[20s]))",
         ] {
-            assert_eq!(steps_of(&st, q, range, true), steps_of(&st, q, range, false), "{q}");
+            let reference = steps_of(&st, q, range, false);
+            assert_eq!(steps_of(&st, q, range, true), reference, "{q}");
+            assert_eq!(steps_with(&serial, &st, q, range, true), reference, "{q} on one thread");
         }
     }
 
