@@ -629,6 +629,7 @@ mod tests {
             "last_over_time({wl=\"b\"}[40s])",
             "sum by (wl) (rate(req_total[1m]))",
             "sum(increase(req_total[45s]))",
+            "max without (pod) (delta(mem_bytes[50s] offset 25s))",
             // Decreases counted as the windows slide, for counters and for `resets` of a
             // gauge; `delta` of a gauge counts none.
             "resets(req_total[1m])",
