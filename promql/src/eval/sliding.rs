@@ -1,7 +1,8 @@
 //! Range queries: a range function of a plain range selector (`rate(x[5m])`,
 //! `max_over_time(x[1h])`, …) is computed for all of an evaluator's steps at once, with
 //! windows that slide forward over each series instead of a search and a window per
-//! step. The results are taken by the steps as they are evaluated.
+//! step. The results are taken by the steps as they are evaluated, or, when such a
+//! call (or an aggregation of one) is the whole query, become its series directly.
 
 use super::kernels::{self, CounterKind};
 use super::{Compat, EResult, Evaluator, S};
@@ -10,9 +11,10 @@ use crate::labels::{Labels, LabelsHashing, LabelsMap};
 use crate::storage::partition_point_near;
 use crate::value::{Point, Series, Timestamp};
 
-/// How many windows (series × steps) a range query that is a sliding call needs before
-/// it is split over the cores: about a millisecond of work. Less does not pay for waking
-/// the pool's threads, which sleep between queries (see `PARALLEL_POINTS` in `api`).
+/// How many windows (series × steps) a range query that is a sliding call (or a fused
+/// aggregation of one) needs before it is split over the cores: about a millisecond of
+/// work. Less does not pay for waking the pool's threads, which sleep between queries
+/// (see `PARALLEL_POINTS` in `api`).
 const SPLIT_WINDOWS: usize = 32_768;
 
 /// Most accumulators of a fused aggregation over a block of a range query's steps
