@@ -212,8 +212,7 @@ impl Evaluator<'_> {
     /// (`sum by (pod) (rate(m[5m]))`): block by block of steps, each group's values go
     /// straight into its series, without the step-by-step path's vector per step (a
     /// third of `r_rps_one_15s`'s evaluation). Over the cores when there are enough
-    /// windows.
-    /// `None` when the aggregation cannot be fused.
+    /// windows. `None` when the aggregation cannot be fused.
     pub(super) fn fused_range_result(
         &mut self,
         a: &AggregateExpr,
@@ -246,16 +245,16 @@ impl Evaluator<'_> {
             }
             Ok(Some(groups))
         })?;
-        // Each part numbers its groups as it found them.
+        // Each part numbers its groups as it found them (each with a value).
         let mut index: LabelsMap<usize> = LabelsMap::default();
         let mut out: Vec<Series> = Vec::new();
         for part in parts {
             let Some(part) = part else { return Ok(None) };
-            for s in part.into_iter().filter(|s| !s.points.is_empty()) {
-                match index.entry(s.labels.clone()) {
-                    std::collections::hash_map::Entry::Occupied(e) => out[*e.get()].points.extend(s.points),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(out.len());
+            for s in part {
+                match index.get(&s.labels) {
+                    Some(&i) => out[i].points.extend(s.points),
+                    None => {
+                        index.insert(s.labels.clone(), out.len());
                         out.push(s);
                     }
                 }
