@@ -49,11 +49,13 @@ pub struct EngineOptions {
     /// server running queries side by side on threads of their own turns it off, so
     /// that they do not queue for the pool's threads.
     pub parallel: bool,
-    /// What runs the queries that are not light, if anything. Light: an instant query
-    /// without subqueries whose selections the source bounds at [`LIGHT_SERIES`] series
-    /// and label values looked at in all ([`SampleSource::series_bound`], without
-    /// selecting) and that then selects at most [`LIGHT_SAMPLES`] samples; it runs where
-    /// it was called, as do parsing and planning. Any other query's selection, or its
+    /// What runs the queries that are not light, if anything. Light: a query without
+    /// subqueries whose selections the source bounds at [`LIGHT_SERIES`] series and
+    /// label values looked at in all ([`SampleSource::series_bound`], without
+    /// selecting) and that then selects at most [`LIGHT_SAMPLES`] samples (an instant
+    /// query) or whose steps and windows look at most [`LIGHT_RANGE_LOOKS`] times at
+    /// a series or sample (a range query); it runs where it was called, as do parsing
+    /// and planning. Any other query's selection, or its
     /// evaluation once the samples are known to be many, runs through the offload. A
     /// server on a multi-thread tokio runtime passes `tokio::task::block_in_place`
     /// (which panics on a current-thread one), whose hand-over of the worker's other
@@ -78,8 +80,8 @@ pub struct EngineOptions {
 /// });
 /// let engine = Engine::new(EngineOptions { offload: Some(offload), ..EngineOptions::default() });
 /// let store = MemoryStore::new();
-/// engine.instant_query(&store, "up", 0).unwrap(); // light: runs in place
-/// engine.range_query(&store, "up", 0, 60_000, 15_000).unwrap(); // a range query: offloaded
+/// engine.range_query(&store, "up", 0, 60_000, 15_000).unwrap(); // light: runs in place
+/// engine.instant_query(&store, "max_over_time(up[1h:1m])", 0).unwrap(); // a subquery: offloaded
 /// assert_eq!(offloaded.load(Ordering::Relaxed), 1);
 /// ```
 #[derive(Clone)]
@@ -120,6 +122,12 @@ pub const LIGHT_SERIES: usize = 4_096;
 /// Most samples a light query selects ([`EngineOptions::offload`]): a millisecond of
 /// work at most, however the query combines them.
 pub const LIGHT_SAMPLES: usize = 16_384;
+
+/// Most looks at samples and series a light range query may take
+/// ([`EngineOptions::offload`]): each selected series once a step, each sample once per
+/// window that holds it. A millisecond of work at most; the one-workload dashboard
+/// query of an hour at 15 s steps takes about 50,000.
+pub const LIGHT_RANGE_LOOKS: usize = 65_536;
 
 /// The Prometheus whose float semantics to follow where major versions differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -424,17 +432,51 @@ impl Engine {
                 .try_fold(0usize, |all, p| all.checked_add(source.series_bound(&p.selection.matchers)?))
                 .is_some_and(|n| n <= LIGHT_SERIES)
         };
-        if step != 0 || contains_subquery(expr) || !few_series() {
+        if contains_subquery(expr) || !few_series() {
             return offload.run(|| {
                 ev.select_all(source, planned)?;
                 ev.evaluate(expr)
             });
         }
         ev.select_all(source, planned)?;
-        if ev.samples_selected > LIGHT_SAMPLES {
+        if !ev.light(expr) {
             return offload.run(|| ev.evaluate(expr));
         }
         ev.evaluate(expr)
+    }
+}
+
+impl Evaluator<'_> {
+    /// Whether `expr`, its samples selected, is light ([`EngineOptions::offload`]).
+    fn light(&self, expr: &Expr) -> bool {
+        if self.step == 0 {
+            return self.samples_selected <= LIGHT_SAMPLES;
+        }
+        // A range query looks at every selected series once a step, and at each sample
+        // once per window that holds it: at most range / step + 1 windows, or every
+        // step's when the selector is pinned by `@`.
+        let steps = usize::try_from((self.end - self.start) / self.step + 1).unwrap_or(usize::MAX);
+        let series: usize = self.selected.values().map(|s| s.len()).sum();
+        let Ok(windows) = self.windows_per_sample(expr, steps) else { return false };
+        let looks =
+            self.samples_selected.saturating_mul(windows).saturating_add(steps.saturating_mul(series));
+        looks <= LIGHT_RANGE_LOOKS
+    }
+
+    /// The most windows of a range query's steps one sample can fall in, over the
+    /// range selectors of `e` (1 without any).
+    fn windows_per_sample(&self, e: &Expr, steps: usize) -> EResult<usize> {
+        let own = match e {
+            Expr::MatrixSelector(ms) if ms.selector.at.is_some() => steps,
+            Expr::MatrixSelector(ms) => {
+                // Smoothed and anchored windows reach a lookback delta further.
+                let reach = if ms.selector.anchoring.is_some() { self.opts.lookback_delta_ms } else { 0 };
+                let range = self.positive_ms(&ms.range, "range")?.saturating_add(reach);
+                usize::try_from(range / self.step).unwrap_or(usize::MAX).saturating_add(1)
+            }
+            _ => 1,
+        };
+        e.children().try_fold(own, |most, c| Ok(most.max(self.windows_per_sample(c, steps)?)))
     }
 }
 
@@ -1656,10 +1698,19 @@ mod tests {
         // Query, range step (0: instant), whether the source bounds its selections, and
         // where the selection and the evaluation ran: `None` all in place, `Some(true)`
         // all offloaded, `Some(false)` selected in place and evaluated offloaded.
-        let cases: [(&str, i64, bool, Option<bool>); 7] = [
+        let cases: [(&str, i64, bool, Option<bool>); 12] = [
             ("sum(rate(few_total[1m]))", 0, true, None),
             ("few_total / on(i) few_total", 0, true, None),
-            ("sum(rate(few_total[1m]))", 60_000, true, Some(true)),
+            // 3 series, 41 samples each, 11 steps: 2 windows a sample.
+            ("sum(rate(few_total[1m]))", 60_000, true, None),
+            ("few_total / on(i) few_total", 15_000, true, None),
+            ("sum(rate(few_total[1m]))", 60_000, false, Some(true)),
+            // 601 windows a sample: 73,923 looks at samples.
+            ("sum(rate(few_total[10m]))", 1_000, true, Some(false)),
+            // 4,001 steps: 12,003 looks at series, and at 15 samples in every step's
+            // window (60,015); the window alone would hold each in 401 steps' (6,015).
+            ("sum(rate(few_total[1m] @ 600))", 150, true, Some(false)),
+            ("sum(rate(few_total[1m] @ 600))", 1_000, true, None),
             ("max_over_time(few_total[5m:1m])", 0, true, Some(true)),
             ("count(many)", 0, true, Some(true)),
             ("count_over_time(dense[1h])", 0, true, Some(false)),
@@ -1686,7 +1737,7 @@ mod tests {
         // An offload that drops the work is an error, not an empty answer.
         let dropping =
             Engine::new(EngineOptions { offload: Some(Offload::new(|_| {})), ..EngineOptions::default() });
-        let err = dropping.range_query(&store, "few_total", 0, 60_000, 15_000).unwrap_err();
+        let err = dropping.instant_query(&store, "max_over_time(few_total[5m:1m])", 600_000).unwrap_err();
         assert!(matches!(err, EvalError::Execution(ref m) if m.contains("offload")), "{err}");
     }
 
