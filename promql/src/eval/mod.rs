@@ -52,10 +52,9 @@ pub struct EngineOptions {
     /// What runs the queries that are not light, if anything. Light: a query without
     /// subqueries whose selections the source bounds at [`LIGHT_SERIES`] series and
     /// label values looked at in all ([`SampleSource::series_bound`], without
-    /// selecting) and that then selects at most [`LIGHT_SAMPLES`] samples (an instant
-    /// query) or whose steps and windows look at most [`LIGHT_RANGE_LOOKS`] times at
-    /// a series or sample (a range query); it runs where it was called, as do parsing
-    /// and planning. Any other query's selection, or its
+    /// selecting) and whose evaluation then looks at most [`LIGHT_LOOKS`] times at a
+    /// selected series or sample; it runs where it was called, as do parsing and
+    /// planning. Any other query's selection, or its
     /// evaluation once the samples are known to be many, runs through the offload. A
     /// server on a multi-thread tokio runtime passes `tokio::task::block_in_place`
     /// (which panics on a current-thread one), whose hand-over of the worker's other
@@ -119,15 +118,12 @@ impl std::fmt::Debug for Offload {
 /// ([`EngineOptions::offload`]).
 pub const LIGHT_SERIES: usize = 4_096;
 
-/// Most samples a light query selects ([`EngineOptions::offload`]): a millisecond of
-/// work at most, however the query combines them.
-pub const LIGHT_SAMPLES: usize = 16_384;
-
-/// Most looks at samples and series a light range query may take
-/// ([`EngineOptions::offload`]): each selected series once a step, each sample once per
-/// window that holds it. A millisecond of work at most; the one-workload dashboard
-/// query of an hour at 15 s steps takes about 50,000.
-pub const LIGHT_RANGE_LOOKS: usize = 65_536;
+/// Most looks at selected series and samples a light query may take
+/// ([`EngineOptions::offload`]): an instant query looks at each once, a range query at
+/// each series once a step and at each sample once per window that holds it. About a
+/// millisecond of work at most; the one-workload dashboard query of an hour at 15 s
+/// steps takes about 50,000.
+pub const LIGHT_LOOKS: usize = 65_536;
 
 /// The Prometheus whose float semantics to follow where major versions differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -449,18 +445,20 @@ impl Engine {
 impl Evaluator<'_> {
     /// Whether `expr`, its samples selected, is light ([`EngineOptions::offload`]).
     fn light(&self, expr: &Expr) -> bool {
-        if self.step == 0 {
-            return self.samples_selected <= LIGHT_SAMPLES;
-        }
-        // A range query looks at every selected series once a step, and at each sample
-        // once per window that holds it: at most range / step + 1 windows, or every
-        // step's when the selector is pinned by `@`.
-        let steps = usize::try_from((self.end - self.start) / self.step + 1).unwrap_or(usize::MAX);
+        // Every selected series is looked at once a step, and each sample once per
+        // window that holds it: in a range query at most range / step + 1 windows, or
+        // every step's when the selector is pinned by `@`.
+        let (steps, windows) = if self.step == 0 {
+            (1, 1)
+        } else {
+            let steps = usize::try_from((self.end - self.start) / self.step + 1).unwrap_or(usize::MAX);
+            let Ok(windows) = self.windows_per_sample(expr, steps) else { return false };
+            (steps, windows)
+        };
         let series: usize = self.selected.values().map(|s| s.len()).sum();
-        let Ok(windows) = self.windows_per_sample(expr, steps) else { return false };
         let looks =
             self.samples_selected.saturating_mul(windows).saturating_add(steps.saturating_mul(series));
-        looks <= LIGHT_RANGE_LOOKS
+        looks <= LIGHT_LOOKS
     }
 
     /// The most windows of a range query's steps one sample can fall in, over the
@@ -1682,7 +1680,7 @@ mod tests {
         for i in 0..=LIGHT_SERIES {
             store.append(&Labels::from_pairs([("__name__", "many"), ("i", &i.to_string())]), 600_000, 1.0);
         }
-        for t in 0..=LIGHT_SAMPLES as i64 {
+        for t in 0..=LIGHT_LOOKS as i64 {
             store.append(&Labels::from_pairs([("__name__", "dense")]), t, 1.0);
         }
         let offloads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
