@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use super::kernels;
-use super::sliding::node_key;
+use super::sliding::{node_key, Input};
 use super::{check_duplicates, exec_error, AnnotationKind, EResult, Evaluator, S, V};
-use crate::ast::{AggregateExpr, AggregateOp, Call, Grouping};
+use crate::ast::{AggregateExpr, AggregateOp, Grouping};
 use crate::labels::{Labels, LabelsMap, NAME_LABELS};
 use crate::value::{Point, Series, Timestamp};
 
@@ -240,11 +240,12 @@ impl Evaluator<'_> {
         Ok(V::Vector(out))
     }
 
-    /// `a` (a value aggregation without parameter, [`value_aggregation`]) of the range
-    /// function call `c` at each of `steps`, the call's values going straight into their
-    /// groups instead of into a vector per step. `None` when `c` cannot slide.
+    /// `a` (a value aggregation without parameter, [`value_aggregation`]) of its
+    /// `input` (a sliding range function call or a plain instant selector) at each of
+    /// `steps`, the input's values going straight into their groups instead of into a
+    /// vector per step. `None` when the input cannot be computed so.
     ///
-    /// Within a step, groups come out in the order of their first element in the call's
+    /// Within a step, groups come out in the order of their first element in the input's
     /// output, as [`value_aggregation`] gives them, and take their elements in the same
     /// order, so that sums round the same way.
     ///
@@ -252,10 +253,10 @@ impl Evaluator<'_> {
     pub(super) fn fused_aggregate(
         &mut self,
         a: &AggregateExpr,
-        c: &Call,
+        input: Input<'_>,
         steps: &[Timestamp],
     ) -> EResult<Option<Vec<Vec<S>>>> {
-        let Some(Fused { mut cells, drop_names }) = self.fused_cells(a, c, steps)? else {
+        let Some(Fused { mut cells, drop_names }) = self.fused_cells(a, input, steps)? else {
             return Ok(None);
         };
         let keys = self.fused_groups.get(&node_key(a)).map_or(&[][..], |f| &f.groups.keys[..]);
@@ -286,16 +287,16 @@ impl Evaluator<'_> {
     /// [`fused_aggregate`](Self::fused_aggregate) at each of `steps` of a range query,
     /// appended to `series`, a series per group in the order groups were found (the
     /// series of a range result, whose order within a step does not matter). False when
-    /// `c` cannot slide, or when names are to be dropped at the end, which can make two
-    /// groups one (the step-by-step path reports that).
+    /// the input cannot be computed so, or when names are to be dropped at the end,
+    /// which can make two groups one (the step-by-step path reports that).
     pub(super) fn fused_aggregate_series(
         &mut self,
         a: &AggregateExpr,
-        c: &Call,
+        input: Input<'_>,
         steps: &[Timestamp],
         series: &mut Vec<Series>,
     ) -> EResult<bool> {
-        let Some(Fused { cells, drop_names: false }) = self.fused_cells(a, c, steps)? else {
+        let Some(Fused { cells, drop_names: false }) = self.fused_cells(a, input, steps)? else {
             return Ok(false);
         };
         let keys = self.fused_groups.get(&node_key(a)).map_or(&[][..], |f| &f.groups.keys[..]);
@@ -312,8 +313,13 @@ impl Evaluator<'_> {
 
     /// The accumulators of [`fused_aggregate`](Self::fused_aggregate); the groups stay in
     /// `fused_groups`, numbered as the rows of the cells.
-    fn fused_cells(&mut self, a: &AggregateExpr, c: &Call, steps: &[Timestamp]) -> EResult<Option<Fused>> {
-        if !self.distinct_outputs(c) {
+    fn fused_cells(
+        &mut self,
+        a: &AggregateExpr,
+        input: Input<'_>,
+        steps: &[Timestamp],
+    ) -> EResult<Option<Fused>> {
+        if !self.distinct_input(input) {
             return Ok(None);
         }
         let grouping = a.grouping.as_ref();
@@ -326,7 +332,7 @@ impl Evaluator<'_> {
         let cells_row = || (0..steps.len()).map(|_| None).collect::<Vec<Option<(Acc, usize)>>>();
         let mut cells: Vec<Vec<Option<(Acc, usize)>>> = groups.keys.iter().map(|_| cells_row()).collect();
         let mut drop_names = false;
-        let slid = self.slide_each(c, steps, |s, i, v| {
+        let slid = self.input_each(input, steps, |s, i, v| {
             drop_names |= s.drop_name;
             if s.n >= group_of.len() {
                 group_of.resize(s.n + 1, usize::MAX);

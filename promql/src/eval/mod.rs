@@ -857,6 +857,7 @@ impl<'a> Evaluator<'a> {
         let whole = match expr.unparen() {
             Expr::Call(c) => self.sliding_range_result(c, &steps)?,
             Expr::Aggregate(a) => self.fused_range_result(a, &steps)?,
+            Expr::VectorSelector(vs) => self.selector_range_result(vs, &steps)?,
             _ => None,
         };
         if let Some(series) = whole {

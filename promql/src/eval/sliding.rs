@@ -1,15 +1,17 @@
 //! Range queries: a range function of a plain range selector (`rate(x[5m])`,
 //! `max_over_time(x[1h])`, …) is computed for all of an evaluator's steps at once, with
 //! windows that slide forward over each series instead of a search and a window per
-//! step. The results are taken by the steps as they are evaluated, or, when such a
-//! call (or an aggregation of one) is the whole query, become its series directly.
+//! step. Plain instant selectors likewise find each series' latest sample at every
+//! step with a cursor that only moves forward. The results are taken by the steps as
+//! they are evaluated, or, when such a call or selector (or an aggregation of one) is
+//! the whole query, become its series directly.
 
 use super::kernels::{self, CounterKind};
 use super::{Compat, EResult, Evaluator, S};
 use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector, VectorSelector};
 use crate::labels::{Labels, LabelsHashing, LabelsMap};
 use crate::storage::partition_point_near;
-use crate::value::{Point, Series, Timestamp};
+use crate::value::{is_stale_marker, Point, Series, Timestamp};
 
 /// How many windows (series × steps) a range query that is a sliding call (or a fused
 /// aggregation of one) needs before it is split over the cores: about a millisecond of
@@ -98,6 +100,9 @@ impl SlidSeries<'_> {
     }
 }
 
+/// Series of a range result, each with its position in the selection.
+type Positioned = Vec<(usize, Series)>;
+
 /// Per step (from the first step of the evaluator), the samples of one node; `None`
 /// once taken.
 pub(super) type StepResults = Vec<Option<Vec<S>>>;
@@ -116,6 +121,48 @@ fn plain_range_arg(c: &Call) -> Option<&MatrixSelector> {
     }
 }
 
+/// What an aggregation takes its values from over many steps at once: a sliding call,
+/// or a plain instant selector (no `@`, no anchoring), whose value at each step
+/// [`Evaluator::latest_each`] finds with a cursor.
+#[derive(Clone, Copy)]
+pub(super) enum Input<'e> {
+    Call(&'e Call),
+    Selector(&'e VectorSelector),
+}
+
+impl<'e> Input<'e> {
+    /// The input of `a`, when it is one.
+    pub(super) fn of(a: &'e AggregateExpr) -> Option<Self> {
+        match a.expr.unparen() {
+            Expr::Call(c) => Some(Input::Call(c)),
+            Expr::VectorSelector(vs) if plain_selector(vs) => Some(Input::Selector(vs)),
+            _ => None,
+        }
+    }
+
+    /// Whether its output keeps the selected series' names.
+    fn keeps_name(self) -> bool {
+        match self {
+            Input::Call(c) => kind(c.func.name).is_some_and(|(_, keep_name)| keep_name),
+            Input::Selector(_) => true,
+        }
+    }
+
+    /// The selector it reads, when it can be computed over many steps.
+    fn selector(self) -> Option<&'e VectorSelector> {
+        match self {
+            Input::Call(c) => plain_range_arg(c).map(|ms| &ms.selector),
+            Input::Selector(vs) => Some(vs),
+        }
+    }
+}
+
+/// Whether an instant selector reads the latest sample before each step (no `@`, no
+/// anchoring).
+fn plain_selector(vs: &VectorSelector) -> bool {
+    vs.at.is_none() && vs.anchoring.is_none()
+}
+
 impl Evaluator<'_> {
     /// Computes every eligible call of `expr` for `steps` (not inside subqueries, whose
     /// inner steps are other times), and every aggregation of such a call whose groups
@@ -128,12 +175,13 @@ impl Evaluator<'_> {
         collect_nodes(expr, &mut nodes);
         for node in nodes {
             let (key, results) = match node {
-                Node::Aggregate(a, c) => match self.fused_aggregate(a, c, steps)? {
-                    Some(results) => (node_key(a), results),
-                    None => match self.slide(c, steps)? {
+                Node::Aggregate(a, input) => match (self.fused_aggregate(a, input, steps)?, input) {
+                    (Some(results), _) => (node_key(a), results),
+                    (None, Input::Call(c)) => match self.slide(c, steps)? {
                         Some(results) => (node_key(c), results),
                         None => continue,
                     },
+                    (None, Input::Selector(_)) => continue,
                 },
                 Node::Call(c) => match self.slide(c, steps)? {
                     Some(results) => (node_key(c), results),
@@ -177,6 +225,15 @@ impl Evaluator<'_> {
         self.distinct(c, true)
     }
 
+    /// [`distinct_outputs`](Self::distinct_outputs) of an input: a selector's series
+    /// keep their names, so they differ.
+    pub(super) fn distinct_input(&mut self, input: Input<'_>) -> bool {
+        match input {
+            Input::Call(c) => self.distinct_outputs(c),
+            Input::Selector(_) => true,
+        }
+    }
+
     /// What the whole-step paths need to know of the selection of `vs`, worked out on
     /// first use in a query.
     fn selection_facts(&mut self, vs: &VectorSelector) -> SelectionFacts {
@@ -218,17 +275,17 @@ impl Evaluator<'_> {
         a: &AggregateExpr,
         steps: &[Timestamp],
     ) -> EResult<Option<Vec<Series>>> {
-        let Expr::Call(c) = a.expr.unparen() else {
+        let Some(input) = Input::of(a) else {
             return Ok(None);
         };
         // Names dropped at the end can make two groups one, which the step-by-step path
         // reports.
-        let drops_name_at_end = self.delayed && kind(c.func.name).is_some_and(|(_, keep_name)| !keep_name);
+        let drops_name_at_end = self.delayed && !input.keeps_name();
         if steps.is_empty() || !self.fast_paths || !fusable(a) || drops_name_at_end {
             return Ok(None);
         }
         self.check_deadline()?;
-        let series = plain_range_arg(c).map_or(0, |ms| self.selected(&ms.selector).len());
+        let series = input.selector().map_or(0, |vs| self.selected(vs).len());
         let windows = series * steps.len();
         // A block's accumulators take a cell per group (at most a series) and step.
         let block = (FUSED_BLOCK_CELLS / series.max(1)).max(super::PRECOMPUTE_STEPS);
@@ -239,7 +296,7 @@ impl Evaluator<'_> {
                 ev.check_deadline()?;
                 // Whether a call fuses depends on the call and its selection only: the
                 // first block answers for all.
-                if !ev.fused_aggregate_series(a, c, block, &mut groups)? {
+                if !ev.fused_aggregate_series(a, input, block, &mut groups)? {
                     return Ok(None);
                 }
             }
@@ -277,11 +334,45 @@ impl Evaluator<'_> {
         if steps.is_empty() || !self.fast_paths || !self.distinct(c, false) {
             return Ok(None);
         }
+        let series = plain_range_arg(c).map_or(0, |ms| self.selected(&ms.selector).len());
+        self.whole_series(series, steps, &|ev, part| ev.slide_series(c, part))
+    }
+
+    /// The result of a range query that is a plain instant selector: each series'
+    /// values at the steps, found by [`latest_each`](Self::latest_each), without a
+    /// vector per step; over the cores when there are enough values. `None` for a
+    /// selector with `@` or an anchoring.
+    pub(super) fn selector_range_result(
+        &mut self,
+        vs: &VectorSelector,
+        steps: &[Timestamp],
+    ) -> EResult<Option<Vec<Series>>> {
+        if steps.is_empty() || !self.fast_paths {
+            return Ok(None);
+        }
+        let series = self.selected(vs).len();
+        self.whole_series(series, steps, &|ev, part| {
+            let mut out = Positioned::new();
+            let found = ev.latest_each(vs, part, |s, i, p| append_value(&mut out, s, part, i, p.v))?;
+            Ok(found.then_some(out))
+        })
+    }
+
+    /// A range result from `series_of` the parts of `steps` (over the cores when
+    /// `series` selected series make enough values), each part's series with their
+    /// positions in the selection; `None` when a part gives none.
+    fn whole_series<F>(
+        &mut self,
+        series: usize,
+        steps: &[Timestamp],
+        series_of: &F,
+    ) -> EResult<Option<Vec<Series>>>
+    where
+        F: Fn(&mut Self, &[Timestamp]) -> EResult<Option<Positioned>> + Sync,
+    {
         self.check_deadline()?;
-        let windows = plain_range_arg(c).map_or(0, |ms| self.selected(&ms.selector).len()) * steps.len();
         let grid = self.step;
-        let parts = self
-            .over_step_parts(steps, grid, windows >= SPLIT_WINDOWS, &|ev, part| ev.slide_series(c, part))?;
+        let parts = self.over_step_parts(steps, grid, series * steps.len() >= SPLIT_WINDOWS, series_of)?;
         // Each part holds the series that have values in its steps, in selection order.
         let mut by_position: Vec<Option<Series>> = Vec::new();
         for part in parts {
@@ -302,22 +393,73 @@ impl Evaluator<'_> {
         Ok(Some(out))
     }
 
+    /// The values of a plain instant selector at each of `steps`, as the step-by-step
+    /// path's `instant_selector` finds them (the latest sample within the lookback
+    /// delta, none when it is a staleness marker), passed to `emit` with its series and
+    /// the step's position: series by series, steps in order, a cursor moving forward
+    /// over each series instead of a search at every step. False, and nothing emitted,
+    /// for a selector with `@` or an anchoring.
+    pub(super) fn latest_each(
+        &mut self,
+        vs: &VectorSelector,
+        steps: &[Timestamp],
+        mut emit: impl FnMut(&SlidSeries<'_>, usize, Point),
+    ) -> EResult<bool> {
+        if !plain_selector(vs) || steps.is_empty() {
+            return Ok(false);
+        }
+        let offset = self.offset_ms(vs.offset.as_ref())?;
+        let lookback = self.opts.lookback_delta_ms;
+        let closed = self.opts.compat == Compat::Prometheus2;
+        let series = self.selected(vs);
+        for (n, s) in series.iter().enumerate() {
+            if n % 1024 == 1023 {
+                self.check_deadline()?;
+            }
+            let slid = SlidSeries { n, labels: &s.labels, unnamed: false, drop_name: false };
+            let points: &[Point] = &s.points;
+            let first = steps[0] - offset;
+            // How many points are at or before the step's reference time.
+            let mut upto = partition_point_near(points, first, |t| t <= first);
+            for (i, &t) in steps.iter().enumerate() {
+                let reference = t - offset;
+                while upto < points.len() && points[upto].t <= reference {
+                    upto += 1;
+                }
+                let Some(&p) = upto.checked_sub(1).and_then(|j| points.get(j)) else {
+                    continue;
+                };
+                let too_old = if closed { p.t < reference - lookback } else { p.t <= reference - lookback };
+                if !too_old && !is_stale_marker(p.v) {
+                    emit(&slid, i, p);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// The values of an aggregation's input at each of `steps` ([`slide_each`] or
+    /// [`latest_each`]); false, and nothing emitted, when it cannot be computed so.
+    ///
+    /// [`slide_each`]: Self::slide_each
+    /// [`latest_each`]: Self::latest_each
+    pub(super) fn input_each(
+        &mut self,
+        input: Input<'_>,
+        steps: &[Timestamp],
+        mut emit: impl FnMut(&SlidSeries<'_>, usize, f64),
+    ) -> EResult<bool> {
+        match input {
+            Input::Call(c) => self.slide_each(c, steps, emit),
+            Input::Selector(vs) => self.latest_each(vs, steps, |s, i, p| emit(s, i, p.v)),
+        }
+    }
+
     /// The series of a sliding call over `steps`, each with its position in the
     /// selection; `None` when `c` cannot slide.
-    fn slide_series(&mut self, c: &Call, steps: &[Timestamp]) -> EResult<Option<Vec<(usize, Series)>>> {
-        let mut out: Vec<(usize, Series)> = Vec::new();
-        let slid = self.slide_each(c, steps, |s, i, v| {
-            if out.last().is_none_or(|(last, _)| *last != s.n) {
-                // A range result is final: a name to drop at the end goes now.
-                let labels = if s.drop_name { s.labels.without_metric_name() } else { s.labels() };
-                // Room for the steps left, so that most series never regrow; at most 256,
-                // so that a series living minutes of a long range does not reserve it all.
-                out.push((s.n, Series { labels, points: Vec::with_capacity((steps.len() - i).min(256)) }));
-            }
-            if let Some((_, s)) = out.last_mut() {
-                s.points.push(Point { t: steps[i], v });
-            }
-        })?;
+    fn slide_series(&mut self, c: &Call, steps: &[Timestamp]) -> EResult<Option<Positioned>> {
+        let mut out = Positioned::new();
+        let slid = self.slide_each(c, steps, |s, i, v| append_value(&mut out, s, steps, i, v))?;
         Ok(slid.then_some(out))
     }
 
@@ -456,6 +598,21 @@ impl Evaluator<'_> {
     }
 }
 
+/// Appends the value `v` of series `s` at step `i` to the series of a range result,
+/// each with its position in the selection, given series by series.
+fn append_value(out: &mut Positioned, s: &SlidSeries<'_>, steps: &[Timestamp], i: usize, v: f64) {
+    if out.last().is_none_or(|(last, _)| *last != s.n) {
+        // A range result is final: a name to drop at the end goes now.
+        let labels = if s.drop_name { s.labels.without_metric_name() } else { s.labels() };
+        // Room for the steps left, so that most series never regrow; at most 256, so
+        // that a series living minutes of a long range does not reserve it all.
+        out.push((s.n, Series { labels, points: Vec::with_capacity((steps.len() - i).min(256)) }));
+    }
+    if let Some((_, series)) = out.last_mut() {
+        series.points.push(Point { t: steps[i], v });
+    }
+}
+
 /// The key of a syntax tree node in the evaluator's per-node tables: its address (the
 /// tree outlives the evaluation).
 pub(super) fn node_key<T>(node: &T) -> usize {
@@ -466,8 +623,9 @@ pub(super) fn node_key<T>(node: &T) -> usize {
 enum Node<'e> {
     /// A range function call.
     Call(&'e Call),
-    /// A value aggregation without parameter of a range function call (the call).
-    Aggregate(&'e AggregateExpr, &'e Call),
+    /// A value aggregation without parameter of a range function call or of a plain
+    /// instant selector (its input).
+    Aggregate(&'e AggregateExpr, Input<'e>),
 }
 
 /// Whether an aggregation's groups can be filled from a sliding call directly.
@@ -482,10 +640,12 @@ fn collect_nodes<'e>(e: &'e Expr, out: &mut Vec<Node<'e>>) {
             out.push(Node::Call(c));
             c.args.iter().for_each(|a| collect_nodes(a, out));
         }
-        Expr::Aggregate(a) => match a.expr.unparen() {
-            Expr::Call(c) if fusable(a) => {
-                out.push(Node::Aggregate(a, c));
-                c.args.iter().for_each(|a| collect_nodes(a, out));
+        Expr::Aggregate(a) => match Input::of(a) {
+            Some(input) if fusable(a) => {
+                out.push(Node::Aggregate(a, input));
+                if let Input::Call(c) = input {
+                    c.args.iter().for_each(|a| collect_nodes(a, out));
+                }
             }
             _ => {
                 if let Some(p) = &a.param {
@@ -667,6 +827,52 @@ mod tests {
         }
     }
 
+    /// Instant selectors over a range query's steps, as the whole query, fused into
+    /// aggregations and inside larger ones, give what the step-by-step path gives: at a
+    /// stale marker, after gaps longer than the lookback delta, at a sample exactly the
+    /// lookback delta before a step (kept by Prometheus 2 only), with an offset.
+    #[test]
+    fn instant_selectors_over_steps_agree_with_the_step_by_step_path() {
+        let mut st = store();
+        let stale = f64::from_bits(crate::value::STALE_NAN_BITS);
+        let gappy =
+            Labels::from_pairs([("__name__", "mem_bytes"), ("wl", "a"), ("code", "200"), ("pod", "9")]);
+        // The step at 310 s looks back to 10 s exactly.
+        for (t, v) in [(0, 1.0), (10_000, 3.0), (400_000, 2.0), (410_000, stale), (450_000, 5.0)] {
+            st.append(&gappy, t, v);
+        }
+        let queries = [
+            "mem_bytes",
+            "req_total offset 20s",
+            "({wl=\"b\"})",
+            "sum by (wl) (mem_bytes)",
+            "count(req_total)",
+            "max without (pod) (mem_bytes)",
+            "avg by (code) (mem_bytes offset 15s)",
+            "group by (wl) (mem_bytes)",
+            "stddev(mem_bytes)",
+            "min by (pod) (mem_bytes)",
+            "sum by (__name__) ({__name__=~\".+\"})",
+            "sum(mem_bytes) / count(mem_bytes)",
+            "topk(2, sum by (wl) (mem_bytes))",
+            "max_over_time(sum(mem_bytes)[1m:10s])",
+            "mem_bytes @ 300",
+            "sum(mem_bytes @ 300)",
+        ];
+        let delayed = crate::Features::none().with(crate::features::Feature::DelayedNameRemoval);
+        for compat in [crate::eval::Compat::Prometheus3, crate::eval::Compat::Prometheus2] {
+            for features in [crate::Features::none(), delayed] {
+                let opts = EngineOptions { compat, features, ..EngineOptions::default() };
+                for q in queries {
+                    let range = (30_000, 600_000, 7_000);
+                    let (fast, slow) =
+                        (steps_with(&opts, &st, q, range, true), steps_with(&opts, &st, q, range, false));
+                    assert_eq!(fast, slow, "{q}");
+                }
+            }
+        }
+    }
+
     /// An instant query's range functions of a plain selector, computed straight from
     /// its samples, give what they give over its range vector: values, labels (names
     /// dropped at once and at the end) and notes, at times around gaps, a NaN and a
@@ -723,7 +929,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sliding_call_split_over_the_cores_agrees_with_the_step_by_step_path() {
+    fn a_sliding_call_or_selector_split_over_the_cores_agrees_with_the_step_by_step_path() {
         let st = store();
         // 11,401 steps of 18 series: well over the windows that split the steps.
         let range = (30_000, 600_000, 50);
@@ -739,6 +945,8 @@ mod tests {
             "sum by (wl) (rate(req_total[1m]))",
             "avg without (pod) (increase(req_total[30s]))",
             "count(max_over_time(mem_bytes[20s]))",
+            "mem_bytes offset 10s",
+            "sum by (code) (req_total)",
         ] {
             let reference = steps_of(&st, q, range, false);
             assert_eq!(steps_of(&st, q, range, true), reference, "{q}");
