@@ -1,6 +1,6 @@
 //! Evaluation cost against series count, on synthetic Istio-like data: the autoscaling
 //! queries at 1k, 10k and 100k series (`PROMQL_BENCH_SIZES` for others), and a gauge's
-//! `avg_over_time` over a range. Cost should grow linearly.
+//! `avg_over_time` and sum over a range. Cost should grow linearly.
 //!
 //! Under `cargo test --benches` only the smallest size runs, once.
 
@@ -106,6 +106,13 @@ fn eval(c: &mut Criterion) {
         // A gauge's windows over the same steps (a tenth as many series).
         let q = "avg_over_time(process_resident_memory_bytes[5m])";
         g.bench_with_input(BenchmarkId::new("range_avg_over_time_gauge", n), &n, |b, _| {
+            b.iter(|| {
+                black_box(engine.range_query(&store, q, now - 300_000, now, SCRAPE_MS).map(|r| r.value))
+            })
+        });
+        // The gauge's latest values, summed at each of the same steps.
+        let q = "sum(process_resident_memory_bytes)";
+        g.bench_with_input(BenchmarkId::new("range_sum_gauge", n), &n, |b, _| {
             b.iter(|| {
                 black_box(engine.range_query(&store, q, now - 300_000, now, SCRAPE_MS).map(|r| r.value))
             })
