@@ -108,9 +108,6 @@ pub(crate) type LabelsHashing = std::hash::BuildHasherDefault<LabelsHasher>;
 /// A map keyed by label sets (see [`LabelsHasher`]).
 pub(crate) type LabelsMap<V> = std::collections::HashMap<Labels, V, LabelsHashing>;
 
-/// A set of label sets (see [`LabelsHasher`]).
-pub(crate) type LabelsSet<'a> = std::collections::HashSet<&'a Labels, LabelsHashing>;
-
 impl PartialOrd for Labels {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))

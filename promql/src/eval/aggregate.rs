@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::kernels;
 use super::sliding::{node_key, Input};
-use super::{check_duplicates, exec_error, AnnotationKind, EResult, Evaluator, S, V};
+use super::{exec_error, AnnotationKind, EResult, Evaluator, S, V};
 use crate::ast::{AggregateExpr, AggregateOp, Grouping};
 use crate::labels::{Labels, LabelsMap, NAME_LABELS};
 use crate::value::{Point, Series, Timestamp};
@@ -186,7 +186,7 @@ impl GroupKeys {
 impl Evaluator<'_> {
     pub(super) fn aggregate(&mut self, a: &AggregateExpr, t: Timestamp) -> EResult<V> {
         if let Some(out) = self.take_precomputed(node_key(a), t) {
-            check_duplicates(&out, self.delayed)?;
+            self.check_distinct(node_key(a), &out)?;
             return Ok(V::Vector(out));
         }
         let param = match (&a.param, a.op) {
@@ -236,7 +236,7 @@ impl Evaluator<'_> {
                 self.value_aggregation(a, input, grouping, op, p)
             }
         };
-        check_duplicates(&out, self.delayed)?;
+        self.check_distinct(node_key(a), &out)?;
         Ok(V::Vector(out))
     }
 

@@ -4,7 +4,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashSet;
 
-use super::{check_duplicates, exec_error, EResult, EvalError, Evaluator, S, V};
+use super::{exec_error, EResult, EvalError, Evaluator, S, V};
 use crate::ast::{BinaryExpr, BinaryOp, GroupSide, VectorMatching};
 use crate::labels::{Labels, LabelsMap, NAME_LABELS};
 use crate::value::Timestamp;
@@ -82,7 +82,7 @@ impl Evaluator<'_> {
             },
             _ => return exec_error("binary expression must contain only scalar and instant vector types"),
         };
-        check_duplicates(&out, self.delayed)?;
+        self.check_distinct(super::sliding::node_key(b), &out)?;
         Ok(V::Vector(out))
     }
 

@@ -3,9 +3,7 @@
 
 use super::aggregate::GroupPlan;
 use super::kernels::{self, Bucket};
-use super::{
-    check_duplicates, exec_error, AnnotationKind, Compat, EResult, EvalError, Evaluator, Matrix, S, V,
-};
+use super::{exec_error, AnnotationKind, Compat, EResult, EvalError, Evaluator, Matrix, S, V};
 use crate::ast::{Call, Expr, MatchOp, VectorSelector};
 use crate::labels::{Labels, LabelsMap, METRIC_NAME};
 use crate::storage::go_regex;
@@ -14,7 +12,7 @@ use crate::value::{is_stale_marker, Point, Timestamp};
 impl Evaluator<'_> {
     pub(super) fn call(&mut self, c: &Call, t: Timestamp) -> EResult<V> {
         if let Some(v) = self.take_precomputed(super::sliding::node_key(c), t) {
-            check_duplicates(&v, self.delayed)?;
+            self.check_distinct(super::sliding::node_key(c), &v)?;
             return Ok(V::Vector(v));
         }
         super::extended::check_call(c)?;
@@ -176,7 +174,7 @@ impl Evaluator<'_> {
             }
             _ => self.range_function(c, t)?,
         };
-        check_duplicates(&out, self.delayed)?;
+        self.check_distinct(super::sliding::node_key(c), &out)?;
         Ok(V::Vector(out))
     }
 
