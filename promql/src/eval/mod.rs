@@ -1038,7 +1038,10 @@ impl<'a> Evaluator<'a> {
             Expr::Number(n) => Ok(V::Scalar(n.value)),
             Expr::String(s) => Ok(V::String(s.value.clone())),
             Expr::Paren(p) => self.eval(&p.expr, t),
-            Expr::VectorSelector(vs) => Ok(V::Vector(self.instant_selector(vs, t)?)),
+            Expr::VectorSelector(vs) => match self.take_precomputed(sliding::node_key(vs), t) {
+                Some(v) => Ok(V::Vector(v)),
+                None => Ok(V::Vector(self.instant_selector(vs, t)?)),
+            },
             Expr::MatrixSelector(ms) => Ok(V::Matrix(self.range_selector(ms, t)?)),
             Expr::Subquery(sq) => Ok(V::Matrix(self.subquery(sq, t)?)),
             Expr::Unary(u) => match self.eval(&u.expr, t)? {

@@ -187,6 +187,10 @@ impl Evaluator<'_> {
                     Some(results) => (node_key(c), results),
                     None => continue,
                 },
+                Node::Selector(vs) => match self.latest_steps(vs, steps)? {
+                    Some(results) => (node_key(vs), results),
+                    None => continue,
+                },
             };
             self.precomputed.insert(key, (steps[0], results.into_iter().map(Some).collect()));
         }
@@ -202,6 +206,16 @@ impl Evaluator<'_> {
             return None;
         }
         results.get_mut(usize::try_from((t - *first) / step).ok()?)?.take()
+    }
+
+    /// A plain instant selector at each of `steps` ([`latest_each`](Self::latest_each)),
+    /// as the step-by-step path's `instant_selector` gives it.
+    fn latest_steps(&mut self, vs: &VectorSelector, steps: &[Timestamp]) -> EResult<Option<Vec<Vec<S>>>> {
+        let mut results: Vec<Vec<S>> = vec![Vec::new(); steps.len()];
+        let found = self.latest_each(vs, steps, |s, i, p| {
+            results[i].push(S { labels: s.labels.clone(), v: p.v, t: p.t, drop_name: false });
+        })?;
+        Ok(found.then_some(results))
     }
 
     /// `c` at each of `steps`, when it can slide.
@@ -626,6 +640,8 @@ enum Node<'e> {
     /// A value aggregation without parameter of a range function call or of a plain
     /// instant selector (its input).
     Aggregate(&'e AggregateExpr, Input<'e>),
+    /// A plain instant selector elsewhere.
+    Selector(&'e VectorSelector),
 }
 
 /// Whether an aggregation's groups can be filled from a sliding call directly.
@@ -660,6 +676,7 @@ fn collect_nodes<'e>(e: &'e Expr, out: &mut Vec<Node<'e>>) {
         }
         Expr::Paren(p) => collect_nodes(&p.expr, out),
         Expr::Unary(u) => collect_nodes(&u.expr, out),
+        Expr::VectorSelector(vs) if plain_selector(vs) => out.push(Node::Selector(vs)),
         // Inner steps of a subquery are other times than the query's steps.
         Expr::Subquery(_)
         | Expr::VectorSelector(_)
@@ -858,6 +875,15 @@ mod tests {
             "max_over_time(sum(mem_bytes)[1m:10s])",
             "mem_bytes @ 300",
             "sum(mem_bytes @ 300)",
+            // Inside other expressions: step by step over the precomputed values.
+            "mem_bytes * 2",
+            "timestamp(mem_bytes offset 10s)",
+            "mem_bytes / on (wl, code, pod) req_total",
+            "-req_total > 3",
+            "absent(mem_bytes{wl=\"a\", pod=\"9\"})",
+            "label_replace(mem_bytes, \"x\", \"$1\", \"wl\", \"(.*)\") + mem_bytes @ 300",
+            "topk(2, mem_bytes)",
+            "quantile(0.5, req_total)",
         ];
         let delayed = crate::Features::none().with(crate::features::Feature::DelayedNameRemoval);
         for compat in [crate::eval::Compat::Prometheus3, crate::eval::Compat::Prometheus2] {
