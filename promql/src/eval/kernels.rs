@@ -240,8 +240,9 @@ pub(crate) fn extrapolated_rate_of(
     // `rate(…[5m])` over all series at 15 s steps 13%.
     let average_duration_between_samples = || sampled_interval / num_samples_minus_one as f64;
     let samples_minus_one = num_samples_minus_one as f64;
-    // `d >= average * 1.1`. Durations are whole milliseconds: never NaN, far from
-    // underflow.
+    // `d >= average * 1.1`. Durations are whole milliseconds or the time to the zero
+    // point, never NaN; a tiny one only makes the product smaller, and the margin
+    // covers its rounding (the sampled interval is 0 or at least a millisecond).
     let reaches_threshold = |d: f64| {
         d * samples_minus_one >= sampled_interval * CLEARLY_BELOW_THRESHOLD
             && d >= average_duration_between_samples() * 1.1

@@ -53,8 +53,8 @@ pub struct EngineOptions {
     /// subqueries whose selections the source bounds at [`LIGHT_SERIES`] series and
     /// label values looked at in all ([`SampleSource::series_bound`], without
     /// selecting) and whose evaluation then looks at most [`LIGHT_LOOKS`] times at a
-    /// selected series or sample; it runs where it was called, as do parsing and
-    /// planning. Any other query's selection, or its
+    /// selected series or sample or a node of the query; it runs where it was called, as
+    /// do parsing and planning. Any other query's selection, or its
     /// evaluation once the samples are known to be many, runs through the offload. A
     /// server on a multi-thread tokio runtime passes `tokio::task::block_in_place`
     /// (which panics on a current-thread one), whose hand-over of the worker's other
@@ -118,11 +118,12 @@ impl std::fmt::Debug for Offload {
 /// ([`EngineOptions::offload`]).
 pub const LIGHT_SERIES: usize = 4_096;
 
-/// Most looks at selected series and samples a light query may take
+/// Most looks at selected series, samples and query nodes a light query may take
 /// ([`EngineOptions::offload`]): an instant query looks at each once, a range query at
-/// each series once a step and at each sample once per window that holds it. About a
-/// millisecond of work at most; the one-workload dashboard query of an hour at 15 s
-/// steps takes about 50,000.
+/// each series and node once a step and at each sample once per window that holds it.
+/// About a millisecond of work for the functions linear in their samples (those that
+/// sort them, as `quantile_over_time`, take a few); the one-workload dashboard query of
+/// an hour at 15 s steps takes about 50,000.
 pub const LIGHT_LOOKS: usize = 65_536;
 
 /// The Prometheus whose float semantics to follow where major versions differ.
@@ -446,19 +447,24 @@ impl Engine {
 impl Evaluator<'_> {
     /// Whether `expr`, its samples selected, is light ([`EngineOptions::offload`]).
     fn light(&self, expr: &Expr) -> bool {
-        // Every selected series is looked at once a step, and each sample once per
-        // window that holds it: in a range query at most range / step + 1 windows, or
-        // every step's when the selector is pinned by `@`.
+        // Every selected series and every node of the query is looked at once a step,
+        // and each sample once per window that holds it: in a range query at most
+        // range / step + 1 windows, or every step's when the selector is pinned by `@`.
         let (steps, windows) = if self.step == 0 {
             (1, 1)
         } else {
-            let steps = usize::try_from((self.end - self.start) / self.step + 1).unwrap_or(usize::MAX);
+            let steps = self
+                .end
+                .checked_sub(self.start)
+                .and_then(|span| usize::try_from(span / self.step).ok())
+                .map_or(usize::MAX, |n| n.saturating_add(1));
             let Ok(windows) = self.windows_per_sample(expr, steps) else { return false };
             (steps, windows)
         };
         let series: usize = self.selected.values().map(|s| s.len()).sum();
+        let per_step = series.saturating_add(node_count(expr));
         let looks =
-            self.samples_selected.saturating_mul(windows).saturating_add(steps.saturating_mul(series));
+            self.samples_selected.saturating_mul(windows).saturating_add(steps.saturating_mul(per_step));
         looks <= LIGHT_LOOKS
     }
 
@@ -468,8 +474,13 @@ impl Evaluator<'_> {
         let own = match e {
             Expr::MatrixSelector(ms) if ms.selector.at.is_some() => steps,
             Expr::MatrixSelector(ms) => {
-                // Smoothed and anchored windows reach a lookback delta further.
-                let reach = if ms.selector.anchoring.is_some() { self.opts.lookback_delta_ms } else { 0 };
+                // Anchored windows reach a lookback delta further back, smoothed ones
+                // also one forward.
+                let reach = match ms.selector.anchoring {
+                    Some(RangeAnchoring::Smoothed) => self.opts.lookback_delta_ms.saturating_mul(2),
+                    Some(RangeAnchoring::Anchored) => self.opts.lookback_delta_ms,
+                    None => 0,
+                };
                 let range = self.positive_ms(&ms.range, "range")?.saturating_add(reach);
                 usize::try_from(range / self.step).unwrap_or(usize::MAX).saturating_add(1)
             }
@@ -477,6 +488,11 @@ impl Evaluator<'_> {
         };
         e.children().try_fold(own, |most, c| Ok(most.max(self.windows_per_sample(c, steps)?)))
     }
+}
+
+/// How many nodes `e` has, itself included.
+fn node_count(e: &Expr) -> usize {
+    e.children().fold(1, |n, c| n.saturating_add(node_count(c)))
 }
 
 /// Whether `e` holds a subquery, whose work grows with its steps rather than with the
@@ -1701,6 +1717,31 @@ mod tests {
         }
     }
 
+    /// A source that gives every series twice, as a broken one might.
+    struct Doubled(MemoryStore);
+
+    impl SampleSource for Doubled {
+        fn select(&self, sel: &Selection<'_>) -> Result<Vec<Series>, SourceError> {
+            let once = self.0.select(sel)?;
+            Ok(once.iter().chain(&once).cloned().collect())
+        }
+    }
+
+    /// The whole-query paths of range queries leave a series given twice to the step
+    /// path, which reports it.
+    #[test]
+    fn a_series_given_twice_is_an_error_in_range_queries_too() {
+        let mut store = MemoryStore::new();
+        for t in 0..40 {
+            store.append(&Labels::from_pairs([("__name__", "m"), ("x", "1")]), t * 15_000, 1.0);
+        }
+        let engine = Engine::default();
+        for q in ["m", "last_over_time(m[1m])"] {
+            let err = engine.range_query(&Doubled(store.clone()), q, 60_000, 300_000, 15_000).unwrap_err();
+            assert!(err.to_string().contains("same labelset"), "{q}: {err}");
+        }
+    }
+
     #[test]
     fn only_light_queries_run_in_place_with_an_offload() {
         let mut store = MemoryStore::new();
@@ -1724,12 +1765,15 @@ mod tests {
             work();
             OFFLOADED.set(false);
         });
-        let plain = Engine::default();
-        let engine = Engine::new(EngineOptions { offload: Some(offload), ..EngineOptions::default() });
+        // Every feature, for `smoothed`.
+        let options = EngineOptions { features: Features::all(), ..EngineOptions::default() };
+        let plain = Engine::new(options.clone());
+        let engine = Engine::new(EngineOptions { offload: Some(offload), ..options });
         // Query, range step (0: instant), whether the source bounds its selections, and
         // where the selection and the evaluation ran: `None` all in place, `Some(true)`
         // all offloaded, `Some(false)` selected in place and evaluated offloaded.
-        let cases: [(&str, i64, bool, Option<bool>); 12] = [
+        let many_nodes = format!("few_total{}", " + 1".repeat(110));
+        let cases: [(&str, i64, bool, Option<bool>); 15] = [
             ("sum(rate(few_total[1m]))", 0, true, None),
             ("few_total / on(i) few_total", 0, true, None),
             // 3 series, 41 samples each, 11 steps: 2 windows a sample.
@@ -1738,6 +1782,13 @@ mod tests {
             ("sum(rate(few_total[1m]))", 60_000, false, Some(true)),
             // 601 windows a sample: 73,923 looks at samples.
             ("sum(rate(few_total[10m]))", 1_000, true, Some(false)),
+            // 601 steps of 3 series and 221 nodes: 134,747 looks, 1,926 without the
+            // nodes.
+            (&many_nodes, 1_000, true, Some(false)),
+            // Smoothed windows reach a lookback delta both ways: 661 windows a sample
+            // (81,303 looks at samples), 361 without the reach forward (44,403).
+            ("sum(rate(few_total[1m] smoothed))", 1_000, true, Some(false)),
+            ("sum(rate(few_total[1m] smoothed))", 15_000, true, None),
             // 4,001 steps: 12,003 looks at series, and at 15 samples in every step's
             // window (60,015); the window alone would hold each in 401 steps' (6,015).
             ("sum(rate(few_total[1m] @ 600))", 150, true, Some(false)),

@@ -374,7 +374,8 @@ impl Evaluator<'_> {
 
     /// A range result from `series_of` the parts of `steps` (over the cores when
     /// `series` selected series make enough values), each part's series with their
-    /// positions in the selection; `None` when a part gives none.
+    /// positions in the selection; `None` when a part gives none, or when two series
+    /// are the same (a source gave one twice).
     fn whole_series<F>(
         &mut self,
         series: usize,
@@ -404,6 +405,10 @@ impl Evaluator<'_> {
         self.check_deadline()?;
         let mut out: Vec<Series> = by_position.into_iter().flatten().collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        // A source that gave a series twice: the step-by-step path says at which step.
+        if out.windows(2).any(|w| w[0].labels == w[1].labels) {
+            return Ok(None);
+        }
         Ok(Some(out))
     }
 
