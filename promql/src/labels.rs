@@ -141,6 +141,12 @@ impl Labels {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
+    /// The address of the shared set: the same for clones, different for any two sets
+    /// alive at once.
+    pub(crate) fn addr(&self) -> usize {
+        Arc::as_ptr(&self.0) as *const u8 as usize
+    }
+
     /// The empty label set.
     pub fn empty() -> Self {
         Labels::default()

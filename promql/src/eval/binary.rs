@@ -2,7 +2,7 @@
 //! (one-to-one, many-to-one, one-to-many) and the set operators.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::{exec_error, EResult, EvalError, Evaluator, S, V};
 use crate::ast::{BinaryExpr, BinaryOp, GroupSide, VectorMatching};
@@ -61,6 +61,33 @@ fn signature(labels: &Labels, matching: Option<&VectorMatching>) -> Labels {
     }
 }
 
+/// The labels a vector-vector operation derives, kept over the steps of a range query
+/// (series mostly keep their label sets from one step to the next): each label set's
+/// match signature, and the result's labels for each pair of label sets matched. Keyed
+/// by the sets' addresses; the memo holds the sets, so that no other set can take an
+/// address while it is kept. The results keep their addresses from step to step too,
+/// which spares the range result a lookup by labels.
+#[derive(Default)]
+pub(super) struct JoinLabels {
+    signatures: HashMap<usize, (Labels, Labels)>,
+    results: HashMap<(usize, usize), (Labels, Labels, Labels)>,
+}
+
+/// [`signature`], through the memo when there is one.
+fn signature_in(
+    memo: &mut Option<&mut JoinLabels>,
+    labels: &Labels,
+    matching: Option<&VectorMatching>,
+) -> Labels {
+    match memo {
+        Some(memo) => {
+            let entry = memo.signatures.entry(labels.addr());
+            entry.or_insert_with(|| (labels.clone(), signature(labels, matching))).1.clone()
+        }
+        None => signature(labels, matching),
+    }
+}
+
 impl Evaluator<'_> {
     pub(super) fn binary(&mut self, b: &BinaryExpr, t: Timestamp) -> EResult<V> {
         if matches!(b.op, BinaryOp::TrimUpper | BinaryOp::TrimLower) {
@@ -103,7 +130,24 @@ impl Evaluator<'_> {
         out
     }
 
-    fn vector_vector(&self, b: &BinaryExpr, lhs: Vec<S>, rhs: Vec<S>) -> EResult<Vec<S>> {
+    fn vector_vector(&mut self, b: &BinaryExpr, lhs: Vec<S>, rhs: Vec<S>) -> EResult<Vec<S>> {
+        // Worth keeping only where there are further steps.
+        let key = super::sliding::node_key(b);
+        let mut memo = (self.grid_step != 0).then(|| self.join_labels.remove(&key).unwrap_or_default());
+        let out = self.join(b, lhs, rhs, memo.as_mut());
+        if let Some(memo) = memo {
+            self.join_labels.insert(key, memo);
+        }
+        out
+    }
+
+    fn join(
+        &self,
+        b: &BinaryExpr,
+        lhs: Vec<S>,
+        rhs: Vec<S>,
+        mut memo: Option<&mut JoinLabels>,
+    ) -> EResult<Vec<S>> {
         let matching = b.matching.as_ref();
         let group = matching.and_then(|m| m.group.as_ref());
         let one_to_many = matches!(group, Some((GroupSide::Right, _)));
@@ -122,7 +166,7 @@ impl Evaluator<'_> {
         // The "one" side's signatures in input order, for filling a missing "many" side.
         let mut one_sigs: Vec<Labels> = Vec::new();
         for s in &one {
-            let sig = signature(&s.labels, matching);
+            let sig = signature_in(&mut memo, &s.labels, matching);
             if let Some(dup) = one_by_sig.get(&sig) {
                 let side = if one_to_many { "left" } else { "right" };
                 let (a, c) = sorted_pair(&s.labels, &dup.labels);
@@ -138,7 +182,7 @@ impl Evaluator<'_> {
         let mut join =
             Join { b, matching, group, one_to_many, matched: LabelsMap::default(), out: Vec::new() };
         for ms in &many {
-            let sig = signature(&ms.labels, matching);
+            let sig = signature_in(&mut memo, &ms.labels, matching);
             let filled;
             let os = match one_by_sig.get(&sig) {
                 Some(os) => *os,
@@ -149,7 +193,7 @@ impl Evaluator<'_> {
                     &filled
                 }
             };
-            join.pair(self, ms, os, sig)?;
+            join.pair(self, memo.as_deref_mut(), ms, os, sig)?;
         }
         if let Some(v) = many_fill {
             for sig in one_sigs {
@@ -158,7 +202,7 @@ impl Evaluator<'_> {
                 }
                 let Some(os) = one_by_sig.get(&sig) else { continue };
                 let ms = S { labels: sig.clone(), v, t: os.t, drop_name: false };
-                join.pair(self, &ms, os, sig)?;
+                join.pair(self, memo.as_deref_mut(), &ms, os, sig)?;
             }
         }
         Ok(join.out)
@@ -178,38 +222,28 @@ struct Join<'a> {
 
 impl Join<'_> {
     /// Combines a "many" side element with its "one" side match of signature `sig`.
-    fn pair(&mut self, ev: &Evaluator<'_>, ms: &S, os: &S, sig: Labels) -> EResult<()> {
-        let (b, matching, group) = (self.b, self.matching, self.group);
+    fn pair(
+        &mut self,
+        ev: &Evaluator<'_>,
+        memo: Option<&mut JoinLabels>,
+        ms: &S,
+        os: &S,
+        sig: Labels,
+    ) -> EResult<()> {
+        let (b, group) = (self.b, self.group);
         let (l, r) = if self.one_to_many { (os.v, ms.v) } else { (ms.v, os.v) };
         let value = elem(b.op, l, r, b.return_bool);
         let arithmetic = !b.op.is_comparison();
-        let mut labels = ms.labels.clone();
-        if arithmetic {
-            labels = labels.without_metric_name();
-        }
-        match group {
-            None => {
-                labels = match matching {
-                    // The signature is the many side's `on` labels: those of the result
-                    // too, unless the name is among them and the operator drops it.
-                    Some(m)
-                        if m.on
-                            && !(arithmetic
-                                && m.labels.iter().any(|l| NAME_LABELS.contains(&l.as_str()))) =>
-                    {
-                        sig.clone()
-                    }
-                    Some(m) if m.on => labels.keep(&m.labels.iter().map(String::as_str).collect::<Vec<_>>()),
-                    Some(m) => labels.without(&m.labels.iter().map(String::as_str).collect::<Vec<_>>()),
-                    None => labels,
-                };
+        let labels = match memo {
+            Some(memo) => {
+                let entry = memo.results.entry((ms.labels.addr(), os.labels.addr()));
+                let kept = entry.or_insert_with(|| {
+                    (ms.labels.clone(), os.labels.clone(), self.result_labels(&ms.labels, &os.labels, &sig))
+                });
+                kept.2.clone()
             }
-            Some((_, include)) => {
-                for name in include {
-                    labels = labels.with(name, os.labels.get(name).unwrap_or(""));
-                }
-            }
-        }
+            None => self.result_labels(&ms.labels, &os.labels, &sig),
+        };
         if group.is_none() {
             // One-to-one: a second match of the group is an error; an empty set marks
             // the first without allocating.
@@ -234,6 +268,41 @@ impl Join<'_> {
         let s = S { labels, v: value, t: ms.t, drop_name: ms.drop_name && !arithmetic };
         self.out.push(if b.return_bool { ev.drop_name(s) } else { s });
         Ok(())
+    }
+
+    /// The labels of the result of matching `many` (the "many" side's labels) with
+    /// `one` (the "one" side's), of signature `sig`.
+    fn result_labels(&self, many: &Labels, one: &Labels, sig: &Labels) -> Labels {
+        let (b, matching, group) = (self.b, self.matching, self.group);
+        let arithmetic = !b.op.is_comparison();
+        let mut labels = many.clone();
+        if arithmetic {
+            labels = labels.without_metric_name();
+        }
+        match group {
+            None => {
+                labels = match matching {
+                    // The signature is the many side's `on` labels: those of the result
+                    // too, unless the name is among them and the operator drops it.
+                    Some(m)
+                        if m.on
+                            && !(arithmetic
+                                && m.labels.iter().any(|l| NAME_LABELS.contains(&l.as_str()))) =>
+                    {
+                        sig.clone()
+                    }
+                    Some(m) if m.on => labels.keep(&m.labels.iter().map(String::as_str).collect::<Vec<_>>()),
+                    Some(m) => labels.without(&m.labels.iter().map(String::as_str).collect::<Vec<_>>()),
+                    None => labels,
+                };
+            }
+            Some((_, include)) => {
+                for name in include {
+                    labels = labels.with(name, one.get(name).unwrap_or(""));
+                }
+            }
+        }
+        labels
     }
 }
 

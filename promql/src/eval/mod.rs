@@ -384,6 +384,7 @@ impl Engine {
             group_plans: HashMap::new(),
             bucket_plans: HashMap::new(),
             distinct: HashMap::new(),
+            join_labels: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.opts.timeout.map(|t| Instant::now() + t),
             samples_selected: 0,
@@ -660,6 +661,8 @@ struct Evaluator<'a> {
     /// The same for the bucket grouping of `histogram_quantile` and
     /// `histogram_fraction`, by argument node.
     bucket_plans: HashMap<usize, functions::BucketPlan>,
+    /// Per vector-vector operation, the labels it derived at earlier steps.
+    join_labels: HashMap<usize, binary::JoinLabels>,
     /// Per node (`usize::MAX`: the query's result), the label sets of its output last
     /// found distinct, with whether each name goes at the end ([`check_distinct`]).
     ///
@@ -970,6 +973,7 @@ impl<'a> Evaluator<'a> {
             group_plans: HashMap::new(),
             bucket_plans: HashMap::new(),
             distinct: HashMap::new(),
+            join_labels: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.deadline,
             samples_selected: self.samples_selected,
@@ -1370,6 +1374,99 @@ mod tests {
     use super::*;
     use crate::storage::MemoryStore;
 
+    /// A range result's samples at step `t`, by labels, values by bit pattern.
+    fn range_step(m: &[Series], t: Timestamp) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = m
+            .iter()
+            .filter_map(|s| s.points.iter().find(|p| p.t == t).map(|p| (s.labels.to_string(), p.v.to_bits())))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// An instant result's samples, as [`range_step`] gives a step's.
+    fn instant_step(v: &[Sample]) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = v.iter().map(|s| (s.labels.to_string(), s.v.to_bits())).collect();
+        out.sort();
+        out
+    }
+
+    /// Vector matching keeps each label set's signature and each pair's result labels
+    /// over a range query's steps; each step must still equal the instant query at its
+    /// time, with series that start, stop and come back, and with errors (a duplicate
+    /// match group that exists only at some steps) at the same steps.
+    #[test]
+    fn vector_matching_over_steps_equals_instant_queries() {
+        let mut st = MemoryStore::new();
+        for (name, pods, from, to) in
+            [("req", 3, 0, 40), ("lim", 2, 5, 30), ("lim", 3, 32, 40), ("info", 2, 0, 40), ("dup", 1, 20, 25)]
+        {
+            for pod in 0..pods {
+                let pod = pod.to_string();
+                for code in ["200", "500"] {
+                    let labels = Labels::from_pairs([("__name__", name), ("pod", &pod), ("code", code)]);
+                    for i in from..=to {
+                        if (i + pod.len() as i64 * 3) % 7 == 0 {
+                            continue;
+                        }
+                        st.append(&labels, i * 15_000, (i * 3 + 1) as f64);
+                    }
+                }
+            }
+        }
+        // Each pod's build changes version at 330 s (the old series ends with a stale
+        // marker just after 315 s): the same `req` series then matches another `build`
+        // series.
+        for pod in 0..3 {
+            let pod = pod.to_string();
+            for (ver, from, to) in [("1", 0, 21), ("2", 22, 40)] {
+                let labels = Labels::from_pairs([("__name__", "build"), ("pod", &pod), ("ver", ver)]);
+                for i in from..=to {
+                    let stale = ver == "1" && i == to;
+                    let v = if stale { f64::from_bits(crate::value::STALE_NAN_BITS) } else { 1.0 };
+                    st.append(&labels, i * 15_000 + if stale { 1 } else { 0 }, v);
+                }
+            }
+        }
+        // `dup` collides with `req` under `ignoring (__name__)` at 300–375 s.
+        let engine = Engine::new(EngineOptions { features: Features::all(), ..EngineOptions::default() });
+        // Each query and whether it fails (at some steps).
+        for (q, fails) in [
+            ("req / lim", false),
+            ("req / on (pod) group_left sum by (pod) (lim)", false),
+            ("sum by (pod) (lim) / on (pod) group_right req", false),
+            ("req > bool on (pod, code) lim", false),
+            ("req * on (pod, code) group_left info", false),
+            ("req * on (pod) group_left (ver) build", false),
+            ("build * on (pod) group_right (ver) req", false),
+            ("req + ignoring (code) group_left sum without (code) (lim)", false),
+            ("req / ignoring (__name__) {__name__=~\"lim|dup\"}", true),
+            ("req unless on (pod) lim", false),
+            ("rate(req[1m]) / on (pod, code) req", false),
+        ] {
+            let range = engine.range_query(&st, q, 0, 600_000, 15_000).map(|r| r.value);
+            assert_eq!(range.is_err(), fails, "{q}: {range:?}");
+            for t in (0..=600_000).step_by(15_000) {
+                let want = engine.instant_query(&st, q, t).map(|r| r.value);
+                let Ok(Value::Matrix(m)) = &range else {
+                    // The range query fails where some step's instant query fails.
+                    continue;
+                };
+                let Ok(Value::Vector(want)) = want else {
+                    panic!("{q} at {t}: {want:?} but the range query succeeded")
+                };
+                assert_eq!(range_step(m, t), instant_step(&want), "{q} at {t}");
+            }
+            if let Err(e) = &range {
+                let failing = (0..=600_000)
+                    .step_by(15_000)
+                    .filter(|&t| engine.instant_query(&st, q, t).is_err())
+                    .count();
+                assert!(failing > 0, "{q}: the range query failed ({e}) but no step does");
+            }
+        }
+    }
+
     /// Range queries reuse a step's bucket grouping at the next; each step must still
     /// equal the instant query at its time, also where an `le` is malformed for a while.
     #[test]
@@ -1403,18 +1500,7 @@ mod tests {
                 let Value::Vector(want) = engine.instant_query(&st, q, t).unwrap().value else {
                     panic!("{q}")
                 };
-                let got: Vec<(String, u64)> = m
-                    .iter()
-                    .filter_map(|s| {
-                        s.points.iter().find(|p| p.t == t).map(|p| (s.labels.to_string(), p.v.to_bits()))
-                    })
-                    .collect();
-                let mut want: Vec<(String, u64)> =
-                    want.iter().map(|s| (s.labels.to_string(), s.v.to_bits())).collect();
-                want.sort();
-                let mut got = got;
-                got.sort();
-                assert_eq!(got, want, "{q} at {t}");
+                assert_eq!(range_step(&m, t), instant_step(&want), "{q} at {t}");
             }
         }
     }
