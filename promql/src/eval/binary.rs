@@ -69,9 +69,35 @@ fn signature(labels: &Labels, matching: Option<&VectorMatching>) -> Labels {
 /// which spares the range result a lookup by labels.
 #[derive(Default)]
 pub(super) struct JoinLabels {
-    signatures: HashMap<usize, (Labels, Labels)>,
-    results: HashMap<(usize, usize), (Labels, Labels, Labels)>,
+    signatures: HashMap<usize, (Labels, Labels), AddrHashing>,
+    results: HashMap<(usize, usize), (Labels, Labels, Labels), AddrHashing>,
 }
+
+/// Hashes the addresses [`JoinLabels`] is keyed by: a multiply, and the high bits
+/// folded into the low ones the table indexes by (aligned addresses end in zeros).
+/// Addresses are the process's own, not input, so no per-process keys are needed.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl std::hash::Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        bytes.iter().for_each(|&b| self.write_u64(u64::from(b)));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(17) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+type AddrHashing = std::hash::BuildHasherDefault<AddrHasher>;
 
 /// [`signature`], through the memo when there is one.
 fn signature_in(
@@ -179,8 +205,8 @@ impl Evaluator<'_> {
             }
             one_by_sig.insert(sig, s);
         }
-        let mut join =
-            Join { b, matching, group, one_to_many, matched: LabelsMap::default(), out: Vec::new() };
+        let matched = LabelsMap::with_capacity_and_hasher(many.len(), Default::default());
+        let mut join = Join { b, matching, group, one_to_many, matched, out: Vec::with_capacity(many.len()) };
         for ms in &many {
             let sig = signature_in(&mut memo, &ms.labels, matching);
             let filled;
