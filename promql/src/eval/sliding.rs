@@ -457,23 +457,6 @@ impl Evaluator<'_> {
         Ok(true)
     }
 
-    /// The values of an aggregation's input at each of `steps` ([`slide_each`] or
-    /// [`latest_each`]); false, and nothing emitted, when it cannot be computed so.
-    ///
-    /// [`slide_each`]: Self::slide_each
-    /// [`latest_each`]: Self::latest_each
-    pub(super) fn input_each(
-        &mut self,
-        input: Input<'_>,
-        steps: &[Timestamp],
-        mut emit: impl FnMut(&SlidSeries<'_>, usize, f64),
-    ) -> EResult<bool> {
-        match input {
-            Input::Call(c) => self.slide_each(c, steps, emit),
-            Input::Selector(vs) => self.latest_each(vs, steps, |s, i, p| emit(s, i, p.v)),
-        }
-    }
-
     /// The series of a sliding call over `steps`, each with its position in the
     /// selection; `None` when `c` cannot slide.
     fn slide_series(&mut self, c: &Call, steps: &[Timestamp]) -> EResult<Option<Positioned>> {
