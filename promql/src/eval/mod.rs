@@ -985,16 +985,16 @@ impl<'a> Evaluator<'a> {
 
     /// Applies delayed name removal and rejects duplicate label sets.
     fn finish_vector(&mut self, v: Vec<S>, t: Timestamp) -> EResult<Vec<Sample>> {
-        let out: Vec<S> = v
+        let out: Vec<Sample> = v
             .into_iter()
-            .map(|s| S {
+            .map(|s| Sample {
                 labels: if s.drop_name { s.labels.without_metric_name() } else { s.labels },
-                drop_name: false,
-                ..s
+                t,
+                v: s.v,
             })
             .collect();
-        self.check_distinct(usize::MAX, &out)?;
-        Ok(out.into_iter().map(|s| Sample { labels: s.labels, t, v: s.v }).collect())
+        self.check_distinct_sets(usize::MAX, out.iter().map(|s| (&s.labels, false)))?;
+        Ok(out)
     }
 
     /// [`check_duplicates`] of the output `v` of the node with key `node`, remembering
@@ -1003,21 +1003,29 @@ impl<'a> Evaluator<'a> {
     /// need no second look. Hashing each step's label sets twice (the product's and the
     /// result's) was a sixth of `m * 2` over an hour's steps.
     pub(crate) fn check_distinct(&mut self, node: usize, v: &[S]) -> EResult<()> {
-        if v.len() < 2 {
+        let delayed = self.delayed;
+        self.check_distinct_sets(node, v.iter().map(|s| (&s.labels, delayed && s.drop_name)))
+    }
+
+    /// [`check_distinct`](Self::check_distinct) of label sets, each with whether its
+    /// name goes at the end.
+    fn check_distinct_sets<'s, I>(&mut self, node: usize, sets: I) -> EResult<()>
+    where
+        I: ExactSizeIterator<Item = (&'s Labels, bool)> + Clone,
+    {
+        if sets.len() < 2 {
             return Ok(());
         }
-        let delayed = self.delayed;
         let seen_before = |seen: &Vec<(Labels, bool)>| {
-            seen.len() == v.len()
-                && seen.iter().zip(v).all(|((l, d), s)| l.ptr_eq(&s.labels) && *d == (delayed && s.drop_name))
+            seen.len() == sets.len()
+                && seen.iter().zip(sets.clone()).all(|((l, d), (s, e))| l.ptr_eq(s) && *d == e)
         };
         if self.distinct.get(&node).is_some_and(seen_before) {
             return Ok(());
         }
-        check_duplicates(v, delayed)?;
+        check_sets(sets.clone())?;
         if self.grid_step != 0 {
-            self.distinct
-                .insert(node, v.iter().map(|s| (s.labels.clone(), delayed && s.drop_name)).collect());
+            self.distinct.insert(node, sets.map(|(l, d)| (l.clone(), d)).collect());
         }
         Ok(())
     }
@@ -1352,13 +1360,19 @@ fn push_point(points: &mut Points, p: Point) {
 /// In non-delayed mode, two samples with the same labels in one step's output is an
 /// error; in delayed mode the check waits until names are removed at the end.
 pub(crate) fn check_duplicates(v: &[S], delayed: bool) -> EResult<()> {
-    if v.len() < 2 {
+    check_sets(v.iter().map(|s| (&s.labels, delayed && s.drop_name)))
+}
+
+/// An error when two of `sets` (label sets, each with whether its name goes at the end)
+/// are the same.
+fn check_sets<'s>(sets: impl ExactSizeIterator<Item = (&'s Labels, bool)>) -> EResult<()> {
+    if sets.len() < 2 {
         return Ok(());
     }
     let mut seen: std::collections::HashSet<_, LabelsHashing> =
-        std::collections::HashSet::with_capacity_and_hasher(v.len(), Default::default());
-    for s in v {
-        if !seen.insert((&s.labels, delayed && s.drop_name)) {
+        std::collections::HashSet::with_capacity_and_hasher(sets.len(), Default::default());
+    for set in sets {
+        if !seen.insert(set) {
             return exec_error("vector cannot contain metrics with the same labelset");
         }
     }
