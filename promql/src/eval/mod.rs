@@ -1076,7 +1076,7 @@ impl<'a> Evaluator<'a> {
                 V::Scalar(v) if u.op == UnaryOp::Neg => Ok(V::Scalar(-v)),
                 V::Vector(v) if u.op == UnaryOp::Neg => {
                     let out: Vec<S> = v.into_iter().map(|s| self.drop_name(S { v: -s.v, ..s })).collect();
-                    check_duplicates(&out, self.delayed)?;
+                    self.check_distinct(sliding::node_key(u), &out)?;
                     Ok(V::Vector(out))
                 }
                 v => Ok(v),
