@@ -4,6 +4,7 @@
 //! - `rejects`: inputs Prometheus refuses, with message and position;
 //! - `roundtrip`: `parse(print(e)) == e` for generated trees and for the corpus;
 //! - `nesting`: hostile depth gives an error, never a stack overflow;
+//! - `steps`: range queries of generated queries equal their instant queries;
 //! - `prometheus` (feature `http`): local evaluation over samples fetched from a real
 //!   Prometheus equals its own answers;
 //! - `scrape` (feature `scrape`): scraping a test server and Prometheus' own `/metrics`.
@@ -20,3 +21,4 @@ mod rejects;
 mod roundtrip;
 #[cfg(feature = "scrape")]
 mod scrape;
+mod steps;
