@@ -258,9 +258,7 @@ impl Join<'_> {
     ) -> EResult<()> {
         let (b, group) = (self.b, self.group);
         let (l, r) = if self.one_to_many { (os.v, ms.v) } else { (ms.v, os.v) };
-        // A comparison that drops the pair leaves no trace: as in Prometheus, only kept
-        // results count as matches of their group.
-        let Some(value) = elem(b.op, l, r, b.return_bool) else { return Ok(()) };
+        let value = elem(b.op, l, r, b.return_bool);
         let arithmetic = !b.op.is_comparison();
         let labels = match memo {
             Some(memo) => {
@@ -292,6 +290,7 @@ impl Join<'_> {
             }
             inserted.insert(labels.clone());
         }
+        let Some(value) = value else { return Ok(()) };
         let s = S { labels, v: value, t: ms.t, drop_name: ms.drop_name && !arithmetic };
         self.out.push(if b.return_bool { ev.drop_name(s) } else { s });
         Ok(())
