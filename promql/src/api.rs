@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Number, Value as Json};
 
-use crate::eval::kernels::{go_format_float, write_go_float};
+use crate::eval::kernels::{go_format_float, write_api_float, write_go_float};
 use crate::labels::Labels;
 use crate::value::{Point, Series, Timestamp, Value};
 
@@ -22,8 +22,16 @@ fn metric(labels: &Labels) -> Json {
     Json::Object(map)
 }
 
+/// A scalar's `[time, "value"]`: the value in plain decimals.
 fn point(t: Timestamp, v: f64) -> Json {
     json!([time(t), go_format_float(v)])
+}
+
+/// A vector's or matrix's `[time, "value"]`: the value as [`write_api_float`] spells it.
+fn sample_point(t: Timestamp, v: f64) -> Json {
+    let mut text = String::new();
+    write_api_float(&mut text, v);
+    json!([time(t), text])
 }
 
 /// The `data` object for a value: `{"resultType": …, "result": …}`.
@@ -44,7 +52,7 @@ pub fn data_json(value: &Value) -> Json {
         Value::Vector(samples) => {
             let result: Vec<Json> = samples
                 .iter()
-                .map(|s| json!({"metric": metric(&s.labels), "value": point(s.t, s.v)}))
+                .map(|s| json!({"metric": metric(&s.labels), "value": sample_point(s.t, s.v)}))
                 .collect();
             json!({"resultType": "vector", "result": result})
         }
@@ -52,7 +60,7 @@ pub fn data_json(value: &Value) -> Json {
             let result: Vec<Json> = series
                 .iter()
                 .map(|s| {
-                    let values: Vec<Json> = s.points.iter().map(|p| point(p.t, p.v)).collect();
+                    let values: Vec<Json> = s.points.iter().map(|p| sample_point(p.t, p.v)).collect();
                     json!({"metric": metric(&s.labels), "values": values})
                 })
                 .collect();
@@ -181,7 +189,7 @@ fn write_one_series(out: &mut String, s: &Series, times: &TimeTexts<'_>) {
                 at += 1;
             }
             match times.text_of(at, p.t) {
-                Some(text) => write_value(out, p.t, p.v, |out, _| out.push_str(text)),
+                Some(text) => write_value(out, p.t, p.v, |out, _| out.push_str(text), write_api_float),
                 None => write_sample(out, p.t, p.v),
             }
         });
@@ -283,21 +291,30 @@ fn write_sample_time(out: &mut String, ms: Timestamp) {
     }
 }
 
+/// A scalar's point: its value in plain decimals, as Prometheus writes scalars.
 fn write_point(out: &mut String, t: Timestamp, v: f64) {
-    write_value(out, t, v, write_time);
+    write_value(out, t, v, write_time, write_go_float);
 }
 
+/// A vector's or matrix's point.
 fn write_sample(out: &mut String, t: Timestamp, v: f64) {
-    write_value(out, t, v, write_sample_time);
+    write_value(out, t, v, write_sample_time, write_api_float);
 }
 
 /// `[<time>,"<value>"]`.
-fn write_value(out: &mut String, t: Timestamp, v: f64, time: impl FnOnce(&mut String, Timestamp)) {
+#[inline(always)]
+fn write_value(
+    out: &mut String,
+    t: Timestamp,
+    v: f64,
+    time: impl FnOnce(&mut String, Timestamp),
+    value: impl FnOnce(&mut String, f64),
+) {
     out.push('[');
     time(out, t);
     out.push_str(",\"");
-    // Digits, signs, `.`, `NaN`, `Inf`: nothing to escape.
-    write_go_float(out, v);
+    // Digits, signs, `.`, `e`, `NaN`, `Inf`: nothing to escape.
+    value(out, v);
     out.push_str("\"]");
 }
 
@@ -314,7 +331,51 @@ fn write_metric(out: &mut String, labels: &Labels) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::{Sample, Series};
+    use crate::value::{Point, Sample, Series};
+
+    #[test]
+    fn values_are_spelt_as_prometheus_spells_them() {
+        let text = |v: &Value| {
+            let mut out = String::new();
+            write_data_json(v, &mut out);
+            assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap(), data_json(v));
+            out
+        };
+        let vector = |v| text(&Value::Vector(vec![Sample { labels: Labels::empty(), t: 0, v }]));
+        let matrix = |v| {
+            let s = Series { labels: Labels::empty(), points: vec![Point { t: 0, v }] };
+            text(&Value::Matrix(vec![s]))
+        };
+        // Answers of Prometheus 2.42 to `vector(x)` and `x`: samples' values in Go's `e`
+        // form below 1e-6 and from 1e21 on, scalars' always in plain decimals.
+        for (v, want) in [
+            (1e30, "1e+30"),
+            (1e21, "1e+21"),
+            (9.99e20, "999000000000000000000"),
+            (-2e-7, "-2e-07"),
+            (1e-6, "0.000001"),
+            (5.132953051951532e23, "5.132953051951532e+23"),
+            (2.1385062609624583e-9, "2.1385062609624583e-09"),
+            (1e-300, "1e-300"),
+            (f64::MIN_POSITIVE / 4.0, "5.562684646268003e-309"),
+            (-0.0, "-0"),
+            (0.0, "0"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ] {
+            assert_eq!(
+                vector(v),
+                format!(r#"{{"resultType":"vector","result":[{{"metric":{{}},"value":[0,"{want}"]}}]}}"#)
+            );
+            assert_eq!(
+                matrix(v),
+                format!(r#"{{"resultType":"matrix","result":[{{"metric":{{}},"values":[[0,"{want}"]]}}]}}"#)
+            );
+        }
+        let scalar = text(&Value::Scalar { t: 0, v: 1e30 });
+        assert_eq!(scalar, r#"{"resultType":"scalar","result":[0,"1000000000000000000000000000000"]}"#);
+        let scalar = text(&Value::Scalar { t: 0, v: 1e-9 });
+        assert_eq!(scalar, r#"{"resultType":"scalar","result":[0,"0.000000001"]}"#);
+    }
 
     #[test]
     fn times_are_spelt_as_prometheus_spells_them() {

@@ -774,6 +774,13 @@ pub(crate) fn go_format_float(v: f64) -> String {
 /// `Display` picks the larger, so it cannot be used here. `zmij` takes about half
 /// Ryu's time, and a range query's answer is mostly floats.
 pub(crate) fn write_go_float(out: &mut String, v: f64) {
+    write_float::<false>(out, v);
+}
+
+/// [`write_go_float`], or [`write_api_float`] if `API`: the two differ only where
+/// `zmij` writes an exponent, off the path of ordinary values.
+#[inline(always)]
+fn write_float<const API: bool>(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");
     } else if v == f64::INFINITY {
@@ -793,14 +800,45 @@ pub(crate) fn write_go_float(out: &mut String, v: f64) {
             // Whole numbers in this range come with a `.0` that Go leaves out.
             out.push_str(text.strip_suffix(".0").unwrap_or(text));
         } else {
-            // Below 1e-5 or from 1e16 on, the text has an exponent and Go's does not.
+            // Below 1e-5 or from 1e16 on, the text has an exponent; Go's has one only
+            // in the API's form and only below 1e-6 or from 1e21 on.
             let (digits, point) = shortest_digits(text.strip_prefix('-').unwrap_or(text));
             if v.is_sign_negative() {
                 out.push('-');
             }
-            push_plain(out, &digits, point);
+            if API && (v.abs() < 1e-6 || v.abs() >= 1e21) {
+                push_exponent_form(out, &digits, point - 1);
+            } else {
+                push_plain(out, &digits, point);
+            }
         }
     }
+}
+
+/// A sample value as Prometheus' API writes it (`jsonutil.MarshalValue`): as
+/// [`write_go_float`], but with Go's `'e'` form (`1e+21`, `-2.5e-07`) below 1e-6 and
+/// from 1e21 on. Scalars' values keep the plain form, as Prometheus writes those
+/// through `strconv.FormatFloat(v, 'f', -1, 64)`.
+pub(crate) fn write_api_float(out: &mut String, v: f64) {
+    write_float::<true>(out, v);
+}
+
+/// `digits` as Go's `%e` of the shortest decimal, `x` the decimal exponent of their
+/// first: `d.ddde±XX`, the exponent of two digits at least.
+fn push_exponent_form(out: &mut String, digits: &str, x: i64) {
+    let (first, rest) = digits.split_at(1);
+    out.push_str(first);
+    if !rest.is_empty() {
+        out.push('.');
+        out.push_str(rest);
+    }
+    out.push('e');
+    out.push(if x < 0 { '-' } else { '+' });
+    let ax = x.unsigned_abs();
+    if ax < 10 {
+        out.push('0');
+    }
+    out.push_str(itoa::Buffer::new().format(ax));
 }
 
 /// Magnitudes that `zmij` writes without an exponent, whatever their digits. It writes
@@ -880,20 +918,7 @@ pub(crate) fn go_format_g(v: f64) -> String {
     }
     let x = dp - 1;
     if !(-4..6).contains(&x) {
-        // %e with nd-1 fraction digits (the digits are ASCII).
-        let (first, rest) = digits.split_at(1);
-        out.push_str(first);
-        if !rest.is_empty() {
-            out.push('.');
-            out.push_str(rest);
-        }
-        out.push('e');
-        out.push(if x < 0 { '-' } else { '+' });
-        let ax = x.unsigned_abs();
-        if ax < 10 {
-            out.push('0');
-        }
-        out.push_str(&ax.to_string());
+        push_exponent_form(&mut out, &digits, x);
     } else {
         // %f with max(nd - dp, 0) fraction digits.
         push_plain(&mut out, &digits, dp);
