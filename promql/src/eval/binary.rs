@@ -4,7 +4,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
-use super::{exec_error, EResult, EvalError, Evaluator, S, V};
+use super::{exec_error, gomath, EResult, EvalError, Evaluator, S, V};
 use crate::ast::{BinaryExpr, BinaryOp, GroupSide, VectorMatching};
 use crate::labels::{Labels, LabelsMap, NAME_LABELS};
 use crate::value::Timestamp;
@@ -17,8 +17,8 @@ pub(crate) fn arith(op: BinaryOp, l: f64, r: f64) -> f64 {
         BinaryOp::Mul => l * r,
         BinaryOp::Div => l / r,
         BinaryOp::Mod => l % r,
-        BinaryOp::Pow => l.powf(r),
-        BinaryOp::Atan2 => l.atan2(r),
+        BinaryOp::Pow => gomath::pow(l, r),
+        BinaryOp::Atan2 => gomath::atan2(l, r),
         _ => f64::NAN,
     }
 }

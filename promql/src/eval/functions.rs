@@ -2,6 +2,7 @@
 //! sorting, classic histograms, dates.
 
 use super::aggregate::GroupPlan;
+use super::gomath;
 use super::kernels::{self, Bucket};
 use super::{exec_error, AnnotationKind, Compat, EResult, EvalError, Evaluator, Matrix, S, V};
 use crate::ast::{Call, Expr, MatchOp, VectorSelector};
@@ -698,15 +699,15 @@ fn elementwise(name: &str) -> fn(f64) -> f64 {
         "floor" => f64::floor,
         "exp" => f64::exp,
         "sqrt" => f64::sqrt,
-        "ln" => f64::ln,
-        "log2" => f64::log2,
-        "log10" => f64::log10,
+        "ln" => gomath::log,
+        "log2" => gomath::log2,
+        "log10" => gomath::log10,
         "sin" => f64::sin,
         "cos" => f64::cos,
         "tan" => f64::tan,
-        "asin" => f64::asin,
-        "acos" => f64::acos,
-        "atan" => f64::atan,
+        "asin" => gomath::asin,
+        "acos" => gomath::acos,
+        "atan" => gomath::atan,
         "sinh" => f64::sinh,
         "cosh" => f64::cosh,
         "tanh" => f64::tanh,

@@ -9,6 +9,7 @@ mod aggregate;
 mod binary;
 mod extended;
 mod functions;
+mod gomath;
 mod info;
 pub(crate) mod kernels;
 mod sliding;
