@@ -202,7 +202,7 @@ fn vector() -> BoxedStrategy<String> {
                     };
                     format!("({a}) {op}{m} ({b})")
                 }),
-            (inner.clone(), pick(&["+", "*", "/", ">", "< bool", "atan2"]), scalar.clone())
+            (inner.clone(), pick(&["+", "*", "/", ">", "< bool", "atan2", "^"]), scalar.clone())
                 .prop_map(|(v, op, s)| format!("({v}) {op} ({s})")),
             (scalar.clone(), pick(&["-", "/", ">=", "== bool"]), inner.clone())
                 .prop_map(|(s, op, v)| format!("({s}) {op} ({v})")),
@@ -221,7 +221,11 @@ fn vector() -> BoxedStrategy<String> {
                     "sort",
                     "sort_desc",
                     "absent",
-                    "-"
+                    "-",
+                    "sin",
+                    "tanh",
+                    "asinh",
+                    "log10"
                 ]),
                 inner.clone()
             )
