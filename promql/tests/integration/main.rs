@@ -6,7 +6,7 @@
 //! - `nesting`: hostile depth gives an error, never a stack overflow;
 //! - `steps`: range queries of generated queries equal their instant queries;
 //! - `prometheus` (feature `http`): local evaluation over samples fetched from a real
-//!   Prometheus equals its own answers;
+//!   Prometheus equals its own answers, for the Istio queries and for generated ones;
 //! - `scrape` (feature `scrape`): scraping a test server and Prometheus' own `/metrics`.
 
 // Tests fail loudly: unwrapping is the point.

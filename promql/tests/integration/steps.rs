@@ -53,7 +53,7 @@ fn store() -> MemoryStore {
 
 // ---- generators of well-typed queries over the store ----
 
-fn pick(items: &[&'static str]) -> BoxedStrategy<String> {
+pub(crate) fn pick(items: &[&'static str]) -> BoxedStrategy<String> {
     prop::sample::select(items.to_vec()).prop_map(str::to_owned).boxed()
 }
 
@@ -77,32 +77,37 @@ fn range() -> BoxedStrategy<String> {
     pick(&["30s", "1m", "47s", "2m30s", "5m", "1m1ms"])
 }
 
+/// Range functions that Prometheus 2.42 and 3 both have and compute alike.
+pub(crate) const RANGE_FUNCTIONS: [&str; 16] = [
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "idelta",
+    "deriv",
+    "avg_over_time",
+    "sum_over_time",
+    "min_over_time",
+    "max_over_time",
+    "count_over_time",
+    "last_over_time",
+    "present_over_time",
+    "changes",
+    "resets",
+    "absent_over_time",
+];
+
 fn range_function() -> BoxedStrategy<String> {
-    let f = pick(&[
-        "rate",
-        "irate",
-        "increase",
-        "delta",
-        "idelta",
-        "deriv",
-        "avg_over_time",
-        "sum_over_time",
-        "min_over_time",
-        "max_over_time",
-        "count_over_time",
-        "last_over_time",
+    let more = [
         "stddev_over_time",
         "stdvar_over_time",
-        "present_over_time",
-        "changes",
-        "resets",
-        "absent_over_time",
         // Experimental (the engine with all features only).
         "mad_over_time",
         "first_over_time",
         "ts_of_max_over_time",
         "ts_of_last_over_time",
-    ]);
+    ];
+    let f = pick(&[&RANGE_FUNCTIONS[..], &more[..]].concat());
     // `anchored` and `smoothed` (experimental) take `rate`, `increase`, `delta` only.
     let modifier = pick(&["", "", "", " offset 1m", " @ 900", " anchored", " smoothed"]);
     prop_oneof![
