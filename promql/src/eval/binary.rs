@@ -23,6 +23,12 @@ pub(crate) fn arith(op: BinaryOp, l: f64, r: f64) -> f64 {
     }
 }
 
+/// The operators [`arith`] computes.
+pub(super) fn is_arithmetic(op: BinaryOp) -> bool {
+    use BinaryOp::*;
+    matches!(op, Add | Sub | Mul | Div | Mod | Pow | Atan2)
+}
+
 fn compare(op: BinaryOp, l: f64, r: f64) -> bool {
     match op {
         BinaryOp::Eql => l == r,
@@ -37,7 +43,7 @@ fn compare(op: BinaryOp, l: f64, r: f64) -> bool {
 
 /// The value of `l op r`, or `None` when a comparison filters the element out.
 /// A comparison keeps the left value.
-fn elem(op: BinaryOp, l: f64, r: f64, return_bool: bool) -> Option<f64> {
+pub(super) fn elem(op: BinaryOp, l: f64, r: f64, return_bool: bool) -> Option<f64> {
     if op.is_comparison() {
         let keep = compare(op, l, r);
         return if return_bool { Some(if keep { 1.0 } else { 0.0 }) } else { keep.then_some(l) };

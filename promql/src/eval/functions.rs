@@ -167,9 +167,7 @@ impl Evaluator<'_> {
                     self.math(c, t, f)?
                 }
             }
-            "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sin" | "cos" | "tan"
-            | "asin" | "acos" | "atan" | "sinh" | "cosh" | "tanh" | "asinh" | "acosh" | "atanh" | "deg"
-            | "rad" | "sgn" => {
+            name if ELEMENTWISE.contains(&name) => {
                 let f = elementwise(name);
                 self.math(c, t, f)?
             }
@@ -690,6 +688,17 @@ fn openmetrics_float(v: f64) -> String {
     } else {
         s
     }
+}
+
+/// The functions of one vector that map each value alone and drop the metric name.
+const ELEMENTWISE: [&str; 23] = [
+    "abs", "ceil", "floor", "exp", "sqrt", "ln", "log2", "log10", "sin", "cos", "tan", "asin", "acos",
+    "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "deg", "rad", "sgn",
+];
+
+/// What `c` does to each value, if it is one of the [`ELEMENTWISE`] functions.
+pub(super) fn elementwise_call(c: &Call) -> Option<fn(f64) -> f64> {
+    (c.args.len() == 1 && ELEMENTWISE.contains(&c.func.name)).then(|| elementwise(c.func.name))
 }
 
 fn elementwise(name: &str) -> fn(f64) -> f64 {

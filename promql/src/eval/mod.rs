@@ -880,13 +880,7 @@ impl<'a> Evaluator<'a> {
     fn range(&mut self, expr: &Expr) -> EResult<Value> {
         let steps: Vec<Timestamp> =
             (0..).map(|i| self.start + i * self.step).take_while(|&t| t <= self.end).collect();
-        let whole = match expr.unparen() {
-            Expr::Call(c) => self.sliding_range_result(c, &steps)?,
-            Expr::Aggregate(a) => self.fused_range_result(a, &steps)?,
-            Expr::VectorSelector(vs) => self.selector_range_result(vs, &steps)?,
-            _ => None,
-        };
-        if let Some(series) = whole {
+        if let Some(series) = self.whole_range_result(expr, &steps)? {
             return Ok(Value::Matrix(series));
         }
         let results = self.eval_steps(expr, &steps, self.step, &|ev: &mut Evaluator<'a>, t, v| match v {

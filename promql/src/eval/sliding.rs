@@ -8,10 +8,19 @@
 
 use super::kernels::{self, CounterKind};
 use super::{Compat, EResult, Evaluator, S};
-use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector, VectorSelector};
+use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector, UnaryOp, VectorSelector};
 use crate::labels::{Labels, LabelsHashing, LabelsMap};
 use crate::storage::partition_point_near;
 use crate::value::{is_stale_marker, Point, Series, Timestamp};
+
+/// The value of a number literal, negated or not, in parentheses or not.
+fn number(e: &Expr) -> Option<f64> {
+    match e.unparen() {
+        Expr::Number(n) => Some(n.value),
+        Expr::Unary(u) if u.op == UnaryOp::Neg => number(&u.expr).map(|v| -v),
+        _ => None,
+    }
+}
 
 /// How many windows (series × steps) a range query that is a sliding call (or a fused
 /// aggregation of one) needs before it is split over the cores: about a millisecond of
@@ -370,6 +379,77 @@ impl Evaluator<'_> {
             let found = ev.latest_each(vs, part, |s, i, p| append_value(&mut out, s, part, i, p.v))?;
             Ok(found.then_some(out))
         })
+    }
+
+    /// The whole result of a range query of `expr` by one of the series-by-series paths:
+    /// a sliding call, a fused aggregation, a plain selector, or an operation on each
+    /// value of one of those (with a number, a negation, a function such as `abs`).
+    /// `None` where none applies: the step-by-step path answers.
+    pub(super) fn whole_range_result(
+        &mut self,
+        expr: &Expr,
+        steps: &[Timestamp],
+    ) -> EResult<Option<Vec<Series>>> {
+        match expr.unparen() {
+            Expr::Call(c) => match self.sliding_range_result(c, steps)? {
+                Some(series) => Ok(Some(series)),
+                None => match super::functions::elementwise_call(c) {
+                    Some(f) => self.each_value(&c.args[0], steps, true, |v| Some(f(v))),
+                    None => Ok(None),
+                },
+            },
+            Expr::Aggregate(a) => self.fused_range_result(a, steps),
+            Expr::VectorSelector(vs) => self.selector_range_result(vs, steps),
+            Expr::Unary(u) if u.op == UnaryOp::Neg => self.each_value(&u.expr, steps, true, |v| Some(-v)),
+            Expr::Binary(b) if b.op.is_comparison() || super::binary::is_arithmetic(b.op) => {
+                // As `vector_scalar`: arithmetic and `bool` drop the name, a filtering
+                // comparison keeps the vector's value whichever side it is on.
+                let drop = !b.op.is_comparison() || b.return_bool;
+                let keep_value = b.op.is_comparison() && !b.return_bool;
+                let value = move |l: f64, r: f64, v: f64| {
+                    super::binary::elem(b.op, l, r, b.return_bool).map(|x| if keep_value { v } else { x })
+                };
+                match (number(&b.lhs), number(&b.rhs)) {
+                    (None, Some(r)) => self.each_value(&b.lhs, steps, drop, |v| value(v, r, v)),
+                    (Some(l), None) => self.each_value(&b.rhs, steps, drop, |v| value(l, v, v)),
+                    _ => Ok(None),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The whole result of `inner` with `f` applied to each value (`None` drops the
+    /// point), the metric name dropped if `drop`. `None` when `inner` has no whole result,
+    /// names are removed only at the end, or two series come to share their labels
+    /// (an error or a merge, which the step-by-step path decides step by step).
+    fn each_value(
+        &mut self,
+        inner: &Expr,
+        steps: &[Timestamp],
+        drop: bool,
+        f: impl Fn(f64) -> Option<f64>,
+    ) -> EResult<Option<Vec<Series>>> {
+        if self.delayed {
+            return Ok(None);
+        }
+        let Some(series) = self.whole_range_result(inner, steps)? else { return Ok(None) };
+        let mut out = Vec::with_capacity(series.len());
+        for s in series {
+            let points: Vec<Point> =
+                s.points.iter().filter_map(|p| f(p.v).map(|v| Point { t: p.t, v })).collect();
+            if !points.is_empty() {
+                let labels = if drop { s.labels.without_metric_name() } else { s.labels };
+                out.push(Series { labels, points });
+            }
+        }
+        if drop {
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            if out.windows(2).any(|w| w[0].labels.cmp(&w[1].labels).is_eq()) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(out))
     }
 
     /// A range result from `series_of` the parts of `steps` (over the cores when
@@ -1036,11 +1116,51 @@ mod tests {
         }
     }
 
+    /// Operations on each value of a whole result (with a number on either side, a
+    /// negation, a function such as `abs`), nested, filtering or not.
+    #[test]
+    fn operations_on_each_value_agree_with_the_step_by_step_path() {
+        let st = store();
+        let queries = [
+            "mem_bytes * 2",
+            "2 - mem_bytes",
+            "(3) < mem_bytes",
+            "mem_bytes >= bool 2",
+            "mem_bytes != -1",
+            "-req_total",
+            "abs(-mem_bytes)",
+            "sqrt(sum by (wl) (mem_bytes)) / 10",
+            "ln(rate(req_total[1m])) ^ 2",
+            "-(mem_bytes @ 300) + 1",
+            "exp(-avg_over_time(mem_bytes[1m])) > 0.01",
+            "(mem_bytes offset 20s) % 3 atan2 1",
+            "tanh(count(req_total) * 0.1)",
+        ];
+        let delayed = crate::Features::none().with(crate::features::Feature::DelayedNameRemoval);
+        for features in [crate::Features::none(), delayed] {
+            let opts = EngineOptions { features, ..EngineOptions::default() };
+            for q in queries {
+                let range = (30_000, 600_000, 7_000);
+                let (fast, slow) =
+                    (steps_with(&opts, &st, q, range, true), steps_with(&opts, &st, q, range, false));
+                assert!(!slow.is_empty(), "{q}");
+                assert_eq!(fast, slow, "{q}");
+            }
+        }
+    }
+
     #[test]
     fn a_name_collision_is_still_an_error_over_many_steps() {
         let st = store();
         let engine = Engine::new(EngineOptions::default());
-        for q in ["sum by (wl) (rate({wl=\"a\"}[1m]))", "rate({wl=\"a\"}[1m])"] {
+        // The last three lose their names on each value: both metrics of a workload.
+        for q in [
+            "sum by (wl) (rate({wl=\"a\"}[1m]))",
+            "rate({wl=\"a\"}[1m])",
+            "{wl=\"a\"} * 2",
+            "-{wl=\"a\"}",
+            "abs({wl=\"a\"})",
+        ] {
             let err = engine.range_query(&st, q, 0, 600_000, 7_000);
             assert!(err.is_err(), "{q}: {err:?}");
         }
