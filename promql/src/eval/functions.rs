@@ -224,57 +224,47 @@ impl Evaluator<'_> {
 
     fn label_replace(&mut self, c: &Call, t: Timestamp) -> EResult<Vec<S>> {
         let v = self.vector_arg(&c.args[0], t)?;
-        let dst = self.string_arg(&c.args[1], t)?;
-        let repl = self.string_arg(&c.args[2], t)?;
-        let src = self.string_arg(&c.args[3], t)?;
-        let pattern = self.string_arg(&c.args[4], t)?;
-        let re = go_regex(&pattern).map_err(|_| {
-            EvalError::Execution(format!("invalid regular expression in label_replace(): {pattern}"))
-        })?;
-        if !valid_label_name(&c.args[1], &dst) {
-            return exec_error(format!("invalid destination label name in label_replace(): {dst}"));
-        }
-        let mut out = Vec::with_capacity(v.len());
-        for mut s in v {
-            let value = s.labels.get(&src).unwrap_or("").to_owned();
-            if let Some(caps) = re.captures(&value) {
-                let mut expanded = String::new();
-                caps.expand(&repl, &mut expanded);
-                s.labels = s.labels.with(&dst, &expanded);
-                if dst == METRIC_NAME {
-                    s.drop_name = false;
-                }
-            }
-            out.push(s);
-        }
-        Ok(out)
+        let relabel = self.relabel(c, t)?;
+        Ok(v.into_iter().map(|s| relabel.sample(s)).collect())
     }
 
     fn label_join(&mut self, c: &Call, t: Timestamp) -> EResult<Vec<S>> {
         let v = self.vector_arg(&c.args[0], t)?;
+        let relabel = self.relabel(c, t)?;
+        Ok(v.into_iter().map(|s| relabel.sample(s)).collect())
+    }
+
+    /// What the `label_replace` or `label_join` call `c` does to a label set, its string
+    /// arguments read at `t`; an error for an invalid pattern or label name.
+    pub(super) fn relabel(&mut self, c: &Call, t: Timestamp) -> EResult<Relabel> {
         let dst = self.string_arg(&c.args[1], t)?;
-        let sep = self.string_arg(&c.args[2], t)?;
-        let mut srcs = Vec::new();
-        for a in &c.args[3..] {
-            let s = self.string_arg(a, t)?;
-            if !valid_label_name(a, &s) {
-                return exec_error(format!("invalid source label name in label_join(): {s}"));
+        let relabel = if c.func.name == "label_replace" {
+            let repl = self.string_arg(&c.args[2], t)?;
+            let src = self.string_arg(&c.args[3], t)?;
+            let pattern = self.string_arg(&c.args[4], t)?;
+            let re = go_regex(&pattern).map_err(|_| {
+                EvalError::Execution(format!("invalid regular expression in label_replace(): {pattern}"))
+            })?;
+            if !valid_label_name(&c.args[1], &dst) {
+                return exec_error(format!("invalid destination label name in label_replace(): {dst}"));
             }
-            srcs.push(s);
-        }
-        if !valid_label_name(&c.args[1], &dst) {
-            return exec_error(format!("invalid destination label name in label_join(): {dst}"));
-        }
-        Ok(v.into_iter()
-            .map(|mut s| {
-                let joined: Vec<&str> = srcs.iter().map(|n| s.labels.get(n).unwrap_or("")).collect();
-                s.labels = s.labels.with(&dst, &joined.join(&sep));
-                if dst == METRIC_NAME {
-                    s.drop_name = false;
+            Relabel::Replace { dst, repl, src, re }
+        } else {
+            let sep = self.string_arg(&c.args[2], t)?;
+            let mut srcs = Vec::new();
+            for a in &c.args[3..] {
+                let s = self.string_arg(a, t)?;
+                if !valid_label_name(a, &s) {
+                    return exec_error(format!("invalid source label name in label_join(): {s}"));
                 }
-                s
-            })
-            .collect())
+                srcs.push(s);
+            }
+            if !valid_label_name(&c.args[1], &dst) {
+                return exec_error(format!("invalid destination label name in label_join(): {dst}"));
+            }
+            Relabel::Join { dst, sep, srcs }
+        };
+        Ok(relabel)
     }
 
     /// Groups classic histogram buckets by their labels without `le` and applies `f`.
@@ -686,6 +676,42 @@ fn openmetrics_float(v: f64) -> String {
     if v.is_finite() && !s.contains(['.', 'e']) {
         format!("{s}.0")
     } else {
+        s
+    }
+}
+
+/// A `label_replace` or `label_join` with its arguments read.
+pub(super) enum Relabel {
+    Replace { dst: String, repl: String, src: String, re: std::sync::Arc<regex::Regex> },
+    Join { dst: String, sep: String, srcs: Vec<String> },
+}
+
+impl Relabel {
+    /// The new label set, or `None` where `label_replace`'s pattern does not match.
+    pub(super) fn labels(&self, labels: &Labels) -> Option<Labels> {
+        match self {
+            Relabel::Replace { dst, repl, src, re } => {
+                let caps = re.captures(labels.get(src).unwrap_or(""))?;
+                let mut expanded = String::new();
+                caps.expand(repl, &mut expanded);
+                Some(labels.with(dst, &expanded))
+            }
+            Relabel::Join { dst, sep, srcs } => {
+                let joined: Vec<&str> = srcs.iter().map(|n| labels.get(n).unwrap_or("")).collect();
+                Some(labels.with(dst, &joined.join(sep)))
+            }
+        }
+    }
+
+    fn sample(&self, mut s: S) -> S {
+        if let Some(labels) = self.labels(&s.labels) {
+            s.labels = labels;
+            // A name written by the call is kept, even when names go at the end.
+            let (Relabel::Replace { dst, .. } | Relabel::Join { dst, .. }) = self;
+            if dst == METRIC_NAME {
+                s.drop_name = false;
+            }
+        }
         s
     }
 }
