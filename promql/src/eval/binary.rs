@@ -75,7 +75,7 @@ fn signature(labels: &Labels, matching: Option<&VectorMatching>) -> Labels {
 /// which spares the range result a lookup by labels.
 #[derive(Default)]
 pub(super) struct JoinLabels {
-    signatures: HashMap<usize, (Labels, Labels), AddrHashing>,
+    signatures: LabelsByAddr<Labels>,
     results: HashMap<(usize, usize), (Labels, Labels, Labels), AddrHashing>,
 }
 
@@ -83,7 +83,7 @@ pub(super) struct JoinLabels {
 /// folded into the low ones the table indexes by (aligned addresses end in zeros).
 /// Addresses are the process's own, not input, so no per-process keys are needed.
 #[derive(Default)]
-struct AddrHasher(u64);
+pub(super) struct AddrHasher(u64);
 
 impl std::hash::Hasher for AddrHasher {
     fn finish(&self) -> u64 {
@@ -103,7 +103,11 @@ impl std::hash::Hasher for AddrHasher {
     }
 }
 
-type AddrHashing = std::hash::BuildHasherDefault<AddrHasher>;
+pub(super) type AddrHashing = std::hash::BuildHasherDefault<AddrHasher>;
+
+/// Something derived from label sets, keyed by their addresses; each entry holds its
+/// set, so that no other set can take the address while the entry is kept.
+pub(super) type LabelsByAddr<T> = HashMap<usize, (Labels, T), AddrHashing>;
 
 /// [`signature`], through the memo when there is one.
 fn signature_in(

@@ -53,8 +53,7 @@ impl Evaluator<'_> {
             }
             "present_over_time" => self.range_fn(c, t, 0, |_| Some(1.0))?,
             "timestamp" => self.timestamp(&c.args[0], t)?,
-            "label_replace" => self.label_replace(c, t)?,
-            "label_join" => self.label_join(c, t)?,
+            "label_replace" | "label_join" => self.relabel_samples(c, t)?,
             "sort" | "sort_desc" => {
                 self.sort_warning(c);
                 let mut v = self.vector_arg(&c.args[0], t)?;
@@ -222,16 +221,29 @@ impl Evaluator<'_> {
             .collect())
     }
 
-    fn label_replace(&mut self, c: &Call, t: Timestamp) -> EResult<Vec<S>> {
+    /// `label_replace` or `label_join`. Over the steps of a range query the same label
+    /// sets come again and again: their results are kept, so that the pattern runs
+    /// once a label set, not once a step.
+    fn relabel_samples(&mut self, c: &Call, t: Timestamp) -> EResult<Vec<S>> {
         let v = self.vector_arg(&c.args[0], t)?;
         let relabel = self.relabel(c, t)?;
-        Ok(v.into_iter().map(|s| relabel.sample(s)).collect())
-    }
-
-    fn label_join(&mut self, c: &Call, t: Timestamp) -> EResult<Vec<S>> {
-        let v = self.vector_arg(&c.args[0], t)?;
-        let relabel = self.relabel(c, t)?;
-        Ok(v.into_iter().map(|s| relabel.sample(s)).collect())
+        if self.grid_step == 0 {
+            return Ok(v.into_iter().map(|s| relabel.sample(s, None)).collect());
+        }
+        let key = super::sliding::node_key(c);
+        let mut memo = self.relabels.remove(&key).unwrap_or_default();
+        let out = v
+            .into_iter()
+            .map(|s| {
+                let (_, labels) = memo
+                    .entry(s.labels.addr())
+                    .or_insert_with(|| (s.labels.clone(), relabel.labels(&s.labels)));
+                let labels = labels.clone();
+                relabel.sample(s, Some(labels))
+            })
+            .collect();
+        self.relabels.insert(key, memo);
+        Ok(out)
     }
 
     /// What the `label_replace` or `label_join` call `c` does to a label set, its string
@@ -703,8 +715,9 @@ impl Relabel {
         }
     }
 
-    fn sample(&self, mut s: S) -> S {
-        if let Some(labels) = self.labels(&s.labels) {
+    /// `s` relabelled; `known` is [`labels`](Self::labels) of its set when already found.
+    fn sample(&self, mut s: S, known: Option<Option<Labels>>) -> S {
+        if let Some(labels) = known.unwrap_or_else(|| self.labels(&s.labels)) {
             s.labels = labels;
             // A name written by the call is kept, even when names go at the end.
             let (Relabel::Replace { dst, .. } | Relabel::Join { dst, .. }) = self;

@@ -386,6 +386,7 @@ impl Engine {
             bucket_plans: HashMap::new(),
             distinct: HashMap::new(),
             join_labels: HashMap::new(),
+            relabels: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.opts.timeout.map(|t| Instant::now() + t),
             samples_selected: 0,
@@ -664,6 +665,9 @@ struct Evaluator<'a> {
     bucket_plans: HashMap<usize, functions::BucketPlan>,
     /// Per vector-vector operation, the labels it derived at earlier steps.
     join_labels: HashMap<usize, binary::JoinLabels>,
+    /// Per `label_replace`/`label_join` node, each input label set's result (`None`:
+    /// unchanged), kept over the steps of a range query as `join_labels` is.
+    relabels: HashMap<usize, binary::LabelsByAddr<Option<Labels>>>,
     /// Per node (`usize::MAX`: the query's result), the label sets of its output last
     /// found distinct, with whether each name goes at the end ([`check_distinct`]).
     ///
@@ -969,6 +973,7 @@ impl<'a> Evaluator<'a> {
             bucket_plans: HashMap::new(),
             distinct: HashMap::new(),
             join_labels: HashMap::new(),
+            relabels: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.deadline,
             samples_selected: self.samples_selected,
