@@ -13,6 +13,7 @@ mod gomath;
 mod info;
 pub(crate) mod kernels;
 mod sliding;
+mod subquery;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -387,6 +388,7 @@ impl Engine {
             distinct: HashMap::new(),
             join_labels: HashMap::new(),
             relabels: HashMap::new(),
+            inner_steps: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.opts.timeout.map(|t| Instant::now() + t),
             samples_selected: 0,
@@ -668,6 +670,8 @@ struct Evaluator<'a> {
     /// Per `label_replace`/`label_join` node, each input label set's result (`None`:
     /// unchanged), kept over the steps of a range query as `join_labels` is.
     relabels: HashMap<usize, binary::LabelsByAddr<Option<Labels>>>,
+    /// Per subquery node, its inner steps evaluated for the current run of steps.
+    inner_steps: HashMap<usize, subquery::InnerSteps>,
     /// Per node (`usize::MAX`: the query's result), the label sets of its output last
     /// found distinct, with whether each name goes at the end ([`check_distinct`]).
     ///
@@ -974,6 +978,7 @@ impl<'a> Evaluator<'a> {
             distinct: HashMap::new(),
             join_labels: HashMap::new(),
             relabels: HashMap::new(),
+            inner_steps: HashMap::new(),
             annotations: Vec::new(),
             deadline: self.deadline,
             samples_selected: self.samples_selected,
@@ -1155,69 +1160,6 @@ impl<'a> Evaluator<'a> {
         (lo, partition_point_near(points, end, |t| t <= end))
     }
 
-    fn subquery(&mut self, sq: &SubqueryExpr, t: Timestamp) -> EResult<Matrix> {
-        let range = self.positive_ms(&sq.range, "subquery range")?;
-        let step = match &sq.step {
-            Some(s) => self.positive_ms(s, "subquery step")?,
-            None => self.opts.default_subquery_step_ms,
-        };
-        let offset = self.offset_ms(sq.offset.as_ref())?;
-        let end = self.at_ms(sq.at).unwrap_or(t) - offset;
-        let start = end - range;
-        // Inner steps sit on the absolute grid of multiples of `step`, inside (start, end].
-        let mut inner = start / step * step;
-        let before_window = match self.opts.compat {
-            Compat::Prometheus3 => inner <= start,
-            Compat::Prometheus2 => inner < start,
-        };
-        if before_window {
-            inner += step;
-        }
-        // Counted before anything is allocated: `[30d:1ms]` has 2.6e9 steps, more
-        // than the sample limit however few series there are.
-        let count = ((i128::from(end) - i128::from(inner)) / i128::from(step) + 1).max(0);
-        if count > self.opts.max_samples as i128 {
-            return Err(EvalError::TooManySamples);
-        }
-        let steps: Vec<Timestamp> = (0..count as i64).map(|i| inner + i * step).collect();
-        let mut index: LabelsMap<usize> = LabelsMap::default();
-        let mut series: Vec<M> = Vec::new();
-        for (inner, value) in self.eval_steps(&sq.expr, &steps, step, &|_: &mut Evaluator<'a>, _, v| Ok(v))? {
-            match value {
-                V::Vector(v) => {
-                    for s in v {
-                        let key = if s.drop_name && !self.delayed {
-                            s.labels.without_metric_name()
-                        } else {
-                            s.labels.clone()
-                        };
-                        let i = *index.entry(key).or_insert_with(|| {
-                            series.push(M {
-                                labels: s.labels.clone(),
-                                points: Points::Owned(Vec::new()),
-                                drop_name: s.drop_name,
-                            });
-                            series.len() - 1
-                        });
-                        push_point(&mut series[i].points, Point { t: inner, v: s.v });
-                    }
-                }
-                V::Scalar(v) => {
-                    if series.is_empty() {
-                        series.push(M {
-                            labels: Labels::empty(),
-                            points: Points::Owned(Vec::new()),
-                            drop_name: false,
-                        });
-                    }
-                    push_point(&mut series[0].points, Point { t: inner, v });
-                }
-                _ => return exec_error("subquery must evaluate to an instant vector"),
-            }
-        }
-        Ok(Matrix { series, start, end, source: None })
-    }
-
     /// `expr` at each of `steps` (`grid` apart: a range query's or a subquery's), each
     /// value passed through `finish`. Range functions slide over the steps; a long
     /// list is split over the cores (steps are independent).
@@ -1294,6 +1236,7 @@ impl<'a> Evaluator<'a> {
         for (i, &t) in steps.iter().enumerate() {
             if i % PRECOMPUTE_STEPS == 0 {
                 self.precomputed.clear();
+                self.inner_steps.clear();
                 self.precompute(expr, &steps[i..steps.len().min(i + PRECOMPUTE_STEPS)])?;
             }
             self.check_deadline()?;
@@ -1348,12 +1291,6 @@ pub(crate) fn decreases_of(source: Option<&Arc<Vec<SelectedSeries>>>, p: &Points
     match (p, source) {
         (Points::Selected { series, range }, Some(all)) => all[*series].points.decreases_in(range.clone()),
         _ => None,
-    }
-}
-
-fn push_point(points: &mut Points, p: Point) {
-    if let Points::Owned(v) = points {
-        v.push(p);
     }
 }
 

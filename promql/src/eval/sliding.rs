@@ -8,7 +8,7 @@
 
 use super::kernels::{self, CounterKind};
 use super::{Compat, EResult, Evaluator, S};
-use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector, UnaryOp, VectorSelector};
+use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector, SubqueryExpr, UnaryOp, VectorSelector};
 use crate::labels::{Labels, LabelsHashing, LabelsMap};
 use crate::storage::partition_point_near;
 use crate::value::{is_stale_marker, Point, Series, Timestamp};
@@ -200,6 +200,10 @@ impl Evaluator<'_> {
                     Some(results) => (node_key(vs), results),
                     None => continue,
                 },
+                Node::Subquery(sq) => {
+                    self.precompute_subquery(sq, steps)?;
+                    continue;
+                }
             };
             self.precomputed.insert(key, (steps[0], results.into_iter().map(Some).collect()));
         }
@@ -766,6 +770,8 @@ enum Node<'e> {
     Aggregate(&'e AggregateExpr, Input<'e>),
     /// A plain instant selector elsewhere.
     Selector(&'e VectorSelector),
+    /// A subquery evaluated at the steps themselves (not inside another subquery).
+    Subquery(&'e SubqueryExpr),
 }
 
 /// Whether an aggregation's groups can be filled from a sliding call directly.
@@ -801,12 +807,9 @@ fn collect_nodes<'e>(e: &'e Expr, out: &mut Vec<Node<'e>>) {
         Expr::Paren(p) => collect_nodes(&p.expr, out),
         Expr::Unary(u) => collect_nodes(&u.expr, out),
         Expr::VectorSelector(vs) if plain_selector(vs) => out.push(Node::Selector(vs)),
-        // Inner steps of a subquery are other times than the query's steps.
-        Expr::Subquery(_)
-        | Expr::VectorSelector(_)
-        | Expr::MatrixSelector(_)
-        | Expr::Number(_)
-        | Expr::String(_) => {}
+        // Its inner steps are other times than the steps: not looked into.
+        Expr::Subquery(sq) => out.push(Node::Subquery(sq)),
+        Expr::VectorSelector(_) | Expr::MatrixSelector(_) | Expr::Number(_) | Expr::String(_) => {}
     }
 }
 

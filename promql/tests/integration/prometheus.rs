@@ -245,11 +245,12 @@ fn istio_query(end: i64) -> BoxedStrategy<String> {
             inner.clone().prop_map(|v| format!(r#"label_replace({v}, "dst", "<$1>", "pod", "(.*)-.*")"#)),
             inner.clone().prop_map(|v| format!("clamp({v}, -1, 5e6)")),
             (
-                pick(&["max_over_time", "avg_over_time", "rate"]),
+                pick(&["max_over_time", "avg_over_time", "rate", "count_over_time"]),
                 inner.clone(),
-                pick(&["5m:1m", "2m:15s", "3m:"])
+                // Windows shorter than their step hold no inner step at some times.
+                pick(&["[5m:1m]", "[2m:15s]", "[3m:]", "[20s:1m]", "[4m:30s] offset 1m"])
             )
-                .prop_map(|(f, v, r)| format!("{f}(({v})[{r}])")),
+                .prop_map(|(f, v, r)| format!("{f}(({v}){r})")),
             pick(&["0.5", "0.99"]).prop_map(|q| format!(
                 "histogram_quantile({q}, sum by (le) (rate(istio_request_duration_milliseconds_bucket[1m])))"
             )),

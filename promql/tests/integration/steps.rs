@@ -244,9 +244,18 @@ fn vector() -> BoxedStrategy<String> {
             (
                 pick(&["max_over_time", "avg_over_time", "rate", "count_over_time"]),
                 inner.clone(),
-                pick(&["5m:1m", "2m:15s", "3m:", "1m:7s"])
+                // Shared inner steps, offsets, a fixed `@`, windows shorter than the step.
+                pick(&[
+                    "[5m:1m]",
+                    "[2m:15s]",
+                    "[3m:]",
+                    "[1m:7s]",
+                    "[4m:30s] offset 1m",
+                    "[3m:20s] @ 400",
+                    "[20s:1m]"
+                ])
             )
-                .prop_map(|(f, v, r)| format!("{f}(({v})[{r}])")),
+                .prop_map(|(f, v, r)| format!("{f}(({v}){r})")),
         ]
     })
     .boxed()

@@ -1,0 +1,316 @@
+//! Subqueries: the inner expression at each step of an absolute grid inside a window
+//! that ends at the outer time.
+//!
+//! At the steps of a range query the windows overlap (`[30m:1m]` at 60 s steps shares
+//! 29 of its 30 inner steps with the step before), so the inner steps of a run of outer
+//! steps are evaluated once, together (where range functions slide), and each outer
+//! step's window is cut from them — as Prometheus evaluates a subquery once over the
+//! whole range of the query. Each window comes out as the step-by-step path gives it:
+//! the same series, points and order.
+
+use super::{exec_error, sliding::node_key, Compat, EResult, EvalError, Evaluator, Matrix, Points, M, V};
+use crate::ast::SubqueryExpr;
+use crate::labels::{Labels, LabelsMap};
+use crate::value::{Point, Timestamp};
+
+/// A subquery's window at one outer time: `(start, end]`, inner steps `first`,
+/// `first + step`, … up to `end`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window {
+    start: Timestamp,
+    end: Timestamp,
+    first: Timestamp,
+    step: i64,
+}
+
+impl Window {
+    /// How many inner steps the window holds (wide: `[30d:1ms]` is counted before
+    /// anything is allocated).
+    fn count(&self) -> i128 {
+        if self.first > self.end {
+            return 0;
+        }
+        (i128::from(self.end) - i128::from(self.first)) / i128::from(self.step) + 1
+    }
+
+    /// The inner steps, when there are any (`count` is at most the sample limit).
+    fn steps(&self) -> impl Iterator<Item = Timestamp> {
+        let (first, step) = (self.first, self.step);
+        (0..self.count() as i64).map(move |i| first + i * step)
+    }
+}
+
+/// The inner steps of a run of outer steps, evaluated once.
+#[derive(Debug, Default)]
+pub(super) struct InnerSteps {
+    /// The grid intervals evaluated, each `(first, last)` step, ascending.
+    runs: Vec<(Timestamp, Timestamp)>,
+    /// Each evaluated inner step's time.
+    times: Vec<Timestamp>,
+    /// Where each inner step's series start in `order` (one more entry than `times`).
+    starts: Vec<usize>,
+    /// Per inner step, the index in `series` of each of its samples, in the order of
+    /// its value: a window's series come in the order they first appear in it.
+    order: Vec<u32>,
+    series: Vec<M>,
+    /// Whether a window cut from these steps could differ from the step-by-step path's:
+    /// a series whose name is to be dropped at some steps and not at others, or samples
+    /// merged by their labels without the name (the first label set seen in a window
+    /// names its series).
+    uncut: bool,
+    /// Per series, the window it was last taken into (`generation`).
+    seen: Vec<u32>,
+    generation: u32,
+}
+
+impl InnerSteps {
+    /// Adds the value of the next inner step.
+    fn push(&mut self, t: Timestamp, value: V, index: &mut LabelsMap<usize>, delayed: bool) -> EResult<()> {
+        match value {
+            V::Vector(v) => {
+                for s in v {
+                    // Without delayed name removal a dropped name is gone already.
+                    let key = if s.drop_name && !delayed {
+                        self.uncut = true;
+                        s.labels.without_metric_name()
+                    } else {
+                        s.labels.clone()
+                    };
+                    let i = *index.entry(key).or_insert_with(|| {
+                        self.series.push(M {
+                            labels: s.labels,
+                            points: Points::Owned(Vec::new()),
+                            drop_name: s.drop_name,
+                        });
+                        self.series.len() - 1
+                    });
+                    let series = &mut self.series[i];
+                    self.uncut |= series.drop_name != s.drop_name;
+                    if let Points::Owned(points) = &mut series.points {
+                        points.push(Point { t, v: s.v });
+                    }
+                    self.order.push(i as u32);
+                }
+            }
+            V::Scalar(v) => {
+                if self.series.is_empty() {
+                    self.series.push(M {
+                        labels: Labels::empty(),
+                        points: Points::Owned(Vec::new()),
+                        drop_name: false,
+                    });
+                }
+                if let Points::Owned(points) = &mut self.series[0].points {
+                    points.push(Point { t, v });
+                }
+                self.order.push(0);
+            }
+            _ => return exec_error("subquery must evaluate to an instant vector"),
+        }
+        if self.starts.is_empty() {
+            self.starts.push(0);
+        }
+        self.times.push(t);
+        self.starts.push(self.order.len());
+        Ok(())
+    }
+
+    /// The subquery's value over `w`, when every one of its inner steps was evaluated.
+    fn window(&mut self, w: &Window) -> Option<Matrix> {
+        let count = w.count();
+        if count > 0 {
+            let last = w.first + (count as i64 - 1) * w.step;
+            if !self.runs.iter().any(|&(a, b)| a <= w.first && last <= b) {
+                return None;
+            }
+        }
+        let lo = self.times.partition_point(|&t| t < w.first);
+        let hi = self.times.partition_point(|&t| t <= w.end);
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.seen.iter_mut().for_each(|g| *g = 0);
+            self.generation = 1;
+        }
+        self.seen.resize(self.series.len(), 0);
+        let mut series = Vec::new();
+        if lo < hi {
+            for &i in &self.order[self.starts[lo]..self.starts[hi]] {
+                let i = i as usize;
+                if self.seen[i] == self.generation {
+                    continue;
+                }
+                self.seen[i] = self.generation;
+                let s = &self.series[i];
+                let Points::Owned(points) = &s.points else { continue };
+                let from = points.partition_point(|p| p.t < w.first);
+                let to = points.partition_point(|p| p.t <= w.end);
+                series.push(M {
+                    labels: s.labels.clone(),
+                    points: Points::Owned(points[from..to].to_vec()),
+                    drop_name: s.drop_name,
+                });
+            }
+        }
+        Some(Matrix { series, start: w.start, end: w.end, source: None })
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    /// The window of `sq` at outer time `t`.
+    fn subquery_window(&self, sq: &SubqueryExpr, t: Timestamp) -> EResult<Window> {
+        let range = self.positive_ms(&sq.range, "subquery range")?;
+        let step = match &sq.step {
+            Some(s) => self.positive_ms(s, "subquery step")?,
+            None => self.opts.default_subquery_step_ms,
+        };
+        let offset = self.offset_ms(sq.offset.as_ref())?;
+        let end = self.at_ms(sq.at).unwrap_or(t) - offset;
+        let start = end - range;
+        // Inner steps sit on the absolute grid of multiples of `step`.
+        let mut first = start.div_euclid(step) * step;
+        let before_window = match self.opts.compat {
+            Compat::Prometheus3 => first <= start,
+            Compat::Prometheus2 => first < start,
+        };
+        if before_window {
+            first += step;
+        }
+        Ok(Window { start, end, first, step })
+    }
+
+    /// `sq` at outer time `t`: cut from the inner steps evaluated for this run of
+    /// outer steps ([`precompute_subquery`](Self::precompute_subquery)), else evaluated
+    /// now.
+    pub(super) fn subquery(&mut self, sq: &SubqueryExpr, t: Timestamp) -> EResult<Matrix> {
+        let w = self.subquery_window(sq, t)?;
+        // Counted before anything is allocated: `[30d:1ms]` has 2.6e9 steps, more
+        // than the sample limit however few series there are.
+        if w.count() > self.opts.max_samples as i128 {
+            return Err(EvalError::TooManySamples);
+        }
+        if let Some(m) = self.inner_steps.get_mut(&node_key(sq)).and_then(|inner| inner.window(&w)) {
+            return Ok(m);
+        }
+        let steps: Vec<Timestamp> = w.steps().collect();
+        let mut inner = InnerSteps::default();
+        let mut index = LabelsMap::default();
+        for (t, value) in self.eval_steps(&sq.expr, &steps, w.step, &|_: &mut Evaluator<'a>, _, v| Ok(v))? {
+            inner.push(t, value, &mut index, self.delayed)?;
+        }
+        Ok(Matrix { series: inner.series, start: w.start, end: w.end, source: None })
+    }
+
+    /// Evaluates the inner steps of `sq` for all of `steps` (outer times) at once, when
+    /// their windows overlap, for [`subquery`](Self::subquery) to cut from.
+    pub(super) fn precompute_subquery(&mut self, sq: &SubqueryExpr, steps: &[Timestamp]) -> EResult<()> {
+        if steps.len() < 2 {
+            return Ok(());
+        }
+        // A window in error is reported by the step-by-step path, at its step.
+        let Ok(windows) = steps.iter().map(|&t| self.subquery_window(sq, t)).collect::<EResult<Vec<_>>>()
+        else {
+            return Ok(());
+        };
+        // Outer times ascend, and so do the windows: overlapping or adjacent ones make
+        // one run of the grid.
+        let mut runs: Vec<(Timestamp, Timestamp)> = Vec::new();
+        let mut each = 0i128;
+        for w in &windows {
+            let count = w.count();
+            if count == 0 || count > self.opts.max_samples as i128 {
+                continue;
+            }
+            each += count;
+            let last = w.first + (count as i64 - 1) * w.step;
+            match runs.last_mut() {
+                Some((_, b)) if w.first <= *b + w.step => *b = (*b).max(last),
+                _ => runs.push((w.first, last)),
+            }
+        }
+        let step = windows[0].step;
+        let total: i128 = runs.iter().map(|&(a, b)| i128::from((b - a) / step + 1)).sum();
+        // Without overlap nothing is shared, and holding all windows at once costs memory.
+        if total >= each || total > self.opts.max_samples as i128 {
+            return Ok(());
+        }
+        let mut inner = InnerSteps::default();
+        let mut index = LabelsMap::default();
+        for &(a, b) in &runs {
+            let grid: Vec<Timestamp> = (0..=(b - a) / step).map(|i| a + i * step).collect();
+            for (t, value) in self.eval_steps(&sq.expr, &grid, step, &|_: &mut Evaluator<'a>, _, v| Ok(v))? {
+                inner.push(t, value, &mut index, self.delayed)?;
+            }
+        }
+        if inner.uncut {
+            return Ok(());
+        }
+        inner.runs = runs;
+        self.inner_steps.insert(node_key(sq), inner);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Window;
+    use crate::eval::{Engine, EngineOptions};
+    use crate::labels::Labels;
+    use crate::storage::MemoryStore;
+    use crate::value::{Value, STALE_NAN_BITS};
+
+    /// A window cut from the shared inner steps holds its series in the order they
+    /// first appear in it, as the step-by-step path has them; `topk` keeps the first of
+    /// equal values, so the order shows. `b` is seen first over the whole run, but at
+    /// 540 s `a` comes first in the window (450 s, 540 s].
+    #[test]
+    fn a_cut_window_keeps_the_order_of_the_step_by_step_path() {
+        let mut st = MemoryStore::new();
+        let (a, b) = (
+            Labels::from_pairs([("__name__", "x"), ("s", "a")]),
+            Labels::from_pairs([("__name__", "x"), ("s", "b")]),
+        );
+        for t in (0..=100_000).step_by(15_000) {
+            st.append(&b, t, 1.0);
+        }
+        st.append(&b, 105_000, f64::from_bits(STALE_NAN_BITS));
+        for t in (465_000..=900_000).step_by(15_000) {
+            st.append(&b, t, 1.0);
+        }
+        for t in (300_000..=900_000).step_by(15_000) {
+            st.append(&a, t, 1.0);
+        }
+        let engine = Engine::new(EngineOptions::default());
+        for q in ["topk(1, last_over_time(x[2m:30s]))", "bottomk(1, max_over_time(x[1m:30s] offset 30s))"] {
+            let Value::Matrix(range) = engine.range_query(&st, q, 0, 900_000, 30_000).unwrap().value else {
+                panic!("{q}: not a matrix")
+            };
+            for t in (0..=900_000).step_by(30_000) {
+                let Value::Vector(want) = engine.instant_query(&st, q, t).unwrap().value else {
+                    panic!("{q}: not a vector")
+                };
+                let want: Vec<String> = want.iter().map(|s| s.labels.to_string()).collect();
+                let got: Vec<String> = range
+                    .iter()
+                    .filter(|s| s.points.iter().any(|p| p.t == t))
+                    .map(|s| s.labels.to_string())
+                    .collect();
+                assert_eq!(got, want, "{q} at {t}");
+            }
+        }
+        let Value::Vector(at) =
+            engine.instant_query(&st, "topk(1, last_over_time(x[2m:30s]))", 540_000).unwrap().value
+        else {
+            panic!("not a vector")
+        };
+        assert_eq!(at[0].labels.to_string(), r#"{__name__="x", s="a"}"#);
+    }
+
+    #[test]
+    fn a_window_shorter_than_its_step_may_hold_no_inner_step() {
+        let w = Window { start: 3, end: 8, first: 10, step: 10 };
+        assert_eq!(w.count(), 0);
+        assert_eq!(w.steps().count(), 0);
+        let w = Window { start: -2, end: 3, first: 0, step: 10 };
+        assert_eq!(w.steps().collect::<Vec<_>>(), vec![0]);
+    }
+}
