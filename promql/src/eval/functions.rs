@@ -431,7 +431,10 @@ impl Evaluator<'_> {
             })?,
             "changes" => self.range_fn(c, t, 0, |p| Some(kernels::changes(p)))?,
             "sum_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::sum_over_time(p)))?,
-            "avg_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::avg_over_time(p)))?,
+            "avg_over_time" => match self.opts.compat {
+                Compat::Prometheus3 => self.range_fn(c, t, 0, |p| Some(kernels::avg_over_time(p)))?,
+                Compat::Prometheus2 => self.range_fn(c, t, 0, |p| Some(kernels::avg_over_time_2(p)))?,
+            },
             "min_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::min_over_time(p)))?,
             "max_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::max_over_time(p)))?,
             "count_over_time" => self.range_fn(c, t, 0, |p| Some(p.len() as f64))?,

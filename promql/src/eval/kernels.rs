@@ -426,6 +426,32 @@ pub(crate) fn avg_over_time(points: &[Point]) -> f64 {
     acc.value()
 }
 
+/// `avg_over_time` of Prometheus 2 (`Compat::Prometheus2`; checked against 2.42): an
+/// incremental mean, each step compensated as a Kahan–Neumaier sum without 3's reset of
+/// the compensation at infinities, finished as `mean + c`. An infinite mean stays
+/// (unless a NaN or the other infinity comes), as the subtraction would make it NaN.
+pub(crate) fn avg_over_time_2(points: &[Point]) -> f64 {
+    if points.is_empty() {
+        return go_nan();
+    }
+    let (mut mean, mut c, mut count) = (0.0f64, 0.0f64, 0.0f64);
+    for p in points {
+        count += 1.0;
+        if mean.is_infinite() && (p.v.is_finite() || (p.v.is_infinite() && (mean > 0.0) == (p.v > 0.0))) {
+            continue;
+        }
+        let x = p.v / count - mean / count;
+        let t = mean + x;
+        c += if mean.abs() >= x.abs() { (mean - t) + x } else { (x - t) + mean };
+        mean = t;
+    }
+    if mean.is_infinite() {
+        mean
+    } else {
+        mean + c
+    }
+}
+
 /// Whether every value is a whole number of at most 2^53 / n in magnitude (n values):
 /// then every partial sum of any of them is a whole number of at most 2^53, exact in
 /// floating point, so [`sum_over_time`] and [`avg_over_time`] of any window of them are
@@ -2109,6 +2135,33 @@ mod tests {
 
     fn over(vals: &[f64]) -> Vec<Point> {
         pts(10_000, 0, vals)
+    }
+
+    /// Prometheus 2.42's answers for these windows (`avg_over_time(g[..])` of a backfilled
+    /// file): its incremental mean is off the exact one in the last bit for the first,
+    /// and keeps an infinite mean through finite values.
+    #[test]
+    fn avg_over_time_2_is_prometheus_2() {
+        let (inf, nan) = (f64::INFINITY, f64::NAN);
+        for (vals, want) in [
+            (&[4.0, 4.0, 4.0, 4.0, 3.0, 4.0][..], 3.833333333333333),
+            (&[4.0, 4.0, 4.0, 3.0, 4.0, 4.0, 4.0, 3.0, 4.0], 3.7777777777777777),
+            (&[1e308, 1e308, 1e308, -1e308], 5e307),
+            (&[1e308, 1e308, -1e308, 5.0, 1e308, 1e308, 1e308, 1e308, 2.0], 5.555555555555556e307),
+            (&[inf, 1.0, 2.0, 3.0], inf),
+            (&[inf, 1.0, 2.0, 3.0, nan, 4.0], nan),
+            (&[-inf, -inf, 1.0, inf], nan),
+            (&[0.1, 0.2, 0.3, 0.7], 0.32499999999999996),
+            (&[0.1, 0.2, 0.3, 0.7, 1.1, 1e-17], 0.4),
+            (&[0.2, 0.3, 0.7, 1.1, 1e-17, 3.3, 1e16, -1e16, 0.5], 0.4333333333333333),
+        ] {
+            let got = avg_over_time_2(&over(vals));
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{vals:?}: {got:e}, want {want:e}"
+            );
+        }
+        assert_ne!(avg_over_time(&over(&[4.0, 4.0, 4.0, 4.0, 3.0, 4.0])), 3.833333333333333);
     }
 
     #[test]

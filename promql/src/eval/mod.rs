@@ -137,8 +137,8 @@ pub enum Compat {
     Prometheus3,
     /// Prometheus 2 (as 2.42, Debian's): windows closed on the left (a sample exactly
     /// `range` or the lookback delta old counts, subqueries step at the window's start),
-    /// and `rate` clamps to the zero point before the gap test. For comparing with an
-    /// older server.
+    /// `rate` clamps to the zero point before the gap test, and `avg_over_time` takes
+    /// an incremental mean. For comparing with an older server.
     Prometheus2,
 }
 

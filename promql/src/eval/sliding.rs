@@ -47,7 +47,7 @@ enum Kind {
 }
 
 /// The functions computed here, and whether they keep the metric name.
-fn kind(name: &str) -> Option<(Kind, bool)> {
+fn kind(name: &str, compat: Compat) -> Option<(Kind, bool)> {
     Some(match name {
         "rate" => (Kind::Extrapolated { counter: true, rate: true }, false),
         "increase" => (Kind::Extrapolated { counter: true, rate: false }, false),
@@ -58,7 +58,11 @@ fn kind(name: &str) -> Option<(Kind, bool)> {
         "resets" => (Kind::Resets, false),
         "changes" => (Kind::Window(|p| Some(kernels::changes(p))), false),
         "sum_over_time" => (Kind::Sum { avg: false }, false),
-        "avg_over_time" => (Kind::Sum { avg: true }, false),
+        "avg_over_time" => match compat {
+            Compat::Prometheus3 => (Kind::Sum { avg: true }, false),
+            // Its incremental mean is not the exact one even of whole numbers.
+            Compat::Prometheus2 => (Kind::Window(|p| Some(kernels::avg_over_time_2(p))), false),
+        },
         "min_over_time" => (Kind::Window(|p| Some(kernels::min_over_time(p))), false),
         "max_over_time" => (Kind::Window(|p| Some(kernels::max_over_time(p))), false),
         "count_over_time" => (Kind::Window(|p| Some(p.len() as f64)), false),
@@ -152,7 +156,8 @@ impl<'e> Input<'e> {
     /// Whether its output keeps the selected series' names.
     fn keeps_name(self) -> bool {
         match self {
-            Input::Call(c) => kind(c.func.name).is_some_and(|(_, keep_name)| keep_name),
+            // Which functions keep the name is the same in 2 and 3.
+            Input::Call(c) => kind(c.func.name, Compat::Prometheus3).is_some_and(|(_, keep_name)| keep_name),
             Input::Selector(_) => true,
         }
     }
@@ -284,7 +289,8 @@ impl Evaluator<'_> {
     /// whether the label sets stay distinct also after names are dropped at the end.
     /// Dropping a name drops `__type__` and `__unit__` too.
     fn distinct(&mut self, c: &Call, delayed_counts: bool) -> bool {
-        let (Some((_, keep_name)), Some(ms)) = (kind(c.func.name), plain_range_arg(c)) else {
+        let (Some((_, keep_name)), Some(ms)) = (kind(c.func.name, self.opts.compat), plain_range_arg(c))
+        else {
             return false;
         };
         keep_name
@@ -612,7 +618,8 @@ impl Evaluator<'_> {
         steps: &[Timestamp],
         mut emit: impl FnMut(&SlidSeries<'_>, usize, f64),
     ) -> EResult<bool> {
-        let (Some((kind, keep_name)), Some(ms)) = (kind(c.func.name), plain_range_arg(c)) else {
+        let (Some((kind, keep_name)), Some(ms)) = (kind(c.func.name, self.opts.compat), plain_range_arg(c))
+        else {
             return Ok(false);
         };
         let range = self.positive_ms(&ms.range, "range")?;
