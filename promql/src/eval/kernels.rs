@@ -434,17 +434,61 @@ pub(crate) fn avg_over_time_2(points: &[Point]) -> f64 {
     if points.is_empty() {
         return go_nan();
     }
-    let (mut mean, mut c, mut count) = (0.0f64, 0.0f64, 0.0f64);
-    for p in points {
-        count += 1.0;
-        if mean.is_infinite() && (p.v.is_finite() || (p.v.is_infinite() && (mean > 0.0) == (p.v > 0.0))) {
-            continue;
-        }
-        let x = p.v / count - mean / count;
-        let t = mean + x;
-        c += if mean.abs() >= x.abs() { (mean - t) + x } else { (x - t) + mean };
-        mean = t;
+    let (mut mean, mut c) = (0.0, 0.0);
+    for (j, p) in points.iter().enumerate() {
+        mean_2_step(&mut mean, &mut c, (j + 1) as f64, p.v);
     }
+    mean_2_value(mean, c)
+}
+
+/// [`avg_over_time_2`] of four non-empty windows at once, each as alone. A mean is a
+/// chain of divisions each waiting for the one before: four chains side by side, two
+/// lanes to an instruction, keep the divider busy (a range query's windows one after
+/// another took 3.4 times as long, the four in scalar steps 1.5 times).
+pub(crate) fn avg_over_time_2_x4(windows: [&[Point]; 4]) -> [f64; 4] {
+    use wide::{f64x4, CmpEq, CmpGe};
+    let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
+    let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
+    let (mut mean, mut c) = (f64x4::ZERO, f64x4::ZERO);
+    let mut j = 0;
+    // The steps of `mean_2_step` lane by lane, up to an infinite mean, which skips
+    // values: the lanes then go on one by one.
+    while j < shortest && !mean.abs().cmp_eq(f64x4::splat(f64::INFINITY)).any() {
+        let count = f64x4::splat((j + 1) as f64);
+        let [w0, w1, w2, w3] = windows;
+        let v = f64x4::new([w0[j].v, w1[j].v, w2[j].v, w3[j].v]);
+        let x = v / count - mean / count;
+        let t = mean + x;
+        let big = mean.abs().cmp_ge(x.abs());
+        c += (big.blend(mean, x) - t) + big.blend(x, mean);
+        mean = t;
+        j += 1;
+    }
+    let (mut mean, mut c) = (mean.to_array(), c.to_array());
+    for j in j..longest {
+        let count = (j + 1) as f64;
+        for k in 0..4 {
+            if let Some(p) = windows[k].get(j) {
+                mean_2_step(&mut mean[k], &mut c[k], count, p.v);
+            }
+        }
+    }
+    std::array::from_fn(|k| if windows[k].is_empty() { go_nan() } else { mean_2_value(mean[k], c[k]) })
+}
+
+/// Adds the `count`-th value `v` to an [`avg_over_time_2`] mean.
+#[inline(always)]
+fn mean_2_step(mean: &mut f64, c: &mut f64, count: f64, v: f64) {
+    if mean.is_infinite() && (v.is_finite() || (v.is_infinite() && (*mean > 0.0) == (v > 0.0))) {
+        return;
+    }
+    let x = v / count - *mean / count;
+    let t = *mean + x;
+    *c += if mean.abs() >= x.abs() { (*mean - t) + x } else { (x - t) + *mean };
+    *mean = t;
+}
+
+fn mean_2_value(mean: f64, c: f64) -> f64 {
     if mean.is_infinite() {
         mean
     } else {
@@ -2162,6 +2206,37 @@ mod tests {
             );
         }
         assert_ne!(avg_over_time(&over(&[4.0, 4.0, 4.0, 4.0, 3.0, 4.0])), 3.833333333333333);
+        // Four at once, of different lengths, each as alone.
+        let all = over(&[1e308, 4.0, inf, 4.0, 3.0, 0.1, nan, 1e-17, 4.0, -1e308, 5.0, 0.7]);
+        for (a, b) in [(0, 12), (1, 7), (2, 2), (3, 11)] {
+            let windows = [&all[a..b], &all[1..9], &all[b - 1..], &all[..a + 1]];
+            let got = avg_over_time_2_x4(windows);
+            for (w, got) in windows.iter().zip(got) {
+                // Any NaN: which one comes out of two depends on the order of operands,
+                // which compilers take as theirs to choose.
+                let want = avg_over_time_2(w);
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "{w:?}: {got}, {want}"
+                );
+            }
+        }
+        // Long runs of finite values of all sizes, lanes side by side all the way.
+        let mut seed = 3u64;
+        let values: Vec<f64> = (0..400)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let scale = [1.0, 1e-3, 1e9, 7.0, 1e300][(seed >> 60) as usize % 5];
+                ((seed >> 20) % 1_000_003) as f64 / 7.0 * scale * if seed & 1 == 0 { 1.0 } else { -1.0 }
+            })
+            .collect();
+        let all = over(&values);
+        for o in (0..300).step_by(7) {
+            let windows = [&all[o..o + 20], &all[o + 3..o + 24], &all[o + 9..o + 26], &all[o + 11..o + 40]];
+            for (w, got) in windows.iter().zip(avg_over_time_2_x4(windows)) {
+                assert_eq!(got.to_bits(), avg_over_time_2(w).to_bits(), "{w:?}");
+            }
+        }
     }
 
     #[test]

@@ -42,6 +42,9 @@ enum Kind {
     /// `sum_over_time` (`avg` false) and `avg_over_time`: of whole numbers small enough
     /// that every sum of them is exact, from the window's integer sum kept as it slides.
     Sum { avg: bool },
+    /// `avg_over_time` of Prometheus 2, whose incremental mean is not the exact one even
+    /// of whole numbers: windows taken four at a time ([`kernels::avg_over_time_2_x4`]).
+    Mean2,
     /// A function of the window's points alone.
     Window(fn(&[Point]) -> Option<f64>),
 }
@@ -60,8 +63,7 @@ fn kind(name: &str, compat: Compat) -> Option<(Kind, bool)> {
         "sum_over_time" => (Kind::Sum { avg: false }, false),
         "avg_over_time" => match compat {
             Compat::Prometheus3 => (Kind::Sum { avg: true }, false),
-            // Its incremental mean is not the exact one even of whole numbers.
-            Compat::Prometheus2 => (Kind::Window(|p| Some(kernels::avg_over_time_2(p))), false),
+            Compat::Prometheus2 => (Kind::Mean2, false),
         },
         "min_over_time" => (Kind::Window(|p| Some(kernels::min_over_time(p))), false),
         "max_over_time" => (Kind::Window(|p| Some(kernels::max_over_time(p))), false),
@@ -683,6 +685,8 @@ impl Evaluator<'_> {
                 }
             };
             let mut seen = false;
+            // `Kind::Mean2`'s windows waiting to be computed together: (step, lo, hi).
+            let mut means: Vec<(usize, usize, usize)> = Vec::new();
             for (i, &t) in steps.iter().enumerate() {
                 let end = t - offset;
                 let start = end - range;
@@ -720,11 +724,25 @@ impl Evaluator<'_> {
                         None if avg => kernels::avg_over_time(window),
                         None => kernels::sum_over_time(window),
                     }),
+                    Kind::Mean2 => {
+                        means.push((i, lo, hi));
+                        if means.len() == 4 {
+                            let [a, b, c, d] = [0, 1, 2, 3].map(|k| &points[means[k].1..means[k].2]);
+                            for (&(i, ..), v) in means.iter().zip(kernels::avg_over_time_2_x4([a, b, c, d])) {
+                                emit(&slid, i, v);
+                            }
+                            means.clear();
+                        }
+                        None
+                    }
                     Kind::Window(f) => f(window),
                 };
                 if let Some(v) = value {
                     emit(&slid, i, v);
                 }
+            }
+            for (i, lo, hi) in means {
+                emit(&slid, i, kernels::avg_over_time_2(&points[lo..hi]));
             }
             cursors.push((lo, hi, resets, sum));
             if seen && matches!(kind, Kind::Extrapolated { counter: true, .. }) {
@@ -970,7 +988,10 @@ mod tests {
                 features: crate::Features::none().with(crate::features::Feature::DelayedNameRemoval),
                 ..EngineOptions::default()
             };
-            for opts in [EngineOptions::default(), delayed] {
+            // Prometheus 2's windows, and its `avg_over_time` four windows at a time.
+            let compat2 =
+                EngineOptions { compat: crate::eval::Compat::Prometheus2, ..EngineOptions::default() };
+            for opts in [EngineOptions::default(), delayed, compat2] {
                 let (fast, slow) =
                     (steps_with(&opts, &st, q, range, true), steps_with(&opts, &st, q, range, false));
                 assert_eq!(fast, slow, "{q}");
