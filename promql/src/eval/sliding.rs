@@ -42,6 +42,9 @@ enum Kind {
     /// `sum_over_time` (`avg` false) and `avg_over_time`: of whole numbers small enough
     /// that every sum of them is exact, from the window's integer sum kept as it slides.
     Sum { avg: bool },
+    /// `max_over_time` (`max`) and `min_over_time`: over long windows, the window's
+    /// indices that can still be its extreme kept in a queue as it slides ([`Extremes`]).
+    Extreme { max: bool },
     /// `avg_over_time` of Prometheus 2, whose incremental mean is not the exact one even
     /// of whole numbers: windows taken four at a time ([`kernels::avg_over_time_2_x4`]).
     Mean2,
@@ -65,8 +68,8 @@ fn kind(name: &str, compat: Compat) -> Option<(Kind, bool)> {
             Compat::Prometheus3 => (Kind::Sum { avg: true }, false),
             Compat::Prometheus2 => (Kind::Mean2, false),
         },
-        "min_over_time" => (Kind::Window(|p| Some(kernels::min_over_time(p))), false),
-        "max_over_time" => (Kind::Window(|p| Some(kernels::max_over_time(p))), false),
+        "min_over_time" => (Kind::Extreme { max: false }, false),
+        "max_over_time" => (Kind::Extreme { max: true }, false),
         "count_over_time" => (Kind::Window(|p| Some(p.len() as f64)), false),
         "stddev_over_time" => (Kind::Window(|p| Some(kernels::stddev_over_time(p))), false),
         "stdvar_over_time" => (Kind::Window(|p| Some(kernels::stdvar_over_time(p))), false),
@@ -639,6 +642,16 @@ impl Evaluator<'_> {
         // time `avg_over_time` took.
         let count_resets = matches!(kind, Kind::Extrapolated { counter: true, .. } | Kind::Resets);
         let sums = matches!(kind, Kind::Sum { .. });
+        // A queue costs a mispredicted branch or so per sample; the fold over each window
+        // is branch-free but visits a sample once per window holding it. The queue pays
+        // from about a dozen windows a sample (one thread, 202 gauges, 61 steps a minute
+        // apart: `[5m]` 0.24 ms folded, 0.58 queued; `[30m]` 1.54 and 0.59).
+        let mut extremes = match kind {
+            Kind::Extreme { max } if steps.len() > 1 && range >= 12 * (steps[1] - steps[0]) => {
+                Some(Extremes::new(max))
+            }
+            _ => None,
+        };
         let mut not_counters: Vec<String> = Vec::new();
         // Windows only move forward: when these steps come after the last ones slid for
         // this call, each series' windows start where they stopped instead of at a
@@ -684,6 +697,9 @@ impl Evaluator<'_> {
                     (lo, hi, resets, sum)
                 }
             };
+            if let Some(e) = &mut extremes {
+                e.restart(points, lo..hi);
+            }
             let mut seen = false;
             // `Kind::Mean2`'s windows waiting to be computed together: (step, lo, hi).
             let mut means: Vec<(usize, usize, usize)> = Vec::new();
@@ -697,6 +713,9 @@ impl Evaluator<'_> {
                     if let Some(sum) = &mut sum {
                         *sum += points[hi].v as i64;
                     }
+                    if let Some(e) = &mut extremes {
+                        e.push(points, hi);
+                    }
                     hi += 1;
                 }
                 while lo < hi && (points[lo].t < start || (!closed && points[lo].t == start)) {
@@ -707,6 +726,9 @@ impl Evaluator<'_> {
                         *sum -= points[lo].v as i64;
                     }
                     lo += 1;
+                }
+                if let Some(e) = &mut extremes {
+                    e.drop_before(lo);
                 }
                 let window = &points[lo..hi];
                 if window.is_empty() {
@@ -723,6 +745,11 @@ impl Evaluator<'_> {
                         Some(sum) => kernels::exact_sum_over_time(sum, window.len(), avg),
                         None if avg => kernels::avg_over_time(window),
                         None => kernels::sum_over_time(window),
+                    }),
+                    Kind::Extreme { max } => Some(match &extremes {
+                        Some(e) => e.value(window, points),
+                        None if max => kernels::max_over_time(window),
+                        None => kernels::min_over_time(window),
                     }),
                     Kind::Mean2 => {
                         means.push((i, lo, hi));
@@ -760,6 +787,67 @@ impl Evaluator<'_> {
             self.cursors.insert(node_key(c), (last, cursors));
         }
         Ok(true)
+    }
+}
+
+/// The candidates for a sliding window's `max_over_time` (or `min_over_time`): indices
+/// of its non-NaN values, each not beaten (strictly) by a later one, so their values
+/// never rise (fall) and the first is the window's extreme, the earliest of equal ones.
+/// That is what the kernels' fold gives: a NaN is replaced by the next value, a value
+/// only by a strictly greater one, so all NaN gives the last, else the first maximum.
+struct Extremes {
+    max: bool,
+    /// The candidates are `queue[head..]`: indices only grow, so the front moves on
+    /// instead of shifting (cleared for each series).
+    queue: Vec<usize>,
+    head: usize,
+}
+
+impl Extremes {
+    fn new(max: bool) -> Self {
+        Extremes { max, queue: Vec::new(), head: 0 }
+    }
+
+    /// Starts over with the window `points[range]`.
+    fn restart(&mut self, points: &[Point], range: std::ops::Range<usize>) {
+        self.queue.clear();
+        self.head = 0;
+        for i in range {
+            self.push(points, i);
+        }
+    }
+
+    /// Adds `points[i]`, the window's new last point.
+    #[inline(always)]
+    fn push(&mut self, points: &[Point], i: usize) {
+        let v = points[i].v;
+        if v.is_nan() {
+            return;
+        }
+        while self.queue.len() > self.head {
+            let w = points[self.queue[self.queue.len() - 1]].v;
+            if !(if self.max { v > w } else { v < w }) {
+                break;
+            }
+            self.queue.pop();
+        }
+        self.queue.push(i);
+    }
+
+    /// Forgets the points before index `lo`, where the window now starts.
+    #[inline(always)]
+    fn drop_before(&mut self, lo: usize) {
+        while self.head < self.queue.len() && self.queue[self.head] < lo {
+            self.head += 1;
+        }
+    }
+
+    /// The extreme of `window` (not empty), the points from the last `drop_before` on.
+    fn value(&self, window: &[Point], points: &[Point]) -> f64 {
+        match self.queue.get(self.head) {
+            Some(&j) => points[j].v,
+            None => window[window.len() - 1].v,
+        }
     }
 }
 
@@ -937,6 +1025,9 @@ mod tests {
             [edge, edge, edge + 2.0, edge, edge, edge],
             [1.5, 2.0, -3.25, 4.0, 0.5, 1.0],
             [1e308, 1e308, -1e308, 5.0, 1e308, 3.0],
+            // Ties of -0 and +0 (the first kept), NaN replaced by what comes next.
+            [f64::NAN, -0.0, 0.0, f64::NAN, -0.0, 3.0],
+            [f64::NAN; 6],
         ]
         .iter()
         .enumerate()
@@ -969,6 +1060,13 @@ mod tests {
             "count by (code) (rate(req_total[30s]))",
             "min by (wl) (avg_over_time(mem_bytes[1m]))",
             "max by (wl) (max_over_time(mem_bytes[1m]))",
+            // Extremes folded over short windows, kept in a queue over long ones (12 steps).
+            "max_over_time(big[25s])",
+            "min_over_time(big[35s])",
+            "max_over_time(big[90s])",
+            "min_over_time(big[2m])",
+            "min_over_time(mem_bytes[1m] offset 10s)",
+            "max_over_time({__name__=~\"big|mem_bytes\"}[5m])",
             "group by (wl, code) (last_over_time(mem_bytes[40s]))",
             "stddev by (wl) (rate(req_total[1m]))",
             "stdvar(deriv(mem_bytes[1m]))",
