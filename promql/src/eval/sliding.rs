@@ -647,7 +647,7 @@ impl Evaluator<'_> {
         // from about a dozen windows a sample (one thread, 202 gauges, 61 steps a minute
         // apart: `[5m]` 0.24 ms folded, 0.58 queued; `[30m]` 1.54 and 0.59).
         let mut extremes = match kind {
-            Kind::Extreme { max } if steps.len() > 1 && range >= 12 * (steps[1] - steps[0]) => {
+            Kind::Extreme { max } if steps.len() > 1 && range / 12 >= steps[1] - steps[0] => {
                 Some(Extremes::new(max))
             }
             _ => None,

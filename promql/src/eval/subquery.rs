@@ -201,7 +201,9 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Evaluates the inner steps of `sq` for all of `steps` (outer times) at once, when
-    /// their windows overlap, for [`subquery`](Self::subquery) to cut from.
+    /// their windows overlap enough, for [`subquery`](Self::subquery) to cut from. An
+    /// error of an inner step comes out here, before the outer steps' other errors: the
+    /// query fails either way, maybe naming another cause.
     pub(super) fn precompute_subquery(&mut self, sq: &SubqueryExpr, steps: &[Timestamp]) -> EResult<()> {
         if steps.len() < 2 {
             return Ok(());
@@ -229,8 +231,9 @@ impl<'a> Evaluator<'a> {
         }
         let step = windows[0].step;
         let total: i128 = runs.iter().map(|&(a, b)| i128::from((b - a) / step + 1)).sum();
-        // Without overlap nothing is shared, and holding all windows at once costs memory.
-        if total >= each || total > self.opts.max_samples as i128 {
+        // Holding the run's windows at once costs memory (up to 32 windows' worth where
+        // they barely overlap): only worth it when it at least halves the work.
+        if total * 2 > each || total > self.opts.max_samples as i128 {
             return Ok(());
         }
         let mut inner = InnerSteps::default();
@@ -239,10 +242,10 @@ impl<'a> Evaluator<'a> {
             let grid: Vec<Timestamp> = (0..=(b - a) / step).map(|i| a + i * step).collect();
             for (t, value) in self.eval_steps(&sq.expr, &grid, step, &|_: &mut Evaluator<'a>, _, v| Ok(v))? {
                 inner.push(t, value, &mut index, self.delayed)?;
+                if inner.uncut {
+                    return Ok(());
+                }
             }
-        }
-        if inner.uncut {
-            return Ok(());
         }
         inner.runs = runs;
         self.inner_steps.insert(node_key(sq), inner);
