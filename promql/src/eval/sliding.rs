@@ -48,19 +48,23 @@ enum Kind {
     /// `avg_over_time` of Prometheus 2, whose incremental mean is not the exact one even
     /// of whole numbers: windows taken four at a time ([`kernels::avg_over_time_2_x4`]).
     Mean2,
+    /// `predict_linear` by a literal number of seconds: the regression's intercept is
+    /// taken at the step.
+    Predict(f64),
     /// A function of the window's points alone.
     Window(fn(&[Point]) -> Option<f64>),
 }
 
 /// The functions computed here, and whether they keep the metric name.
-fn kind(name: &str, compat: Compat) -> Option<(Kind, bool)> {
-    Some(match name {
+fn kind(c: &Call, compat: Compat) -> Option<(Kind, bool)> {
+    Some(match c.func.name {
         "rate" => (Kind::Extrapolated { counter: true, rate: true }, false),
         "increase" => (Kind::Extrapolated { counter: true, rate: false }, false),
         "delta" => (Kind::Extrapolated { counter: false, rate: false }, false),
         "irate" => (Kind::Window(|p| kernels::instant_value(p, true)), false),
         "idelta" => (Kind::Window(|p| kernels::instant_value(p, false)), false),
         "deriv" => (Kind::Window(kernels::deriv), false),
+        "predict_linear" => (Kind::Predict(c.args.get(1).and_then(number)?), false),
         "resets" => (Kind::Resets, false),
         "changes" => (Kind::Window(|p| Some(kernels::changes(p))), false),
         "sum_over_time" => (Kind::Sum { avg: false }, false),
@@ -125,16 +129,19 @@ type Positioned = Vec<(usize, Series)>;
 /// once taken.
 pub(super) type StepResults = Vec<Option<Vec<S>>>;
 
-/// The call's range selector when it can be computed here: a single, plain argument
-/// (no `@`, no anchoring).
+/// The call's range selector when it can be computed here: a plain argument (no `@`,
+/// no anchoring), alone or followed by a literal number (`predict_linear(m[5m], 3600)`).
 fn plain_range_arg(c: &Call) -> Option<&MatrixSelector> {
     match c.args.as_slice() {
-        [arg] => match arg.unparen() {
-            Expr::MatrixSelector(ms) if ms.selector.at.is_none() && ms.selector.anchoring.is_none() => {
-                Some(ms)
-            }
-            _ => None,
-        },
+        [arg] => plain_range(arg),
+        [arg, d] if number(d).is_some() => plain_range(arg),
+        _ => None,
+    }
+}
+
+fn plain_range(arg: &Expr) -> Option<&MatrixSelector> {
+    match arg.unparen() {
+        Expr::MatrixSelector(ms) if ms.selector.at.is_none() && ms.selector.anchoring.is_none() => Some(ms),
         _ => None,
     }
 }
@@ -162,7 +169,7 @@ impl<'e> Input<'e> {
     fn keeps_name(self) -> bool {
         match self {
             // Which functions keep the name is the same in 2 and 3.
-            Input::Call(c) => kind(c.func.name, Compat::Prometheus3).is_some_and(|(_, keep_name)| keep_name),
+            Input::Call(c) => kind(c, Compat::Prometheus3).is_some_and(|(_, keep_name)| keep_name),
             Input::Selector(_) => true,
         }
     }
@@ -294,8 +301,7 @@ impl Evaluator<'_> {
     /// whether the label sets stay distinct also after names are dropped at the end.
     /// Dropping a name drops `__type__` and `__unit__` too.
     fn distinct(&mut self, c: &Call, delayed_counts: bool) -> bool {
-        let (Some((_, keep_name)), Some(ms)) = (kind(c.func.name, self.opts.compat), plain_range_arg(c))
-        else {
+        let (Some((_, keep_name)), Some(ms)) = (kind(c, self.opts.compat), plain_range_arg(c)) else {
             return false;
         };
         keep_name
@@ -623,8 +629,7 @@ impl Evaluator<'_> {
         steps: &[Timestamp],
         mut emit: impl FnMut(&SlidSeries<'_>, usize, f64),
     ) -> EResult<bool> {
-        let (Some((kind, keep_name)), Some(ms)) = (kind(c.func.name, self.opts.compat), plain_range_arg(c))
-        else {
+        let (Some((kind, keep_name)), Some(ms)) = (kind(c, self.opts.compat), plain_range_arg(c)) else {
             return Ok(false);
         };
         let range = self.positive_ms(&ms.range, "range")?;
@@ -762,6 +767,7 @@ impl Evaluator<'_> {
                         }
                         None
                     }
+                    Kind::Predict(d) => kernels::predict_linear(window, t, d),
                     Kind::Window(f) => f(window),
                 };
                 if let Some(v) = value {
@@ -1070,6 +1076,10 @@ mod tests {
             "group by (wl, code) (last_over_time(mem_bytes[40s]))",
             "stddev by (wl) (rate(req_total[1m]))",
             "stdvar(deriv(mem_bytes[1m]))",
+            // A literal duration after the range; the intercept at each step's time.
+            "predict_linear(mem_bytes[1m], 600)",
+            "sum by (wl) (predict_linear(req_total[50s] offset 20s, -(30)))",
+            "predict_linear(big[2m], 3600)",
             "sum by (__name__) (last_over_time({__name__=~\".+\"}[1m]))",
             // A name kept by the grouping, dropped at the end in delayed mode.
             "sum by (__name__, wl) (rate(req_total[1m]))",
