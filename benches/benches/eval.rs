@@ -96,27 +96,26 @@ fn eval(c: &mut Criterion) {
                 b.iter(|| black_box(engine.instant_query(&store, q, now).map(|r| r.value)))
             });
         }
-        // Five minutes at a 15 s step: 21 steps.
-        let q = QUERIES[1].1;
-        g.bench_with_input(BenchmarkId::new("range_sum_by_rate", n), &n, |b, _| {
-            b.iter(|| {
-                black_box(engine.range_query(&store, q, now - 300_000, now, SCRAPE_MS).map(|r| r.value))
-            })
-        });
+        // Range queries over five minutes at a 15 s step: 21 steps.
+        let mut range = |name: &str, q: &str| {
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter(|| {
+                    black_box(engine.range_query(&store, q, now - 300_000, now, SCRAPE_MS).map(|r| r.value))
+                })
+            });
+        };
+        range("range_sum_by_rate", QUERIES[1].1);
         // A gauge's windows over the same steps (a tenth as many series).
-        let q = "avg_over_time(process_resident_memory_bytes[5m])";
-        g.bench_with_input(BenchmarkId::new("range_avg_over_time_gauge", n), &n, |b, _| {
-            b.iter(|| {
-                black_box(engine.range_query(&store, q, now - 300_000, now, SCRAPE_MS).map(|r| r.value))
-            })
-        });
+        range("range_avg_over_time_gauge", "avg_over_time(process_resident_memory_bytes[5m])");
+        // A subquery at each of the same steps: its inner steps shared between them.
+        range(
+            "range_subquery_max",
+            "max_over_time(sum by (destination_workload) (rate(istio_requests_total[1m]))[5m:15s])",
+        );
+        // The gauge's maximum over windows of 20 steps: candidates kept as they slide.
+        range("range_max_over_time_gauge", "max_over_time(process_resident_memory_bytes[5m])");
         // The gauge's latest values, summed at each of the same steps.
-        let q = "sum(process_resident_memory_bytes)";
-        g.bench_with_input(BenchmarkId::new("range_sum_gauge", n), &n, |b, _| {
-            b.iter(|| {
-                black_box(engine.range_query(&store, q, now - 300_000, now, SCRAPE_MS).map(|r| r.value))
-            })
-        });
+        range("range_sum_gauge", "sum(process_resident_memory_bytes)");
     }
     g.finish();
 }
