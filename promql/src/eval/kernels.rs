@@ -445,6 +445,7 @@ pub(crate) fn avg_over_time_2(points: &[Point]) -> f64 {
 /// chain of divisions each waiting for the one before: four chains side by side, two
 /// lanes to an instruction, keep the divider busy (a range query's windows one after
 /// another took 3.4 times as long, the four in scalar steps 1.5 times).
+#[inline(never)]
 pub(crate) fn avg_over_time_2_x4(windows: [&[Point]; 4]) -> [f64; 4] {
     use wide::{f64x4, CmpEq, CmpGe};
     let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
