@@ -431,10 +431,13 @@ impl Evaluator<'_> {
             })?,
             "changes" => self.range_fn(c, t, 0, |p| Some(kernels::changes(p)))?,
             "sum_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::sum_over_time(p)))?,
-            "avg_over_time" => match self.opts.compat {
-                Compat::Prometheus3 => self.range_fn(c, t, 0, |p| Some(kernels::avg_over_time(p)))?,
-                Compat::Prometheus2 => self.range_fn(c, t, 0, |p| Some(kernels::avg_over_time_2(p)))?,
-            },
+            "avg_over_time" => {
+                let mean = match self.opts.compat {
+                    Compat::Prometheus3 => kernels::avg_over_time,
+                    Compat::Prometheus2 => kernels::avg_over_time_2,
+                };
+                self.range_fn(c, t, 0, |p| Some(mean(p)))?
+            }
             "min_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::min_over_time(p)))?,
             "max_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::max_over_time(p)))?,
             "count_over_time" => self.range_fn(c, t, 0, |p| Some(p.len() as f64))?,

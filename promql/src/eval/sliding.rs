@@ -42,10 +42,6 @@ enum Kind {
     /// `sum_over_time` (`avg` false) and `avg_over_time`: of whole numbers small enough
     /// that every sum of them is exact, from the window's integer sum kept as it slides.
     Sum { avg: bool },
-    /// `max_over_time` (`max`) and `min_over_time`: where windows overlap much, the
-    /// window's indices that can still be its extreme kept in a queue as it slides
-    /// ([`Extremes`]).
-    Extreme { max: bool },
     /// `avg_over_time` of Prometheus 2, whose incremental mean is not the exact one even
     /// of whole numbers: windows taken four at a time ([`kernels::avg_over_time_2_x4`]).
     Mean2,
@@ -73,8 +69,9 @@ fn kind(c: &Call, compat: Compat) -> Option<(Kind, bool)> {
             Compat::Prometheus3 => (Kind::Sum { avg: true }, false),
             Compat::Prometheus2 => (Kind::Mean2, false),
         },
-        "min_over_time" => (Kind::Extreme { max: false }, false),
-        "max_over_time" => (Kind::Extreme { max: true }, false),
+        // Over much overlapping windows a queue gives their extremes (`Extremes`).
+        "min_over_time" => (Kind::Window(|p| Some(kernels::min_over_time(p))), false),
+        "max_over_time" => (Kind::Window(|p| Some(kernels::max_over_time(p))), false),
         "count_over_time" => (Kind::Window(|p| Some(p.len() as f64)), false),
         "stddev_over_time" => (Kind::Window(|p| Some(kernels::stddev_over_time(p))), false),
         "stdvar_over_time" => (Kind::Window(|p| Some(kernels::stdvar_over_time(p))), false),
@@ -654,22 +651,13 @@ impl Evaluator<'_> {
         // visits a sample taken in (one thread, 202 gauges, 61 steps a minute apart:
         // `[30m]` 1.57 ms folded, 0.57 queued, at 20; the criterion gauge row, 21 steps
         // of `[5m]` at 10: 0.44 ms folded, 0.60 queued at 1,000 series).
-        let mut extremes = match kind {
-            Kind::Extreme { max } if steps.len() > 1 && visits_per_sample(steps, range) >= 16.0 => {
-                Some(Extremes::new(max))
-            }
+        let mut extremes = match c.func.name {
+            "max_over_time" => Some(true),
+            "min_over_time" => Some(false),
             _ => None,
-        };
-        // Folded, the extremes take the windows' path of the other functions.
-        let kind = match kind {
-            Kind::Extreme { max: true } if extremes.is_none() => {
-                Kind::Window(|p| Some(kernels::max_over_time(p)))
-            }
-            Kind::Extreme { max: false } if extremes.is_none() => {
-                Kind::Window(|p| Some(kernels::min_over_time(p)))
-            }
-            kind => kind,
-        };
+        }
+        .filter(|_| steps.len() > 1 && visits_per_sample(steps, range) >= 16.0)
+        .map(Extremes::new);
         let mut not_counters: Vec<String> = Vec::new();
         // Windows only move forward: when these steps come after the last ones slid for
         // this call, each series' windows start where they stopped instead of at a
@@ -758,7 +746,6 @@ impl Evaluator<'_> {
                         None if avg => kernels::avg_over_time(window),
                         None => kernels::sum_over_time(window),
                     }),
-                    Kind::Extreme { .. } => extremes.as_mut().map(|e| e.value(points, lo, hi)),
                     Kind::Mean2 => {
                         means.push((i, lo, hi));
                         if means.len() == 4 {
@@ -771,7 +758,10 @@ impl Evaluator<'_> {
                         None
                     }
                     Kind::Predict(d) => kernels::predict_linear(window, t, d),
-                    Kind::Window(f) => f(window),
+                    Kind::Window(f) => match &mut extremes {
+                        Some(e) => Some(e.value(points, lo, hi)),
+                        None => f(window),
+                    },
                 };
                 if let Some(v) = value {
                     emit(&slid, i, v);

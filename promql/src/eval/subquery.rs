@@ -33,6 +33,12 @@ impl Window {
         (i128::from(self.end) - i128::from(self.first)) / i128::from(self.step) + 1
     }
 
+    /// The last inner step, when there is one (`count` is at least 1 and at most the
+    /// sample limit).
+    fn last(&self) -> Timestamp {
+        self.first + (self.count() as i64 - 1) * self.step
+    }
+
     /// The inner steps, when there are any (`count` is at most the sample limit).
     fn steps(&self) -> impl Iterator<Item = Timestamp> {
         let (first, step) = (self.first, self.step);
@@ -53,6 +59,8 @@ pub(super) struct InnerSteps {
     /// its value: a window's series come in the order they first appear in it.
     order: Vec<u32>,
     series: Vec<M>,
+    /// Each series' index in `series`, by its labels (without a name dropped at once).
+    index: LabelsMap<usize>,
     /// Whether a window cut from these steps could differ from the step-by-step path's:
     /// a series whose name is to be dropped at some steps and not at others, or samples
     /// merged by their labels without the name (the first label set seen in a window
@@ -65,7 +73,7 @@ pub(super) struct InnerSteps {
 
 impl InnerSteps {
     /// Adds the value of the next inner step.
-    fn push(&mut self, t: Timestamp, value: V, index: &mut LabelsMap<usize>, delayed: bool) -> EResult<()> {
+    fn push(&mut self, t: Timestamp, value: V, delayed: bool) -> EResult<()> {
         match value {
             V::Vector(v) => {
                 for s in v {
@@ -76,7 +84,7 @@ impl InnerSteps {
                     } else {
                         s.labels.clone()
                     };
-                    let i = *index.entry(key).or_insert_with(|| {
+                    let i = *self.index.entry(key).or_insert_with(|| {
                         self.series.push(M {
                             labels: s.labels,
                             points: Points::Owned(Vec::new()),
@@ -117,12 +125,8 @@ impl InnerSteps {
 
     /// The subquery's value over `w`, when every one of its inner steps was evaluated.
     fn window(&mut self, w: &Window) -> Option<Matrix> {
-        let count = w.count();
-        if count > 0 {
-            let last = w.first + (count as i64 - 1) * w.step;
-            if !self.runs.iter().any(|&(a, b)| a <= w.first && last <= b) {
-                return None;
-            }
+        if w.count() > 0 && !self.runs.iter().any(|&(a, b)| a <= w.first && w.last() <= b) {
+            return None;
         }
         let lo = self.times.partition_point(|&t| t < w.first);
         let hi = self.times.partition_point(|&t| t <= w.end);
@@ -191,13 +195,28 @@ impl<'a> Evaluator<'a> {
         if let Some(m) = self.inner_steps.get_mut(&node_key(sq)).and_then(|inner| inner.window(&w)) {
             return Ok(m);
         }
-        let steps: Vec<Timestamp> = w.steps().collect();
         let mut inner = InnerSteps::default();
-        let mut index = LabelsMap::default();
-        for (t, value) in self.eval_steps(&sq.expr, &steps, w.step, &|_: &mut Evaluator<'a>, _, v| Ok(v))? {
-            inner.push(t, value, &mut index, self.delayed)?;
-        }
+        self.evaluate_inner(sq, &w.steps().collect::<Vec<_>>(), w.step, &mut inner, false)?;
         Ok(Matrix { series: inner.series, start: w.start, end: w.end, source: None })
+    }
+
+    /// Adds the inner expression of `sq` at each of `steps` (`step` apart) to `inner`;
+    /// if `to_cut`, stops once a cut from it could differ from the step-by-step path's.
+    fn evaluate_inner(
+        &mut self,
+        sq: &SubqueryExpr,
+        steps: &[Timestamp],
+        step: i64,
+        inner: &mut InnerSteps,
+        to_cut: bool,
+    ) -> EResult<()> {
+        for (t, value) in self.eval_steps(&sq.expr, steps, step, &|_: &mut Evaluator<'a>, _, v| Ok(v))? {
+            inner.push(t, value, self.delayed)?;
+            if to_cut && inner.uncut {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Evaluates the inner steps of `sq` for all of `steps` (outer times) at once, when
@@ -223,10 +242,9 @@ impl<'a> Evaluator<'a> {
                 continue;
             }
             each += count;
-            let last = w.first + (count as i64 - 1) * w.step;
             match runs.last_mut() {
-                Some((_, b)) if w.first <= *b + w.step => *b = (*b).max(last),
-                _ => runs.push((w.first, last)),
+                Some((_, b)) if w.first <= *b + w.step => *b = (*b).max(w.last()),
+                _ => runs.push((w.first, w.last())),
             }
         }
         let step = windows[0].step;
@@ -237,14 +255,11 @@ impl<'a> Evaluator<'a> {
             return Ok(());
         }
         let mut inner = InnerSteps::default();
-        let mut index = LabelsMap::default();
         for &(a, b) in &runs {
             let grid: Vec<Timestamp> = (0..=(b - a) / step).map(|i| a + i * step).collect();
-            for (t, value) in self.eval_steps(&sq.expr, &grid, step, &|_: &mut Evaluator<'a>, _, v| Ok(v))? {
-                inner.push(t, value, &mut index, self.delayed)?;
-                if inner.uncut {
-                    return Ok(());
-                }
+            self.evaluate_inner(sq, &grid, step, &mut inner, true)?;
+            if inner.uncut {
+                return Ok(());
             }
         }
         inner.runs = runs;
