@@ -441,40 +441,91 @@ pub(crate) fn avg_over_time_2(points: &[Point]) -> f64 {
     mean_2_value(mean, c)
 }
 
-/// [`avg_over_time_2`] of four non-empty windows at once, each as alone. A mean is a
-/// chain of divisions each waiting for the one before: four chains side by side, two
-/// lanes to an instruction, keep the divider busy (a range query's windows one after
-/// another took 3.4 times as long, the four in scalar steps 1.5 times).
-#[inline(never)]
-pub(crate) fn avg_over_time_2_x4(windows: [&[Point]; 4]) -> [f64; 4] {
-    use wide::{f64x4, CmpEq, CmpGe};
-    let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
-    let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
-    let (mut mean, mut c) = (f64x4::ZERO, f64x4::ZERO);
-    let mut j = 0;
-    // The steps of `mean_2_step` lane by lane, up to an infinite mean, which skips
-    // values: the lanes then go on one by one.
-    while j < shortest && !mean.abs().cmp_eq(f64x4::splat(f64::INFINITY)).any() {
-        let count = f64x4::splat((j + 1) as f64);
-        let [w0, w1, w2, w3] = windows;
-        let v = f64x4::new([w0[j].v, w1[j].v, w2[j].v, w3[j].v]);
-        let x = v / count - mean / count;
-        let t = mean + x;
-        let big = mean.abs().cmp_ge(x.abs());
-        c += (big.blend(mean, x) - t) + big.blend(x, mean);
-        mean = t;
-        j += 1;
-    }
-    let (mut mean, mut c) = (mean.to_array(), c.to_array());
-    for j in j..longest {
-        let count = (j + 1) as f64;
-        for k in 0..4 {
-            if let Some(p) = windows[k].get(j) {
-                mean_2_step(&mut mean[k], &mut c[k], count, p.v);
+/// How many [`avg_over_time_2`] windows [`avg_over_time_2_each`] takes side by side. A
+/// mean is a chain of divisions, each waiting for the one before; sixteen chains keep
+/// AVX-512's divider busy (two 8-lane registers), and AVX2's (four of 4).
+const MEAN_2_LANES: usize = 16;
+
+/// [`avg_over_time_2`] of each window `points[lo..hi]` of `windows`, appended to `out`
+/// in their order, each as if alone: a range query's windows of one series. On x86-64
+/// the lanes run in the widest vectors the CPU has (`pulp` picks AVX-512 or AVX2 at run
+/// time, or stays with the baseline's two lanes). Division is exact in every
+/// instruction set, so the answers do not depend on which one ran.
+pub(crate) fn avg_over_time_2_each(points: &[Point], windows: &[(usize, usize)], out: &mut Vec<f64>) {
+    struct Means<'a>(&'a [Point], &'a [(usize, usize)], &'a mut [f64]);
+    impl pulp::WithSimd for Means<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) {
+            let Means(points, windows, out) = self;
+            let window =
+                |i: usize| windows.get(i).and_then(|&(lo, hi)| points.get(lo..hi)).unwrap_or_default();
+            // Lanes of windows of one length, so that they all take every step (a
+            // window a value longer than the next would take its last lane by lane).
+            let mut order: Vec<usize> = (0..windows.len()).collect();
+            order.sort_unstable_by_key(|&i| window(i).len());
+            for run in order.chunk_by(|&a, &b| window(a).len() == window(b).len()) {
+                for chunk in run.chunks(MEAN_2_LANES) {
+                    // A short chunk fills its lanes with its last window again.
+                    let lanes =
+                        std::array::from_fn(|k| window(chunk.get(k).or(chunk.last()).copied().unwrap_or(0)));
+                    for (&i, v) in chunk.iter().zip(avg_over_time_2_lanes::<MEAN_2_LANES>(lanes)) {
+                        if let Some(o) = out.get_mut(i) {
+                            *o = v;
+                        }
+                    }
+                }
             }
         }
     }
+    let start = out.len();
+    out.resize(start + windows.len(), go_nan());
+    pulp::Arch::new().dispatch(Means(points, windows, &mut out[start..]));
+}
+
+/// [`avg_over_time_2`] of `L` windows in lanes: the steps of `mean_2_step` side by side
+/// to the end of the shortest window or an infinite mean (which skips values), then
+/// lane by lane. Inlined into the caller's instruction set.
+#[inline(always)]
+fn avg_over_time_2_lanes<const L: usize>(windows: [&[Point]; L]) -> [f64; L] {
+    let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
+    let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
+    let (mut mean, mut c) = ([0.0_f64; L], [0.0_f64; L]);
+    let mut j = 0;
+    // Not `any`: stopping at the first infinite lane makes a branch a lane.
+    while j < shortest && !mean.iter().fold(false, |inf, m| inf | m.is_infinite()) {
+        // Gathered first: indexing lane by lane below kept the loop from vectors.
+        let v: [f64; L] = std::array::from_fn(|k| windows[k][j].v);
+        let count = (j + 1) as f64;
+        for k in 0..L {
+            let x = v[k] / count - mean[k] / count;
+            let t = mean[k] + x;
+            c[k] += if mean[k].abs() >= x.abs() { (mean[k] - t) + x } else { (x - t) + mean[k] };
+            mean[k] = t;
+        }
+        j += 1;
+    }
+    if j < longest {
+        // Out of line: lanes indexed by a variable here would keep them in memory above.
+        (mean, c) = avg_over_time_2_rest(&windows, j, mean, c);
+    }
     std::array::from_fn(|k| if windows[k].is_empty() { go_nan() } else { mean_2_value(mean[k], c[k]) })
+}
+
+/// The steps of [`avg_over_time_2_lanes`] from the `from`th value on, lane by lane.
+#[inline(never)]
+fn avg_over_time_2_rest<const L: usize>(
+    windows: &[&[Point]; L],
+    from: usize,
+    mut mean: [f64; L],
+    mut c: [f64; L],
+) -> ([f64; L], [f64; L]) {
+    for (k, w) in windows.iter().enumerate() {
+        for (j, p) in w.iter().enumerate().skip(from) {
+            mean_2_step(&mut mean[k], &mut c[k], (j + 1) as f64, p.v);
+        }
+    }
+    (mean, c)
 }
 
 /// Adds the `count`-th value `v` to an [`avg_over_time_2`] mean.
@@ -2207,14 +2258,19 @@ mod tests {
             );
         }
         assert_ne!(avg_over_time(&over(&[4.0, 4.0, 4.0, 4.0, 3.0, 4.0])), 3.833333333333333);
-        // Four at once, of different lengths, each as alone.
+        // Side by side, of different lengths, each as alone; one lane, a few, and more
+        // than a vector's worth.
         let all = over(&[1e308, 4.0, inf, 4.0, 3.0, 0.1, nan, 1e-17, 4.0, -1e308, 5.0, 0.7]);
         for (a, b) in [(0, 12), (1, 7), (2, 2), (3, 11)] {
-            let windows = [&all[a..b], &all[1..9], &all[b - 1..], &all[..a + 1]];
-            let got = avg_over_time_2_x4(windows);
-            for (w, got) in windows.iter().zip(got) {
+            let four = [(a, b), (1, 9), (b - 1, all.len()), (0, a + 1)];
+            let windows: Vec<(usize, usize)> = four.iter().cycle().take(4 * a * a + 1).copied().collect();
+            let mut got = Vec::new();
+            avg_over_time_2_each(&all, &windows, &mut got);
+            assert_eq!(got.len(), windows.len());
+            for (&(lo, hi), got) in windows.iter().zip(got) {
                 // Any NaN: which one comes out of two depends on the order of operands,
                 // which compilers take as theirs to choose.
+                let w = &all[lo..hi];
                 let want = avg_over_time_2(w);
                 assert!(
                     got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
@@ -2233,9 +2289,23 @@ mod tests {
             .collect();
         let all = over(&values);
         for o in (0..300).step_by(7) {
-            let windows = [&all[o..o + 20], &all[o + 3..o + 24], &all[o + 9..o + 26], &all[o + 11..o + 40]];
-            for (w, got) in windows.iter().zip(avg_over_time_2_x4(windows)) {
+            let windows: Vec<(usize, usize)> =
+                (0..o % 40).map(|k| (o + k, o + k + 15 + k * k % 11)).collect();
+            // Appended after what `out` holds.
+            let mut got = vec![7.0];
+            avg_over_time_2_each(&all, &windows, &mut got);
+            assert_eq!((got.len(), got[0]), (windows.len() + 1, 7.0));
+            for (&(lo, hi), got) in windows.iter().zip(&got[1..]) {
+                let w = &all[lo..hi];
                 assert_eq!(got.to_bits(), avg_over_time_2(w).to_bits(), "{w:?}");
+            }
+            // The lanes as the baseline instruction set runs them (the test above runs
+            // the widest this machine has).
+            if let Some(lanes) = windows.get(..4) {
+                let lanes: [&[Point]; 4] = std::array::from_fn(|k| &all[lanes[k].0..lanes[k].1]);
+                for (w, got) in lanes.iter().zip(avg_over_time_2_lanes(lanes)) {
+                    assert_eq!(got.to_bits(), avg_over_time_2(w).to_bits(), "{w:?}");
+                }
             }
         }
     }

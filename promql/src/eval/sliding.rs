@@ -43,7 +43,7 @@ enum Kind {
     /// that every sum of them is exact, from the window's integer sum kept as it slides.
     Sum { avg: bool },
     /// `avg_over_time` of Prometheus 2, whose incremental mean is not the exact one even
-    /// of whole numbers: windows taken four at a time ([`kernels::avg_over_time_2_x4`]).
+    /// of whole numbers: a series' windows taken together ([`kernels::avg_over_time_2_each`]).
     Mean2,
     /// `predict_linear` by a literal number of seconds: the regression's intercept is
     /// taken at the step.
@@ -707,8 +707,8 @@ impl Evaluator<'_> {
                 e.restart(lo);
             }
             let mut seen = false;
-            // `Kind::Mean2`'s windows waiting to be computed together: (step, lo, hi).
-            let mut means: Vec<(usize, usize, usize)> = Vec::new();
+            // `Kind::Mean2`'s windows (lo, hi), computed together at the end, and their steps.
+            let (mut mean_windows, mut mean_steps) = (Vec::new(), Vec::new());
             for (i, &t) in steps.iter().enumerate() {
                 let end = t - offset;
                 let start = end - range;
@@ -747,14 +747,8 @@ impl Evaluator<'_> {
                         None => kernels::sum_over_time(window),
                     }),
                     Kind::Mean2 => {
-                        means.push((i, lo, hi));
-                        if means.len() == 4 {
-                            let [a, b, c, d] = [0, 1, 2, 3].map(|k| &points[means[k].1..means[k].2]);
-                            for (&(i, ..), v) in means.iter().zip(kernels::avg_over_time_2_x4([a, b, c, d])) {
-                                emit(&slid, i, v);
-                            }
-                            means.clear();
-                        }
+                        mean_windows.push((lo, hi));
+                        mean_steps.push(i);
                         None
                     }
                     Kind::Predict(d) => kernels::predict_linear(window, t, d),
@@ -767,8 +761,12 @@ impl Evaluator<'_> {
                     emit(&slid, i, v);
                 }
             }
-            for (i, lo, hi) in means {
-                emit(&slid, i, kernels::avg_over_time_2(&points[lo..hi]));
+            if !mean_windows.is_empty() {
+                let mut values = Vec::with_capacity(mean_windows.len());
+                kernels::avg_over_time_2_each(points, &mean_windows, &mut values);
+                for (&i, v) in mean_steps.iter().zip(values) {
+                    emit(&slid, i, v);
+                }
             }
             cursors.push((lo, hi, resets, sum));
             if seen && matches!(kind, Kind::Extrapolated { counter: true, .. }) {
