@@ -909,11 +909,32 @@ fn write_float<const API: bool>(out: &mut String, v: f64) {
         out.push_str("+Inf");
     } else if v == f64::NEG_INFINITY {
         out.push_str("-Inf");
-    } else if v.fract() == 0.0 && v.abs() < 1e15 && !(v == 0.0 && v.is_sign_negative()) {
+    } else if v.abs() < 1e15 && v as i64 as f64 == v && !(v == 0.0 && v.is_sign_negative()) {
         // Whole numbers (counters, byte counts) have their integer's digits as shortest
         // text: below 1e15 the floats are at most 1/8 apart, so no shorter decimal reads
-        // back as the same one. Integer formatting is several times faster still.
+        // back as the same one. Integer formatting is several times faster still. (Not
+        // `fract()`: a library call on x86-64's baseline.)
         out.push_str(itoa::Buffer::new().format(v as i64));
+    } else if let Some(n) = thousandths(v) {
+        // Means of whole numbers over a few values: `.25`, `.375`, `.8`.
+        if n < 0 {
+            out.push('-');
+        }
+        let n = n.unsigned_abs();
+        out.push_str(itoa::Buffer::new().format(n / 1000));
+        out.push('.');
+        let frac = n % 1000;
+        let digits = [frac / 100, frac / 10 % 10, frac % 10];
+        let places = if digits[2] != 0 {
+            3
+        } else if digits[1] != 0 {
+            2
+        } else {
+            1
+        };
+        for d in &digits[..places] {
+            out.push(char::from(b'0' + *d as u8));
+        }
     } else {
         let mut buf = zmij::Buffer::new();
         let text = buf.format_finite(v);
@@ -961,6 +982,21 @@ fn push_exponent_form(out: &mut String, digits: &str, x: i64) {
         out.push('0');
     }
     out.push_str(itoa::Buffer::new().format(ax));
+}
+
+/// `v` in thousandths when a decimal of at most three places reads back as `v` (`n` /
+/// 1000 rounds to it, division being correctly rounded as reading is) and `v` is not
+/// whole. Below 2^42 two floats lie less than 0.001 apart, so no other such decimal
+/// reads back as `v`, and those with fewer places are among them: this one, trailing
+/// zeros dropped, is the shortest, the text Go writes. Checked in two steps, the
+/// second (a division) only for `v` that are likely to pass.
+fn thousandths(v: f64) -> Option<i64> {
+    if v.abs() >= (1u64 << 42) as f64 {
+        return None;
+    }
+    let scaled = v * 1000.0;
+    let n = scaled as i64;
+    (n as f64 == scaled && n % 1000 != 0 && n as f64 / 1000.0 == v).then_some(n)
 }
 
 /// Magnitudes that `zmij` writes without an exponent, whatever their digits. It writes
@@ -2819,6 +2855,49 @@ mod tests {
             assert_eq!(ours.parse::<f64>().map(f64::to_bits), Ok(v.to_bits()), "{ours}");
         }
         assert_eq!(go_format_float(-0.0), "-0");
+    }
+
+    /// Decimals of up to three places take their own path below 2^42 and `zmij`'s from
+    /// there or when they do not read back: Ryu's text either way, on thousandths,
+    /// eighths, twentieths and thirds of all sizes, and around the bound.
+    #[test]
+    fn decimals_of_three_places_read_as_ryu_writes_them() {
+        let ryu_text = |v: f64| ryu::Buffer::new().format_finite(v).to_owned();
+        let bound = (1u64 << 42) as f64;
+        let mut values =
+            vec![0.001, -0.001, 0.0005, 0.1 + 0.2, 1.5, -0.25, 999.999, bound - 0.5, bound + 0.5];
+        values.extend([bound - 0.001, bound - 0.125, -(bound - 0.25), 77595931.25, 77586802.375]);
+        // A float beside such a decimal whose thousandfold still rounds to a whole number.
+        values.extend([1885.3029999999999, 77601.48300000001, 873329.1359999999, 450477472.13199997]);
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = (x >> (x % 40)) as f64;
+            values.extend([
+                n / 1000.0,
+                -n / 1000.0,
+                n / 8.0,
+                n / 20.0,
+                n / 3.0,
+                (x % 100_000) as f64 / 1000.0,
+            ]);
+        }
+        let mut taken = 0;
+        for v in values {
+            let mut ours = String::new();
+            write_go_float(&mut ours, v);
+            taken += usize::from(thousandths(v).is_some());
+            if v.abs() >= 1e-4 && v.abs() < 1e15 {
+                let want = ryu_text(v);
+                assert_eq!(ours, want.strip_suffix(".0").unwrap_or(&want), "{v}");
+            }
+            assert_eq!(ours.parse::<f64>().map(f64::to_bits), Ok(v.to_bits()), "{ours}");
+        }
+        assert!(taken > 200_000, "{taken}");
+        assert_eq!(thousandths(bound + 0.5), None);
+        assert_eq!(thousandths(0.1 + 0.2), None);
     }
 
     /// Shortest round trip on random bit patterns: the text reads back as the same
