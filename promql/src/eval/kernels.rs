@@ -458,22 +458,14 @@ pub(crate) fn avg_over_time_2_each(points: &[Point], windows: &[(usize, usize)],
         #[inline(always)]
         fn with_simd<S: pulp::Simd>(self, _: S) {
             let Means(points, windows, out) = self;
-            let window =
-                |i: usize| windows.get(i).and_then(|&(lo, hi)| points.get(lo..hi)).unwrap_or_default();
-            // Lanes of windows of one length, so that they all take every step (a
-            // window a value longer than the next would take its last lane by lane).
-            let mut order: Vec<usize> = (0..windows.len()).collect();
-            order.sort_unstable_by_key(|&i| window(i).len());
-            for run in order.chunk_by(|&a, &b| window(a).len() == window(b).len()) {
-                for chunk in run.chunks(MEAN_2_LANES) {
-                    // A short chunk fills its lanes with its last window again.
-                    let lanes =
-                        std::array::from_fn(|k| window(chunk.get(k).or(chunk.last()).copied().unwrap_or(0)));
-                    for (&i, v) in chunk.iter().zip(avg_over_time_2_lanes::<MEAN_2_LANES>(lanes)) {
-                        if let Some(o) = out.get_mut(i) {
-                            *o = v;
-                        }
-                    }
+            for (windows, out) in windows.chunks(MEAN_2_LANES).zip(out.chunks_mut(MEAN_2_LANES)) {
+                // A short last chunk fills its lanes with its last window again.
+                let lanes = std::array::from_fn(|k| {
+                    let (lo, hi) = windows.get(k).or(windows.last()).copied().unwrap_or_default();
+                    points.get(lo..hi).unwrap_or_default()
+                });
+                for (o, v) in out.iter_mut().zip(avg_over_time_2_lanes::<MEAN_2_LANES>(lanes)) {
+                    *o = v;
                 }
             }
         }
@@ -484,25 +476,34 @@ pub(crate) fn avg_over_time_2_each(points: &[Point], windows: &[(usize, usize)],
 }
 
 /// [`avg_over_time_2`] of `L` windows in lanes: the steps of `mean_2_step` side by side
-/// to the end of the shortest window or an infinite mean (which skips values), then
-/// lane by lane. Inlined into the caller's instruction set.
+/// up to an infinite mean, which skips values, then lane by lane. Inlined into the
+/// caller's instruction set.
+///
+/// A lane past the end of its window takes its own mean as the next value, a step that
+/// changes nothing while the mean is finite: `x` is +0, `mean + x` is `mean` (never -0,
+/// as a sum is -0 only of two), and so the compensation gains +0 (never -0 either). A
+/// NaN mean stays NaN. So every lane takes every step, in vectors, without masks (with
+/// which the lanes went through memory at each step).
 #[inline(always)]
 fn avg_over_time_2_lanes<const L: usize>(windows: [&[Point]; L]) -> [f64; L] {
     let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
     let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
     let (mut mean, mut c) = ([0.0_f64; L], [0.0_f64; L]);
-    let mut j = 0;
     // Not `any`: stopping at the first infinite lane makes a branch a lane.
-    while j < shortest && !mean.iter().fold(false, |inf, m| inf | m.is_infinite()) {
+    let finite = |mean: &[f64; L]| !mean.iter().fold(false, |inf, m| inf | m.is_infinite());
+    let mut j = 0;
+    // The steps where every lane has a value, then those where some lanes are past
+    // their end (scrape jitter makes a series' windows differ by a value or two): two
+    // loops, so that the first makes no choice a lane.
+    while j < shortest && finite(&mean) {
         // Gathered first: indexing lane by lane below kept the loop from vectors.
         let v: [f64; L] = std::array::from_fn(|k| windows[k][j].v);
-        let count = (j + 1) as f64;
-        for k in 0..L {
-            let x = v[k] / count - mean[k] / count;
-            let t = mean[k] + x;
-            c[k] += if mean[k].abs() >= x.abs() { (mean[k] - t) + x } else { (x - t) + mean[k] };
-            mean[k] = t;
-        }
+        mean_2_lanes_step(&mut mean, &mut c, (j + 1) as f64, v);
+        j += 1;
+    }
+    while j < longest && finite(&mean) {
+        let v: [f64; L] = std::array::from_fn(|k| windows[k].get(j).map_or(mean[k], |p| p.v));
+        mean_2_lanes_step(&mut mean, &mut c, (j + 1) as f64, v);
         j += 1;
     }
     if j < longest {
@@ -510,6 +511,17 @@ fn avg_over_time_2_lanes<const L: usize>(windows: [&[Point]; L]) -> [f64; L] {
         (mean, c) = avg_over_time_2_rest(&windows, j, mean, c);
     }
     std::array::from_fn(|k| if windows[k].is_empty() { go_nan() } else { mean_2_value(mean[k], c[k]) })
+}
+
+/// The step of `mean_2_step` in each lane, for finite means.
+#[inline(always)]
+fn mean_2_lanes_step<const L: usize>(mean: &mut [f64; L], c: &mut [f64; L], count: f64, v: [f64; L]) {
+    for k in 0..L {
+        let x = v[k] / count - mean[k] / count;
+        let t = mean[k] + x;
+        c[k] += if mean[k].abs() >= x.abs() { (mean[k] - t) + x } else { (x - t) + mean[k] };
+        mean[k] = t;
+    }
 }
 
 /// The steps of [`avg_over_time_2_lanes`] from the `from`th value on, lane by lane.
@@ -2313,6 +2325,14 @@ mod tests {
                     "{w:?}: {got}, {want}"
                 );
             }
+        }
+        // Signed zeros, in lanes that end at different steps: bit for bit.
+        let zeros = over(&[-0.0, -0.0, 0.0, -0.0, -0.0, 1.0, -1.0]);
+        let windows = [(0, 1), (0, 2), (1, 5), (3, 4), (2, 3), (3, 7), (0, 7)];
+        let mut got = Vec::new();
+        avg_over_time_2_each(&zeros, &windows, &mut got);
+        for (&(lo, hi), got) in windows.iter().zip(got) {
+            assert_eq!(got.to_bits(), avg_over_time_2(&zeros[lo..hi]).to_bits(), "{lo}..{hi}");
         }
         // Long runs of finite values of all sizes, lanes side by side all the way.
         let mut seed = 3u64;
