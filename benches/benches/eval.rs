@@ -1,6 +1,7 @@
 //! Evaluation cost against series count, on synthetic Istio-like data: the autoscaling
 //! queries at 1k, 10k and 100k series (`PROMQL_BENCH_SIZES` for others), and a gauge's
-//! `avg_over_time` and sum over a range. Cost should grow linearly.
+//! `avg_over_time` (also Prometheus 2's incremental mean) and sum over a range. Cost
+//! should grow linearly.
 //!
 //! Under `cargo test --benches` only the smallest size runs, once.
 
@@ -11,7 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::hint::black_box;
 
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
-use promql::eval::Engine;
+use promql::eval::{Compat, Engine, EngineOptions};
 use promql::storage::MemoryStore;
 use promql::Labels;
 
@@ -85,6 +86,7 @@ fn eval(c: &mut Criterion) {
         _ => vec![1_000],
     };
     let engine = Engine::default();
+    let engine_2 = Engine::new(EngineOptions { compat: Compat::Prometheus2, ..EngineOptions::default() });
     let now = (SAMPLES - 1) * SCRAPE_MS;
     let mut g = c.benchmark_group("eval");
     g.sample_size(10);
@@ -97,13 +99,19 @@ fn eval(c: &mut Criterion) {
             });
         }
         // Range queries over five minutes at a 15 s step: 21 steps.
-        let mut range = |name: &str, q: &str| {
+        let mut range_of = |engine: &Engine, name: &str, q: &str| {
             g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
                 b.iter(|| {
                     black_box(engine.range_query(&store, q, now - 300_000, now, SCRAPE_MS).map(|r| r.value))
                 })
             });
         };
+        range_of(
+            &engine_2,
+            "range_avg_over_time_gauge_compat2",
+            "avg_over_time(process_resident_memory_bytes[5m])",
+        );
+        let mut range = |name: &str, q: &str| range_of(&engine, name, q);
         range("range_sum_by_rate", QUERIES[1].1);
         // A gauge's windows over the same steps (a tenth as many series).
         range("range_avg_over_time_gauge", "avg_over_time(process_resident_memory_bytes[5m])");
