@@ -463,8 +463,9 @@ pub(crate) fn avg_over_time_2_each(points: &[Point], windows: &[(usize, usize)],
             // look for infinite means.
             let span = windows.iter().map(|w| w.0).min().unwrap_or(0)
                 ..windows.iter().map(|w| w.1).max().unwrap_or(0);
-            let bounded =
-                points.get(span).unwrap_or_default().iter().all(|p| p.v.is_nan() || p.v.abs() <= 1e300);
+            // Not `all`: stopping at the first large value makes a branch a value.
+            let bounded = (points.get(span).unwrap_or_default().iter())
+                .fold(true, |bounded, p| bounded & (p.v.is_nan() | (p.v.abs() <= 1e300)));
             for (windows, out) in windows.chunks(MEAN_2_LANES).zip(out.chunks_mut(MEAN_2_LANES)) {
                 // A short last chunk in fewer lanes, filled with its last window again.
                 let lanes = |k: usize| {
