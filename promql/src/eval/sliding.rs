@@ -647,16 +647,16 @@ impl Evaluator<'_> {
         let sums = matches!(kind, Kind::Sum { .. });
         // A queue costs a mispredicted branch or so per sample it takes in (the first
         // window's and each step's new ones); the fold over each window is branch-free
-        // but visits a sample once per window holding it. The queue pays from about 16
-        // visits a sample taken in (one thread, 202 gauges, 61 steps a minute apart:
-        // `[30m]` 1.57 ms folded, 0.57 queued, at 20; the criterion gauge row, 21 steps
-        // of `[5m]` at 10: 0.44 ms folded, 0.60 queued at 1,000 series).
+        // (four chains) but visits a sample once per window holding it. The queue pays
+        // from about 22 visits a sample taken in (one thread, 202 gauges, 61 steps a
+        // minute apart: `[30m]`, 20 visits, 0.56 ms folded, 0.60 queued; `[35m]`, 22,
+        // 0.62 and 0.61; `[60m]`, 30, 0.74 and 0.57).
         let mut extremes = match c.func.name {
             "max_over_time" => Some(true),
             "min_over_time" => Some(false),
             _ => None,
         }
-        .filter(|_| steps.len() > 1 && visits_per_sample(steps, range) >= 16.0)
+        .filter(|_| steps.len() > 1 && visits_per_sample(steps, range) >= 22.0)
         .map(Extremes::new);
         let mut not_counters: Vec<String> = Vec::new();
         // Windows only move forward: when these steps come after the last ones slid for
@@ -1072,11 +1072,12 @@ mod tests {
             "count by (code) (rate(req_total[30s]))",
             "min by (wl) (avg_over_time(mem_bytes[1m]))",
             "max by (wl) (max_over_time(mem_bytes[1m]))",
-            // Extremes folded over short windows, kept in a queue over long ones.
+            // Extremes folded over short windows, kept in a queue over long ones (a sample
+            // in 22 windows or more on average: 82 steps 7 s apart, from `[4m]`).
             "max_over_time(big[25s])",
             "min_over_time(big[35s])",
             "max_over_time(big[4m])",
-            "min_over_time(big[3m])",
+            "min_over_time(big[5m])",
             "min_over_time(mem_bytes[1m] offset 10s)",
             "max_over_time({__name__=~\"big|mem_bytes\"}[5m])",
             "group by (wl, code) (last_over_time(mem_bytes[40s]))",
