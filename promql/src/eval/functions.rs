@@ -431,13 +431,10 @@ impl Evaluator<'_> {
             })?,
             "changes" => self.range_fn(c, t, 0, |p| Some(kernels::changes(p)))?,
             "sum_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::sum_over_time(p)))?,
-            "avg_over_time" => {
-                let mean = match self.opts.compat {
-                    Compat::Prometheus3 => kernels::avg_over_time,
-                    Compat::Prometheus2 => kernels::avg_over_time_2,
-                };
-                self.range_fn(c, t, 0, |p| Some(mean(p)))?
-            }
+            "avg_over_time" => match self.opts.compat {
+                Compat::Prometheus3 => self.range_fn(c, t, 0, |p| Some(kernels::avg_over_time(p)))?,
+                Compat::Prometheus2 => self.means_2(c, t)?,
+            },
             "min_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::min_over_time(p)))?,
             "max_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::max_over_time(p)))?,
             "count_over_time" => self.range_fn(c, t, 0, |p| Some(p.len() as f64))?,
@@ -636,6 +633,50 @@ impl Evaluator<'_> {
             self.counter_info_named(name, seen.into_inner(), arg);
         }
         Ok(out)
+    }
+}
+
+impl Evaluator<'_> {
+    /// `avg_over_time` under `Compat::Prometheus2` at `t`: the windows of
+    /// [`over_windows`](Self::over_windows) for a plain selector, their means then taken
+    /// side by side (`kernels::avg_over_time_2_many`): each is a chain of divisions, one
+    /// after the other a series at a time, which left the divider idle.
+    fn means_2(&mut self, c: &Call, t: Timestamp) -> EResult<Vec<S>> {
+        let plain = match c.args[0].unparen() {
+            Expr::MatrixSelector(ms) if ms.selector.anchoring.is_none() && self.fast_paths => Some(ms),
+            _ => None,
+        };
+        let Some(ms) = plain else {
+            return self.range_fn(c, t, 0, |p| Some(kernels::avg_over_time_2(p)));
+        };
+        let (start, end) = self.range_window(ms, t)?;
+        let series = self.selected(&ms.selector);
+        // Each series' window; stale markers left out, as in a range vector.
+        let bounds: Vec<(usize, usize)> =
+            series.iter().map(|s| self.window_in(&s.points, start, end)).collect();
+        let kept: Vec<Option<Vec<Point>>> = (series.iter().zip(&bounds))
+            .map(|(s, &(lo, hi))| {
+                s.points
+                    .stale_markers_in(lo..hi)
+                    .then(|| s.points[lo..hi].iter().copied().filter(|p| !is_stale_marker(p.v)).collect())
+            })
+            .collect();
+        let windows: Vec<(usize, &[Point])> = (series.iter().zip(&bounds).zip(&kept).enumerate())
+            .map(|(n, ((s, &(lo, hi)), kept))| (n, kept.as_deref().unwrap_or(&s.points[lo..hi])))
+            .filter(|(_, w)| !w.is_empty())
+            .collect();
+        let slices: Vec<&[Point]> = windows.iter().map(|&(_, w)| w).collect();
+        let mut means = Vec::with_capacity(slices.len());
+        kernels::avg_over_time_2_many(&slices, &mut means);
+        let delayed = self.delayed;
+        Ok((windows.iter().zip(means))
+            .map(|(&(n, _), v)| {
+                let s = &series[n];
+                let (labels, drop_name) =
+                    if delayed { (s.labels.clone(), true) } else { (s.labels.without_metric_name(), false) };
+                S { labels, v, t: 0, drop_name }
+            })
+            .collect())
     }
 }
 

@@ -452,26 +452,41 @@ const MEAN_2_LANES: usize = 16;
 /// time, or stays with the baseline's two lanes). Division is exact in every
 /// instruction set, so the answers do not depend on which one ran.
 pub(crate) fn avg_over_time_2_each(points: &[Point], windows: &[(usize, usize)], out: &mut Vec<f64>) {
-    struct Means<'a>(&'a [Point], &'a [(usize, usize)], &'a mut [f64]);
-    impl pulp::WithSimd for Means<'_> {
+    // With no value above 1e300 in magnitude no mean can overflow (it stays within the
+    // values' bounds, a step's terms within twice them): the lanes need not look for
+    // infinite means. Looked at once over the windows' span, which they overlap.
+    let span = windows.iter().map(|w| w.0).min().unwrap_or(0)..windows.iter().map(|w| w.1).max().unwrap_or(0);
+    let bounded = below_overflow(points.get(span).unwrap_or_default());
+    let windows: Vec<&[Point]> =
+        windows.iter().map(|&(lo, hi)| points.get(lo..hi).unwrap_or_default()).collect();
+    means_2(&windows, bounded, out);
+}
+
+/// [`avg_over_time_2`] of each of `windows`, appended to `out` in their order, each as
+/// if alone, side by side as in [`avg_over_time_2_each`]: an instant query's windows,
+/// one a series.
+pub(crate) fn avg_over_time_2_many(windows: &[&[Point]], out: &mut Vec<f64>) {
+    means_2(windows, windows.iter().all(|w| below_overflow(w)), out);
+}
+
+/// Whether no value of `points` exceeds 1e300 in magnitude. Not `all`: stopping at the
+/// first large value makes a branch a value.
+fn below_overflow(points: &[Point]) -> bool {
+    points.iter().fold(true, |bounded, p| bounded & (p.v.is_nan() | (p.v.abs() <= 1e300)))
+}
+
+/// [`avg_over_time_2`] of each of `windows` into `out`, in lanes; `bounded`: no value
+/// exceeds 1e300 in magnitude.
+fn means_2(windows: &[&[Point]], bounded: bool, out: &mut Vec<f64>) {
+    struct Means<'a, 'b>(&'a [&'b [Point]], bool, &'a mut [f64]);
+    impl pulp::WithSimd for Means<'_, '_> {
         type Output = ();
         #[inline(always)]
         fn with_simd<S: pulp::Simd>(self, _: S) {
-            let Means(points, windows, out) = self;
-            // With no value above 1e300 in magnitude no mean can overflow (it stays within
-            // the values' bounds, a step's terms within twice them): the lanes need not
-            // look for infinite means.
-            let span = windows.iter().map(|w| w.0).min().unwrap_or(0)
-                ..windows.iter().map(|w| w.1).max().unwrap_or(0);
-            // Not `all`: stopping at the first large value makes a branch a value.
-            let bounded = (points.get(span).unwrap_or_default().iter())
-                .fold(true, |bounded, p| bounded & (p.v.is_nan() | (p.v.abs() <= 1e300)));
+            let Means(windows, bounded, out) = self;
             for (windows, out) in windows.chunks(MEAN_2_LANES).zip(out.chunks_mut(MEAN_2_LANES)) {
                 // A short last chunk in fewer lanes, filled with its last window again.
-                let lanes = |k: usize| {
-                    let (lo, hi) = windows.get(k).or(windows.last()).copied().unwrap_or_default();
-                    points.get(lo..hi).unwrap_or_default()
-                };
+                let lanes = |k: usize| windows.get(k).or(windows.last()).copied().unwrap_or_default();
                 let mut put = |means: &[f64]| {
                     for (o, v) in out.iter_mut().zip(means) {
                         *o = *v;
@@ -492,7 +507,7 @@ pub(crate) fn avg_over_time_2_each(points: &[Point], windows: &[(usize, usize)],
     }
     let start = out.len();
     out.resize(start + windows.len(), go_nan());
-    pulp::Arch::new().dispatch(Means(points, windows, &mut out[start..]));
+    pulp::Arch::new().dispatch(Means(windows, bounded, &mut out[start..]));
 }
 
 /// [`avg_over_time_2`] of `L` windows in lanes: the steps of `mean_2_step` side by side
@@ -2377,6 +2392,28 @@ mod tests {
                     got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
                     "{w:?}: {got}, {want}"
                 );
+            }
+        }
+        // Windows of different series (an instant query's), as many as a lane count and
+        // around it, with and without values above 1e300.
+        let calm = over(&[3.5, -2.0, 7.25, 1e10, 0.1, 4.0, -0.0, 9.0, 1e-5, 2.0, 6.5, 8.0]);
+        for n in [1, 3, 4, 5, 8, 9, 16, 17, 40] {
+            let windows: Vec<&[Point]> =
+                (0..n).map(|k| &all[k % 5..(k % 5 + k % 8).min(all.len())]).collect();
+            let mut got = vec![7.0];
+            avg_over_time_2_many(&windows, &mut got);
+            assert_eq!((got.len(), got[0]), (n + 1, 7.0));
+            for (w, got) in windows.iter().zip(&got[1..]) {
+                let want = avg_over_time_2(w);
+                assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{w:?}");
+            }
+            let tame: Vec<&[Point]> =
+                (0..n).map(|k| &calm[k % 5..(k % 5 + 1 + k % 8).min(calm.len())]).collect();
+            let mut got = Vec::new();
+            avg_over_time_2_many(&tame, &mut got);
+            for (w, got) in tame.iter().zip(got) {
+                let want = avg_over_time_2(w);
+                assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{w:?}");
             }
         }
         // Signed zeros, in lanes that end at different steps: bit for bit.
