@@ -446,38 +446,21 @@ pub(crate) fn avg_over_time_2(points: &[Point]) -> f64 {
 /// AVX-512's divider busy (two 8-lane registers), and AVX2's (four of 4).
 const MEAN_2_LANES: usize = 16;
 
-/// [`avg_over_time_2`] of each window `points[lo..hi]` of `windows`, appended to `out`
-/// in their order, each as if alone: a range query's windows of one series. On x86-64
-/// the lanes run in the widest vectors the CPU has (`pulp` picks AVX-512 or AVX2 at run
-/// time, or stays with the baseline's two lanes). Division is exact in every
-/// instruction set, so the answers do not depend on which one ran.
-pub(crate) fn avg_over_time_2_each(points: &[Point], windows: &[(usize, usize)], out: &mut Vec<f64>) {
-    // With no value above 1e300 in magnitude no mean can overflow (it stays within the
-    // values' bounds, a step's terms within twice them): the lanes need not look for
-    // infinite means. Looked at once over the windows' span, which they overlap.
-    let span = windows.iter().map(|w| w.0).min().unwrap_or(0)..windows.iter().map(|w| w.1).max().unwrap_or(0);
-    let bounded = below_overflow(points.get(span).unwrap_or_default());
-    let windows: Vec<&[Point]> =
-        windows.iter().map(|&(lo, hi)| points.get(lo..hi).unwrap_or_default()).collect();
-    means_2(&windows, bounded, out);
-}
-
-/// [`avg_over_time_2`] of each of `windows`, appended to `out` in their order, each as
-/// if alone, side by side as in [`avg_over_time_2_each`]: an instant query's windows,
-/// one a series.
-pub(crate) fn avg_over_time_2_many(windows: &[&[Point]], out: &mut Vec<f64>) {
-    means_2(windows, windows.iter().all(|w| below_overflow(w)), out);
-}
-
 /// Whether no value of `points` exceeds 1e300 in magnitude. Not `all`: stopping at the
 /// first large value makes a branch a value.
-fn below_overflow(points: &[Point]) -> bool {
+pub(crate) fn below_overflow(points: &[Point]) -> bool {
     points.iter().fold(true, |bounded, p| bounded & (p.v.is_nan() | (p.v.abs() <= 1e300)))
 }
 
-/// [`avg_over_time_2`] of each of `windows` into `out`, in lanes; `bounded`: no value
-/// exceeds 1e300 in magnitude.
-fn means_2(windows: &[&[Point]], bounded: bool, out: &mut Vec<f64>) {
+/// [`avg_over_time_2`] of each of `windows`, appended to `out` in their order, each as
+/// if alone: a range query's windows of one series, or an instant query's of many. On
+/// x86-64 the lanes run in the widest vectors the CPU has (`pulp` picks AVX-512 or AVX2
+/// at run time, or stays with the baseline's two lanes). Division is exact in every
+/// instruction set, so the answers do not depend on which one ran. `bounded`: no value
+/// exceeds 1e300 in magnitude ([`below_overflow`]), so no mean can overflow (it stays
+/// within the values' bounds, a step's terms within twice them) and the lanes need not
+/// look for infinite means.
+pub(crate) fn avg_over_time_2_each(windows: &[&[Point]], bounded: bool, out: &mut Vec<f64>) {
     struct Means<'a, 'b>(&'a [&'b [Point]], bool, &'a mut [f64]);
     impl pulp::WithSimd for Means<'_, '_> {
         type Output = ();
@@ -2349,6 +2332,12 @@ mod tests {
         pts(10_000, 0, vals)
     }
 
+    /// [`avg_over_time_2_each`] of the windows `points[lo..hi]`, as a range query's.
+    fn means_of(points: &[Point], ranges: &[(usize, usize)], out: &mut Vec<f64>) {
+        let windows: Vec<&[Point]> = ranges.iter().map(|&(lo, hi)| &points[lo..hi]).collect();
+        avg_over_time_2_each(&windows, windows.iter().all(|w| below_overflow(w)), out);
+    }
+
     /// Prometheus 2.42's answers for these windows (`avg_over_time(g[..])` of a backfilled
     /// file): its incremental mean is off the exact one in the last bit for the first,
     /// and keeps an infinite mean through finite values.
@@ -2381,7 +2370,7 @@ mod tests {
             let four = [(a, b), (1, 9), (b - 1, all.len()), (0, a + 1)];
             let windows: Vec<(usize, usize)> = four.iter().cycle().take(4 * a * a + 1).copied().collect();
             let mut got = Vec::new();
-            avg_over_time_2_each(&all, &windows, &mut got);
+            means_of(&all, &windows, &mut got);
             assert_eq!(got.len(), windows.len());
             for (&(lo, hi), got) in windows.iter().zip(got) {
                 // Any NaN: which one comes out of two depends on the order of operands,
@@ -2401,7 +2390,7 @@ mod tests {
             let windows: Vec<&[Point]> =
                 (0..n).map(|k| &all[k % 5..(k % 5 + k % 8).min(all.len())]).collect();
             let mut got = vec![7.0];
-            avg_over_time_2_many(&windows, &mut got);
+            avg_over_time_2_each(&windows, windows.iter().all(|w| below_overflow(w)), &mut got);
             assert_eq!((got.len(), got[0]), (n + 1, 7.0));
             for (w, got) in windows.iter().zip(&got[1..]) {
                 let want = avg_over_time_2(w);
@@ -2410,7 +2399,7 @@ mod tests {
             let tame: Vec<&[Point]> =
                 (0..n).map(|k| &calm[k % 5..(k % 5 + 1 + k % 8).min(calm.len())]).collect();
             let mut got = Vec::new();
-            avg_over_time_2_many(&tame, &mut got);
+            avg_over_time_2_each(&tame, tame.iter().all(|w| below_overflow(w)), &mut got);
             for (w, got) in tame.iter().zip(got) {
                 let want = avg_over_time_2(w);
                 assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{w:?}");
@@ -2420,7 +2409,7 @@ mod tests {
         let zeros = over(&[-0.0, -0.0, 0.0, -0.0, -0.0, 1.0, -1.0]);
         let windows = [(0, 1), (0, 2), (1, 5), (3, 4), (2, 3), (3, 7), (0, 7)];
         let mut got = Vec::new();
-        avg_over_time_2_each(&zeros, &windows, &mut got);
+        means_of(&zeros, &windows, &mut got);
         for (&(lo, hi), got) in windows.iter().zip(got) {
             assert_eq!(got.to_bits(), avg_over_time_2(&zeros[lo..hi]).to_bits(), "{lo}..{hi}");
         }
@@ -2443,7 +2432,7 @@ mod tests {
                 (0..o % 40).map(|k| (o + k, o + k + 15 + k * k % 11)).collect();
             // Appended after what `out` holds.
             let mut got = vec![7.0];
-            avg_over_time_2_each(all, &windows, &mut got);
+            means_of(all, &windows, &mut got);
             assert_eq!((got.len(), got[0]), (windows.len() + 1, 7.0));
             for (&(lo, hi), got) in windows.iter().zip(&got[1..]) {
                 let w = &all[lo..hi];

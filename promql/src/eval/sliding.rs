@@ -668,6 +668,9 @@ impl Evaluator<'_> {
             .filter(|(last, cursors)| *last <= steps[0] && cursors.len() == series.len())
             .map(|(_, cursors)| cursors);
         let mut cursors = Vec::with_capacity(series.len());
+        // `Kind::Mean2`'s windows of a series, computed together after its last step,
+        // with their steps and values: kept from one series to the next.
+        let (mut mean_windows, mut mean_steps, mut mean_values) = (Vec::new(), Vec::new(), Vec::new());
         for (n, s) in series.iter().enumerate() {
             // All steps of a series are computed at once: look at the clock between series.
             if n % 1024 == 1023 {
@@ -707,8 +710,9 @@ impl Evaluator<'_> {
                 e.restart(lo);
             }
             let mut seen = false;
-            // `Kind::Mean2`'s windows (lo, hi), computed together at the end, and their steps.
-            let (mut mean_windows, mut mean_steps) = (Vec::new(), Vec::new());
+            mean_windows.clear();
+            mean_steps.clear();
+            let mut mean_span = 0..0;
             for (i, &t) in steps.iter().enumerate() {
                 let end = t - offset;
                 let start = end - range;
@@ -747,7 +751,11 @@ impl Evaluator<'_> {
                         None => kernels::sum_over_time(window),
                     }),
                     Kind::Mean2 => {
-                        mean_windows.push((lo, hi));
+                        if mean_windows.is_empty() {
+                            mean_span.start = lo;
+                        }
+                        mean_span.end = hi;
+                        mean_windows.push(window);
                         mean_steps.push(i);
                         None
                     }
@@ -762,9 +770,11 @@ impl Evaluator<'_> {
                 }
             }
             if !mean_windows.is_empty() {
-                let mut values = Vec::with_capacity(mean_windows.len());
-                kernels::avg_over_time_2_each(points, &mean_windows, &mut values);
-                for (&i, v) in mean_steps.iter().zip(values) {
+                // The windows overlap: their values are looked at once, over their span.
+                let bounded = kernels::below_overflow(&points[mean_span]);
+                mean_values.clear();
+                kernels::avg_over_time_2_each(&mean_windows, bounded, &mut mean_values);
+                for (&i, &v) in mean_steps.iter().zip(&mean_values) {
                     emit(&slid, i, v);
                 }
             }
@@ -1103,7 +1113,7 @@ mod tests {
                 features: crate::Features::none().with(crate::features::Feature::DelayedNameRemoval),
                 ..EngineOptions::default()
             };
-            // Prometheus 2's windows, and its `avg_over_time` four windows at a time.
+            // Prometheus 2's windows, and its `avg_over_time` (windows side by side).
             let compat2 =
                 EngineOptions { compat: crate::eval::Compat::Prometheus2, ..EngineOptions::default() };
             for opts in [EngineOptions::default(), delayed, compat2] {
