@@ -107,6 +107,7 @@ impl Acc {
         }
     }
 
+    #[inline]
     fn add(&mut self, v: f64) {
         match self {
             Acc::Sum { sum, c } => (*sum, *c) = kernels::kahan_inc(v, *sum, *c),
@@ -154,6 +155,67 @@ pub(super) struct FusedGroups {
 /// A group's accumulators over `steps` steps, none started.
 fn empty_cells(steps: usize) -> Vec<Option<(Acc, usize)>> {
     (0..steps).map(|_| None).collect()
+}
+
+/// A fused aggregation's values on their way into its cells. The values of the series
+/// being slid wait in `pending` until the next series starts (and after the last), to be
+/// added to their group's row in a tight loop: the group is found once a series instead
+/// of once a value, and the sliding loop is left with a push (a call per value, which
+/// looked the group up, made `r_rps_one_15s`' evaluation 88 µs instead of 81).
+struct Folding<'a> {
+    op: AggregateOp,
+    grouping: Option<&'a Grouping>,
+    steps: usize,
+    /// Per group, per step: the accumulator and the first series that went into it.
+    cells: Vec<Vec<Option<(Acc, usize)>>>,
+    found: FusedGroups,
+    drop_names: bool,
+    /// The values of the series `current` (its position, its group), with their steps.
+    pending: Vec<(usize, f64)>,
+    current: Option<(usize, usize)>,
+}
+
+impl Folding<'_> {
+    /// Takes series `s`'s value `v` at step `i`.
+    #[inline(always)]
+    fn take(&mut self, s: &SlidSeries<'_>, i: usize, v: f64) {
+        if self.current.is_none_or(|(n, _)| n != s.n) {
+            self.start(s);
+        }
+        self.pending.push((i, v));
+    }
+
+    /// Folds the pending values, then makes `s` the current series.
+    #[inline(never)]
+    fn start(&mut self, s: &SlidSeries<'_>) {
+        self.fold();
+        let FusedGroups { group_of, groups } = &mut self.found;
+        if s.n >= group_of.len() {
+            group_of.resize(s.n + 1, usize::MAX);
+        }
+        if group_of[s.n] == usize::MAX {
+            let (g, new) = groups.find_or_add(&s.labels(), self.grouping);
+            if new {
+                self.cells.push(empty_cells(self.steps));
+            }
+            group_of[s.n] = g;
+        }
+        self.drop_names |= s.drop_name;
+        self.current = Some((s.n, group_of[s.n]));
+    }
+
+    /// Adds the pending values to their cells.
+    fn fold(&mut self) {
+        let Some((n, g)) = self.current else { return };
+        let row = &mut self.cells[g];
+        for &(i, v) in &self.pending {
+            match &mut row[i] {
+                Some((acc, _)) => acc.add(v),
+                cell => *cell = Some((Acc::new(self.op, v), n)),
+            }
+        }
+        self.pending.clear();
+    }
 }
 
 /// A fused aggregation's accumulators over a block of steps: per group, per step, the
@@ -329,42 +391,24 @@ impl Evaluator<'_> {
         }
         // Per series of the selection, its group once seen; kept for the next block of
         // steps, which then finds the groups without reading a label.
-        let FusedGroups { mut group_of, mut groups } =
-            self.fused_groups.remove(&node_key(a)).unwrap_or_default();
-        let (grouping, op) = (a.grouping.as_ref(), a.op);
-        // Per group, per step: the accumulator and the first series that went into it.
-        let mut cells: Vec<Vec<Option<(Acc, usize)>>> =
-            groups.keys.iter().map(|_| empty_cells(steps.len())).collect();
-        let mut drop_names = false;
-        // Adds series `s`'s value `v` at step `i` to its group's accumulator. Written
-        // out in a closure of its own for each kind of input: one closure shared by both,
-        // or a method on a struct of these, was not inlined into the sliding loop as
-        // well (`r_rps_one_15s` 0.105 and 0.094 ms instead of 0.091).
-        macro_rules! add {
-            ($s:expr, $i:expr, $v:expr) => {{
-                let (s, i, v): (&SlidSeries<'_>, usize, f64) = ($s, $i, $v);
-                drop_names |= s.drop_name;
-                if s.n >= group_of.len() {
-                    group_of.resize(s.n + 1, usize::MAX);
-                }
-                if group_of[s.n] == usize::MAX {
-                    let (g, new) = groups.find_or_add(&s.labels(), grouping);
-                    if new {
-                        cells.push(empty_cells(steps.len()));
-                    }
-                    group_of[s.n] = g;
-                }
-                match &mut cells[group_of[s.n]][i] {
-                    Some((acc, _)) => acc.add(v),
-                    cell => *cell = Some((Acc::new(op, v), s.n)),
-                }
-            }};
-        }
-        let slid = match input {
-            Input::Call(c) => self.slide_each(c, steps, |s, i, v| add!(s, i, v))?,
-            Input::Selector(vs) => self.latest_each(vs, steps, |s, i, p| add!(s, i, p.v))?,
+        let found = self.fused_groups.remove(&node_key(a)).unwrap_or_default();
+        let mut folding = Folding {
+            op: a.op,
+            grouping: a.grouping.as_ref(),
+            steps: steps.len(),
+            cells: found.groups.keys.iter().map(|_| empty_cells(steps.len())).collect(),
+            found,
+            drop_names: false,
+            pending: Vec::with_capacity(steps.len()),
+            current: None,
         };
-        self.fused_groups.insert(node_key(a), FusedGroups { group_of, groups });
+        let slid = match input {
+            Input::Call(c) => self.slide_each(c, steps, |s, i, v| folding.take(s, i, v))?,
+            Input::Selector(vs) => self.latest_each(vs, steps, |s, i, p| folding.take(s, i, p.v))?,
+        };
+        folding.fold();
+        let Folding { cells, found, drop_names, .. } = folding;
+        self.fused_groups.insert(node_key(a), found);
         Ok(slid.then_some(Fused { cells, drop_names }))
     }
 
