@@ -125,6 +125,8 @@ fn eval(c: &mut Criterion) {
         range("range_max_over_time_gauge", "max_over_time(process_resident_memory_bytes[5m])");
         // The gauge's latest values, summed at each of the same steps.
         range("range_sum_gauge", "sum(process_resident_memory_bytes)");
+        // Welford's variance over the gauge's windows: a chain of divisions a window.
+        range("range_stddev_over_time_gauge", "stddev_over_time(process_resident_memory_bytes[5m])");
     }
     g.finish();
 }

@@ -436,13 +436,13 @@ impl Evaluator<'_> {
             "sum_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::sum_over_time(p)))?,
             "avg_over_time" => match self.opts.compat {
                 Compat::Prometheus3 => self.range_fn(c, t, 0, |p| Some(kernels::avg_over_time(p)))?,
-                Compat::Prometheus2 => self.means_2(c, t)?,
+                Compat::Prometheus2 => self.in_lanes(c, t, Laned::Mean2)?,
             },
             "min_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::min_over_time(p)))?,
             "max_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::max_over_time(p)))?,
             "count_over_time" => self.range_fn(c, t, 0, |p| Some(p.len() as f64))?,
-            "stddev_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::stddev_over_time(p)))?,
-            "stdvar_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::stdvar_over_time(p)))?,
+            "stddev_over_time" => self.in_lanes(c, t, Laned::Stddev)?,
+            "stdvar_over_time" => self.in_lanes(c, t, Laned::Stdvar)?,
             "mad_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::mad_over_time(p)))?,
             "last_over_time" => self.keep_name_fn(c, t, |p| p.last().map(|p| p.v))?,
             "first_over_time" => self.keep_name_fn(c, t, |p| p.first().map(|p| p.v))?,
@@ -624,17 +624,24 @@ impl Evaluator<'_> {
         Ok(out)
     }
 
-    /// `avg_over_time` under `Compat::Prometheus2` at `t`: the windows of
-    /// [`over_windows`](Self::over_windows) for a plain selector, their means then taken
-    /// side by side (`kernels::avg_over_time_2_each`): each is a chain of divisions, one
-    /// after the other a series at a time, which left the divider idle.
-    fn means_2(&mut self, c: &Call, t: Timestamp) -> EResult<Vec<S>> {
+    /// `f` (a function whose windows are chains of divisions) of `c`'s argument at `t`:
+    /// for a plain selector, the windows of [`over_windows`](Self::over_windows), their
+    /// values then taken side by side (`kernels::avg_over_time_2_each`,
+    /// `kernels::stdvar_over_time_each`): one after the other, a series at a time, they
+    /// left the divider idle.
+    fn in_lanes(&mut self, c: &Call, t: Timestamp, f: Laned) -> EResult<Vec<S>> {
         let plain = match c.args[0].unparen() {
             Expr::MatrixSelector(ms) if ms.selector.anchoring.is_none() && self.fast_paths => Some(ms),
             _ => None,
         };
         let Some(ms) = plain else {
-            return self.range_fn(c, t, 0, |p| Some(kernels::avg_over_time_2(p)));
+            return self.range_fn(c, t, 0, |p| {
+                Some(match f {
+                    Laned::Mean2 => kernels::avg_over_time_2(p),
+                    Laned::Stdvar => kernels::stdvar_over_time(p),
+                    Laned::Stddev => kernels::stddev_over_time(p),
+                })
+            });
         };
         let (start, end) = self.range_window(ms, t)?;
         let series = self.selected(&ms.selector);
@@ -646,16 +653,37 @@ impl Evaluator<'_> {
             })
             .collect();
         let slices: Vec<&[Point]> = windows.iter().map(|(_, w)| &**w).collect();
-        let mut means = Vec::with_capacity(slices.len());
-        kernels::avg_over_time_2_each(&slices, slices.iter().all(|w| kernels::below_overflow(w)), &mut means);
+        let mut values = Vec::with_capacity(slices.len());
+        match f {
+            Laned::Mean2 => {
+                let bounded = slices.iter().all(|w| kernels::below_overflow(w));
+                kernels::avg_over_time_2_each(&slices, bounded, &mut values);
+            }
+            Laned::Stdvar | Laned::Stddev => {
+                let bounded = slices.iter().all(|w| kernels::below_variance_bound(w));
+                kernels::stdvar_over_time_each(&slices, bounded, &mut values);
+                if f == Laned::Stddev {
+                    values.iter_mut().for_each(|v| *v = v.sqrt());
+                }
+            }
+        }
         let delayed = self.delayed;
-        Ok((windows.iter().zip(means))
+        Ok((windows.iter().zip(values))
             .map(|((s, _), v)| {
                 let (labels, drop_name) = output_labels(&s.labels, false, delayed);
                 S { labels, v, t: 0, drop_name }
             })
             .collect())
     }
+}
+
+/// The functions whose windows [`Evaluator::in_lanes`] takes side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Laned {
+    /// `avg_over_time` under `Compat::Prometheus2`.
+    Mean2,
+    Stdvar,
+    Stddev,
 }
 
 /// The samples of `points[range]` as a range vector holds them (`range_selector`): stale

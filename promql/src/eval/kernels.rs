@@ -683,6 +683,117 @@ fn variance_over_time(points: &[Point]) -> f64 {
     (aux + c_aux) / count
 }
 
+/// How many [`stdvar_over_time`] windows [`stdvar_over_time_each`] takes side by side: as
+/// for [`avg_over_time_2_each`], a window is a chain of divisions.
+const VARIANCE_LANES: usize = 16;
+
+/// Whether no value of `points` exceeds 1e100 in magnitude (NaN does): then no step of
+/// Welford's algorithm over them overflows (a squared deviation stays below 1e201, a
+/// sum of fewer than 2^53 of them far below the largest float), so no Kahan step meets
+/// an infinite sum.
+pub(crate) fn below_variance_bound(points: &[Point]) -> bool {
+    points.iter().fold(true, |bounded, p| bounded & (p.v.abs() <= 1e100))
+}
+
+/// [`stdvar_over_time`] of each of `windows` (none empty), appended to `out` in their
+/// order, each as if alone: a range query's windows of one series, or an instant
+/// query's of many. `bounded`: [`below_variance_bound`] holds for every window; the
+/// windows then run in lanes as [`avg_over_time_2_each`]'s do (one at a time, each step
+/// waited on the division of the one before), else one by one.
+pub(crate) fn stdvar_over_time_each(windows: &[&[Point]], bounded: bool, out: &mut Vec<f64>) {
+    if !bounded {
+        out.extend(windows.iter().map(|w| variance_over_time(w)));
+        return;
+    }
+    struct Variances<'a, 'b>(&'a [&'b [Point]], &'a mut [f64]);
+    impl pulp::WithSimd for Variances<'_, '_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) {
+            let Variances(windows, out) = self;
+            for (windows, out) in windows.chunks(VARIANCE_LANES).zip(out.chunks_mut(VARIANCE_LANES)) {
+                // A short last chunk in fewer lanes, filled with its last window again.
+                let lanes = |k: usize| windows.get(k).or(windows.last()).copied().unwrap_or_default();
+                let mut put = |variances: &[f64]| {
+                    for (o, v) in out.iter_mut().zip(variances) {
+                        *o = *v;
+                    }
+                };
+                match windows.len() {
+                    ..=4 => put(&variance_lanes::<4>(std::array::from_fn(lanes))),
+                    5..=8 => put(&variance_lanes::<8>(std::array::from_fn(lanes))),
+                    _ => put(&variance_lanes::<VARIANCE_LANES>(std::array::from_fn(lanes))),
+                }
+            }
+        }
+    }
+    let start = out.len();
+    out.resize(start + windows.len(), go_nan());
+    pulp::Arch::new().dispatch(Variances(windows, &mut out[start..]));
+}
+
+/// [`variance_over_time`] of `L` windows whose values are all below the variance bound,
+/// in lanes. Without infinities, Kahan's steps need not look for them.
+///
+/// A lane past the end of its window takes its current mean (`mean + c_mean`) as the
+/// next value, a step that changes nothing: the deviation is +0, and so is each term
+/// added (no sum here is ever -0: each starts at +0, and a sum is -0 only of two).
+#[inline(always)]
+fn variance_lanes<const L: usize>(windows: [&[Point]; L]) -> [f64; L] {
+    let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
+    let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
+    let mut state = VarianceLanes { mean: [0.0; L], c_mean: [0.0; L], aux: [0.0; L], c_aux: [0.0; L] };
+    // As in `avg_over_time_2_lanes`: the steps where every lane has a value, then the
+    // rest; values gathered first.
+    let mut j = 0;
+    while j < shortest {
+        let v: [f64; L] = std::array::from_fn(|k| windows[k][j].v);
+        state.step((j + 1) as f64, v);
+        j += 1;
+    }
+    while j < longest {
+        let v: [f64; L] =
+            std::array::from_fn(|k| windows[k].get(j).map_or(state.mean[k] + state.c_mean[k], |p| p.v));
+        state.step((j + 1) as f64, v);
+        j += 1;
+    }
+    std::array::from_fn(|k| {
+        if windows[k].is_empty() {
+            go_nan()
+        } else {
+            (state.aux[k] + state.c_aux[k]) / windows[k].len() as f64
+        }
+    })
+}
+
+/// Welford's running mean and sum of squared deviations, Kahan-compensated, in lanes.
+struct VarianceLanes<const L: usize> {
+    mean: [f64; L],
+    c_mean: [f64; L],
+    aux: [f64; L],
+    c_aux: [f64; L],
+}
+
+impl<const L: usize> VarianceLanes<L> {
+    /// [`variance_over_time`]'s step for the `count`-th values `v`, sums finite.
+    #[inline(always)]
+    fn step(&mut self, count: f64, v: [f64; L]) {
+        for (k, v) in v.into_iter().enumerate() {
+            let delta = v - (self.mean[k] + self.c_mean[k]);
+            (self.mean[k], self.c_mean[k]) = finite_kahan_inc(delta / count, self.mean[k], self.c_mean[k]);
+            let square = delta * (v - (self.mean[k] + self.c_mean[k]));
+            (self.aux[k], self.c_aux[k]) = finite_kahan_inc(square, self.aux[k], self.c_aux[k]);
+        }
+    }
+}
+
+/// [`kahan_inc`] where the new sum cannot be infinite.
+#[inline(always)]
+fn finite_kahan_inc(x: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + x;
+    (t, c + if sum.abs() >= x.abs() { (sum - t) + x } else { (x - t) + sum })
+}
+
 /// `stdvar_over_time` (population variance; Welford + Kahan).
 pub(crate) fn stdvar_over_time(points: &[Point]) -> f64 {
     variance_over_time(points)
@@ -2332,6 +2443,18 @@ mod tests {
         pts(10_000, 0, vals)
     }
 
+    /// 400 pseudo-random values of both signs and many sizes: below 1.5e5 times 1,
+    /// 1e-3, 1e9, 7 and `big`.
+    fn mixed_values(mut seed: u64, big: f64) -> Vec<f64> {
+        (0..400)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let scale = [1.0, 1e-3, 1e9, 7.0, big][(seed >> 60) as usize % 5];
+                ((seed >> 20) % 1_000_003) as f64 / 7.0 * scale * if seed & 1 == 0 { 1.0 } else { -1.0 }
+            })
+            .collect()
+    }
+
     /// [`avg_over_time_2_each`] of the windows `points[lo..hi]`, as a range query's.
     fn means_of(points: &[Point], ranges: &[(usize, usize)], out: &mut Vec<f64>) {
         let windows: Vec<&[Point]> = ranges.iter().map(|&(lo, hi)| &points[lo..hi]).collect();
@@ -2414,14 +2537,7 @@ mod tests {
             assert_eq!(got.to_bits(), avg_over_time_2(&zeros[lo..hi]).to_bits(), "{lo}..{hi}");
         }
         // Long runs of finite values of all sizes, lanes side by side all the way.
-        let mut seed = 3u64;
-        let values: Vec<f64> = (0..400)
-            .map(|_| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                let scale = [1.0, 1e-3, 1e9, 7.0, 1e300][(seed >> 60) as usize % 5];
-                ((seed >> 20) % 1_000_003) as f64 / 7.0 * scale * if seed & 1 == 0 { 1.0 } else { -1.0 }
-            })
-            .collect();
+        let values = mixed_values(3, 1e300);
         // As they are (some above 1e300: lanes that look for infinite means), and scaled
         // down below that (lanes that need not look).
         let tame: Vec<f64> = values.iter().map(|v| if v.abs() > 1e300 { v * 1e-10 } else { *v }).collect();
@@ -2682,6 +2798,82 @@ mod tests {
         assert_eq!(stddev_over_time(&w), 0.0);
         assert_eq!(stddev_over_time(&over(&[1.0, 1.0, 1.0])), 0.0);
         assert!(stddev_over_time(&[]).is_nan());
+    }
+
+    /// [`stdvar_over_time_each`] of the windows `points[lo..hi]`, checked bit for bit
+    /// against [`stdvar_over_time`] of each alone (any NaN for a NaN).
+    fn assert_variances_alone(points: &[Point], ranges: &[(usize, usize)]) {
+        let windows: Vec<&[Point]> = ranges.iter().map(|&(lo, hi)| &points[lo..hi]).collect();
+        let bounded = windows.iter().all(|w| below_variance_bound(w));
+        // Appended after what `out` holds.
+        let mut got = vec![7.0];
+        stdvar_over_time_each(&windows, bounded, &mut got);
+        assert_eq!((got.len(), got[0]), (windows.len() + 1, 7.0));
+        for (w, got) in windows.iter().zip(&got[1..]) {
+            let want = stdvar_over_time(w);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{w:?}: {got:e}, {want:e}"
+            );
+        }
+        // The lanes as the baseline instruction set runs them (the calls above run the
+        // widest this machine has).
+        if let (Some(four), true) = (windows.get(..4), bounded) {
+            let lanes: [&[Point]; 4] = std::array::from_fn(|k| four[k]);
+            for (w, got) in lanes.iter().zip(variance_lanes::<4>(lanes)) {
+                assert_eq!(got.to_bits(), stdvar_over_time(w).to_bits(), "{w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn variances_side_by_side_are_each_alone() {
+        let (inf, nan) = (f64::INFINITY, f64::NAN);
+        // Signed zeros, in lanes that end at different steps.
+        let zeros = over(&[-0.0, -0.0, 0.0, -0.0, -0.0, 1.0, -1.0]);
+        assert_variances_alone(&zeros, &[(0, 1), (0, 2), (1, 5), (3, 4), (2, 3), (3, 7), (0, 7)]);
+        // Short windows of decimal fractions beside a long one: their lanes go on past
+        // their end with compensations of the mean that are not zero, which the no-op
+        // steps must take in (steps with the mean alone change the last bits).
+        let fractions = over(&[1.0, 0.1, 1.0, 0.2, 3.0, 1.0, 1.0, 0.7, 2.5, 0.1, 1.0 / 3.0, 1e-17]);
+        assert_variances_alone(&fractions, &[(0, 3), (3, 7), (7, 11), (0, 12), (8, 10)]);
+        // Beyond the bound, and not finite: one by one.
+        let wild = over(&[1e308, 4.0, inf, 4.0, 3.0, 0.1, nan, 1e-17, 4.0, -1e308, 5.0, 1e101]);
+        for n in [1, 4, 5, 9, 17] {
+            let ranges: Vec<(usize, usize)> = (0..n).map(|k| (k % 5, (k % 5 + 1 + k % 8).min(12))).collect();
+            assert_variances_alone(&wild, &ranges);
+        }
+        // Windows of different lengths (a range query's of one series, jittered), as many
+        // as a lane count and around it, over values of many sizes and signs, all below
+        // the bound.
+        let all = over(&mixed_values(5, 1e94));
+        for o in (0..300).step_by(7) {
+            let ranges: Vec<(usize, usize)> = (0..o % 40).map(|k| (o + k, o + k + 1 + k * k % 19)).collect();
+            assert_variances_alone(&all, &ranges);
+        }
+    }
+
+    proptest::proptest! {
+        /// Welford's steps in lanes give each window's variance bit for bit, whatever
+        /// the values (the lanes take only windows below the bound) and lengths.
+        #[test]
+        fn variances_in_lanes_are_each_alone(
+            values in proptest::collection::vec(
+                proptest::prop_oneof![
+                    -1e6f64..1e6,
+                    proptest::sample::select(vec![0.0, -0.0, 1.0, 1e-300, 1e99, -1e100, 1e101, f64::NAN, f64::INFINITY]),
+                ],
+                1..80,
+            ),
+            cuts in proptest::collection::vec((0usize..80, 0usize..30), 1..40),
+        ) {
+            let points = over(&values);
+            let ranges: Vec<(usize, usize)> = cuts
+                .iter()
+                .map(|&(lo, len)| (lo % points.len(), (lo % points.len() + 1 + len).min(points.len())))
+                .collect();
+            assert_variances_alone(&points, &ranges);
+        }
     }
 
     #[test]

@@ -45,6 +45,10 @@ enum Kind {
     /// `avg_over_time` of Prometheus 2, whose incremental mean is not the exact one even
     /// of whole numbers: a series' windows taken together ([`kernels::avg_over_time_2_each`]).
     Mean2,
+    /// `stdvar_over_time`, and `stddev_over_time` (`sqrt`): Welford's running mean, which
+    /// cannot slide either; a series' windows taken together
+    /// ([`kernels::stdvar_over_time_each`]).
+    Variance { sqrt: bool },
     /// `predict_linear` by a literal number of seconds: the regression's intercept is
     /// taken at the step.
     Predict(f64),
@@ -73,8 +77,8 @@ fn kind(c: &Call, compat: Compat) -> Option<(Kind, bool)> {
         "min_over_time" => (Kind::Window(|p| Some(kernels::min_over_time(p))), false),
         "max_over_time" => (Kind::Window(|p| Some(kernels::max_over_time(p))), false),
         "count_over_time" => (Kind::Window(|p| Some(p.len() as f64)), false),
-        "stddev_over_time" => (Kind::Window(|p| Some(kernels::stddev_over_time(p))), false),
-        "stdvar_over_time" => (Kind::Window(|p| Some(kernels::stdvar_over_time(p))), false),
+        "stddev_over_time" => (Kind::Variance { sqrt: true }, false),
+        "stdvar_over_time" => (Kind::Variance { sqrt: false }, false),
         "present_over_time" => (Kind::Window(|_| Some(1.0)), false),
         "last_over_time" => (Kind::Window(|p| p.last().map(|p| p.v)), true),
         "first_over_time" => (Kind::Window(|p| p.first().map(|p| p.v)), true),
@@ -668,9 +672,10 @@ impl Evaluator<'_> {
             .filter(|(last, cursors)| *last <= steps[0] && cursors.len() == series.len())
             .map(|(_, cursors)| cursors);
         let mut cursors = Vec::with_capacity(series.len());
-        // `Kind::Mean2`'s windows of a series, computed together after its last step,
-        // with their steps and values: kept from one series to the next.
-        let (mut mean_windows, mut mean_steps, mut mean_values) = (Vec::new(), Vec::new(), Vec::new());
+        // `Kind::Mean2`'s and `Kind::Variance`'s windows of a series, computed together
+        // after its last step, with their steps and values: kept from one series to the
+        // next.
+        let (mut laned_windows, mut laned_steps, mut laned_values) = (Vec::new(), Vec::new(), Vec::new());
         for (n, s) in series.iter().enumerate() {
             // All steps of a series are computed at once: look at the clock between series.
             if n % 1024 == 1023 {
@@ -710,9 +715,9 @@ impl Evaluator<'_> {
                 e.restart(lo);
             }
             let mut seen = false;
-            mean_windows.clear();
-            mean_steps.clear();
-            let mut mean_span = 0..0;
+            laned_windows.clear();
+            laned_steps.clear();
+            let mut laned_span = 0..0;
             for (i, &t) in steps.iter().enumerate() {
                 let end = t - offset;
                 let start = end - range;
@@ -750,13 +755,13 @@ impl Evaluator<'_> {
                         None if avg => kernels::avg_over_time(window),
                         None => kernels::sum_over_time(window),
                     }),
-                    Kind::Mean2 => {
-                        if mean_windows.is_empty() {
-                            mean_span.start = lo;
+                    Kind::Mean2 | Kind::Variance { .. } => {
+                        if laned_windows.is_empty() {
+                            laned_span.start = lo;
                         }
-                        mean_span.end = hi;
-                        mean_windows.push(window);
-                        mean_steps.push(i);
+                        laned_span.end = hi;
+                        laned_windows.push(window);
+                        laned_steps.push(i);
                         None
                     }
                     Kind::Predict(d) => kernels::predict_linear(window, t, d),
@@ -769,12 +774,27 @@ impl Evaluator<'_> {
                     emit(&slid, i, v);
                 }
             }
-            if !mean_windows.is_empty() {
+            if !laned_windows.is_empty() {
                 // The windows overlap: their values are looked at once, over their span.
-                let bounded = kernels::below_overflow(&points[mean_span]);
-                mean_values.clear();
-                kernels::avg_over_time_2_each(&mean_windows, bounded, &mut mean_values);
-                for (&i, &v) in mean_steps.iter().zip(&mean_values) {
+                let span = &points[laned_span];
+                laned_values.clear();
+                if let Kind::Variance { sqrt } = kind {
+                    kernels::stdvar_over_time_each(
+                        &laned_windows,
+                        kernels::below_variance_bound(span),
+                        &mut laned_values,
+                    );
+                    if sqrt {
+                        laned_values.iter_mut().for_each(|v| *v = v.sqrt());
+                    }
+                } else {
+                    kernels::avg_over_time_2_each(
+                        &laned_windows,
+                        kernels::below_overflow(span),
+                        &mut laned_values,
+                    );
+                }
+                for (&i, &v) in laned_steps.iter().zip(&laned_values) {
                     emit(&slid, i, v);
                 }
             }
@@ -1091,6 +1111,11 @@ mod tests {
             "min_over_time(mem_bytes[1m] offset 10s)",
             "max_over_time({__name__=~\"big|mem_bytes\"}[5m])",
             "group by (wl, code) (last_over_time(mem_bytes[40s]))",
+            // Welford's variance, a series' windows side by side: values below the bound,
+            // and beyond it or not finite (window by window).
+            "stddev_over_time(mem_bytes[50s])",
+            "stdvar_over_time({__name__=~\"big|mem_bytes\"}[3m])",
+            "sum by (k) (stddev_over_time(big[1m] offset 15s))",
             "stddev by (wl) (rate(req_total[1m]))",
             "stdvar(deriv(mem_bytes[1m]))",
             // A literal duration after the range; the intercept at each step's time.
