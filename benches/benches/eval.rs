@@ -127,6 +127,8 @@ fn eval(c: &mut Criterion) {
         range("range_sum_gauge", "sum(process_resident_memory_bytes)");
         // Welford's variance over the gauge's windows: a chain of divisions a window.
         range("range_stddev_over_time_gauge", "stddev_over_time(process_resident_memory_bytes[5m])");
+        // The least-squares slope over the same windows: four compensated sums a window.
+        range("range_deriv_gauge", "deriv(process_resident_memory_bytes[5m])");
     }
     g.finish();
 }

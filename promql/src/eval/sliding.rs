@@ -12,6 +12,7 @@ use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector, SubqueryExpr, UnaryO
 use crate::labels::{Labels, LabelsHashing, LabelsMap};
 use crate::storage::partition_point_near;
 use crate::value::{is_stale_marker, Point, Series, Timestamp};
+use std::ops::Range;
 
 /// The value of a number literal, negated or not, in parentheses or not.
 fn number(e: &Expr) -> Option<f64> {
@@ -49,9 +50,10 @@ enum Kind {
     /// cannot slide either; a series' windows taken together
     /// ([`kernels::stdvar_over_time_each`]).
     Variance { sqrt: bool },
-    /// `predict_linear` by a literal number of seconds: the regression's intercept is
-    /// taken at the step.
-    Predict(f64),
+    /// `deriv`, and `predict_linear` by a literal number of seconds (`predict`, the
+    /// regression's intercept taken at the step): least squares, which cannot slide; a
+    /// series' windows taken together ([`kernels::linear_regressions_each`]).
+    Regression { predict: Option<f64> },
     /// A function of the window's points alone.
     Window(fn(&[Point]) -> Option<f64>),
 }
@@ -64,8 +66,8 @@ fn kind(c: &Call, compat: Compat) -> Option<(Kind, bool)> {
         "delta" => (Kind::Extrapolated { counter: false, rate: false }, false),
         "irate" => (Kind::Window(|p| kernels::instant_value(p, true)), false),
         "idelta" => (Kind::Window(|p| kernels::instant_value(p, false)), false),
-        "deriv" => (Kind::Window(kernels::deriv), false),
-        "predict_linear" => (Kind::Predict(c.args.get(1).and_then(number)?), false),
+        "deriv" => (Kind::Regression { predict: None }, false),
+        "predict_linear" => (Kind::Regression { predict: Some(c.args.get(1).and_then(number)?) }, false),
         "resets" => (Kind::Resets, false),
         "changes" => (Kind::Window(|p| Some(kernels::changes(p))), false),
         "sum_over_time" => (Kind::Sum { avg: false }, false),
@@ -672,10 +674,9 @@ impl Evaluator<'_> {
             .filter(|(last, cursors)| *last <= steps[0] && cursors.len() == series.len())
             .map(|(_, cursors)| cursors);
         let mut cursors = Vec::with_capacity(series.len());
-        // `Kind::Mean2`'s and `Kind::Variance`'s windows of a series, computed together
-        // after its last step, with their steps and values: kept from one series to the
-        // next.
-        let (mut laned_windows, mut laned_steps, mut laned_values) = (Vec::new(), Vec::new(), Vec::new());
+        // The windows of kinds that are computed side by side, kept from one series to
+        // the next.
+        let mut laned = Laned::default();
         for (n, s) in series.iter().enumerate() {
             // All steps of a series are computed at once: look at the clock between series.
             if n % 1024 == 1023 {
@@ -715,9 +716,7 @@ impl Evaluator<'_> {
                 e.restart(lo);
             }
             let mut seen = false;
-            laned_windows.clear();
-            laned_steps.clear();
-            let mut laned_span = 0..0;
+            laned.clear();
             for (i, &t) in steps.iter().enumerate() {
                 let end = t - offset;
                 let start = end - range;
@@ -755,16 +754,12 @@ impl Evaluator<'_> {
                         None if avg => kernels::avg_over_time(window),
                         None => kernels::sum_over_time(window),
                     }),
-                    Kind::Mean2 | Kind::Variance { .. } => {
-                        if laned_windows.is_empty() {
-                            laned_span.start = lo;
-                        }
-                        laned_span.end = hi;
-                        laned_windows.push(window);
-                        laned_steps.push(i);
+                    // Regressions need two points.
+                    Kind::Regression { .. } if window.len() < 2 => None,
+                    Kind::Mean2 | Kind::Variance { .. } | Kind::Regression { .. } => {
+                        laned.push(window, lo..hi, i);
                         None
                     }
-                    Kind::Predict(d) => kernels::predict_linear(window, t, d),
                     Kind::Window(f) => match &mut extremes {
                         Some(e) => Some(e.value(points, lo, hi)),
                         None => f(window),
@@ -774,29 +769,8 @@ impl Evaluator<'_> {
                     emit(&slid, i, v);
                 }
             }
-            if !laned_windows.is_empty() {
-                // The windows overlap: their values are looked at once, over their span.
-                let span = &points[laned_span];
-                laned_values.clear();
-                if let Kind::Variance { sqrt } = kind {
-                    kernels::stdvar_over_time_each(
-                        &laned_windows,
-                        kernels::below_variance_bound(span),
-                        &mut laned_values,
-                    );
-                    if sqrt {
-                        laned_values.iter_mut().for_each(|v| *v = v.sqrt());
-                    }
-                } else {
-                    kernels::avg_over_time_2_each(
-                        &laned_windows,
-                        kernels::below_overflow(span),
-                        &mut laned_values,
-                    );
-                }
-                for (&i, &v) in laned_steps.iter().zip(&laned_values) {
-                    emit(&slid, i, v);
-                }
+            for (i, v) in laned.values(kind, points, steps) {
+                emit(&slid, i, v);
             }
             cursors.push((lo, hi, resets, sum));
             if seen && matches!(kind, Kind::Extrapolated { counter: true, .. }) {
@@ -814,6 +788,84 @@ impl Evaluator<'_> {
             self.cursors.insert(node_key(c), (last, cursors));
         }
         Ok(true)
+    }
+}
+
+/// A series' windows of a kind that takes them side by side (`Kind::Mean2`,
+/// `Kind::Variance`, `Kind::Regression`), with their steps' positions; and the buffers
+/// of their values. Kept from one series to the next.
+#[derive(Default)]
+struct Laned<'p> {
+    windows: Vec<&'p [Point]>,
+    steps: Vec<usize>,
+    /// Where the windows lie in their series: they overlap, so checks on their values
+    /// look at each once.
+    span: Range<usize>,
+    values: Vec<f64>,
+    regressions: Vec<(&'p [Point], i64)>,
+    fits: Vec<(f64, f64)>,
+}
+
+impl<'p> Laned<'p> {
+    fn clear(&mut self) {
+        self.windows.clear();
+        self.steps.clear();
+    }
+
+    /// Takes the window `points[at]` of the step at position `i`.
+    fn push(&mut self, window: &'p [Point], at: Range<usize>, i: usize) {
+        if self.windows.is_empty() {
+            self.span.start = at.start;
+        }
+        self.span.end = at.end;
+        self.windows.push(window);
+        self.steps.push(i);
+    }
+
+    /// The values of `kind` of the windows taken from `points` (their series) at
+    /// `steps`, with their steps' positions.
+    fn values(
+        &mut self,
+        kind: Kind,
+        points: &[Point],
+        steps: &[Timestamp],
+    ) -> impl Iterator<Item = (usize, f64)> + '_ {
+        self.values.clear();
+        if !self.windows.is_empty() {
+            let span = &points[self.span.clone()];
+            match kind {
+                Kind::Variance { sqrt } => {
+                    kernels::stdvar_over_time_each(
+                        &self.windows,
+                        kernels::below_variance_bound(span),
+                        &mut self.values,
+                    );
+                    if sqrt {
+                        self.values.iter_mut().for_each(|v| *v = v.sqrt());
+                    }
+                }
+                Kind::Regression { predict } => {
+                    // `deriv`'s intercept at the window's first sample, `predict_linear`'s
+                    // at the step.
+                    self.regressions.clear();
+                    self.regressions.extend(self.windows.iter().zip(&self.steps).map(|(w, &i)| {
+                        (*w, if predict.is_some() { steps[i] } else { w.first().map_or(0, |p| p.t) })
+                    }));
+                    self.fits.clear();
+                    kernels::linear_regressions_each(&self.regressions, &mut self.fits);
+                    self.values.extend(self.fits.iter().map(|&(slope, intercept)| match predict {
+                        Some(d) => slope * d + intercept,
+                        None => slope,
+                    }));
+                }
+                _ => kernels::avg_over_time_2_each(
+                    &self.windows,
+                    kernels::below_overflow(span),
+                    &mut self.values,
+                ),
+            }
+        }
+        self.steps.iter().copied().zip(self.values.iter().copied())
     }
 }
 
