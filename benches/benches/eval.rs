@@ -129,6 +129,8 @@ fn eval(c: &mut Criterion) {
         range("range_stddev_over_time_gauge", "stddev_over_time(process_resident_memory_bytes[5m])");
         // The least-squares slope over the same windows: four compensated sums a window.
         range("range_deriv_gauge", "deriv(process_resident_memory_bytes[5m])");
+        // A quantile of the same windows: their values kept sorted as they slide.
+        range("range_quantile_over_time_gauge", "quantile_over_time(0.9, process_resident_memory_bytes[5m])");
     }
     g.finish();
 }

@@ -1016,7 +1016,7 @@ pub(crate) fn double_exponential_smoothing(points: &[Point], sf: f64, tf: f64) -
 
 /// The order of Go's `vectorByValueHeap` (NaN before everything), made total so that
 /// Rust's sort cannot misbehave: NaNs first, then ascending, `-0 == +0`.
-fn cmp_nan_first(a: f64, b: f64) -> Ordering {
+pub(crate) fn cmp_nan_first(a: f64, b: f64) -> Ordering {
     match (a.is_nan(), b.is_nan()) {
         (true, true) => Ordering::Equal,
         (true, false) => Ordering::Less,
@@ -1031,7 +1031,18 @@ fn cmp_nan_first(a: f64, b: f64) -> Ordering {
 /// Empty input or NaN phi → NaN; phi < 0 → -Inf; phi > 1 → +Inf. Otherwise values are
 /// sorted with NaN first and the literal formula `x_lo·(1−w) + x_hi·w` is evaluated, so
 /// `Inf·0` yields NaN (`quantile(0.5, {1, 2, +Inf})` is NaN).
+///
+/// The sort is stable: values that compare equal (-0 and +0, NaNs) keep their order, as
+/// Go's sort keeps them for up to 12 values, and as a sliding window's sorted values keep
+/// them ([`quantile_sorted`]), so that the order of zeros of both signs, which can decide
+/// the sign of a zero result, does not depend on the path.
 pub(crate) fn quantile(phi: f64, values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| cmp_nan_first(*a, *b));
+    quantile_sorted(phi, values)
+}
+
+/// [`quantile`] of `values` sorted already (NaN first, [`cmp_nan_first`]).
+pub(crate) fn quantile_sorted(phi: f64, values: &[f64]) -> f64 {
     if values.is_empty() || phi.is_nan() {
         return go_nan();
     }
@@ -1041,7 +1052,6 @@ pub(crate) fn quantile(phi: f64, values: &mut [f64]) -> f64 {
     if phi > 1.0 {
         return f64::INFINITY;
     }
-    values.sort_unstable_by(|a, b| cmp_nan_first(*a, *b));
     let n = values.len() as f64;
     let rank = phi * (n - 1.0);
     let lower_index = go_max(0.0, rank.floor());
