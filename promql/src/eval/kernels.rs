@@ -492,7 +492,18 @@ pub(crate) fn decreases(points: &[Point]) -> usize {
 /// `changes`: the number of consecutive pairs that differ, where two NaNs count as
 /// equal (but `0 → NaN` is a change). One sample gives 0 (so does an empty slice).
 pub(crate) fn changes(points: &[Point]) -> f64 {
-    points.windows(2).filter(|w| w[1].v != w[0].v && !(w[1].v.is_nan() && w[0].v.is_nan())).count() as f64
+    change_count(points) as f64
+}
+
+/// How many neighbours of `points` differ, [`changed`].
+pub(crate) fn change_count(points: &[Point]) -> usize {
+    points.windows(2).filter(|w| changed(w[0].v, w[1].v)).count()
+}
+
+/// Whether `b` after `a` is a change for `changes`: they differ, and are not both NaN.
+#[inline(always)]
+pub(crate) fn changed(a: f64, b: f64) -> bool {
+    b != a && !(a.is_nan() && b.is_nan())
 }
 
 // ---------------------------------------------------------------------------------------

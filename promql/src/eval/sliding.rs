@@ -40,6 +40,8 @@ enum Kind {
     Extrapolated { counter: bool, rate: bool },
     /// `resets`: the decreases the sliding window counts for it (as for counters).
     Resets,
+    /// `changes`: the changes between neighbours the sliding window counts for it.
+    Changes,
     /// `sum_over_time` (`avg` false) and `avg_over_time`: of whole numbers small enough
     /// that every sum of them is exact, from the window's integer sum kept as it slides.
     Sum { avg: bool },
@@ -72,7 +74,7 @@ fn kind(c: &Call, compat: Compat) -> Option<(Kind, bool)> {
         "deriv" => (Kind::Regression { predict: None }, false),
         "predict_linear" => (Kind::Regression { predict: Some(c.args.get(1).and_then(number)?) }, false),
         "resets" => (Kind::Resets, false),
-        "changes" => (Kind::Window(|p| Some(kernels::changes(p))), false),
+        "changes" => (Kind::Changes, false),
         "sum_over_time" => (Kind::Sum { avg: false }, false),
         "avg_over_time" => match compat {
             Compat::Prometheus3 => (Kind::Sum { avg: true }, false),
@@ -106,8 +108,9 @@ pub(super) struct SelectionFacts {
 }
 
 /// Where a series' window stopped: `lo..hi` in its selection, the counter resets
-/// (decreases) inside, and for [`Kind::Sum`] the integer sum of the values inside when
-/// the series' sums are exact ([`kernels::sums_are_exact`]).
+/// (decreases) inside (for [`Kind::Changes`], the changes), and for [`Kind::Sum`] the
+/// integer sum of the values inside when the series' sums are exact
+/// ([`kernels::sums_are_exact`]).
 pub(super) type Cursor = (usize, usize, usize, Option<i64>);
 
 /// A series whose values [`Evaluator::slide_each`] emits.
@@ -658,6 +661,10 @@ impl Evaluator<'_> {
         // counting them mispredicted a branch on every other sample, more than half the
         // time `avg_over_time` took.
         let count_resets = matches!(kind, Kind::Extrapolated { counter: true, .. } | Kind::Resets);
+        let count_changes = matches!(kind, Kind::Changes);
+        // Whether the neighbours `a`, `b` make a pair these windows count.
+        let counted = |a: f64, b: f64| if count_changes { kernels::changed(a, b) } else { b < a };
+        let count_pairs = count_resets || count_changes;
         let sums = matches!(kind, Kind::Sum { .. });
         // A queue costs a mispredicted branch or so per sample it takes in (the first
         // window's and each step's new ones); the fold over each window is branch-free
@@ -700,8 +707,8 @@ impl Evaluator<'_> {
             };
             let points: &[Point] = &s.points;
             // Start the windows at the first step's, then slide.
-            // `resets`: decreases inside the window, counted as it slides, so that a
-            // counter's window is scanned for resets only when it has one.
+            // `resets`: decreases inside the window (changes, for `changes`), counted as it
+            // slides, so that a counter's window is scanned for resets only when it has one.
             // `sum`: the window's sum as an integer, when every sum of this series' values
             // is exact; Kahan's compensation then stays zero, and a window costs a
             // division instead of a pass (gauges of bytes or counts are whole numbers).
@@ -712,7 +719,9 @@ impl Evaluator<'_> {
                     let hi = partition_point_near(points, first_end, |t| t <= first_end);
                     let first_start = first_end - range;
                     let lo = partition_point_near(&points[..hi], first_start, |t| t < first_start);
-                    let resets = if count_resets {
+                    let resets = if count_changes {
+                        kernels::change_count(&points[lo..hi])
+                    } else if count_resets {
                         s.points.decreases_in(lo..hi).unwrap_or_else(|| kernels::decreases(&points[lo..hi]))
                     } else {
                         0
@@ -732,7 +741,7 @@ impl Evaluator<'_> {
                 let end = t - offset;
                 let start = end - range;
                 while hi < points.len() && points[hi].t <= end {
-                    if count_resets && hi > lo && points[hi].v < points[hi - 1].v {
+                    if count_pairs && hi > lo && counted(points[hi - 1].v, points[hi].v) {
                         resets += 1;
                     }
                     if let Some(sum) = &mut sum {
@@ -741,7 +750,7 @@ impl Evaluator<'_> {
                     hi += 1;
                 }
                 while lo < hi && (points[lo].t < start || (!closed && points[lo].t == start)) {
-                    if count_resets && lo + 1 < hi && points[lo + 1].v < points[lo].v {
+                    if count_pairs && lo + 1 < hi && counted(points[lo].v, points[lo + 1].v) {
                         resets -= 1;
                     }
                     if let Some(sum) = &mut sum {
@@ -759,7 +768,7 @@ impl Evaluator<'_> {
                         let kind = CounterKind::of(counter, Some(resets));
                         kernels::extrapolated_rate_of(window, start, end, range, kind, rate, zero_clamp_first)
                     }
-                    Kind::Resets => Some(resets as f64),
+                    Kind::Resets | Kind::Changes => Some(resets as f64),
                     Kind::Sum { avg } => Some(match sum {
                         Some(sum) => kernels::exact_sum_over_time(sum, window.len(), avg),
                         None if avg => kernels::avg_over_time(window),
@@ -1273,6 +1282,11 @@ mod tests {
             // gauge; `delta` of a gauge counts none.
             "resets(req_total[1m])",
             "resets(mem_bytes[50s])",
+            // Changes counted as the windows slide: NaN after NaN is none, -0 after +0
+            // none either.
+            "changes(big[1m])",
+            "changes(mem_bytes[50s] offset 5s)",
+            "sum by (k) (changes(big[3m]))",
             "delta(mem_bytes[1m])",
             "avg without (pod) (rate(req_total[1m]))",
             "count by (code) (rate(req_total[30s]))",
