@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use super::aggregate::GroupPlan;
 use super::gomath;
-use super::kernels::{self, Bucket};
+use super::kernels::{self, Bucket, Laned};
 use super::{exec_error, AnnotationKind, Compat, EResult, EvalError, Evaluator, Matrix, S, V};
 use crate::ast::{Call, Expr, MatchOp, VectorSelector};
 use crate::labels::{Labels, LabelsMap, METRIC_NAME};
@@ -422,10 +422,10 @@ impl Evaluator<'_> {
                 let rate = name == "irate";
                 self.range_fn(c, t, 0, |p| kernels::instant_value(p, rate))?
             }
-            "deriv" => self.in_lanes(c, t, LanedFn::Deriv)?,
+            "deriv" => self.in_lanes(c, t, Laned::Deriv)?,
             "predict_linear" => {
                 let d = self.scalar_arg(&c.args[1], t)?;
-                self.in_lanes(c, t, LanedFn::Predict(d))?
+                self.in_lanes(c, t, Laned::Predict(d))?
             }
             "resets" => self.over_windows(&c.args[0], t, false, false, |_, _| {
                 |p: &[Point], decreases: &dyn Fn() -> Option<usize>| {
@@ -436,13 +436,13 @@ impl Evaluator<'_> {
             "sum_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::sum_over_time(p)))?,
             "avg_over_time" => match self.opts.compat {
                 Compat::Prometheus3 => self.range_fn(c, t, 0, |p| Some(kernels::avg_over_time(p)))?,
-                Compat::Prometheus2 => self.in_lanes(c, t, LanedFn::Mean2)?,
+                Compat::Prometheus2 => self.in_lanes(c, t, Laned::Mean2)?,
             },
             "min_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::min_over_time(p)))?,
             "max_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::max_over_time(p)))?,
             "count_over_time" => self.range_fn(c, t, 0, |p| Some(p.len() as f64))?,
-            "stddev_over_time" => self.in_lanes(c, t, LanedFn::Stddev)?,
-            "stdvar_over_time" => self.in_lanes(c, t, LanedFn::Stdvar)?,
+            "stddev_over_time" => self.in_lanes(c, t, Laned::Stddev)?,
+            "stdvar_over_time" => self.in_lanes(c, t, Laned::Stdvar)?,
             "mad_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::mad_over_time(p)))?,
             "last_over_time" => self.keep_name_fn(c, t, |p| p.last().map(|p| p.v))?,
             "first_over_time" => self.keep_name_fn(c, t, |p| p.first().map(|p| p.v))?,
@@ -624,65 +624,31 @@ impl Evaluator<'_> {
         Ok(out)
     }
 
-    /// `f` (a function whose windows are long chains of dependent steps) of `c`'s
-    /// argument at `t`: for a plain selector, the windows of
+    /// `f` of `c`'s argument at `t`: for a plain selector, the windows of
     /// [`over_windows`](Self::over_windows), their values then taken side by side
-    /// (`kernels::avg_over_time_2_each`, `kernels::stdvar_over_time_each`,
-    /// `kernels::linear_regressions_each`): one after the other, a series at a time,
-    /// they left most of the CPU idle.
-    fn in_lanes(&mut self, c: &Call, t: Timestamp, f: LanedFn) -> EResult<Vec<S>> {
+    /// ([`kernels::laned_values`]).
+    fn in_lanes(&mut self, c: &Call, t: Timestamp, f: Laned) -> EResult<Vec<S>> {
         let plain = match c.args[0].unparen() {
             Expr::MatrixSelector(ms) if ms.selector.anchoring.is_none() && self.fast_paths => Some(ms),
             _ => None,
         };
+        let compat = self.opts.compat;
         let Some(ms) = plain else {
-            return self.range_fn(c, t, 0, |p| match f {
-                LanedFn::Mean2 => Some(kernels::avg_over_time_2(p)),
-                LanedFn::Stdvar => Some(kernels::stdvar_over_time(p)),
-                LanedFn::Stddev => Some(kernels::stddev_over_time(p)),
-                LanedFn::Deriv => kernels::deriv(p),
-                LanedFn::Predict(d) => kernels::predict_linear(p, t, d),
-            });
+            return self.range_fn(c, t, 0, |p| f.of(p, t, compat));
         };
         let (start, end) = self.range_window(ms, t)?;
         let series = self.selected(&ms.selector);
-        // A regression needs two points; the others one.
-        let fewest = if matches!(f, LanedFn::Deriv | LanedFn::Predict(_)) { 2 } else { 1 };
         let windows: Vec<(&SelectedSeries, Cow<'_, [Point]>)> = (series.iter())
             .filter_map(|s| {
                 let (lo, hi) = self.window_in(&s.points, start, end);
                 let window = unstale(&s.points, lo..hi);
-                (window.len() >= fewest).then_some((s, window))
+                (window.len() >= f.fewest()).then_some((s, window))
             })
             .collect();
         let slices: Vec<&[Point]> = windows.iter().map(|(_, w)| &**w).collect();
         let mut values = Vec::with_capacity(slices.len());
-        match f {
-            LanedFn::Mean2 => {
-                let bounded = slices.iter().all(|w| kernels::below_overflow(w));
-                kernels::avg_over_time_2_each(&slices, bounded, &mut values);
-            }
-            LanedFn::Stdvar | LanedFn::Stddev => {
-                let bounded = slices.iter().all(|w| kernels::below_variance_bound(w));
-                kernels::stdvar_over_time_each(&slices, bounded, &mut values);
-                if f == LanedFn::Stddev {
-                    values.iter_mut().for_each(|v| *v = v.sqrt());
-                }
-            }
-            LanedFn::Deriv | LanedFn::Predict(_) => {
-                // `deriv`'s intercept at the window's first sample, `predict_linear`'s at
-                // the evaluation time.
-                let at: Vec<(&[Point], i64)> = (slices.iter())
-                    .map(|w| (*w, if f == LanedFn::Deriv { w.first().map_or(0, |p| p.t) } else { t }))
-                    .collect();
-                let mut fits = Vec::with_capacity(at.len());
-                kernels::linear_regressions_each(&at, &mut fits);
-                values.extend(fits.into_iter().map(|(slope, intercept)| match f {
-                    LanedFn::Predict(d) => slope * d + intercept,
-                    _ => slope,
-                }));
-            }
-        }
+        let bounded = slices.iter().all(|w| f.bounded(w));
+        kernels::laned_values(f, &slices, |_| t, bounded, compat, &mut values);
         let delayed = self.delayed;
         Ok((windows.iter().zip(values))
             .map(|((s, _), v)| {
@@ -691,18 +657,6 @@ impl Evaluator<'_> {
             })
             .collect())
     }
-}
-
-/// The functions whose windows [`Evaluator::in_lanes`] takes side by side.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum LanedFn {
-    /// `avg_over_time` under `Compat::Prometheus2`.
-    Mean2,
-    Stdvar,
-    Stddev,
-    Deriv,
-    /// `predict_linear` by this many seconds.
-    Predict(f64),
 }
 
 /// The samples of `points[range]` as a range vector holds them (`range_selector`): stale

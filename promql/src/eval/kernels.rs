@@ -16,6 +16,7 @@
 
 use std::cmp::Ordering;
 
+use super::Compat;
 use crate::value::{Point, STALE_NAN_BITS};
 
 // ---------------------------------------------------------------------------------------
@@ -113,6 +114,15 @@ pub(crate) fn kahan_inc(x: f64, sum: f64, c: f64) -> (f64, f64) {
         c + ((x - t) + sum)
     };
     (t, c)
+}
+
+/// [`kahan_inc`] as `compat`'s Prometheus takes it: 2.x's `kahanSumInc` kept the
+/// compensation of an infinite sum (infinite or NaN, so that the sum ends NaN), where 3
+/// sets it to 0 (checked against 2.42: `stdvar_over_time` of `-1e308, -1e308, -1e308,
+/// 1e308` is NaN there, -Inf in 3).
+#[inline(always)]
+fn kahan_inc_as(compat: Compat, x: f64, sum: f64, c: f64) -> (f64, f64) {
+    kahan_inc_lane(x, sum, c, compat == Compat::Prometheus3)
 }
 
 /// A Kahan–Neumaier sum: `sum_over_time` (start from [`KahanSum::new`]) and the `sum`
@@ -315,7 +325,7 @@ pub(crate) fn instant_value(points: &[Point], is_rate: bool) -> Option<f64> {
 /// Kahan-compensated sums of x, y, xy and x² (x in seconds relative to the intercept
 /// time). A constant series gives `(0, y0)`, or `(NaN, NaN)` if `y0` is ±Inf. An empty
 /// slice (where Go would panic) gives `(NaN, NaN)`.
-pub(crate) fn linear_regression(points: &[Point], intercept_time_ms: i64) -> (f64, f64) {
+pub(crate) fn linear_regression(points: &[Point], intercept_time_ms: i64, compat: Compat) -> (f64, f64) {
     let Some(first) = points.first() else {
         return (go_nan(), go_nan());
     };
@@ -325,7 +335,7 @@ pub(crate) fn linear_regression(points: &[Point], intercept_time_ms: i64) -> (f6
         if const_y && i > 0 && p.v != first.v {
             const_y = false;
         }
-        sums.add([(p.t - intercept_time_ms) as f64 / 1e3], [p.v]);
+        sums.add([(p.t - intercept_time_ms) as f64 / 1e3], [p.v], compat);
     }
     let [fit] = sums.fit([points.len() as f64], [first.v], [const_y]);
     fit
@@ -340,28 +350,33 @@ const REGRESSION_LANES: usize = 8;
 /// appended to `out` in their order, each as if alone: a range query's windows of one
 /// series, or an instant query's of many. In vector lanes as [`avg_over_time_2_each`]'s
 /// windows (one by one, the four sums' chains of additions kept most of the CPU idle).
-pub(crate) fn linear_regressions_each(windows: &[(&[Point], i64)], out: &mut Vec<(f64, f64)>) {
+pub(crate) fn linear_regressions_each(
+    windows: &[(&[Point], i64)],
+    compat: Compat,
+    out: &mut Vec<(f64, f64)>,
+) {
     #[derive(Clone, Copy)]
-    struct Regression;
+    struct Regression(Compat);
     impl Lanes for Regression {
         type Window<'p> = (&'p [Point], i64);
         type Out = (f64, f64);
         #[inline(always)]
         fn lanes<const L: usize>(self, windows: [(&[Point], i64); L]) -> [(f64, f64); L] {
-            regression_lanes(windows)
+            regression_lanes(windows, self.0)
         }
     }
     let start = out.len();
     out.resize(start + windows.len(), (go_nan(), go_nan()));
-    run_in_lanes::<_, REGRESSION_LANES>(Regression, windows, &mut out[start..]);
+    run_in_lanes::<_, REGRESSION_LANES>(Regression(compat), windows, &mut out[start..]);
 }
 
 /// [`linear_regression`] of `L` windows, each with its intercept time, in lanes. A lane
 /// past the end of its window adds zeros, which change no sum: none is ever -0 (each
-/// starts at +0, and a sum is -0 only of two), and an infinite or NaN sum has its
-/// compensation at 0 or NaN already.
+/// starts at +0, and a sum is -0 only of two); an infinite sum has its compensation at
+/// 0 already (Prometheus 3), or one that makes the sum end NaN either way (2.x: infinite
+/// then NaN), and a NaN sum stays NaN.
 #[inline(always)]
-fn regression_lanes<const L: usize>(windows: [(&[Point], i64); L]) -> [(f64, f64); L] {
+fn regression_lanes<const L: usize>(windows: [(&[Point], i64); L], compat: Compat) -> [(f64, f64); L] {
     let shortest = windows.iter().map(|w| w.0.len()).min().unwrap_or(0);
     let longest = windows.iter().map(|w| w.0.len()).max().unwrap_or(0);
     let init_y: [f64; L] = std::array::from_fn(|k| windows[k].0.first().map_or(0.0, |p| p.v));
@@ -378,12 +393,12 @@ fn regression_lanes<const L: usize>(windows: [(&[Point], i64); L]) -> [(f64, f64
     let mut j = 0;
     while j < shortest {
         let x = seconds(std::array::from_fn(|k| ms_of(k, &windows[k].0[j])));
-        sums.add(x, std::array::from_fn(|k| windows[k].0[j].v));
+        sums.add(x, std::array::from_fn(|k| windows[k].0[j].v), compat);
         j += 1;
     }
     while j < longest {
         let x = seconds(std::array::from_fn(|k| windows[k].0.get(j).map_or(0.0, |p| ms_of(k, p))));
-        sums.add(x, std::array::from_fn(|k| windows[k].0.get(j).map_or(0.0, |p| p.v)));
+        sums.add(x, std::array::from_fn(|k| windows[k].0.get(j).map_or(0.0, |p| p.v)), compat);
         j += 1;
     }
     let n: [f64; L] = std::array::from_fn(|k| windows[k].0.len() as f64);
@@ -411,14 +426,15 @@ impl<const L: usize> Default for RegressionSums<L> {
 }
 
 impl<const L: usize> RegressionSums<L> {
-    /// Adds the points `(x, y)`, one a lane.
+    /// Adds the points `(x, y)`, one a lane, with `compat`'s compensated step.
     #[inline(always)]
-    fn add(&mut self, x: [f64; L], y: [f64; L]) {
+    fn add(&mut self, x: [f64; L], y: [f64; L], compat: Compat) {
+        let reset = compat == Compat::Prometheus3;
         for k in 0..L {
-            (self.x[k], self.c_x[k]) = kahan_inc_lane(x[k], self.x[k], self.c_x[k]);
-            (self.y[k], self.c_y[k]) = kahan_inc_lane(y[k], self.y[k], self.c_y[k]);
-            (self.xy[k], self.c_xy[k]) = kahan_inc_lane(x[k] * y[k], self.xy[k], self.c_xy[k]);
-            (self.x2[k], self.c_x2[k]) = kahan_inc_lane(x[k] * x[k], self.x2[k], self.c_x2[k]);
+            (self.x[k], self.c_x[k]) = kahan_inc_lane(x[k], self.x[k], self.c_x[k], reset);
+            (self.y[k], self.c_y[k]) = kahan_inc_lane(y[k], self.y[k], self.c_y[k], reset);
+            (self.xy[k], self.c_xy[k]) = kahan_inc_lane(x[k] * y[k], self.xy[k], self.c_xy[k], reset);
+            (self.x2[k], self.c_x2[k]) = kahan_inc_lane(x[k] * x[k], self.x2[k], self.c_x2[k], reset);
         }
     }
 
@@ -447,33 +463,39 @@ impl<const L: usize> RegressionSums<L> {
     }
 }
 
-/// [`kahan_inc`] with both outcomes computed and one chosen, so that lanes can take
-/// the step side by side: the same bits.
+/// [`kahan_inc`] (`reset`: an infinite sum's compensation set to 0, as Prometheus 3
+/// does, [`kahan_inc_as`]) with both outcomes computed and one chosen, so that lanes can
+/// take the step side by side: the same bits.
 #[inline(always)]
-fn kahan_inc_lane(x: f64, sum: f64, c: f64) -> (f64, f64) {
+fn kahan_inc_lane(x: f64, sum: f64, c: f64, reset: bool) -> (f64, f64) {
     let t = sum + x;
     let (large, small) = if sum.abs() >= x.abs() { (sum, x) } else { (x, sum) };
     let compensated = c + ((large - t) + small);
-    (t, if t.is_infinite() { 0.0 } else { compensated })
+    (t, if reset && t.is_infinite() { 0.0 } else { compensated })
 }
 
 /// `deriv`: the regression slope with the first sample's time as intercept time.
 /// Fewer than two points give `None`.
-pub(crate) fn deriv(points: &[Point]) -> Option<f64> {
+pub(crate) fn deriv(points: &[Point], compat: Compat) -> Option<f64> {
     if points.len() < 2 {
         return None;
     }
-    Some(linear_regression(points, points[0].t).0)
+    Some(linear_regression(points, points[0].t, compat).0)
 }
 
 /// `predict_linear(v, duration_secs)`: `slope·d + intercept`, with the intercept taken
 /// at `eval_time_ms`, the **step** time (`enh.Ts`, not the @/offset-adjusted time).
 /// Fewer than two points give `None`.
-pub(crate) fn predict_linear(points: &[Point], eval_time_ms: i64, duration_secs: f64) -> Option<f64> {
+pub(crate) fn predict_linear(
+    points: &[Point],
+    eval_time_ms: i64,
+    duration_secs: f64,
+    compat: Compat,
+) -> Option<f64> {
     if points.len() < 2 {
         return None;
     }
-    let (slope, intercept) = linear_regression(points, eval_time_ms);
+    let (slope, intercept) = linear_regression(points, eval_time_ms, compat);
     Some(slope * duration_secs + intercept)
 }
 
@@ -588,6 +610,87 @@ pub(crate) fn avg_over_time_2_each(windows: &[&[Point]], bounded: bool, out: &mu
     let start = out.len();
     out.resize(start + windows.len(), go_nan());
     run_in_lanes::<_, MEAN_2_LANES>(Mean2(bounded), windows, &mut out[start..]);
+}
+
+/// A function whose windows are long chains of dependent steps, which
+/// [`laned_values`] takes side by side: one after the other, a series at a time, they
+/// left most of the CPU idle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Laned {
+    /// `avg_over_time` under `Compat::Prometheus2` ([`avg_over_time_2_each`]).
+    Mean2,
+    /// `stdvar_over_time` and `stddev_over_time` ([`stdvar_over_time_each`]).
+    Stdvar,
+    Stddev,
+    /// `deriv` ([`linear_regressions_each`], the intercept at the window's first sample).
+    Deriv,
+    /// `predict_linear` by this many seconds (the intercept at the window's step).
+    Predict(f64),
+}
+
+impl Laned {
+    /// The fewest points a window needs to have a value: a fit takes two.
+    pub(crate) fn fewest(self) -> usize {
+        match self {
+            Laned::Deriv | Laned::Predict(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether lanes need not look out for overflows in windows of `points`
+    /// ([`below_overflow`], [`below_variance_bound`]; a fit always looks).
+    pub(crate) fn bounded(self, points: &[Point]) -> bool {
+        match self {
+            Laned::Mean2 => below_overflow(points),
+            Laned::Stdvar | Laned::Stddev => below_variance_bound(points),
+            Laned::Deriv | Laned::Predict(_) => true,
+        }
+    }
+
+    /// The value of one window alone, at the step `t` (`None` below [`Laned::fewest`]).
+    pub(crate) fn of(self, points: &[Point], t: i64, compat: Compat) -> Option<f64> {
+        match self {
+            Laned::Mean2 => Some(avg_over_time_2(points)),
+            Laned::Stdvar => Some(stdvar_over_time(points, compat)),
+            Laned::Stddev => Some(stddev_over_time(points, compat)),
+            Laned::Deriv => deriv(points, compat),
+            Laned::Predict(d) => predict_linear(points, t, d, compat),
+        }
+    }
+}
+
+/// `f` of each of `windows` (at least [`Laned::fewest`] points each; `step(i)` the
+/// time of the `i`th one's step), appended to `out` in their order, each as if alone.
+/// `bounded`: [`Laned::bounded`] holds for every window.
+pub(crate) fn laned_values(
+    f: Laned,
+    windows: &[&[Point]],
+    step: impl Fn(usize) -> i64,
+    bounded: bool,
+    compat: Compat,
+    out: &mut Vec<f64>,
+) {
+    match f {
+        Laned::Mean2 => avg_over_time_2_each(windows, bounded, out),
+        Laned::Stdvar | Laned::Stddev => {
+            let start = out.len();
+            stdvar_over_time_each(windows, bounded, compat, out);
+            if f == Laned::Stddev {
+                out[start..].iter_mut().for_each(|v| *v = v.sqrt());
+            }
+        }
+        Laned::Deriv | Laned::Predict(_) => {
+            let at: Vec<(&[Point], i64)> = (windows.iter().enumerate())
+                .map(|(i, w)| (*w, if f == Laned::Deriv { w.first().map_or(0, |p| p.t) } else { step(i) }))
+                .collect();
+            let mut fits = Vec::with_capacity(at.len());
+            linear_regressions_each(&at, compat, &mut fits);
+            out.extend(fits.into_iter().map(|(slope, intercept)| match f {
+                Laned::Predict(d) => slope * d + intercept,
+                _ => slope,
+            }));
+        }
+    }
 }
 
 /// A kernel whose windows [`run_in_lanes`] takes side by side.
@@ -797,8 +900,9 @@ pub(crate) fn first_over_time(points: &[Point]) -> f64 {
     points.first().map_or_else(go_nan, |p| p.v)
 }
 
-/// `varianceOverTime`: Welford's algorithm with Kahan-compensated mean and M2.
-fn variance_over_time(points: &[Point]) -> f64 {
+/// `varianceOverTime`: Welford's algorithm with Kahan-compensated mean and M2 (`compat`'s
+/// compensated step, [`kahan_inc_as`]).
+fn variance_over_time(points: &[Point], compat: Compat) -> f64 {
     if points.is_empty() {
         return go_nan();
     }
@@ -808,8 +912,8 @@ fn variance_over_time(points: &[Point]) -> f64 {
     for p in points {
         count += 1.0;
         let delta = p.v - (mean + c_mean);
-        (mean, c_mean) = kahan_inc(delta / count, mean, c_mean);
-        (aux, c_aux) = kahan_inc(delta * (p.v - (mean + c_mean)), aux, c_aux);
+        (mean, c_mean) = kahan_inc_as(compat, delta / count, mean, c_mean);
+        (aux, c_aux) = kahan_inc_as(compat, delta * (p.v - (mean + c_mean)), aux, c_aux);
     }
     (aux + c_aux) / count
 }
@@ -818,22 +922,25 @@ fn variance_over_time(points: &[Point]) -> f64 {
 /// for [`avg_over_time_2_each`], a window is a chain of divisions.
 const VARIANCE_LANES: usize = 16;
 
-/// Whether no value of `points` exceeds 1e100 in magnitude (NaN does): then no step of
-/// Welford's algorithm over them overflows (a squared deviation stays below 1e201, a
+/// Whether no value of `points` exceeds 1e100 in magnitude (NaN is none): then no step
+/// of Welford's algorithm over them overflows (a squared deviation stays below 1e201, a
 /// sum of fewer than 2^53 of them far below the largest float), so no Kahan step meets
-/// an infinite sum.
+/// an infinite sum, and Prometheus 2's and 3's steps agree. A NaN makes every later
+/// term NaN, in lanes as alone. Not `all`: stopping at the first large value makes a
+/// branch a value.
 pub(crate) fn below_variance_bound(points: &[Point]) -> bool {
-    points.iter().fold(true, |bounded, p| bounded & (p.v.abs() <= 1e100))
+    points.iter().fold(true, |bounded, p| bounded & (p.v.is_nan() | (p.v.abs() <= 1e100)))
 }
 
 /// [`stdvar_over_time`] of each of `windows` (none empty), appended to `out` in their
 /// order, each as if alone: a range query's windows of one series, or an instant
-/// query's of many. `bounded`: [`below_variance_bound`] holds for every window; the
-/// windows then run in lanes as [`avg_over_time_2_each`]'s do (one at a time, each step
-/// waited on the division of the one before), else one by one.
-pub(crate) fn stdvar_over_time_each(windows: &[&[Point]], bounded: bool, out: &mut Vec<f64>) {
+/// query's of many, with `compat`'s compensated step. `bounded`: [`below_variance_bound`]
+/// holds for every window; the windows then run in lanes as [`avg_over_time_2_each`]'s
+/// do (one at a time, each step waited on the division of the one before), else one by
+/// one.
+pub(crate) fn stdvar_over_time_each(windows: &[&[Point]], bounded: bool, compat: Compat, out: &mut Vec<f64>) {
     if !bounded {
-        out.extend(windows.iter().map(|w| variance_over_time(w)));
+        out.extend(windows.iter().map(|w| variance_over_time(w, compat)));
         return;
     }
     #[derive(Clone, Copy)]
@@ -914,13 +1021,13 @@ fn finite_kahan_inc(x: f64, sum: f64, c: f64) -> (f64, f64) {
 }
 
 /// `stdvar_over_time` (population variance; Welford + Kahan).
-pub(crate) fn stdvar_over_time(points: &[Point]) -> f64 {
-    variance_over_time(points)
+pub(crate) fn stdvar_over_time(points: &[Point], compat: Compat) -> f64 {
+    variance_over_time(points, compat)
 }
 
 /// `stddev_over_time`: the square root of [`stdvar_over_time`].
-pub(crate) fn stddev_over_time(points: &[Point]) -> f64 {
-    variance_over_time(points).sqrt()
+pub(crate) fn stddev_over_time(points: &[Point], compat: Compat) -> f64 {
+    variance_over_time(points, compat).sqrt()
 }
 
 /// `quantile_over_time(phi, r)`: [`quantile`] of the window's values. The caller emits
@@ -1044,9 +1151,10 @@ pub(crate) fn cmp_nan_first(a: f64, b: f64) -> Ordering {
 /// `Inf·0` yields NaN (`quantile(0.5, {1, 2, +Inf})` is NaN).
 ///
 /// The sort is stable: values that compare equal (-0 and +0, NaNs) keep their order, as
-/// Go's sort keeps them for up to 12 values, and as a sliding window's sorted values keep
-/// them ([`quantile_sorted`]), so that the order of zeros of both signs, which can decide
-/// the sign of a zero result, does not depend on the path.
+/// Go's sort keeps zeros for up to 12 values (NaNs it reverses, which no result shows: a
+/// quantile that takes a NaN is NaN), and as a sliding window's sorted values keep them
+/// ([`quantile_sorted`]), so that the order of zeros of both signs, which can decide the
+/// sign of a zero result, does not depend on the path.
 pub(crate) fn quantile(phi: f64, values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| cmp_nan_first(*a, *b));
     quantile_sorted(phi, values)
@@ -2210,6 +2318,8 @@ pub(crate) fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
 mod tests {
     use super::*;
 
+    const P3: Compat = Compat::Prometheus3;
+
     /// `extrapolated_rate_of` with the flags of the functions that call it.
     fn extrapolated_rate(
         points: &[Point],
@@ -2509,31 +2619,35 @@ mod tests {
     fn deriv_and_predict_linear() {
         let total = series(0.0, 80.0, 10);
         let w = window(5 * M, &total, 50 * M, 50 * M);
-        assert!(close(deriv(&w).unwrap(), 0.26666666666666666));
+        assert!(close(deriv(&w, P3).unwrap(), 0.26666666666666666));
 
         let w = window(5 * M, &reset_middle(), 50 * M, 100 * M);
-        assert!(close(deriv(&w).unwrap(), 0.010606060606060607));
+        assert!(close(deriv(&w, P3).unwrap(), 0.010606060606060607));
 
         let w = window(5 * M, &reset_middle(), 50 * M, 50 * M);
-        assert!(close(predict_linear(&w, 50 * M, 3600.0).unwrap(), 70.0));
+        assert!(close(predict_linear(&w, 50 * M, 3600.0, P3).unwrap(), 70.0));
 
         // predict_linear(x[55m] @ 3000, 3600): the window is fixed, t_ref is the step.
         let w = window(5 * M, &reset_middle(), 50 * M, 55 * M);
-        assert!(close(predict_linear(&w, 50 * M, 3600.0).unwrap(), 76.81818181818181));
-        assert!(close(predict_linear(&w, 10 * M, 3600.0).unwrap(), 51.36363636363637));
-        assert!(close(predict_linear(&w, 70 * M, 3600.0).unwrap(), 89.54545454545455));
+        assert!(close(predict_linear(&w, 50 * M, 3600.0, P3).unwrap(), 76.81818181818181));
+        assert!(close(predict_linear(&w, 10 * M, 3600.0, P3).unwrap(), 51.36363636363637));
+        assert!(close(predict_linear(&w, 70 * M, 3600.0, P3).unwrap(), 89.54545454545455));
 
         // -Inf 0+80x10 Inf → NaN.
         let mut inf = vec![f64::NEG_INFINITY];
         inf.extend(series(0.0, 80.0, 10));
         inf.push(f64::INFINITY);
         let w = window(5 * M, &inf, 100 * M, 100 * M);
-        assert!(deriv(&w).unwrap().is_nan());
-        assert!(predict_linear(&w, 100 * M, 6000.0).unwrap().is_nan());
+        assert!(deriv(&w, P3).unwrap().is_nan());
+        assert!(predict_linear(&w, 100 * M, 6000.0, P3).unwrap().is_nan());
 
-        assert_eq!(deriv(&w[..1]), None);
-        assert_eq!(linear_regression(&pts(1000, 0, &[3.0, 3.0]), 0), (0.0, 3.0));
-        let (s, i) = linear_regression(&pts(1000, 0, &[f64::INFINITY, f64::INFINITY]), 0);
+        assert_eq!(deriv(&w[..1], P3), None);
+        // Prometheus 2.42's answer, as for `stdvar_over_time` above.
+        let w = pts(15_000, 0, &[1e308, -1e308, 5.0, 7.0]);
+        assert!(deriv(&w, Compat::Prometheus2).unwrap().is_nan());
+        assert_eq!(deriv(&w, P3), Some(f64::NEG_INFINITY));
+        assert_eq!(linear_regression(&pts(1000, 0, &[3.0, 3.0]), 0, P3), (0.0, 3.0));
+        let (s, i) = linear_regression(&pts(1000, 0, &[f64::INFINITY, f64::INFINITY]), 0, P3);
         assert!(s.is_nan() && i.is_nan());
     }
 
@@ -2920,37 +3034,42 @@ mod tests {
     #[test]
     fn stddev_stdvar_over_time() {
         let w = over(&[0.0, 8.0, 8.0, 2.0, 3.0]);
-        assert!(close(stdvar_over_time(&w), 10.56));
-        assert!(close(stddev_over_time(&w), 3.249615));
+        assert!(close(stdvar_over_time(&w, P3), 10.56));
+        assert!(close(stddev_over_time(&w, P3), 3.249615));
         let w = over(&[1.5990505637277868; 3]);
-        assert_eq!(stdvar_over_time(&w), 0.0);
-        assert_eq!(stddev_over_time(&w), 0.0);
-        assert_eq!(stddev_over_time(&over(&[1.0, 1.0, 1.0])), 0.0);
-        assert!(stddev_over_time(&[]).is_nan());
+        assert_eq!(stdvar_over_time(&w, P3), 0.0);
+        assert_eq!(stddev_over_time(&w, P3), 0.0);
+        assert_eq!(stddev_over_time(&over(&[1.0, 1.0, 1.0]), P3), 0.0);
+        assert!(stddev_over_time(&[], P3).is_nan());
+        // Prometheus 2.42's answer (a backfilled file): its compensation of the infinite
+        // sum turns NaN, where 3's is set to 0.
+        let w = over(&[-1e308, -1e308, -1e308, 1e308]);
+        assert!(stdvar_over_time(&w, Compat::Prometheus2).is_nan());
+        assert_eq!(stdvar_over_time(&w, P3), f64::NEG_INFINITY);
     }
 
     /// [`stdvar_over_time_each`] of the windows `points[lo..hi]`, checked bit for bit
-    /// against [`stdvar_over_time`] of each alone (any NaN for a NaN).
+    /// against [`stdvar_over_time`] of each alone (any NaN for a NaN), with both
+    /// versions' compensated steps.
     fn assert_variances_alone(points: &[Point], ranges: &[(usize, usize)]) {
         let windows: Vec<&[Point]> = ranges.iter().map(|&(lo, hi)| &points[lo..hi]).collect();
         let bounded = windows.iter().all(|w| below_variance_bound(w));
-        // Appended after what `out` holds.
-        let mut got = vec![7.0];
-        stdvar_over_time_each(&windows, bounded, &mut got);
-        assert_eq!((got.len(), got[0]), (windows.len() + 1, 7.0));
-        for (w, got) in windows.iter().zip(&got[1..]) {
-            let want = stdvar_over_time(w);
-            assert!(
-                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                "{w:?}: {got:e}, {want:e}"
-            );
+        for compat in [Compat::Prometheus3, Compat::Prometheus2] {
+            // Appended after what `out` holds.
+            let mut got = vec![7.0];
+            stdvar_over_time_each(&windows, bounded, compat, &mut got);
+            assert_eq!((got.len(), got[0]), (windows.len() + 1, 7.0));
+            for (w, got) in windows.iter().zip(&got[1..]) {
+                let want = stdvar_over_time(w, compat);
+                assert!(same_float(*got, want), "{w:?}: {got:e}, {want:e}");
+            }
         }
         // The lanes as the baseline instruction set runs them (the calls above run the
         // widest this machine has).
         if let (Some(four), true) = (windows.get(..4), bounded) {
             let lanes: [&[Point]; 4] = std::array::from_fn(|k| four[k]);
             for (w, got) in lanes.iter().zip(variance_lanes::<4>(lanes)) {
-                assert_eq!(got.to_bits(), stdvar_over_time(w).to_bits(), "{w:?}");
+                assert!(same_float(got, stdvar_over_time(w, P3)), "{w:?}");
             }
         }
     }
@@ -3006,8 +3125,20 @@ mod tests {
     }
 
     /// Go's `linearRegression` as written there, step for step, to check the kernels'
-    /// arrangement of it against.
-    fn go_linear_regression(points: &[Point], intercept_time_ms: i64) -> (f64, f64) {
+    /// arrangement of it against: with 3's `kahansum.Inc`, or 2.x's `kahanSumInc`, which
+    /// kept an infinite sum's compensation.
+    fn go_linear_regression(points: &[Point], intercept_time_ms: i64, compat: Compat) -> (f64, f64) {
+        let inc = |x: f64, sum: f64, c: f64| match compat {
+            Compat::Prometheus3 => kahan_inc(x, sum, c),
+            Compat::Prometheus2 => {
+                let t = sum + x;
+                if sum.abs() >= x.abs() {
+                    (t, c + ((sum - t) + x))
+                } else {
+                    (t, c + ((x - t) + sum))
+                }
+            }
+        };
         let init_y = points[0].v;
         let mut const_y = true;
         let mut n = 0.0f64;
@@ -3019,10 +3150,10 @@ mod tests {
             }
             n += 1.0;
             let x = (p.t - intercept_time_ms) as f64 / 1e3;
-            (sum_x, c_x) = kahan_inc(x, sum_x, c_x);
-            (sum_y, c_y) = kahan_inc(p.v, sum_y, c_y);
-            (sum_xy, c_xy) = kahan_inc(x * p.v, sum_xy, c_xy);
-            (sum_x2, c_x2) = kahan_inc(x * x, sum_x2, c_x2);
+            (sum_x, c_x) = inc(x, sum_x, c_x);
+            (sum_y, c_y) = inc(p.v, sum_y, c_y);
+            (sum_xy, c_xy) = inc(x * p.v, sum_xy, c_xy);
+            (sum_x2, c_x2) = inc(x * x, sum_x2, c_x2);
         }
         if const_y {
             return if init_y.is_infinite() { (f64::NAN, f64::NAN) } else { (0.0, init_y) };
@@ -3044,26 +3175,31 @@ mod tests {
 
     /// [`linear_regression`] and [`linear_regressions_each`] of the windows
     /// `points[lo..hi]` at `intercept` (at their first sample for `None`), checked bit
-    /// for bit against Go's steps (any NaN for a NaN).
+    /// for bit against Go's steps (any NaN for a NaN), for both versions.
     fn assert_regressions_alone(points: &[Point], ranges: &[(usize, usize)], intercept: Option<i64>) {
         let windows: Vec<(&[Point], i64)> =
             (ranges.iter()).map(|&(lo, hi)| (&points[lo..hi], intercept.unwrap_or(points[lo].t))).collect();
-        let mut got = vec![(7.0, 7.0)];
-        linear_regressions_each(&windows, &mut got);
-        assert_eq!((got.len(), got[0]), (windows.len() + 1, (7.0, 7.0)));
-        for (&(w, at), got) in windows.iter().zip(&got[1..]) {
-            let want = go_linear_regression(w, at);
-            let alone = linear_regression(w, at);
-            for (a, b, c) in [(got.0, alone.0, want.0), (got.1, alone.1, want.1)] {
-                assert!(same_float(a, c) && same_float(b, c), "{w:?} at {at}: {got:?}, {alone:?}, {want:?}");
+        for compat in [Compat::Prometheus3, Compat::Prometheus2] {
+            let mut got = vec![(7.0, 7.0)];
+            linear_regressions_each(&windows, compat, &mut got);
+            assert_eq!((got.len(), got[0]), (windows.len() + 1, (7.0, 7.0)));
+            for (&(w, at), got) in windows.iter().zip(&got[1..]) {
+                let want = go_linear_regression(w, at, compat);
+                let alone = linear_regression(w, at, compat);
+                for (a, b, c) in [(got.0, alone.0, want.0), (got.1, alone.1, want.1)] {
+                    assert!(
+                        same_float(a, c) && same_float(b, c),
+                        "{w:?} at {at}: {got:?}, {alone:?}, {want:?}"
+                    );
+                }
             }
-        }
-        // The lanes as the baseline instruction set runs them.
-        if let Some(four) = windows.get(..4) {
-            let lanes: [(&[Point], i64); 4] = std::array::from_fn(|k| four[k]);
-            for ((w, at), got) in lanes.iter().zip(regression_lanes::<4>(lanes)) {
-                let want = go_linear_regression(w, *at);
-                assert!(same_float(got.0, want.0) && same_float(got.1, want.1), "{w:?}");
+            // The lanes as the baseline instruction set runs them.
+            if let Some(four) = windows.get(..4) {
+                let lanes: [(&[Point], i64); 4] = std::array::from_fn(|k| four[k]);
+                for ((w, at), got) in lanes.iter().zip(regression_lanes::<4>(lanes, compat)) {
+                    let want = go_linear_regression(w, *at, compat);
+                    assert!(same_float(got.0, want.0) && same_float(got.1, want.1), "{w:?}");
+                }
             }
         }
     }

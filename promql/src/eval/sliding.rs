@@ -6,7 +6,7 @@
 //! they are evaluated, or, when such a call or selector (or an aggregation of one) is
 //! the whole query, become its series directly.
 
-use super::kernels::{self, CounterKind};
+use super::kernels::{self, CounterKind, Laned};
 use super::{Compat, EResult, Evaluator, S};
 use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector, SubqueryExpr, UnaryOp, VectorSelector};
 use crate::labels::{Labels, LabelsHashing, LabelsMap};
@@ -45,17 +45,12 @@ enum Kind {
     /// `sum_over_time` (`avg` false) and `avg_over_time`: of whole numbers small enough
     /// that every sum of them is exact, from the window's integer sum kept as it slides.
     Sum { avg: bool },
-    /// `avg_over_time` of Prometheus 2, whose incremental mean is not the exact one even
-    /// of whole numbers: a series' windows taken together ([`kernels::avg_over_time_2_each`]).
-    Mean2,
-    /// `stdvar_over_time`, and `stddev_over_time` (`sqrt`): Welford's running mean, which
-    /// cannot slide either; a series' windows taken together
-    /// ([`kernels::stdvar_over_time_each`]).
-    Variance { sqrt: bool },
-    /// `deriv`, and `predict_linear` by a literal number of seconds (`predict`, the
-    /// regression's intercept taken at the step): least squares, which cannot slide; a
-    /// series' windows taken together ([`kernels::linear_regressions_each`]).
-    Regression { predict: Option<f64> },
+    /// `avg_over_time` of Prometheus 2 (whose incremental mean is not the exact one even
+    /// of whole numbers), `stddev_over_time`, `stdvar_over_time`, `deriv`, and
+    /// `predict_linear` by a literal number of seconds (the fit's intercept at the step):
+    /// chains of steps that cannot slide; a series' windows taken together
+    /// ([`kernels::laned_values`]).
+    Laned(Laned),
     /// `quantile_over_time` by a literal `phi` within [0, 1]: the window's values kept
     /// sorted as it slides ([`SortedWindow`]).
     Quantile(f64),
@@ -71,21 +66,21 @@ fn kind(c: &Call, compat: Compat) -> Option<(Kind, bool)> {
         "delta" => (Kind::Extrapolated { counter: false, rate: false }, false),
         "irate" => (Kind::Window(|p| kernels::instant_value(p, true)), false),
         "idelta" => (Kind::Window(|p| kernels::instant_value(p, false)), false),
-        "deriv" => (Kind::Regression { predict: None }, false),
-        "predict_linear" => (Kind::Regression { predict: Some(c.args.get(1).and_then(number)?) }, false),
+        "deriv" => (Kind::Laned(Laned::Deriv), false),
+        "predict_linear" => (Kind::Laned(Laned::Predict(c.args.get(1).and_then(number)?)), false),
         "resets" => (Kind::Resets, false),
         "changes" => (Kind::Changes, false),
         "sum_over_time" => (Kind::Sum { avg: false }, false),
         "avg_over_time" => match compat {
             Compat::Prometheus3 => (Kind::Sum { avg: true }, false),
-            Compat::Prometheus2 => (Kind::Mean2, false),
+            Compat::Prometheus2 => (Kind::Laned(Laned::Mean2), false),
         },
         // Over much overlapping windows a queue gives their extremes (`Extremes`).
         "min_over_time" => (Kind::Window(|p| Some(kernels::min_over_time(p))), false),
         "max_over_time" => (Kind::Window(|p| Some(kernels::max_over_time(p))), false),
         "count_over_time" => (Kind::Window(|p| Some(p.len() as f64)), false),
-        "stddev_over_time" => (Kind::Variance { sqrt: true }, false),
-        "stdvar_over_time" => (Kind::Variance { sqrt: false }, false),
+        "stddev_over_time" => (Kind::Laned(Laned::Stddev), false),
+        "stdvar_over_time" => (Kind::Laned(Laned::Stdvar), false),
         "present_over_time" => (Kind::Window(|_| Some(1.0)), false),
         // Out of range, `phi` asks for a warning: step by step.
         "quantile_over_time" => {
@@ -144,7 +139,8 @@ type Positioned = Vec<(usize, Series)>;
 pub(super) type StepResults = Vec<Option<Vec<S>>>;
 
 /// The call's range selector when it can be computed here: a plain argument (no `@`,
-/// no anchoring), alone or followed by a literal number (`predict_linear(m[5m], 3600)`).
+/// no anchoring), alone, followed by a literal number (`predict_linear(m[5m], 3600)`) or
+/// after one (`quantile_over_time(0.9, m[5m])`).
 fn plain_range_arg(c: &Call) -> Option<&MatrixSelector> {
     match c.args.as_slice() {
         [arg] => plain_range(arg),
@@ -655,7 +651,8 @@ impl Evaluator<'_> {
         if self.selection_facts(&ms.selector).stale {
             return Ok(false);
         }
-        let closed = self.opts.compat == Compat::Prometheus2;
+        let compat = self.opts.compat;
+        let closed = compat == Compat::Prometheus2;
         let zero_clamp_first = closed;
         // Only counters' windows need their decreases. A gauge's values fall at random:
         // counting them mispredicted a branch on every other sample, more than half the
@@ -691,9 +688,8 @@ impl Evaluator<'_> {
             .filter(|(last, cursors)| *last <= steps[0] && cursors.len() == series.len())
             .map(|(_, cursors)| cursors);
         let mut cursors = Vec::with_capacity(series.len());
-        // The windows of kinds that are computed side by side, kept from one series to
-        // the next.
-        let mut laned = Laned::default();
+        // `Kind::Laned`'s windows, kept from one series to the next.
+        let mut laned = LanedWindows::default();
         for (n, s) in series.iter().enumerate() {
             // All steps of a series are computed at once: look at the clock between series.
             if n % 1024 == 1023 {
@@ -775,8 +771,8 @@ impl Evaluator<'_> {
                         None => kernels::sum_over_time(window),
                     }),
                     // Regressions need two points.
-                    Kind::Regression { .. } if window.len() < 2 => None,
-                    Kind::Mean2 | Kind::Variance { .. } | Kind::Regression { .. } => {
+                    Kind::Laned(f) if window.len() < f.fewest() => None,
+                    Kind::Laned(_) => {
                         laned.push(window, lo..hi, i);
                         None
                     }
@@ -790,8 +786,10 @@ impl Evaluator<'_> {
                     emit(&slid, i, v);
                 }
             }
-            for (i, v) in laned.values(kind, points, steps) {
-                emit(&slid, i, v);
+            if let Kind::Laned(f) = kind {
+                for (i, v) in laned.values(f, points, steps, compat) {
+                    emit(&slid, i, v);
+                }
             }
             cursors.push((lo, hi, resets, sum));
             if seen && matches!(kind, Kind::Extrapolated { counter: true, .. }) {
@@ -812,22 +810,19 @@ impl Evaluator<'_> {
     }
 }
 
-/// A series' windows of a kind that takes them side by side (`Kind::Mean2`,
-/// `Kind::Variance`, `Kind::Regression`), with their steps' positions; and the buffers
-/// of their values. Kept from one series to the next.
+/// A series' windows of a [`Kind::Laned`] function, with their steps' positions, and
+/// their values: kept from one series to the next.
 #[derive(Default)]
-struct Laned<'p> {
+struct LanedWindows<'p> {
     windows: Vec<&'p [Point]>,
     steps: Vec<usize>,
     /// Where the windows lie in their series: they overlap, so checks on their values
     /// look at each once.
     span: Range<usize>,
     values: Vec<f64>,
-    regressions: Vec<(&'p [Point], i64)>,
-    fits: Vec<(f64, f64)>,
 }
 
-impl<'p> Laned<'p> {
+impl<'p> LanedWindows<'p> {
     fn clear(&mut self) {
         self.windows.clear();
         self.steps.clear();
@@ -843,48 +838,20 @@ impl<'p> Laned<'p> {
         self.steps.push(i);
     }
 
-    /// The values of `kind` of the windows taken from `points` (their series) at
-    /// `steps`, with their steps' positions.
+    /// `f` of the windows taken from `points` (their series) at `steps`, with their
+    /// steps' positions.
     fn values(
         &mut self,
-        kind: Kind,
+        f: Laned,
         points: &[Point],
         steps: &[Timestamp],
+        compat: Compat,
     ) -> impl Iterator<Item = (usize, f64)> + '_ {
         self.values.clear();
         if !self.windows.is_empty() {
-            let span = &points[self.span.clone()];
-            match kind {
-                Kind::Variance { sqrt } => {
-                    kernels::stdvar_over_time_each(
-                        &self.windows,
-                        kernels::below_variance_bound(span),
-                        &mut self.values,
-                    );
-                    if sqrt {
-                        self.values.iter_mut().for_each(|v| *v = v.sqrt());
-                    }
-                }
-                Kind::Regression { predict } => {
-                    // `deriv`'s intercept at the window's first sample, `predict_linear`'s
-                    // at the step.
-                    self.regressions.clear();
-                    self.regressions.extend(self.windows.iter().zip(&self.steps).map(|(w, &i)| {
-                        (*w, if predict.is_some() { steps[i] } else { w.first().map_or(0, |p| p.t) })
-                    }));
-                    self.fits.clear();
-                    kernels::linear_regressions_each(&self.regressions, &mut self.fits);
-                    self.values.extend(self.fits.iter().map(|&(slope, intercept)| match predict {
-                        Some(d) => slope * d + intercept,
-                        None => slope,
-                    }));
-                }
-                _ => kernels::avg_over_time_2_each(
-                    &self.windows,
-                    kernels::below_overflow(span),
-                    &mut self.values,
-                ),
-            }
+            let bounded = f.bounded(&points[self.span.clone()]);
+            let at = &self.steps;
+            kernels::laned_values(f, &self.windows, |i| steps[at[i]], bounded, compat, &mut self.values);
         }
         self.steps.iter().copied().zip(self.values.iter().copied())
     }
