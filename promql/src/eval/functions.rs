@@ -453,10 +453,7 @@ impl Evaluator<'_> {
             "quantile_over_time" => {
                 let phi = self.scalar_arg(&c.args[0], t)?;
                 self.quantile_range_warning(phi, &c.args[0]);
-                self.range_fn(c, t, 1, |p| {
-                    let mut vs: Vec<f64> = p.iter().map(|p| p.v).collect();
-                    Some(kernels::quantile(phi, &mut vs))
-                })?
+                self.range_fn(c, t, 1, |p| Some(kernels::quantile_over_time(phi, p)))?
             }
             "double_exponential_smoothing" => {
                 let sf = self.scalar_arg(&c.args[1], t)?;

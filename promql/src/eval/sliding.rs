@@ -933,12 +933,12 @@ impl Extremes {
     }
 }
 
-/// The values of a sliding window in [`kernels::quantile`]'s order: NaN first, then
-/// ascending, values that compare equal (NaNs, -0 and +0) in the order they came, as its
-/// stable sort leaves them. A step removes the values that left, each the first of its
-/// equals (the oldest in the window), and puts those that came after theirs: one by one
-/// by binary search where few change, else in one merge (a window of 20 values that a
-/// step moves by 4 took 250 ns by search, about as long as a sort).
+/// The values of a sliding window in [`kernels::quantile_over_time`]'s order: NaN
+/// first, then ascending, values that compare equal (NaNs, -0 and +0) in the order
+/// they came, as its stable sort leaves them. A step removes the values that left, each
+/// the first of its equals (the oldest in the window), and puts those that came after
+/// theirs: one by one by binary search where few change, else in one merge (a window of
+/// 20 values that a step moves by 4 took 250 ns by search, about as long as a sort).
 #[derive(Default)]
 struct SortedWindow {
     values: Vec<f64>,
