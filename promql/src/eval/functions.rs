@@ -433,9 +433,9 @@ impl Evaluator<'_> {
                 }
             })?,
             "changes" => self.range_fn(c, t, 0, |p| Some(kernels::changes(p)))?,
-            "sum_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::sum_over_time(p)))?,
+            "sum_over_time" => self.in_lanes(c, t, Laned::Sum)?,
             "avg_over_time" => match self.opts.compat {
-                Compat::Prometheus3 => self.range_fn(c, t, 0, |p| Some(kernels::avg_over_time(p)))?,
+                Compat::Prometheus3 => self.in_lanes(c, t, Laned::Avg)?,
                 Compat::Prometheus2 => self.in_lanes(c, t, Laned::Mean2)?,
             },
             "min_over_time" => self.range_fn(c, t, 0, |p| Some(kernels::min_over_time(p)))?,

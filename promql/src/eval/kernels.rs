@@ -561,6 +561,80 @@ pub(crate) fn avg_over_time(points: &[Point]) -> f64 {
     acc.value()
 }
 
+/// Whether no value of `points` exceeds 1e290 in magnitude (NaN is none): then no sum
+/// of fewer than 10^18 of them overflows, so [`sum_over_time`] and [`avg_over_time`] of
+/// any window of them never meet an infinite sum (nor switch to the incremental mean).
+/// Not `all`: stopping at the first large value makes a branch a value.
+pub(crate) fn below_sum_bound(points: &[Point]) -> bool {
+    points.iter().fold(true, |bounded, p| bounded & (p.v.is_nan() | (p.v.abs() <= 1e290)))
+}
+
+/// How many windows [`sums_over_time_each`] takes side by side: a compensated sum is a
+/// chain of additions, each waiting for the one before.
+const SUM_LANES: usize = 16;
+
+/// [`sum_over_time`] (or, `avg`, [`avg_over_time`]) of each of `windows` (none empty),
+/// appended to `out` in their order, each as if alone. `bounded`: [`below_sum_bound`]
+/// holds for every window; the windows then run in lanes ([`run_in_lanes`]), else one
+/// by one.
+pub(crate) fn sums_over_time_each(windows: &[&[Point]], bounded: bool, avg: bool, out: &mut Vec<f64>) {
+    if !bounded {
+        out.extend(windows.iter().map(|w| if avg { avg_over_time(w) } else { sum_over_time(w) }));
+        return;
+    }
+    #[derive(Clone, Copy)]
+    struct Sums(bool);
+    impl Lanes for Sums {
+        type Window<'p> = &'p [Point];
+        type Out = f64;
+        #[inline(always)]
+        fn lanes<const L: usize>(self, windows: [&[Point]; L]) -> [f64; L] {
+            sum_lanes(windows, self.0)
+        }
+    }
+    let start = out.len();
+    out.resize(start + windows.len(), go_nan());
+    run_in_lanes::<_, SUM_LANES>(Sums(avg), windows, &mut out[start..]);
+}
+
+/// [`sum_over_time`] (`avg`: [`avg_over_time`]) of `L` windows whose values are all below
+/// the sum bound, in lanes: every sum starts at +0 and adds every value, so no sum is
+/// ever -0 (a sum is -0 only of two) and a lane past the end of its window adds +0,
+/// which changes nothing. (`avg_over_time` starts at its first value instead, which
+/// differs only for a first -0, and only in a sum that the compensation, never -0,
+/// turns to +0 at the end either way.) Without infinities Kahan's steps need not look
+/// for them, and the mean is never incremental.
+#[inline(always)]
+fn sum_lanes<const L: usize>(windows: [&[Point]; L], avg: bool) -> [f64; L] {
+    let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
+    let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
+    let (mut sum, mut c) = ([0.0; L], [0.0; L]);
+    let mut add = |v: [f64; L]| {
+        for (k, v) in v.into_iter().enumerate() {
+            (sum[k], c[k]) = kahan_inc_lane(v, sum[k], c[k], false);
+        }
+    };
+    // As in `avg_over_time_2_lanes`: the steps where every lane has a value, then the
+    // rest; values gathered first.
+    let mut j = 0;
+    while j < shortest {
+        add(std::array::from_fn(|k| windows[k][j].v));
+        j += 1;
+    }
+    while j < longest {
+        add(std::array::from_fn(|k| windows[k].get(j).map_or(0.0, |p| p.v)));
+        j += 1;
+    }
+    std::array::from_fn(|k| {
+        let n = windows[k].len() as f64;
+        match (windows[k].is_empty(), avg) {
+            (true, _) => go_nan(),
+            (false, true) => sum[k] / n + c[k] / n,
+            (false, false) => sum[k] + c[k],
+        }
+    })
+}
+
 /// `avg_over_time` of Prometheus 2 (`Compat::Prometheus2`; checked against 2.42): an
 /// incremental mean, each step compensated as a Kahan–Neumaier sum without 3's reset of
 /// the compensation at infinities, finished as `mean + c`. An infinite mean stays
@@ -617,6 +691,10 @@ pub(crate) fn avg_over_time_2_each(windows: &[&[Point]], bounded: bool, out: &mu
 /// left most of the CPU idle.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Laned {
+    /// `sum_over_time` and, under `Compat::Prometheus3`, `avg_over_time`
+    /// ([`sums_over_time_each`]), of values whose sums are not exact.
+    Sum,
+    Avg,
     /// `avg_over_time` under `Compat::Prometheus2` ([`avg_over_time_2_each`]).
     Mean2,
     /// `stdvar_over_time` and `stddev_over_time` ([`stdvar_over_time_each`]).
@@ -641,6 +719,7 @@ impl Laned {
     /// ([`below_overflow`], [`below_variance_bound`]; a fit always looks).
     pub(crate) fn bounded(self, points: &[Point]) -> bool {
         match self {
+            Laned::Sum | Laned::Avg => below_sum_bound(points),
             Laned::Mean2 => below_overflow(points),
             Laned::Stdvar | Laned::Stddev => below_variance_bound(points),
             Laned::Deriv | Laned::Predict(_) => true,
@@ -650,6 +729,8 @@ impl Laned {
     /// The value of one window alone, at the step `t` (`None` below [`Laned::fewest`]).
     pub(crate) fn of(self, points: &[Point], t: i64, compat: Compat) -> Option<f64> {
         match self {
+            Laned::Sum => Some(sum_over_time(points)),
+            Laned::Avg => Some(avg_over_time(points)),
             Laned::Mean2 => Some(avg_over_time_2(points)),
             Laned::Stdvar => Some(stdvar_over_time(points, compat)),
             Laned::Stddev => Some(stddev_over_time(points, compat)),
@@ -671,6 +752,7 @@ pub(crate) fn laned_values(
     out: &mut Vec<f64>,
 ) {
     match f {
+        Laned::Sum | Laned::Avg => sums_over_time_each(windows, bounded, f == Laned::Avg, out),
         Laned::Mean2 => avg_over_time_2_each(windows, bounded, out),
         Laned::Stdvar | Laned::Stddev => {
             let start = out.len();
@@ -3050,6 +3132,68 @@ mod tests {
         assert_eq!(stdvar_over_time(&w, P3), f64::NEG_INFINITY);
     }
 
+    /// The windows every lane kernel is checked on with `assert_alone`: values beyond its
+    /// bound (`beyond`) and not finite, which go one by one, and windows of different
+    /// lengths (a range query's of one series, jittered), as many as a lane count and
+    /// around it, over values of many sizes and signs up to about `big`, below the bound.
+    fn check_lane_windows(
+        assert_alone: impl Fn(&[Point], &[(usize, usize)]),
+        beyond: f64,
+        big: f64,
+        seed: u64,
+    ) {
+        let wild =
+            over(&[1e308, 4.0, f64::INFINITY, 4.0, 3.0, 0.1, f64::NAN, 1e-17, 4.0, -1e308, 5.0, beyond]);
+        for n in [1, 4, 5, 9, 17] {
+            let ranges: Vec<(usize, usize)> = (0..n).map(|k| (k % 5, (k % 5 + 1 + k % 8).min(12))).collect();
+            assert_alone(&wild, &ranges);
+        }
+        let all = over(&mixed_values(seed, big));
+        for o in (0..300).step_by(7) {
+            let ranges: Vec<(usize, usize)> = (0..o % 40).map(|k| (o + k, o + k + 1 + k * k % 19)).collect();
+            assert_alone(&all, &ranges);
+        }
+    }
+
+    /// Windows `lo..lo + 1 + len` of `n` points, from a proptest's `(lo, len)` pairs.
+    fn cut(n: usize, cuts: &[(usize, usize)]) -> Vec<(usize, usize)> {
+        cuts.iter().map(|&(lo, len)| (lo % n, (lo % n + 1 + len).min(n))).collect()
+    }
+
+    /// [`sums_over_time_each`] of the windows `points[lo..hi]`, sums and means, checked
+    /// bit for bit against [`sum_over_time`] and [`avg_over_time`] of each alone.
+    fn assert_sums_alone(points: &[Point], ranges: &[(usize, usize)]) {
+        let windows: Vec<&[Point]> = ranges.iter().map(|&(lo, hi)| &points[lo..hi]).collect();
+        let bounded = windows.iter().all(|w| below_sum_bound(w));
+        for avg in [false, true] {
+            let alone = |w: &[Point]| if avg { avg_over_time(w) } else { sum_over_time(w) };
+            let mut got = vec![7.0];
+            sums_over_time_each(&windows, bounded, avg, &mut got);
+            assert_eq!((got.len(), got[0]), (windows.len() + 1, 7.0));
+            for (w, got) in windows.iter().zip(&got[1..]) {
+                assert!(same_float(*got, alone(w)), "{w:?} (avg {avg}): {got:e}, {:e}", alone(w));
+            }
+            // The lanes as the baseline instruction set runs them.
+            if let (Some(four), true) = (windows.get(..4), bounded) {
+                let lanes: [&[Point]; 4] = std::array::from_fn(|k| four[k]);
+                for (w, got) in lanes.iter().zip(sum_lanes::<4>(lanes, avg)) {
+                    assert!(same_float(got, alone(w)), "{w:?} (avg {avg})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sums_side_by_side_are_each_alone() {
+        // Signed zeros first and later, in lanes that end at different steps.
+        let zeros = over(&[-0.0, -0.0, 0.0, -0.0, -0.0, 1.0, -1.0, -0.0]);
+        assert_sums_alone(&zeros, &[(0, 1), (0, 2), (1, 5), (3, 4), (2, 3), (3, 8), (0, 8), (4, 5)]);
+        // Decimal fractions whose sums round, beside longer windows.
+        let fractions = over(&[0.1, 0.2, 0.3, 0.7, 1.1, 1e-17, 3.3, 1e16, -1e16, 0.5, 1.0 / 3.0, 2.5]);
+        assert_sums_alone(&fractions, &[(0, 3), (3, 7), (7, 11), (0, 12), (8, 10), (2, 9)]);
+        check_lane_windows(assert_sums_alone, 1e300, 1e284, 13);
+    }
+
     /// [`stdvar_over_time_each`] of the windows `points[lo..hi]`, checked bit for bit
     /// against [`stdvar_over_time`] of each alone (any NaN for a NaN), with both
     /// versions' compensated steps.
@@ -3078,7 +3222,6 @@ mod tests {
 
     #[test]
     fn variances_side_by_side_are_each_alone() {
-        let (inf, nan) = (f64::INFINITY, f64::NAN);
         // Signed zeros, in lanes that end at different steps.
         let zeros = over(&[-0.0, -0.0, 0.0, -0.0, -0.0, 1.0, -1.0]);
         assert_variances_alone(&zeros, &[(0, 1), (0, 2), (1, 5), (3, 4), (2, 3), (3, 7), (0, 7)]);
@@ -3087,41 +3230,30 @@ mod tests {
         // steps must take in (steps with the mean alone change the last bits).
         let fractions = over(&[1.0, 0.1, 1.0, 0.2, 3.0, 1.0, 1.0, 0.7, 2.5, 0.1, 1.0 / 3.0, 1e-17]);
         assert_variances_alone(&fractions, &[(0, 3), (3, 7), (7, 11), (0, 12), (8, 10)]);
-        // Beyond the bound, and not finite: one by one.
-        let wild = over(&[1e308, 4.0, inf, 4.0, 3.0, 0.1, nan, 1e-17, 4.0, -1e308, 5.0, 1e101]);
-        for n in [1, 4, 5, 9, 17] {
-            let ranges: Vec<(usize, usize)> = (0..n).map(|k| (k % 5, (k % 5 + 1 + k % 8).min(12))).collect();
-            assert_variances_alone(&wild, &ranges);
-        }
-        // Windows of different lengths (a range query's of one series, jittered), as many
-        // as a lane count and around it, over values of many sizes and signs, all below
-        // the bound.
-        let all = over(&mixed_values(5, 1e94));
-        for o in (0..300).step_by(7) {
-            let ranges: Vec<(usize, usize)> = (0..o % 40).map(|k| (o + k, o + k + 1 + k * k % 19)).collect();
-            assert_variances_alone(&all, &ranges);
-        }
+        check_lane_windows(assert_variances_alone, 1e101, 1e94, 5);
     }
 
     proptest::proptest! {
-        /// Welford's steps in lanes give each window's variance bit for bit, whatever
-        /// the values (the lanes take only windows below the bound) and lengths.
+        /// Compensated sums and means, and Welford's variances, in lanes are each
+        /// window's alone, bit for bit, whatever the values (each kernel's lanes take
+        /// only windows below its bound) and lengths.
         #[test]
-        fn variances_in_lanes_are_each_alone(
+        fn sums_and_variances_in_lanes_are_each_alone(
             values in proptest::collection::vec(
                 proptest::prop_oneof![
                     -1e6f64..1e6,
-                    proptest::sample::select(vec![0.0, -0.0, 1.0, 1e-300, 1e99, -1e100, 1e101, f64::NAN, f64::INFINITY]),
+                    proptest::sample::select(vec![
+                        0.0, -0.0, 0.1, 1.0, 1e-300, 1e16, 1e99, -1e100, 1e101, -1e290, 1e291, f64::NAN,
+                        f64::INFINITY,
+                    ]),
                 ],
                 1..80,
             ),
             cuts in proptest::collection::vec((0usize..80, 0usize..30), 1..40),
         ) {
             let points = over(&values);
-            let ranges: Vec<(usize, usize)> = cuts
-                .iter()
-                .map(|&(lo, len)| (lo % points.len(), (lo % points.len() + 1 + len).min(points.len())))
-                .collect();
+            let ranges = cut(points.len(), &cuts);
+            assert_sums_alone(&points, &ranges);
             assert_variances_alone(&points, &ranges);
         }
     }

@@ -765,11 +765,14 @@ impl Evaluator<'_> {
                         kernels::extrapolated_rate_of(window, start, end, range, kind, rate, zero_clamp_first)
                     }
                     Kind::Resets | Kind::Changes => Some(resets as f64),
-                    Kind::Sum { avg } => Some(match sum {
-                        Some(sum) => kernels::exact_sum_over_time(sum, window.len(), avg),
-                        None if avg => kernels::avg_over_time(window),
-                        None => kernels::sum_over_time(window),
-                    }),
+                    Kind::Sum { avg } => match sum {
+                        Some(sum) => Some(kernels::exact_sum_over_time(sum, window.len(), avg)),
+                        // Compensated sums, a chain of additions each: side by side.
+                        None => {
+                            laned.push(window, lo..hi, i);
+                            None
+                        }
+                    },
                     // Regressions need two points.
                     Kind::Laned(f) if window.len() < f.fewest() => None,
                     Kind::Laned(_) => {
@@ -786,7 +789,12 @@ impl Evaluator<'_> {
                     emit(&slid, i, v);
                 }
             }
-            if let Kind::Laned(f) = kind {
+            let laned_fn = match kind {
+                Kind::Laned(f) => Some(f),
+                Kind::Sum { avg } if sum.is_none() => Some(if avg { Laned::Avg } else { Laned::Sum }),
+                _ => None,
+            };
+            if let Some(f) = laned_fn {
                 for (i, v) in laned.values(f, points, steps, compat) {
                     emit(&slid, i, v);
                 }
@@ -810,8 +818,9 @@ impl Evaluator<'_> {
     }
 }
 
-/// A series' windows of a [`Kind::Laned`] function, with their steps' positions, and
-/// their values: kept from one series to the next.
+/// A series' windows of a [`Kind::Laned`] function (or of [`Kind::Sum`] over values whose
+/// sums are not exact), with their steps' positions, and their values: kept from one
+/// series to the next.
 #[derive(Default)]
 struct LanedWindows<'p> {
     windows: Vec<&'p [Point]>,
