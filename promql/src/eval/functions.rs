@@ -645,7 +645,7 @@ impl Evaluator<'_> {
         let slices: Vec<&[Point]> = windows.iter().map(|(_, w)| &**w).collect();
         let mut values = Vec::with_capacity(slices.len());
         let bounded = slices.iter().all(|w| f.bounded(w));
-        kernels::laned_values(f, &slices, |_| t, bounded, compat, &mut values);
+        kernels::laned_values(f, &slices, |_| t, bounded, compat, &mut Default::default(), &mut values);
         let delayed = self.delayed;
         Ok((windows.iter().zip(values))
             .map(|((s, _), v)| {

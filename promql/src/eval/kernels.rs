@@ -740,15 +740,24 @@ impl Laned {
     }
 }
 
+/// The buffers of [`laned_values`]' fits, kept from call to call (a range query calls
+/// once a series).
+#[derive(Default)]
+pub(crate) struct FitBuffers<'p> {
+    at: Vec<(&'p [Point], i64)>,
+    fits: Vec<(f64, f64)>,
+}
+
 /// `f` of each of `windows` (at least [`Laned::fewest`] points each; `step(i)` the
 /// time of the `i`th one's step), appended to `out` in their order, each as if alone.
 /// `bounded`: [`Laned::bounded`] holds for every window.
-pub(crate) fn laned_values(
+pub(crate) fn laned_values<'p>(
     f: Laned,
-    windows: &[&[Point]],
+    windows: &[&'p [Point]],
     step: impl Fn(usize) -> i64,
     bounded: bool,
     compat: Compat,
+    buffers: &mut FitBuffers<'p>,
     out: &mut Vec<f64>,
 ) {
     match f {
@@ -762,12 +771,16 @@ pub(crate) fn laned_values(
             }
         }
         Laned::Deriv | Laned::Predict(_) => {
-            let at: Vec<(&[Point], i64)> = (windows.iter().enumerate())
-                .map(|(i, w)| (*w, if f == Laned::Deriv { w.first().map_or(0, |p| p.t) } else { step(i) }))
-                .collect();
-            let mut fits = Vec::with_capacity(at.len());
-            linear_regressions_each(&at, compat, &mut fits);
-            out.extend(fits.into_iter().map(|(slope, intercept)| match f {
+            let FitBuffers { at, fits } = buffers;
+            at.clear();
+            at.extend(
+                windows.iter().enumerate().map(|(i, w)| {
+                    (*w, if f == Laned::Deriv { w.first().map_or(0, |p| p.t) } else { step(i) })
+                }),
+            );
+            fits.clear();
+            linear_regressions_each(at, compat, fits);
+            out.extend(fits.iter().map(|&(slope, intercept)| match f {
                 Laned::Predict(d) => slope * d + intercept,
                 _ => slope,
             }));

@@ -829,6 +829,7 @@ struct LanedWindows<'p> {
     /// look at each once.
     span: Range<usize>,
     values: Vec<f64>,
+    fits: kernels::FitBuffers<'p>,
 }
 
 impl<'p> LanedWindows<'p> {
@@ -860,7 +861,8 @@ impl<'p> LanedWindows<'p> {
         if !self.windows.is_empty() {
             let bounded = f.bounded(&points[self.span.clone()]);
             let at = &self.steps;
-            kernels::laned_values(f, &self.windows, |i| steps[at[i]], bounded, compat, &mut self.values);
+            let (windows, buffers, values) = (&self.windows, &mut self.fits, &mut self.values);
+            kernels::laned_values(f, windows, |i| steps[at[i]], bounded, compat, buffers, values);
         }
         self.steps.iter().copied().zip(self.values.iter().copied())
     }
