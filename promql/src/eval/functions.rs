@@ -623,12 +623,15 @@ impl Evaluator<'_> {
 
     /// `f` of `c`'s argument at `t`: for a plain selector, the windows of
     /// [`over_windows`](Self::over_windows), their values then taken side by side
-    /// ([`kernels::laned_values`]).
+    /// ([`kernels::laned_values`]). A selection large enough to be split over the cores
+    /// goes window by window there instead (`map_series`): one core's lanes do not make
+    /// up for the other core's share of looking up each series and its window.
     fn in_lanes(&mut self, c: &Call, t: Timestamp, f: Laned) -> EResult<Vec<S>> {
         let plain = match c.args[0].unparen() {
             Expr::MatrixSelector(ms) if ms.selector.anchoring.is_none() && self.fast_paths => Some(ms),
             _ => None,
-        };
+        }
+        .filter(|ms| !(self.parallel && self.selected(&ms.selector).len() >= super::PARALLEL_SERIES));
         let compat = self.opts.compat;
         let Some(ms) = plain else {
             return self.range_fn(c, t, 0, |p| f.of(p, t, compat));

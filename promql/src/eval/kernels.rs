@@ -562,7 +562,8 @@ pub(crate) fn avg_over_time(points: &[Point]) -> f64 {
 }
 
 /// Whether no value of `points` exceeds 1e290 in magnitude (NaN is none): then no sum
-/// of fewer than 10^18 of them overflows, so [`sum_over_time`] and [`avg_over_time`] of
+/// of them overflows, however many (once a sum passes 2^1017 such values are below half
+/// its last place and it stops growing), so [`sum_over_time`] and [`avg_over_time`] of
 /// any window of them never meet an infinite sum (nor switch to the incremental mean).
 /// Not `all`: stopping at the first large value makes a branch a value.
 pub(crate) fn below_sum_bound(points: &[Point]) -> bool {
@@ -602,8 +603,9 @@ pub(crate) fn sums_over_time_each(windows: &[&[Point]], bounded: bool, avg: bool
 /// ever -0 (a sum is -0 only of two) and a lane past the end of its window adds +0,
 /// which changes nothing. (`avg_over_time` starts at its first value instead, which
 /// differs only for a first -0, and only in a sum that the compensation, never -0,
-/// turns to +0 at the end either way.) Without infinities Kahan's steps need not look
-/// for them, and the mean is never incremental.
+/// turns to +0 at the end either way, or for a first NaN, which makes the answer NaN
+/// either way.) Without infinities Kahan's steps need not look for them, and the mean
+/// is never incremental.
 #[inline(always)]
 fn sum_lanes<const L: usize>(windows: [&[Point]; L], avg: bool) -> [f64; L] {
     let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
@@ -691,9 +693,9 @@ pub(crate) fn avg_over_time_2_each(windows: &[&[Point]], bounded: bool, out: &mu
 /// left most of the CPU idle.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Laned {
-    /// `sum_over_time` and, under `Compat::Prometheus3`, `avg_over_time`
-    /// ([`sums_over_time_each`]), of values whose sums are not exact.
+    /// `sum_over_time` ([`sums_over_time_each`]), of values whose sums are not exact.
     Sum,
+    /// `avg_over_time` under `Compat::Prometheus3`, likewise.
     Avg,
     /// `avg_over_time` under `Compat::Prometheus2` ([`avg_over_time_2_each`]).
     Mean2,
@@ -716,7 +718,8 @@ impl Laned {
     }
 
     /// Whether lanes need not look out for overflows in windows of `points`
-    /// ([`below_overflow`], [`below_variance_bound`]; a fit always looks).
+    /// ([`below_sum_bound`], [`below_overflow`], [`below_variance_bound`]; a fit always
+    /// looks).
     pub(crate) fn bounded(self, points: &[Point]) -> bool {
         match self {
             Laned::Sum | Laned::Avg => below_sum_bound(points),
@@ -1246,7 +1249,7 @@ pub(crate) fn cmp_nan_first(a: f64, b: f64) -> Ordering {
     }
 }
 
-/// `quantile(phi, values)` of the `quantile` aggregator and `quantile_over_time`
+/// `quantile(phi, values)` of the `quantile` aggregator and of `mad_over_time`'s medians
 /// (sorts `values`; a `&mut Vec<f64>` coerces to the slice).
 ///
 /// Empty input or NaN phi → NaN; phi < 0 → -Inf; phi > 1 → +Inf. Otherwise values are

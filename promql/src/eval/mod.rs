@@ -1682,6 +1682,11 @@ mod tests {
             "last_over_time({__name__=~\"c_total|g\"}[1m])",
             // The note for a named selector, from windows computed on several threads.
             "rate(g[1m])",
+            // Windows side by side on one thread, one by one on several.
+            "sum_over_time(c_total[2m])",
+            "avg_over_time({__name__=~\"c_total|g\"}[1m])",
+            "stddev_over_time(g[2m])",
+            "deriv(c_total[1m])",
         ] {
             let expr = crate::parse(q).unwrap();
             let engine = Engine::default();

@@ -42,8 +42,10 @@ enum Kind {
     Resets,
     /// `changes`: the changes between neighbours the sliding window counts for it.
     Changes,
-    /// `sum_over_time` (`avg` false) and `avg_over_time`: of whole numbers small enough
-    /// that every sum of them is exact, from the window's integer sum kept as it slides.
+    /// `sum_over_time` (`avg` false) and `avg_over_time` (Prometheus 3): of whole
+    /// numbers small enough that every sum of them is exact, from the window's integer
+    /// sum kept as it slides; of other values, a series' windows taken together
+    /// ([`Laned::Sum`], [`Laned::Avg`]).
     Sum { avg: bool },
     /// `avg_over_time` of Prometheus 2 (whose incremental mean is not the exact one even
     /// of whole numbers), `stddev_over_time`, `stdvar_over_time`, `deriv`, and
@@ -688,7 +690,8 @@ impl Evaluator<'_> {
             .filter(|(last, cursors)| *last <= steps[0] && cursors.len() == series.len())
             .map(|(_, cursors)| cursors);
         let mut cursors = Vec::with_capacity(series.len());
-        // `Kind::Laned`'s windows, kept from one series to the next.
+        // `Kind::Laned`'s windows (and `Kind::Sum`'s of inexact sums), kept from one
+        // series to the next.
         let mut laned = LanedWindows::default();
         for (n, s) in series.iter().enumerate() {
             // All steps of a series are computed at once: look at the clock between series.
