@@ -56,6 +56,10 @@ enum Kind {
     /// `quantile_over_time` by a literal `phi` within [0, 1]: the window's values kept
     /// sorted as it slides ([`SortedWindow`]).
     Quantile(f64),
+    /// `max_over_time` (`max`) and `min_over_time`: each window folded, or over much
+    /// overlapping windows the indices that can still be its extreme kept in a queue as
+    /// it slides ([`Extremes`]).
+    Extreme { max: bool },
     /// A function of the window's points alone.
     Window(fn(&[Point]) -> Option<f64>),
 }
@@ -77,9 +81,8 @@ fn kind(c: &Call, compat: Compat) -> Option<(Kind, bool)> {
             Compat::Prometheus3 => (Kind::Sum { avg: true }, false),
             Compat::Prometheus2 => (Kind::Laned(Laned::Mean2), false),
         },
-        // Over much overlapping windows a queue gives their extremes (`Extremes`).
-        "min_over_time" => (Kind::Window(|p| Some(kernels::min_over_time(p))), false),
-        "max_over_time" => (Kind::Window(|p| Some(kernels::max_over_time(p))), false),
+        "min_over_time" => (Kind::Extreme { max: false }, false),
+        "max_over_time" => (Kind::Extreme { max: true }, false),
         "count_over_time" => (Kind::Window(|p| Some(p.len() as f64)), false),
         "stddev_over_time" => (Kind::Laned(Laned::Stddev), false),
         "stdvar_over_time" => (Kind::Laned(Laned::Stdvar), false),
@@ -671,9 +674,8 @@ impl Evaluator<'_> {
         // from about 22 visits a sample taken in (one thread, 202 gauges, 61 steps a
         // minute apart: `[30m]`, 20 visits, 0.56 ms folded, 0.60 queued; `[35m]`, 22,
         // 0.62 and 0.61; `[60m]`, 30, 0.74 and 0.57).
-        let mut extremes = match c.func.name {
-            "max_over_time" => Some(true),
-            "min_over_time" => Some(false),
+        let mut extremes = match kind {
+            Kind::Extreme { max } => Some(max),
             _ => None,
         }
         .filter(|_| steps.len() > 1 && visits_per_sample(steps, range) >= 22.0)
@@ -783,10 +785,12 @@ impl Evaluator<'_> {
                         None
                     }
                     Kind::Quantile(phi) => Some(sorted.quantile(points, lo..hi, phi)),
-                    Kind::Window(f) => match &mut extremes {
-                        Some(e) => Some(e.value(points, lo, hi)),
-                        None => f(window),
-                    },
+                    Kind::Extreme { max } => Some(match &mut extremes {
+                        Some(e) => e.value(points, lo, hi),
+                        None if max => kernels::max_over_time(window),
+                        None => kernels::min_over_time(window),
+                    }),
+                    Kind::Window(f) => f(window),
                 };
                 if let Some(v) = value {
                     emit(&slid, i, v);
