@@ -355,19 +355,7 @@ pub(crate) fn linear_regressions_each(
     compat: Compat,
     out: &mut Vec<(f64, f64)>,
 ) {
-    #[derive(Clone, Copy)]
-    struct Regression(Compat);
-    impl Lanes for Regression {
-        type Window<'p> = (&'p [Point], i64);
-        type Out = (f64, f64);
-        #[inline(always)]
-        fn lanes<const L: usize>(self, windows: [(&[Point], i64); L]) -> [(f64, f64); L] {
-            regression_lanes(windows, self.0)
-        }
-    }
-    let start = out.len();
-    out.resize(start + windows.len(), (go_nan(), go_nan()));
-    run_in_lanes::<_, REGRESSION_LANES>(Regression(compat), windows, &mut out[start..]);
+    run_in_lanes::<_, REGRESSION_LANES>(Regression(compat), windows, out);
 }
 
 /// [`linear_regression`] of `L` windows, each with its intercept time, in lanes. A lane
@@ -375,34 +363,43 @@ pub(crate) fn linear_regressions_each(
 /// starts at +0, and a sum is -0 only of two); an infinite sum has its compensation at
 /// 0 already (Prometheus 3), or one that makes the sum end NaN either way (2.x: infinite
 /// then NaN), and a NaN sum stays NaN.
-#[inline(always)]
-fn regression_lanes<const L: usize>(windows: [(&[Point], i64); L], compat: Compat) -> [(f64, f64); L] {
-    let shortest = windows.iter().map(|w| w.0.len()).min().unwrap_or(0);
-    let longest = windows.iter().map(|w| w.0.len()).max().unwrap_or(0);
-    let init_y: [f64; L] = std::array::from_fn(|k| windows[k].0.first().map_or(0.0, |p| p.v));
-    // Whether a window's values all equal its first (NaN equals none): apart, where most
-    // stop at the second value.
-    let const_y: [bool; L] = std::array::from_fn(|k| windows[k].0.iter().skip(1).all(|p| p.v == init_y[k]));
-    let mut sums = RegressionSums::<L>::default();
-    // Milliseconds from the intercept time, divided by 1000 in the lanes (gathered one
-    // by one, the quotients were taken one by one too).
-    let ms_of = |k: usize, p: &Point| (p.t - windows[k].1) as f64;
-    let seconds = |ms: [f64; L]| ms.map(|ms| ms / 1e3);
-    // As in `avg_over_time_2_lanes`: the steps where every lane has a value, then the
-    // rest; values gathered first.
-    let mut j = 0;
-    while j < shortest {
-        let x = seconds(std::array::from_fn(|k| ms_of(k, &windows[k].0[j])));
-        sums.add(x, std::array::from_fn(|k| windows[k].0[j].v), compat);
-        j += 1;
+#[derive(Clone, Copy)]
+struct Regression(Compat);
+
+impl Lanes for Regression {
+    type Window<'p> = (&'p [Point], i64);
+    type Out = (f64, f64);
+    #[inline(always)]
+    fn lanes<const L: usize>(self, windows: [(&[Point], i64); L]) -> [(f64, f64); L] {
+        let compat = self.0;
+        let shortest = windows.iter().map(|w| w.0.len()).min().unwrap_or(0);
+        let longest = windows.iter().map(|w| w.0.len()).max().unwrap_or(0);
+        let init_y: [f64; L] = std::array::from_fn(|k| windows[k].0.first().map_or(0.0, |p| p.v));
+        // Whether a window's values all equal its first (NaN equals none): apart, where most
+        // stop at the second value.
+        let const_y: [bool; L] =
+            std::array::from_fn(|k| windows[k].0.iter().skip(1).all(|p| p.v == init_y[k]));
+        let mut sums = RegressionSums::<L>::default();
+        // Milliseconds from the intercept time, divided by 1000 in the lanes (gathered one
+        // by one, the quotients were taken one by one too).
+        let ms_of = |k: usize, p: &Point| (p.t - windows[k].1) as f64;
+        let seconds = |ms: [f64; L]| ms.map(|ms| ms / 1e3);
+        // As in `avg_over_time_2_lanes`: the steps where every lane has a value, then the
+        // rest; values gathered first.
+        let mut j = 0;
+        while j < shortest {
+            let x = seconds(std::array::from_fn(|k| ms_of(k, &windows[k].0[j])));
+            sums.add(x, std::array::from_fn(|k| windows[k].0[j].v), compat);
+            j += 1;
+        }
+        while j < longest {
+            let x = seconds(std::array::from_fn(|k| windows[k].0.get(j).map_or(0.0, |p| ms_of(k, p))));
+            sums.add(x, std::array::from_fn(|k| windows[k].0.get(j).map_or(0.0, |p| p.v)), compat);
+            j += 1;
+        }
+        let n: [f64; L] = std::array::from_fn(|k| windows[k].0.len() as f64);
+        sums.fit(n, init_y, const_y)
     }
-    while j < longest {
-        let x = seconds(std::array::from_fn(|k| windows[k].0.get(j).map_or(0.0, |p| ms_of(k, p))));
-        sums.add(x, std::array::from_fn(|k| windows[k].0.get(j).map_or(0.0, |p| p.v)), compat);
-        j += 1;
-    }
-    let n: [f64; L] = std::array::from_fn(|k| windows[k].0.len() as f64);
-    sums.fit(n, init_y, const_y)
 }
 
 /// The Kahan-compensated sums of a least-squares fit, in `L` lanes.
@@ -583,19 +580,7 @@ pub(crate) fn sums_over_time_each(windows: &[&[Point]], bounded: bool, avg: bool
         out.extend(windows.iter().map(|w| if avg { avg_over_time(w) } else { sum_over_time(w) }));
         return;
     }
-    #[derive(Clone, Copy)]
-    struct Sums(bool);
-    impl Lanes for Sums {
-        type Window<'p> = &'p [Point];
-        type Out = f64;
-        #[inline(always)]
-        fn lanes<const L: usize>(self, windows: [&[Point]; L]) -> [f64; L] {
-            sum_lanes(windows, self.0)
-        }
-    }
-    let start = out.len();
-    out.resize(start + windows.len(), go_nan());
-    run_in_lanes::<_, SUM_LANES>(Sums(avg), windows, &mut out[start..]);
+    run_in_lanes::<_, SUM_LANES>(SumLanes { avg }, windows, out);
 }
 
 /// [`sum_over_time`] (`avg`: [`avg_over_time`]) of `L` windows whose values are all below
@@ -606,35 +591,44 @@ pub(crate) fn sums_over_time_each(windows: &[&[Point]], bounded: bool, avg: bool
 /// turns to +0 at the end either way, or for a first NaN, which makes the answer NaN
 /// either way.) Without infinities Kahan's steps need not look for them, and the mean
 /// is never incremental.
-#[inline(always)]
-fn sum_lanes<const L: usize>(windows: [&[Point]; L], avg: bool) -> [f64; L] {
-    let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
-    let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
-    let (mut sum, mut c) = ([0.0; L], [0.0; L]);
-    let mut add = |v: [f64; L]| {
-        for (k, v) in v.into_iter().enumerate() {
-            (sum[k], c[k]) = kahan_inc_lane(v, sum[k], c[k], false);
+#[derive(Clone, Copy)]
+struct SumLanes {
+    avg: bool,
+}
+
+impl Lanes for SumLanes {
+    type Window<'p> = &'p [Point];
+    type Out = f64;
+    #[inline(always)]
+    fn lanes<const L: usize>(self, windows: [&[Point]; L]) -> [f64; L] {
+        let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
+        let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
+        let (mut sum, mut c) = ([0.0; L], [0.0; L]);
+        let mut add = |v: [f64; L]| {
+            for (k, v) in v.into_iter().enumerate() {
+                (sum[k], c[k]) = kahan_inc_lane(v, sum[k], c[k], false);
+            }
+        };
+        // As in `avg_over_time_2_lanes`: the steps where every lane has a value, then the
+        // rest; values gathered first.
+        let mut j = 0;
+        while j < shortest {
+            add(std::array::from_fn(|k| windows[k][j].v));
+            j += 1;
         }
-    };
-    // As in `avg_over_time_2_lanes`: the steps where every lane has a value, then the
-    // rest; values gathered first.
-    let mut j = 0;
-    while j < shortest {
-        add(std::array::from_fn(|k| windows[k][j].v));
-        j += 1;
-    }
-    while j < longest {
-        add(std::array::from_fn(|k| windows[k].get(j).map_or(0.0, |p| p.v)));
-        j += 1;
-    }
-    std::array::from_fn(|k| {
-        let n = windows[k].len() as f64;
-        match (windows[k].is_empty(), avg) {
-            (true, _) => go_nan(),
-            (false, true) => sum[k] / n + c[k] / n,
-            (false, false) => sum[k] + c[k],
+        while j < longest {
+            add(std::array::from_fn(|k| windows[k].get(j).map_or(0.0, |p| p.v)));
+            j += 1;
         }
-    })
+        std::array::from_fn(|k| {
+            let n = windows[k].len() as f64;
+            match (windows[k].is_empty(), self.avg) {
+                (true, _) => go_nan(),
+                (false, true) => sum[k] / n + c[k] / n,
+                (false, false) => sum[k] + c[k],
+            }
+        })
+    }
 }
 
 /// `avg_over_time` of Prometheus 2 (`Compat::Prometheus2`; checked against 2.42): an
@@ -669,23 +663,25 @@ pub(crate) fn below_overflow(points: &[Point]) -> bool {
 /// ([`below_overflow`]), so no mean can overflow (it stays within the values' bounds, a
 /// step's terms within twice them) and the lanes need not look for infinite means.
 pub(crate) fn avg_over_time_2_each(windows: &[&[Point]], bounded: bool, out: &mut Vec<f64>) {
-    /// Whether the windows are bounded.
-    #[derive(Clone, Copy)]
-    struct Mean2(bool);
-    impl Lanes for Mean2 {
-        type Window<'p> = &'p [Point];
-        type Out = f64;
-        #[inline(always)]
-        fn lanes<const L: usize>(self, windows: [&[Point]; L]) -> [f64; L] {
-            match self.0 {
-                true => avg_over_time_2_lanes::<L, true>(windows),
-                false => avg_over_time_2_lanes::<L, false>(windows),
-            }
+    run_in_lanes::<_, MEAN_2_LANES>(Mean2Lanes { bounded }, windows, out);
+}
+
+/// [`avg_over_time_2_each`]'s kernel (`bounded`: no mean can overflow).
+#[derive(Clone, Copy)]
+struct Mean2Lanes {
+    bounded: bool,
+}
+
+impl Lanes for Mean2Lanes {
+    type Window<'p> = &'p [Point];
+    type Out = f64;
+    #[inline(always)]
+    fn lanes<const L: usize>(self, windows: [&[Point]; L]) -> [f64; L] {
+        match self.bounded {
+            true => avg_over_time_2_lanes::<L, true>(windows),
+            false => avg_over_time_2_lanes::<L, false>(windows),
         }
     }
-    let start = out.len();
-    out.resize(start + windows.len(), go_nan());
-    run_in_lanes::<_, MEAN_2_LANES>(Mean2(bounded), windows, &mut out[start..]);
 }
 
 /// A function whose windows are long chains of dependent steps, which
@@ -794,17 +790,17 @@ pub(crate) fn laned_values<'p>(
 /// A kernel whose windows [`run_in_lanes`] takes side by side.
 trait Lanes: Copy {
     type Window<'p>: Copy + Default;
-    type Out: Copy;
+    type Out: Copy + Default;
     /// The kernel of `L` windows, one a lane; inlined into the caller's instruction set.
     fn lanes<const L: usize>(self, windows: [Self::Window<'_>; L]) -> [Self::Out; L];
 }
 
-/// `kernel` of each of `windows`, written to `out` (as long): `MAX` windows side by side,
-/// a short last chunk in 4 or 8 lanes filled with its last window again. On x86-64 the
+/// `kernel` of each of `windows`, appended to `out`: `MAX` windows side by side, a
+/// short last chunk in 4 or 8 lanes filled with its last window again. On x86-64 the
 /// lanes run in the widest vectors the CPU has (`pulp` picks AVX-512 or AVX2 at run
 /// time, or stays with the baseline's two lanes). Every instruction set rounds each
 /// operation the same way, so the answers do not depend on which one ran.
-fn run_in_lanes<K: Lanes, const MAX: usize>(kernel: K, windows: &[K::Window<'_>], out: &mut [K::Out]) {
+fn run_in_lanes<K: Lanes, const MAX: usize>(kernel: K, windows: &[K::Window<'_>], out: &mut Vec<K::Out>) {
     struct Run<'a, 'p, K: Lanes, const MAX: usize>(K, &'a [K::Window<'p>], &'a mut [K::Out]);
     impl<K: Lanes, const MAX: usize> pulp::WithSimd for Run<'_, '_, K, MAX> {
         type Output = ();
@@ -822,7 +818,9 @@ fn run_in_lanes<K: Lanes, const MAX: usize>(kernel: K, windows: &[K::Window<'_>]
             }
         }
     }
-    pulp::Arch::new().dispatch(Run::<K, MAX>(kernel, windows, out));
+    let start = out.len();
+    out.resize(start + windows.len(), K::Out::default());
+    pulp::Arch::new().dispatch(Run::<K, MAX>(kernel, windows, &mut out[start..]));
 }
 
 /// [`avg_over_time_2`] of `L` windows in lanes: the steps of `mean_2_step` side by side
@@ -1041,19 +1039,7 @@ pub(crate) fn stdvar_over_time_each(windows: &[&[Point]], bounded: bool, compat:
         out.extend(windows.iter().map(|w| variance_over_time(w, compat)));
         return;
     }
-    #[derive(Clone, Copy)]
-    struct Variance;
-    impl Lanes for Variance {
-        type Window<'p> = &'p [Point];
-        type Out = f64;
-        #[inline(always)]
-        fn lanes<const L: usize>(self, windows: [&[Point]; L]) -> [f64; L] {
-            variance_lanes(windows)
-        }
-    }
-    let start = out.len();
-    out.resize(start + windows.len(), go_nan());
-    run_in_lanes::<_, VARIANCE_LANES>(Variance, windows, &mut out[start..]);
+    run_in_lanes::<_, VARIANCE_LANES>(Variance, windows, out);
 }
 
 /// [`variance_over_time`] of `L` windows whose values are all below the variance bound,
@@ -1062,32 +1048,39 @@ pub(crate) fn stdvar_over_time_each(windows: &[&[Point]], bounded: bool, compat:
 /// A lane past the end of its window takes its current mean (`mean + c_mean`) as the
 /// next value, a step that changes nothing: the deviation is +0, and so is each term
 /// added (no sum here is ever -0: each starts at +0, and a sum is -0 only of two).
-#[inline(always)]
-fn variance_lanes<const L: usize>(windows: [&[Point]; L]) -> [f64; L] {
-    let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
-    let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
-    let mut state = VarianceLanes { mean: [0.0; L], c_mean: [0.0; L], aux: [0.0; L], c_aux: [0.0; L] };
-    // As in `avg_over_time_2_lanes`: the steps where every lane has a value, then the
-    // rest; values gathered first.
-    let mut j = 0;
-    while j < shortest {
-        let v: [f64; L] = std::array::from_fn(|k| windows[k][j].v);
-        state.step((j + 1) as f64, v);
-        j += 1;
-    }
-    while j < longest {
-        let v: [f64; L] =
-            std::array::from_fn(|k| windows[k].get(j).map_or(state.mean[k] + state.c_mean[k], |p| p.v));
-        state.step((j + 1) as f64, v);
-        j += 1;
-    }
-    std::array::from_fn(|k| {
-        if windows[k].is_empty() {
-            go_nan()
-        } else {
-            (state.aux[k] + state.c_aux[k]) / windows[k].len() as f64
+#[derive(Clone, Copy)]
+struct Variance;
+
+impl Lanes for Variance {
+    type Window<'p> = &'p [Point];
+    type Out = f64;
+    #[inline(always)]
+    fn lanes<const L: usize>(self, windows: [&[Point]; L]) -> [f64; L] {
+        let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
+        let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
+        let mut state = VarianceLanes { mean: [0.0; L], c_mean: [0.0; L], aux: [0.0; L], c_aux: [0.0; L] };
+        // As in `avg_over_time_2_lanes`: the steps where every lane has a value, then the
+        // rest; values gathered first.
+        let mut j = 0;
+        while j < shortest {
+            let v: [f64; L] = std::array::from_fn(|k| windows[k][j].v);
+            state.step((j + 1) as f64, v);
+            j += 1;
         }
-    })
+        while j < longest {
+            let v: [f64; L] =
+                std::array::from_fn(|k| windows[k].get(j).map_or(state.mean[k] + state.c_mean[k], |p| p.v));
+            state.step((j + 1) as f64, v);
+            j += 1;
+        }
+        std::array::from_fn(|k| {
+            if windows[k].is_empty() {
+                go_nan()
+            } else {
+                (state.aux[k] + state.c_aux[k]) / windows[k].len() as f64
+            }
+        })
+    }
 }
 
 /// Welford's running mean and sum of squared deviations, Kahan-compensated, in lanes.
@@ -3192,7 +3185,7 @@ mod tests {
             // The lanes as the baseline instruction set runs them.
             if let (Some(four), true) = (windows.get(..4), bounded) {
                 let lanes: [&[Point]; 4] = std::array::from_fn(|k| four[k]);
-                for (w, got) in lanes.iter().zip(sum_lanes::<4>(lanes, avg)) {
+                for (w, got) in lanes.iter().zip(SumLanes { avg }.lanes::<4>(lanes)) {
                     assert!(same_float(got, alone(w)), "{w:?} (avg {avg})");
                 }
             }
@@ -3230,7 +3223,7 @@ mod tests {
         // widest this machine has).
         if let (Some(four), true) = (windows.get(..4), bounded) {
             let lanes: [&[Point]; 4] = std::array::from_fn(|k| four[k]);
-            for (w, got) in lanes.iter().zip(variance_lanes::<4>(lanes)) {
+            for (w, got) in lanes.iter().zip(Variance.lanes::<4>(lanes)) {
                 assert!(same_float(got, stdvar_over_time(w, P3)), "{w:?}");
             }
         }
@@ -3346,7 +3339,7 @@ mod tests {
             // The lanes as the baseline instruction set runs them.
             if let Some(four) = windows.get(..4) {
                 let lanes: [(&[Point], i64); 4] = std::array::from_fn(|k| four[k]);
-                for ((w, at), got) in lanes.iter().zip(regression_lanes::<4>(lanes, compat)) {
+                for ((w, at), got) in lanes.iter().zip(Regression(compat).lanes::<4>(lanes)) {
                     let want = go_linear_regression(w, *at, compat);
                     assert!(same_float(got.0, want.0) && same_float(got.1, want.1), "{w:?}");
                 }
