@@ -1104,7 +1104,10 @@ impl<const L: usize> VarianceLanes<L> {
     }
 }
 
-/// [`kahan_inc`] where the new sum cannot be infinite.
+/// [`kahan_inc`] where the new sum cannot be infinite. Apart from [`kahan_inc_lane`],
+/// whose step gives the same bits: the compiler lays the two out differently, and each
+/// suits its own kernel (the other in its place made the variance lanes 10% and the
+/// fits' 15% slower).
 #[inline(always)]
 fn finite_kahan_inc(x: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + x;
