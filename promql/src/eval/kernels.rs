@@ -558,13 +558,19 @@ pub(crate) fn avg_over_time(points: &[Point]) -> f64 {
     acc.value()
 }
 
+/// Whether no value of `points` exceeds `bound` in magnitude (NaN is none): the bounds
+/// under which the lane kernels need not look out for overflows. Not `all`: stopping at
+/// the first large value makes a branch a value.
+fn none_beyond(points: &[Point], bound: f64) -> bool {
+    points.iter().fold(true, |within, p| within & (p.v.is_nan() | (p.v.abs() <= bound)))
+}
+
 /// Whether no value of `points` exceeds 1e290 in magnitude (NaN is none): then no sum
 /// of them overflows, however many (once a sum passes 2^1017 such values are below half
 /// its last place and it stops growing), so [`sum_over_time`] and [`avg_over_time`] of
 /// any window of them never meet an infinite sum (nor switch to the incremental mean).
-/// Not `all`: stopping at the first large value makes a branch a value.
 pub(crate) fn below_sum_bound(points: &[Point]) -> bool {
-    points.iter().fold(true, |bounded, p| bounded & (p.v.is_nan() | (p.v.abs() <= 1e290)))
+    none_beyond(points, 1e290)
 }
 
 /// How many windows [`sums_over_time_each`] takes side by side: a compensated sum is a
@@ -651,10 +657,9 @@ pub(crate) fn avg_over_time_2(points: &[Point]) -> f64 {
 /// AVX-512's divider busy (two 8-lane registers), and AVX2's (four of 4).
 const MEAN_2_LANES: usize = 16;
 
-/// Whether no value of `points` exceeds 1e300 in magnitude. Not `all`: stopping at the
-/// first large value makes a branch a value.
+/// Whether no value of `points` exceeds 1e300 in magnitude (NaN is none).
 pub(crate) fn below_overflow(points: &[Point]) -> bool {
-    points.iter().fold(true, |bounded, p| bounded & (p.v.is_nan() | (p.v.abs() <= 1e300)))
+    none_beyond(points, 1e300)
 }
 
 /// [`avg_over_time_2`] of each of `windows`, appended to `out` in their order, each as
@@ -1022,10 +1027,9 @@ const VARIANCE_LANES: usize = 16;
 /// of Welford's algorithm over them overflows (a squared deviation stays below 1e201, a
 /// sum of fewer than 2^53 of them far below the largest float), so no Kahan step meets
 /// an infinite sum, and Prometheus 2's and 3's steps agree. A NaN makes every later
-/// term NaN, in lanes as alone. Not `all`: stopping at the first large value makes a
-/// branch a value.
+/// term NaN, in lanes as alone.
 pub(crate) fn below_variance_bound(points: &[Point]) -> bool {
-    points.iter().fold(true, |bounded, p| bounded & (p.v.is_nan() | (p.v.abs() <= 1e100)))
+    none_beyond(points, 1e100)
 }
 
 /// [`stdvar_over_time`] of each of `windows` (none empty), appended to `out` in their
