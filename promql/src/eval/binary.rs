@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::{exec_error, gomath, EResult, EvalError, Evaluator, S, V};
 use crate::ast::{BinaryExpr, BinaryOp, GroupSide, VectorMatching};
-use crate::labels::{Labels, LabelsMap, NAME_LABELS};
+use crate::labels::{Labels, LabelsHashing, LabelsMap, NAME_LABELS};
 use crate::value::Timestamp;
 
 /// Arithmetic with Go's float semantics (`%` is `math.Mod`, `^` is `math.Pow`).
@@ -137,12 +137,7 @@ impl Evaluator<'_> {
             }
             (V::Vector(l), V::Scalar(r)) => self.vector_scalar(b, l, r, false),
             (V::Scalar(l), V::Vector(r)) => self.vector_scalar(b, r, l, true),
-            (V::Vector(l), V::Vector(r)) => match b.op {
-                BinaryOp::And => and_unless(l, &r, b.matching.as_ref(), true),
-                BinaryOp::Unless => and_unless(l, &r, b.matching.as_ref(), false),
-                BinaryOp::Or => or(l, r, b.matching.as_ref()),
-                _ => self.vector_vector(b, l, r)?,
-            },
+            (V::Vector(l), V::Vector(r)) => self.vector_vector(b, l, r)?,
             _ => return exec_error("binary expression must contain only scalar and instant vector types"),
         };
         self.check_distinct(super::sliding::node_key(b), &out)?;
@@ -170,7 +165,13 @@ impl Evaluator<'_> {
         // Worth keeping only where there are further steps.
         let key = super::sliding::node_key(b);
         let mut memo = (self.grid_step != 0).then(|| self.join_labels.remove(&key).unwrap_or_default());
-        let out = self.join(b, lhs, rhs, memo.as_mut());
+        let matching = b.matching.as_ref();
+        let out = match b.op {
+            BinaryOp::And => Ok(and_unless(lhs, &rhs, matching, true, &mut memo.as_mut())),
+            BinaryOp::Unless => Ok(and_unless(lhs, &rhs, matching, false, &mut memo.as_mut())),
+            BinaryOp::Or => Ok(or(lhs, rhs, matching, &mut memo.as_mut())),
+            _ => self.join(b, lhs, rhs, memo.as_mut()),
+        };
         if let Some(memo) = memo {
             self.join_labels.insert(key, memo);
         }
@@ -351,21 +352,35 @@ fn sorted_pair<'a>(a: &'a Labels, b: &'a Labels) -> (&'a Labels, &'a Labels) {
     }
 }
 
+/// A set of match signatures (hashed by their cached hashes).
+type Signatures = HashSet<Labels, LabelsHashing>;
+
 /// `a and b` (`keep` true) or `a unless b`: the left elements whose signature does
 /// (resp. does not) occur on the right.
-fn and_unless(lhs: Vec<S>, rhs: &[S], matching: Option<&VectorMatching>, keep: bool) -> Vec<S> {
+fn and_unless(
+    lhs: Vec<S>,
+    rhs: &[S],
+    matching: Option<&VectorMatching>,
+    keep: bool,
+    memo: &mut Option<&mut JoinLabels>,
+) -> Vec<S> {
     if keep && rhs.is_empty() {
         return Vec::new();
     }
-    let sigs: HashSet<Labels> = rhs.iter().map(|s| signature(&s.labels, matching)).collect();
-    lhs.into_iter().filter(|s| sigs.contains(&signature(&s.labels, matching)) == keep).collect()
+    let sigs: Signatures = rhs.iter().map(|s| signature_in(memo, &s.labels, matching)).collect();
+    lhs.into_iter().filter(|s| sigs.contains(&signature_in(memo, &s.labels, matching)) == keep).collect()
 }
 
 /// `a or b`: all of the left, plus the right elements whose signature is not on the left.
-fn or(lhs: Vec<S>, rhs: Vec<S>, matching: Option<&VectorMatching>) -> Vec<S> {
-    let sigs: HashSet<Labels> = lhs.iter().map(|s| signature(&s.labels, matching)).collect();
+fn or(
+    lhs: Vec<S>,
+    rhs: Vec<S>,
+    matching: Option<&VectorMatching>,
+    memo: &mut Option<&mut JoinLabels>,
+) -> Vec<S> {
+    let sigs: Signatures = lhs.iter().map(|s| signature_in(memo, &s.labels, matching)).collect();
     let mut out = lhs;
-    out.extend(rhs.into_iter().filter(|s| !sigs.contains(&signature(&s.labels, matching))));
+    out.extend(rhs.into_iter().filter(|s| !sigs.contains(&signature_in(memo, &s.labels, matching))));
     out
 }
 
