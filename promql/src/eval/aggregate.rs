@@ -289,7 +289,7 @@ impl Evaluator<'_> {
                 }
                 input.into_iter().filter(|s| ratio_keeps(&s.labels, capped)).collect()
             }
-            (AggregateOp::CountValues, Param::Label(name)) => self.count_values(input, grouping, &name)?,
+            (AggregateOp::CountValues, Param::Label(name)) => count_values(input, grouping, &name)?,
             (op, param) => {
                 let p = match param {
                     Param::Number(p) => p,
@@ -475,25 +475,36 @@ impl Evaluator<'_> {
             .map(|(labels, (acc, drop_name))| S { labels, v: acc.value(op, p), t: 0, drop_name })
             .collect()
     }
+}
 
-    fn count_values(&self, input: Vec<S>, grouping: Option<&Grouping>, name: &str) -> EResult<Vec<S>> {
-        if name.is_empty() {
-            return exec_error(format!("invalid label name {name:?}"));
-        }
-        let mut index: LabelsMap<usize> = LabelsMap::default();
-        let mut out: Vec<S> = Vec::new();
-        for s in input {
-            let labels = group_labels(&s.labels, grouping).with(name, &kernels::go_format_float(s.v));
-            match index.get(&labels) {
-                Some(&i) => out[i].v += 1.0,
-                None => {
-                    index.insert(labels.clone(), out.len());
-                    out.push(S { labels, v: 1.0, t: 0, drop_name: false });
-                }
-            }
-        }
-        Ok(out)
+/// `count_values(name, input)`: per group, how many elements have each value, the value
+/// (as Go formats it) under `name`.
+fn count_values(input: Vec<S>, grouping: Option<&Grouping>, name: &str) -> EResult<Vec<S>> {
+    if name.is_empty() {
+        return exec_error(format!("invalid label name {name:?}"));
     }
+    // The elements of one group with one value count into the same output series:
+    // found by the group's number and the value's bits (every NaN prints alike), so
+    // that its labels and its value's text are made once, not for every element.
+    let mut groups = GroupKeys::default();
+    let mut counted: HashMap<(usize, u64), usize> = HashMap::new();
+    // Groups can still meet in one label set when the new label replaces one of
+    // theirs (`count_values("job", m) by (job)`).
+    let mut index: LabelsMap<usize> = LabelsMap::default();
+    let mut out: Vec<S> = Vec::new();
+    for s in input {
+        let (g, _) = groups.find_or_add(&s.labels, grouping);
+        let bits = if s.v.is_nan() { f64::NAN.to_bits() } else { s.v.to_bits() };
+        let i = *counted.entry((g, bits)).or_insert_with(|| {
+            let labels = groups.keys[g].with(name, &kernels::go_format_float(s.v));
+            *index.entry(labels.clone()).or_insert_with(|| {
+                out.push(S { labels, v: 0.0, t: 0, drop_name: false });
+                out.len() - 1
+            })
+        });
+        out[i].v += 1.0;
+    }
+    Ok(out)
 }
 
 /// How one step's input of an aggregation was grouped: by input position, the group
@@ -707,6 +718,53 @@ mod tests {
                         assert_eq!(group_hash(first, Some(&g)), group_hash(other, Some(&g)), "{g:?}");
                     }
                 }
+            }
+        }
+    }
+
+    /// Counting by group number and value bits gives what building each element's
+    /// output labels gives: the same series in the same order with the same counts,
+    /// also where the new label replaces a grouping label (groups merge), for NaN of
+    /// either sign and payload (one value) and for -0 and +0 (two).
+    #[test]
+    fn count_values_counts_as_labels_built_per_element() {
+        let neg_nan = f64::from_bits(f64::NAN.to_bits() | (1 << 63) | 1);
+        let values = [6.0, 6.0, 8.0, f64::NAN, neg_nan, -0.0, 0.0, 7.0, 6.0, 1e21, 8.0];
+        let input: Vec<S> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let job = ["api", "app", "db"][i % 3];
+                let group = ["prod", "canary"][i % 2];
+                let labels = Labels::from_pairs([
+                    ("__name__", "version"),
+                    ("job", job),
+                    ("group", group),
+                    ("instance", i.to_string().as_str()),
+                ]);
+                S { labels, v, t: 0, drop_name: false }
+            })
+            .collect();
+        let groupings = [
+            None,
+            Some(Grouping { without: false, labels: vec!["job".into(), "group".into()] }),
+            Some(Grouping { without: true, labels: vec!["instance".into()] }),
+            Some(Grouping { without: false, labels: vec![] }),
+        ];
+        for grouping in &groupings {
+            for name in ["version", "job", "group"] {
+                let mut want: Vec<S> = Vec::new();
+                for s in &input {
+                    let labels =
+                        group_labels(&s.labels, grouping.as_ref()).with(name, &kernels::go_format_float(s.v));
+                    match want.iter_mut().find(|w| w.labels == labels) {
+                        Some(w) => w.v += 1.0,
+                        None => want.push(S { labels, v: 1.0, t: 0, drop_name: false }),
+                    }
+                }
+                let got = count_values(input.clone(), grouping.as_ref(), name).unwrap();
+                let text = |v: &[S]| v.iter().map(|s| format!("{} {}", s.labels, s.v)).collect::<Vec<_>>();
+                assert_eq!(text(&got), text(&want), "{grouping:?} {name}");
             }
         }
     }
