@@ -162,6 +162,20 @@ pub fn function(name: &str) -> Option<&'static Function> {
     FUNCTIONS.binary_search_by(|row| row.name.cmp(name)).ok().map(|i| &FUNCTIONS[i])
 }
 
+/// The Prometheus 3 name of a function Prometheus 2 had under `old`: `holt_winters` is
+/// `double_exponential_smoothing` since 3.0.
+///
+/// ```
+/// assert_eq!(promql::functions::renamed("holt_winters"), Some("double_exponential_smoothing"));
+/// assert_eq!(promql::functions::renamed("rate"), None);
+/// ```
+pub fn renamed(old: &str) -> Option<&'static str> {
+    match old {
+        "holt_winters" => Some("double_exponential_smoothing"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -630,7 +630,15 @@ impl<'a> Parser<'a> {
         let name = self.text(t);
         let (args, close) = self.call_args()?;
         let Some(func) = functions::function(name) else {
-            return syntax(format!("unknown function with name {name:?}"), t.span);
+            let mut message = format!("unknown function with name {name:?}");
+            if let Some(new) = functions::renamed(name) {
+                message += &format!(" (renamed {new:?} in Prometheus 3");
+                if functions::function(new).is_some_and(|f| f.experimental) {
+                    message += ", an experimental function: enable promql-experimental-functions";
+                }
+                message.push(')');
+            }
+            return syntax(message, t.span);
         };
         if func.experimental && !self.features.is_enabled(Feature::ExperimentalFunctions) {
             return err(ErrorKind::FeatureDisabled(format!("function {name:?} is not enabled")), t.span);

@@ -31,7 +31,8 @@ const REJECTS: &[(&str, &str)] = &[
     ("round(foo, 1, 2)", "1:1: parse error: expected at most 2 argument(s) in call to \"round\", got 3"),
     ("label_join(foo, \"a\", \"b\",)", "1:25: parse error: trailing commas not allowed in function call args"),
     ("nonexistent(foo)", "1:1: parse error: unknown function with name \"nonexistent\""),
-    ("holt_winters(foo[5m], 0.5, 0.5)", "1:1: parse error: unknown function with name \"holt_winters\""),
+    // Prometheus 3's text, and where the function went (Prometheus says no more).
+    ("holt_winters(foo[5m], 0.5, 0.5)", "1:1: parse error: unknown function with name \"holt_winters\" (renamed \"double_exponential_smoothing\" in Prometheus 3, an experimental function: enable promql-experimental-functions)"),
     ("sort_by_label(foo, \"a\")", "1:1: parse error: function \"sort_by_label\" is not enabled"),
     ("limitk(1, foo)", "1:1: parse error: limitk() is experimental and must be enabled with --enable-feature=promql-experimental-functions"),
     ("sum(foo, bar)", "1:1: parse error: wrong number of arguments for aggregate expression provided, expected 1, got 2"),
