@@ -458,11 +458,16 @@ impl Evaluator<'_> {
             "double_exponential_smoothing" => {
                 let sf = self.scalar_arg(&c.args[1], t)?;
                 let tf = self.scalar_arg(&c.args[2], t)?;
-                let m = self.matrix_arg(&c.args[0], t)?;
-                if !m.series.is_empty() {
-                    kernels::validate_smoothing(sf, tf).map_err(EvalError::Execution)?;
+                if kernels::validate_smoothing(sf, tf).is_ok() {
+                    self.in_lanes(c, t, Laned::Smooth(sf, tf))?
+                } else {
+                    // An error only where there are series.
+                    let m = self.matrix_arg(&c.args[0], t)?;
+                    if !m.series.is_empty() {
+                        kernels::validate_smoothing(sf, tf).map_err(EvalError::Execution)?;
+                    }
+                    Vec::new()
                 }
-                self.per_series(m, false, |p| kernels::double_exponential_smoothing(p, sf, tf))
             }
             other => return Err(EvalError::Unsupported(format!("function {other}()"))),
         })

@@ -607,8 +607,7 @@ impl Lanes for SumLanes {
     type Out = f64;
     #[inline(always)]
     fn lanes<const L: usize>(self, windows: [&[Point]; L]) -> [f64; L] {
-        let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
-        let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
+        let (shortest, longest) = lengths(&windows);
         let (mut sum, mut c) = ([0.0; L], [0.0; L]);
         let mut add = |v: [f64; L]| {
             for (k, v) in v.into_iter().enumerate() {
@@ -707,13 +706,16 @@ pub(crate) enum Laned {
     Deriv,
     /// `predict_linear` by this many seconds (the intercept at the window's step).
     Predict(f64),
+    /// `double_exponential_smoothing` by a valid smoothing and trend factor
+    /// ([`SmoothLanes`]).
+    Smooth(f64, f64),
 }
 
 impl Laned {
     /// The fewest points a window needs to have a value: a fit takes two.
     pub(crate) fn fewest(self) -> usize {
         match self {
-            Laned::Deriv | Laned::Predict(_) => 2,
+            Laned::Deriv | Laned::Predict(_) | Laned::Smooth(..) => 2,
             _ => 1,
         }
     }
@@ -726,7 +728,7 @@ impl Laned {
             Laned::Sum | Laned::Avg => below_sum_bound(points),
             Laned::Mean2 => below_overflow(points),
             Laned::Stdvar | Laned::Stddev => below_variance_bound(points),
-            Laned::Deriv | Laned::Predict(_) => true,
+            Laned::Deriv | Laned::Predict(_) | Laned::Smooth(..) => true,
         }
     }
 
@@ -740,6 +742,7 @@ impl Laned {
             Laned::Stddev => Some(stddev_over_time(points, compat)),
             Laned::Deriv => deriv(points, compat),
             Laned::Predict(d) => predict_linear(points, t, d, compat),
+            Laned::Smooth(sf, tf) => double_exponential_smoothing(points, sf, tf),
         }
     }
 }
@@ -766,6 +769,7 @@ pub(crate) fn laned_values<'p>(
 ) {
     match f {
         Laned::Sum | Laned::Avg => sums_over_time_each(windows, bounded, f == Laned::Avg, out),
+        Laned::Smooth(sf, tf) => run_in_lanes::<_, SMOOTH_LANES>(SmoothLanes { sf, tf }, windows, out),
         Laned::Mean2 => avg_over_time_2_each(windows, bounded, out),
         Laned::Stdvar | Laned::Stddev => {
             let start = out.len();
@@ -790,6 +794,14 @@ pub(crate) fn laned_values<'p>(
             }));
         }
     }
+}
+
+/// The shortest and the longest of the windows in lanes: the steps up to the first
+/// take every lane, those up to the second only some.
+#[inline(always)]
+fn lengths<const L: usize>(windows: &[&[Point]; L]) -> (usize, usize) {
+    let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
+    (shortest, windows.iter().map(|w| w.len()).max().unwrap_or(0))
 }
 
 /// A kernel whose windows [`run_in_lanes`] takes side by side.
@@ -842,8 +854,7 @@ fn run_in_lanes<K: Lanes, const MAX: usize>(kernel: K, windows: &[K::Window<'_>]
 /// lanes do not look (a sixth of the time).
 #[inline(always)]
 fn avg_over_time_2_lanes<const L: usize, const BOUNDED: bool>(windows: [&[Point]; L]) -> [f64; L] {
-    let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
-    let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
+    let (shortest, longest) = lengths(&windows);
     let (mut mean, mut c) = ([0.0_f64; L], [0.0_f64; L]);
     // Not `any`: stopping at the first infinite lane makes a branch a lane.
     let finite = |mean: &[f64; L]| BOUNDED || !mean.iter().fold(false, |inf, m| inf | m.is_infinite());
@@ -1060,8 +1071,7 @@ impl Lanes for Variance {
     type Out = f64;
     #[inline(always)]
     fn lanes<const L: usize>(self, windows: [&[Point]; L]) -> [f64; L] {
-        let shortest = windows.iter().map(|w| w.len()).min().unwrap_or(0);
-        let longest = windows.iter().map(|w| w.len()).max().unwrap_or(0);
+        let (shortest, longest) = lengths(&windows);
         let mut state = VarianceLanes { mean: [0.0; L], c_mean: [0.0; L], aux: [0.0; L], c_aux: [0.0; L] };
         // As in `avg_over_time_2_lanes`: the steps where every lane has a value, then the
         // rest; values gathered first.
@@ -1232,6 +1242,68 @@ pub(crate) fn double_exponential_smoothing(points: &[Point], sf: f64, tf: f64) -
         s1 = x + y;
     }
     Some(s1)
+}
+
+/// How many windows [`SmoothLanes`] takes side by side.
+const SMOOTH_LANES: usize = 16;
+
+/// [`double_exponential_smoothing`] of `L` windows of two points or more, in lanes:
+/// Holt's recurrence is a chain of dependent steps, four operations deep. Each lane
+/// takes the scalar function's operations in its order, so its bits; a lane past the
+/// end of its window keeps its state (the steps have no value that changes nothing).
+#[derive(Clone, Copy)]
+struct SmoothLanes {
+    sf: f64,
+    tf: f64,
+}
+
+impl Lanes for SmoothLanes {
+    type Window<'p> = &'p [Point];
+    type Out = f64;
+    #[inline(always)]
+    fn lanes<const L: usize>(self, windows: [&[Point]; L]) -> [f64; L] {
+        let SmoothLanes { sf, tf } = self;
+        let (shortest, longest) = lengths(&windows);
+        let value = |k: usize, j: usize| windows[k].get(j).map_or(0.0, |p| p.v);
+        let mut s0 = [0.0; L];
+        let mut s1: [f64; L] = std::array::from_fn(|k| value(k, 0));
+        let mut b: [f64; L] = std::array::from_fn(|k| value(k, 1) - value(k, 0));
+        // The second point keeps the initial trend.
+        let v: [f64; L] = std::array::from_fn(|k| value(k, 1));
+        for k in 0..L {
+            let (x, y) = (sf * v[k], (1.0 - sf) * (s1[k] + b[k]));
+            s0[k] = s1[k];
+            s1[k] = x + y;
+        }
+        // As in `avg_over_time_2_lanes`: the steps where every lane has a value, then
+        // the rest; values gathered first.
+        let mut j = 2;
+        while j < shortest {
+            let v: [f64; L] = std::array::from_fn(|k| windows[k][j].v);
+            for k in 0..L {
+                b[k] = tf * (s1[k] - s0[k]) + (1.0 - tf) * b[k];
+                let (x, y) = (sf * v[k], (1.0 - sf) * (s1[k] + b[k]));
+                s0[k] = s1[k];
+                s1[k] = x + y;
+            }
+            j += 1;
+        }
+        while j < longest {
+            let v: [f64; L] = std::array::from_fn(|k| value(k, j));
+            let live: [bool; L] = std::array::from_fn(|k| j < windows[k].len());
+            for k in 0..L {
+                let trend = tf * (s1[k] - s0[k]) + (1.0 - tf) * b[k];
+                let (x, y) = (sf * v[k], (1.0 - sf) * (s1[k] + trend));
+                if live[k] {
+                    b[k] = trend;
+                    s0[k] = s1[k];
+                    s1[k] = x + y;
+                }
+            }
+            j += 1;
+        }
+        s1
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -3271,6 +3343,49 @@ mod tests {
             let ranges = cut(points.len(), &cuts);
             assert_sums_alone(&points, &ranges);
             assert_variances_alone(&points, &ranges);
+        }
+    }
+
+    /// [`laned_values`] of `double_exponential_smoothing` over the windows
+    /// `points[lo..hi]` of two points or more, checked bit for bit against the scalar
+    /// function of each alone, in the widest lanes this machine has and in four.
+    fn assert_smoothing_alone(points: &[Point], ranges: &[(usize, usize)], sf: f64, tf: f64) {
+        let windows: Vec<&[Point]> =
+            ranges.iter().map(|&(lo, hi)| &points[lo..hi]).filter(|w| w.len() >= 2).collect();
+        let mut got = vec![7.0];
+        let f = Laned::Smooth(sf, tf);
+        laned_values(f, &windows, |_| 0, true, Compat::Prometheus3, &mut Default::default(), &mut got);
+        assert_eq!((got.len(), got[0]), (windows.len() + 1, 7.0));
+        for (w, got) in windows.iter().zip(&got[1..]) {
+            let want = double_exponential_smoothing(w, sf, tf);
+            assert!(want.is_some_and(|want| same_float(*got, want)), "{w:?}: {got:e}, {want:?}");
+        }
+        if let Some(four) = windows.get(..4) {
+            let lanes: [&[Point]; 4] = std::array::from_fn(|k| four[k]);
+            for (w, got) in lanes.iter().zip(SmoothLanes { sf, tf }.lanes::<4>(lanes)) {
+                assert!(double_exponential_smoothing(w, sf, tf).is_some_and(|want| same_float(got, want)));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Holt's smoothing in lanes is each window's alone, bit for bit, whatever the
+        /// values, factors and lengths (lanes ending at different steps).
+        #[test]
+        fn smoothing_in_lanes_is_each_alone(
+            values in proptest::collection::vec(
+                proptest::prop_oneof![
+                    -1e6f64..1e6,
+                    proptest::sample::select(vec![0.0, -0.0, 0.1, 1e-300, 1e308, -1e308, f64::NAN, f64::INFINITY]),
+                ],
+                2..80,
+            ),
+            cuts in proptest::collection::vec((0usize..80, 0usize..40), 1..40),
+            sf in 0.001f64..0.999,
+            tf in 0.001f64..0.999,
+        ) {
+            let points = over(&values);
+            assert_smoothing_alone(&points, &cut(points.len(), &cuts), sf, tf);
         }
     }
 

@@ -74,6 +74,13 @@ fn kind(c: &Call, compat: Compat) -> Option<(Kind, bool)> {
         "idelta" => (Kind::Window(|p| kernels::instant_value(p, false)), false),
         "deriv" => (Kind::Laned(Laned::Deriv), false),
         "predict_linear" => (Kind::Laned(Laned::Predict(c.args.get(1).and_then(number)?)), false),
+        // Factors out of range are an error, which the step-by-step path raises where
+        // Prometheus does (at a step with series).
+        "double_exponential_smoothing" => {
+            let (sf, tf) = (c.args.get(1).and_then(number)?, c.args.get(2).and_then(number)?);
+            kernels::validate_smoothing(sf, tf).ok()?;
+            (Kind::Laned(Laned::Smooth(sf, tf)), false)
+        }
         "resets" => (Kind::Resets, false),
         "changes" => (Kind::Changes, false),
         "sum_over_time" => (Kind::Sum { avg: false }, false),
@@ -144,12 +151,14 @@ type Positioned = Vec<(usize, Series)>;
 pub(super) type StepResults = Vec<Option<Vec<S>>>;
 
 /// The call's range selector when it can be computed here: a plain argument (no `@`,
-/// no anchoring), alone, followed by a literal number (`predict_linear(m[5m], 3600)`) or
-/// after one (`quantile_over_time(0.9, m[5m])`).
+/// no anchoring), alone, followed by one or two literal numbers (`predict_linear(m[5m],
+/// 3600)`, `double_exponential_smoothing(m[5m], 0.5, 0.5)`) or after one
+/// (`quantile_over_time(0.9, m[5m])`).
 fn plain_range_arg(c: &Call) -> Option<&MatrixSelector> {
     match c.args.as_slice() {
         [arg] => plain_range(arg),
         [arg, d] if number(d).is_some() => plain_range(arg),
+        [arg, a, b] if number(a).is_some() && number(b).is_some() => plain_range(arg),
         [phi, arg] if number(phi).is_some() => plain_range(arg),
         _ => None,
     }

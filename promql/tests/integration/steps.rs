@@ -126,6 +126,11 @@ fn range_function() -> BoxedStrategy<String> {
             Some(at) => format!("predict_linear({}[{r}]{}, 60)", &s[..at], &s[at..]),
             None => format!("predict_linear({s}[{r}], 120)"),
         }),
+        // Experimental; factors out of range are an error at a step with series.
+        1 => (selector(), range(), pick(&["0.5, 0.5", "0.1, 0.9", "0.3, 1"])).prop_map(|(s, r, f)| match s.find(' ') {
+            Some(at) => format!("double_exponential_smoothing({}[{r}]{}, {f})", &s[..at], &s[at..]),
+            None => format!("double_exponential_smoothing({s}[{r}], {f})"),
+        }),
     ]
     .boxed()
 }
