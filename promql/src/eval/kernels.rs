@@ -1138,19 +1138,71 @@ pub(crate) fn stddev_over_time(points: &[Point], compat: Compat) -> f64 {
     variance_over_time(points, compat).sqrt()
 }
 
+/// Up to how many points [`quantile_over_time`] sorts a window; longer ones it selects
+/// in (one thread, 202 gauges' windows: 32 values sorted 0.048 ms, selected 0.051; 40
+/// values 0.070 and 0.060; 80 values 0.274 and 0.095).
+const SORTED_QUANTILE_POINTS: usize = 32;
+
 /// `quantile_over_time(phi, r)`: [`quantile`] of the window's values. The caller emits
 /// the `quantile value should be between 0 and 1` warning for NaN or out-of-range phi.
 ///
-/// The sort is stable: values that compare equal (-0 and +0, NaNs) keep their order, as
+/// The answer is a stable sort's: values that compare equal (-0 and +0, NaNs) keep their order, as
 /// Go's sort keeps zeros for up to 12 values (NaNs it reverses, which no result shows: a
 /// quantile that takes a NaN is NaN), and as a sliding window's sorted values keep them,
 /// so that the order of zeros of both signs, which can decide the sign of a zero
 /// result, does not depend on the path. (The `quantile` aggregation has one path, and
 /// sorts unstably: 3–10% sooner.)
+///
+/// Only the two values the quantile reads are looked for, not the whole order: the
+/// NaNs come first (which one a place holds does not show: any NaN makes the answer
+/// NaN); of the others a selection finds the value at a place (any of equal ones has
+/// its bits, but for zeros), and a zero's sign is the sign of the zero that many places
+/// into the window's zeros.
 pub(crate) fn quantile_over_time(phi: f64, points: &[Point]) -> f64 {
-    let mut values: Vec<f64> = points.iter().map(|p| p.v).collect();
-    values.sort_by(|a, b| cmp_nan_first(*a, *b));
-    quantile_sorted(phi, &values)
+    let (lower, upper, weight) = match quantile_ranks(phi, points.len()) {
+        Ok(ranks) => ranks,
+        Err(v) => return v,
+    };
+    let at = |i: usize| points[i].v;
+    // Counters' windows are in order already, and short windows sort sooner than they
+    // select.
+    if points.windows(2).all(|w| cmp_nan_first(w[0].v, w[1].v) != Ordering::Greater) {
+        return at(lower) * (1.0 - weight) + at(upper) * weight;
+    }
+    if points.len() <= SORTED_QUANTILE_POINTS {
+        let mut values: Vec<f64> = points.iter().map(|p| p.v).collect();
+        values.sort_by(|a, b| cmp_nan_first(*a, *b));
+        return values[lower] * (1.0 - weight) + values[upper] * weight;
+    }
+    let mut values: Vec<f64> = points.iter().map(|p| p.v).filter(|v| !v.is_nan()).collect();
+    let nans = points.len() - values.len();
+    // The value `v` at `at` of the others' order, its sign found if a zero.
+    let signed = |v: f64, at: usize, values: &[f64]| {
+        if v != 0.0 {
+            return v;
+        }
+        let negatives = values.iter().filter(|&&v| v < 0.0).count();
+        points.iter().map(|p| p.v).filter(|&v| v == 0.0).nth(at - negatives).unwrap_or(v)
+    };
+    let x_lower = if lower < nans {
+        f64::NAN
+    } else {
+        let at = lower - nans;
+        let (_, &mut v, _) = values.select_nth_unstable_by(at, |a, b| cmp_nan_first(*a, *b));
+        signed(v, at, &values)
+    };
+    let x_upper = if upper == lower {
+        x_lower
+    } else if upper <= nans {
+        // The lower one is a NaN.
+        f64::NAN
+    } else {
+        // After the selection above the values past its place are its successors.
+        let at = upper - nans;
+        let v = values[at..].iter().copied().min_by(|a, b| cmp_nan_first(*a, *b));
+        signed(v.unwrap_or(f64::NAN), at, &values)
+    };
+    x_lower * (1.0 - weight) + x_upper * weight
 }
 
 /// `mad_over_time`: NaN if any value is NaN; otherwise the median of the absolute
@@ -1334,21 +1386,30 @@ pub(crate) fn quantile(phi: f64, values: &mut [f64]) -> f64 {
 
 /// [`quantile`] of `values` sorted already (NaN first, [`cmp_nan_first`]).
 pub(crate) fn quantile_sorted(phi: f64, values: &[f64]) -> f64 {
-    if values.is_empty() || phi.is_nan() {
-        return go_nan();
+    match quantile_ranks(phi, values.len()) {
+        Ok((lower, upper, weight)) => values[lower] * (1.0 - weight) + values[upper] * weight,
+        Err(v) => v,
+    }
+}
+
+/// The places in `n` sorted values of the two that the `phi` quantile weighs, and the
+/// upper one's weight; or the answer without values (none, or `phi` NaN or out of
+/// [0, 1]).
+fn quantile_ranks(phi: f64, n: usize) -> Result<(usize, usize, f64), f64> {
+    if n == 0 || phi.is_nan() {
+        return Err(go_nan());
     }
     if phi < 0.0 {
-        return f64::NEG_INFINITY;
+        return Err(f64::NEG_INFINITY);
     }
     if phi > 1.0 {
-        return f64::INFINITY;
+        return Err(f64::INFINITY);
     }
-    let n = values.len() as f64;
+    let n = n as f64;
     let rank = phi * (n - 1.0);
     let lower_index = go_max(0.0, rank.floor());
     let upper_index = go_min(n - 1.0, lower_index + 1.0);
-    let weight = rank - rank.floor();
-    values[lower_index as usize] * (1.0 - weight) + values[upper_index as usize] * weight
+    Ok((lower_index as usize, upper_index as usize, rank - rank.floor()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -3574,6 +3635,44 @@ mod tests {
         }
         assert!(quantile_over_time(f64::NAN, &two).is_nan());
         assert!(quantile_over_time(0.5, &[]).is_nan());
+    }
+
+    proptest::proptest! {
+        /// The quantile of the two values a selection finds is the quantile of the whole
+        /// stably sorted window, bit for bit (zeros of both signs among the values, so
+        /// that which of equal ones is taken shows; NaNs of several payloads).
+        #[test]
+        fn quantile_over_time_selects_as_the_stable_sort(
+            values in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    0.0, -0.0, 0.0, -0.0, 1.0, -1.0, 2.5, 1e300, f64::INFINITY, f64::NEG_INFINITY,
+                    f64::NAN, -f64::NAN, f64::from_bits(0x7ff8_0000_0000_0001), 0.1,
+                ]),
+                0..100,
+            ),
+            phi in proptest::prop_oneof![
+                0.0f64..=1.0,
+                proptest::sample::select(vec![0.0, 0.5, 1.0, 0.25, 0.9, -0.5, 1.5, f64::NAN]),
+            ],
+            // Windows in order already (a counter's) take a path of their own; windows
+            // in the reverse order must not.
+            order in 0..3u8,
+        ) {
+            let mut values = values;
+            if order > 0 {
+                values.sort_by(|a, b| cmp_nan_first(*a, *b));
+            }
+            if order == 2 {
+                values.reverse();
+            }
+            let points = over(&values);
+            let mut sorted = values.clone();
+            sorted.sort_by(|a, b| cmp_nan_first(*a, *b));
+            let (got, want) = (quantile_over_time(phi, &points), quantile_sorted(phi, &sorted));
+            // Which NaN an operation on two passes on is not defined (LLVM may swap the
+            // operands of an addition): a NaN is a NaN.
+            proptest::prop_assert!(same_float(got, want), "{:?} at {}: {} != {}", values, phi, got, want);
+        }
     }
 
     #[test]
