@@ -268,9 +268,12 @@ impl Evaluator<'_> {
         let grouping = a.grouping.as_ref();
         let out = match (a.op, param) {
             (AggregateOp::Topk | AggregateOp::Bottomk, Param::Number(k)) => {
-                top_bottom_k(input, grouping, k, a.op == AggregateOp::Topk)?
+                let groups = self.groups_of(node_key(a), input, grouping);
+                top_bottom_k(groups, k, a.op == AggregateOp::Topk)?
             }
-            (AggregateOp::Limitk, Param::Number(k)) => limitk(input, grouping, k)?,
+            (AggregateOp::Limitk, Param::Number(k)) => {
+                limitk(self.groups_of(node_key(a), input, grouping), k)?
+            }
             (AggregateOp::LimitRatio, Param::Number(r)) => {
                 if r.is_nan() {
                     return exec_error("Ratio value is NaN");
@@ -412,6 +415,24 @@ impl Evaluator<'_> {
         Ok(slid.then_some(Fused { cells, drop_names }))
     }
 
+    /// `input` split into its groups under `grouping`, in order of first appearance,
+    /// through the node's [`GroupPlan`] (kept over the steps of a range query, made
+    /// again where the input's series change).
+    fn groups_of(&mut self, node: usize, input: Vec<S>, grouping: Option<&Grouping>) -> Vec<Vec<S>> {
+        if let Some(plan) = self.group_plans.get(&node).filter(|plan| plan.fits(&input)) {
+            return split_groups(input, &plan.group_of, plan.keys.len());
+        }
+        let mut keys = GroupKeys::default();
+        let group_of: Vec<usize> = input.iter().map(|s| keys.find_or_add(&s.labels, grouping).0).collect();
+        let keep_plan = self.grid_step > 0;
+        let inputs = if keep_plan { input.iter().map(|s| s.labels.clone()).collect() } else { Vec::new() };
+        let groups = split_groups(input, &group_of, keys.keys.len());
+        if keep_plan {
+            self.group_plans.insert(node, GroupPlan { inputs, group_of, keys: keys.keys });
+        }
+        groups
+    }
+
     fn value_aggregation(
         &mut self,
         a: &AggregateExpr,
@@ -542,23 +563,18 @@ fn k_param(k: f64) -> EResult<i64> {
     Ok(k as i64)
 }
 
-/// Splits `input` into groups in order of first appearance.
-fn groups_of(input: Vec<S>, grouping: Option<&Grouping>) -> Vec<Vec<S>> {
-    let mut index: LabelsMap<usize> = LabelsMap::default();
-    let mut groups: Vec<Vec<S>> = Vec::new();
-    for s in input {
-        let key = group_labels(&s.labels, grouping);
-        let i = *index.entry(key).or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[i].push(s);
+/// `input` split by each element's group in `group_of`, of `count` groups.
+fn split_groups(input: Vec<S>, group_of: &[usize], count: usize) -> Vec<Vec<S>> {
+    let mut groups: Vec<Vec<S>> = (0..count).map(|_| Vec::new()).collect();
+    for (s, &g) in input.into_iter().zip(group_of) {
+        groups[g].push(s);
     }
     groups
 }
 
-/// `topk`/`bottomk`, with Prometheus' heap so that ties come out in the same order.
-fn top_bottom_k(input: Vec<S>, grouping: Option<&Grouping>, k: f64, top: bool) -> EResult<Vec<S>> {
+/// `topk`/`bottomk` of `groups`, with Prometheus' heap so that ties come out in the same
+/// order.
+fn top_bottom_k(groups: Vec<Vec<S>>, k: f64, top: bool) -> EResult<Vec<S>> {
     let k = k_param(k)?;
     if k < 1 {
         return Ok(Vec::new());
@@ -566,7 +582,7 @@ fn top_bottom_k(input: Vec<S>, grouping: Option<&Grouping>, k: f64, top: bool) -
     // "Less" of Prometheus' heaps: NaN sorts first, so it is the first to be replaced.
     let less = |a: f64, b: f64| a.is_nan() || if top { a < b } else { a > b };
     let mut out = Vec::new();
-    for group in groups_of(input, grouping) {
+    for group in groups {
         let k = (k as usize).min(group.len());
         let mut heap: Vec<S> = Vec::with_capacity(k);
         for s in group {
@@ -648,12 +664,12 @@ fn insertion_sort_by(v: &mut [S], less: impl Fn(&S, &S) -> bool) {
     }
 }
 
-fn limitk(input: Vec<S>, grouping: Option<&Grouping>, k: f64) -> EResult<Vec<S>> {
+fn limitk(groups: Vec<Vec<S>>, k: f64) -> EResult<Vec<S>> {
     let k = k_param(k)?;
     if k < 1 {
         return Ok(Vec::new());
     }
-    Ok(groups_of(input, grouping).into_iter().flat_map(|g| g.into_iter().take(k as usize)).collect())
+    Ok(groups.into_iter().flat_map(|g| g.into_iter().take(k as usize)).collect())
 }
 
 /// Whether `limit_ratio` keeps a series: Prometheus' hash of its labels (xxhash64 of
@@ -766,6 +782,29 @@ mod tests {
                 let text = |v: &[S]| v.iter().map(|s| format!("{} {}", s.labels, s.v)).collect::<Vec<_>>();
                 assert_eq!(text(&got), text(&want), "{grouping:?} {name}");
             }
+        }
+    }
+
+    /// A range query's `topk` groups each step's input anew where its series changed,
+    /// also when their number did not: here a series of another group goes stale as one
+    /// of the first group's begins, and the first group's two then compete.
+    #[test]
+    fn topk_regroups_when_the_series_change() {
+        let script = r#"
+load 1m
+  m{g="x", i="1"} 1x10
+  m{g="y", i="2"} 2 2 2 stale
+  m{g="x", i="3"} _ _ _ 3 3 3 3
+
+eval range from 0 to 5m step 1m topk by (g) (1, m)
+  m{g="x", i="1"} 1 1 1 _ _ _
+  m{g="y", i="2"} 2 2 2 _ _ _
+  m{g="x", i="3"} _ _ _ 3 3 3
+"#;
+        let results = crate::promqltest::run::run_script(script, None).expect("script parses");
+        assert!(!results.is_empty());
+        for r in results {
+            assert_eq!(r.outcome, crate::promqltest::run::Outcome::Pass, "line {}: {}", r.line, r.query);
         }
     }
 
