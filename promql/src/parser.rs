@@ -633,7 +633,8 @@ impl<'a> Parser<'a> {
             let mut message = format!("unknown function with name {name:?}");
             if let Some(new) = functions::renamed(name) {
                 message += &format!(" (renamed {new:?} in Prometheus 3");
-                if functions::function(new).is_some_and(|f| f.experimental) {
+                let experimental = functions::function(new).is_some_and(|f| f.experimental);
+                if experimental && !self.features.is_enabled(Feature::ExperimentalFunctions) {
                     message += ", an experimental function: enable promql-experimental-functions";
                 }
                 message.push(')');

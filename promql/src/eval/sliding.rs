@@ -48,8 +48,9 @@ enum Kind {
     /// ([`Laned::Sum`], [`Laned::Avg`]).
     Sum { avg: bool },
     /// `avg_over_time` of Prometheus 2 (whose incremental mean is not the exact one even
-    /// of whole numbers), `stddev_over_time`, `stdvar_over_time`, `deriv`, and
-    /// `predict_linear` by a literal number of seconds (the fit's intercept at the step):
+    /// of whole numbers), `stddev_over_time`, `stdvar_over_time`, `deriv`,
+    /// `predict_linear` by a literal number of seconds (the fit's intercept at the step),
+    /// and `double_exponential_smoothing` by literal valid factors:
     /// chains of steps that cannot slide; a series' windows taken together
     /// ([`kernels::laned_values`]).
     Laned(Laned),

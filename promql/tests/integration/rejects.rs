@@ -1,4 +1,5 @@
-//! Inputs Prometheus rejects, with the message and the `line:col` it reports.
+//! Inputs Prometheus rejects, with the message and the `line:col` it reports (one
+//! message says more than Prometheus': where `holt_winters` went).
 
 use promql::{parse, parse_with, Features};
 
@@ -31,7 +32,8 @@ const REJECTS: &[(&str, &str)] = &[
     ("round(foo, 1, 2)", "1:1: parse error: expected at most 2 argument(s) in call to \"round\", got 3"),
     ("label_join(foo, \"a\", \"b\",)", "1:25: parse error: trailing commas not allowed in function call args"),
     ("nonexistent(foo)", "1:1: parse error: unknown function with name \"nonexistent\""),
-    // Prometheus 3's text, and where the function went (Prometheus says no more).
+    // Prometheus 3 says only what comes before the parenthesis; this engine adds where
+    // the function went.
     ("holt_winters(foo[5m], 0.5, 0.5)", "1:1: parse error: unknown function with name \"holt_winters\" (renamed \"double_exponential_smoothing\" in Prometheus 3, an experimental function: enable promql-experimental-functions)"),
     ("sort_by_label(foo, \"a\")", "1:1: parse error: function \"sort_by_label\" is not enabled"),
     ("limitk(1, foo)", "1:1: parse error: limitk() is experimental and must be enabled with --enable-feature=promql-experimental-functions"),
@@ -77,6 +79,8 @@ const REJECTS: &[(&str, &str)] = &[
 /// Rejected even with every feature on (the promqltest engine's settings).
 const REJECTS_ALL_FEATURES: &[(&str, &str)] = &[
     ("foo[5m / 0]", "1:8: parse error: division by zero"),
+    // With experimental functions on, nothing to enable.
+    ("holt_winters(foo[5m], 0.5, 0.5)", "1:1: parse error: unknown function with name \"holt_winters\" (renamed \"double_exponential_smoothing\" in Prometheus 3)"),
     ("foo[5m % 0]", "1:8: parse error: modulo by zero"),
     (
         "foo[5m] anchored smoothed",
