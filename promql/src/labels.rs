@@ -31,8 +31,17 @@ pub struct Label {
 /// assert_eq!(l.to_string(), r#"{__name__="up", job="api"}"#);
 /// assert_eq!(l.metric_string(), r#"up{job="api"}"#);
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Labels(Arc<Inner>);
+
+impl Default for Labels {
+    /// The empty set, one shared by all: aggregations without grouping make one a group
+    /// at every step.
+    fn default() -> Self {
+        static EMPTY: OnceLock<Labels> = OnceLock::new();
+        EMPTY.get_or_init(|| Labels(Arc::new(Inner::default()))).clone()
+    }
+}
 
 /// The labels and their hash, computed once: label sets are hashed for every grouping
 /// and match at every step of a query.
