@@ -113,6 +113,8 @@ fn eval(c: &mut Criterion) {
         );
         let mut range = |name: &str, q: &str| range_of(&engine, name, q);
         range("range_sum_by_rate", QUERIES[1].1);
+        // The same windows' rates, each series its own result.
+        range("range_rate", QUERIES[0].1);
         // A gauge's windows over the same steps (a tenth as many series).
         range("range_avg_over_time_gauge", "avg_over_time(process_resident_memory_bytes[5m])");
         // A subquery at each of the same steps: its inner steps shared between them.
