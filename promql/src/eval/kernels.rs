@@ -1138,71 +1138,24 @@ pub(crate) fn stddev_over_time(points: &[Point], compat: Compat) -> f64 {
     variance_over_time(points, compat).sqrt()
 }
 
-/// Up to how many points [`quantile_over_time`] sorts a window; longer ones it selects
-/// in (one thread, 202 gauges' windows: 32 values sorted 0.048 ms, selected 0.051; 40
-/// values 0.070 and 0.060; 80 values 0.274 and 0.095).
-const SORTED_QUANTILE_POINTS: usize = 32;
+/// Up to how many values [`quantile`] sorts; more it selects in (one thread, 202 gauges'
+/// windows: 32 values sorted 0.048 ms, selected 0.051; 40 values 0.070 and 0.060; 80
+/// values 0.274 and 0.095).
+const SORTED_QUANTILE_VALUES: usize = 32;
 
 /// `quantile_over_time(phi, r)`: [`quantile`] of the window's values. The caller emits
 /// the `quantile value should be between 0 and 1` warning for NaN or out-of-range phi.
-///
-/// The answer is a stable sort's: values that compare equal (-0 and +0, NaNs) keep their order, as
-/// Go's sort keeps zeros for up to 12 values (NaNs it reverses, which no result shows: a
-/// quantile that takes a NaN is NaN), and as a sliding window's sorted values keep them,
-/// so that the order of zeros of both signs, which can decide the sign of a zero
-/// result, does not depend on the path. (The `quantile` aggregation has one path, and
-/// sorts unstably: 3–10% sooner.)
-///
-/// Only the two values the quantile reads are looked for, not the whole order: the
-/// NaNs come first (which one a place holds does not show: any NaN makes the answer
-/// NaN); of the others a selection finds the value at a place (any of equal ones has
-/// its bits, but for zeros), and a zero's sign is the sign of the zero that many places
-/// into the window's zeros.
+/// A window in order already (a counter's) is read as it is.
 pub(crate) fn quantile_over_time(phi: f64, points: &[Point]) -> f64 {
     let (lower, upper, weight) = match quantile_ranks(phi, points.len()) {
         Ok(ranks) => ranks,
         Err(v) => return v,
     };
-    let at = |i: usize| points[i].v;
-    // Counters' windows are in order already, and short windows sort sooner than they
-    // select.
     if points.windows(2).all(|w| cmp_nan_first(w[0].v, w[1].v) != Ordering::Greater) {
-        return at(lower) * (1.0 - weight) + at(upper) * weight;
+        return points[lower].v * (1.0 - weight) + points[upper].v * weight;
     }
-    if points.len() <= SORTED_QUANTILE_POINTS {
-        let mut values: Vec<f64> = points.iter().map(|p| p.v).collect();
-        values.sort_by(|a, b| cmp_nan_first(*a, *b));
-        return values[lower] * (1.0 - weight) + values[upper] * weight;
-    }
-    let mut values: Vec<f64> = points.iter().map(|p| p.v).filter(|v| !v.is_nan()).collect();
-    let nans = points.len() - values.len();
-    // The value `v` at `at` of the others' order, its sign found if a zero.
-    let signed = |v: f64, at: usize, values: &[f64]| {
-        if v != 0.0 {
-            return v;
-        }
-        let negatives = values.iter().filter(|&&v| v < 0.0).count();
-        points.iter().map(|p| p.v).filter(|&v| v == 0.0).nth(at - negatives).unwrap_or(v)
-    };
-    let x_lower = if lower < nans {
-        f64::NAN
-    } else {
-        let at = lower - nans;
-        let (_, &mut v, _) = values.select_nth_unstable_by(at, |a, b| cmp_nan_first(*a, *b));
-        signed(v, at, &values)
-    };
-    let x_upper = if upper == lower {
-        x_lower
-    } else if upper <= nans {
-        // The lower one is a NaN.
-        f64::NAN
-    } else {
-        // After the selection above the values past its place are its successors.
-        let at = upper - nans;
-        let v = values[at..].iter().copied().min_by(|a, b| cmp_nan_first(*a, *b));
-        signed(v.unwrap_or(f64::NAN), at, &values)
-    };
-    x_lower * (1.0 - weight) + x_upper * weight
+    let mut values: Vec<f64> = points.iter().map(|p| p.v).collect();
+    quantile(phi, &mut values)
 }
 
 /// `mad_over_time`: NaN if any value is NaN; otherwise the median of the absolute
@@ -1373,15 +1326,53 @@ pub(crate) fn cmp_nan_first(a: f64, b: f64) -> Ordering {
     }
 }
 
-/// `quantile(phi, values)` of the `quantile` aggregator and of `mad_over_time`'s medians
-/// (sorts `values`; a `&mut Vec<f64>` coerces to the slice).
+/// `quantile(phi, values)` of the `quantile` aggregator, of `quantile_over_time` and of
+/// `mad_over_time`'s medians (reorders `values`; a `&mut Vec<f64>` coerces to the slice).
 ///
-/// Empty input or NaN phi → NaN; phi < 0 → -Inf; phi > 1 → +Inf. Otherwise values are
-/// sorted with NaN first and the literal formula `x_lo·(1−w) + x_hi·w` is evaluated, so
+/// Empty input or NaN phi → NaN; phi < 0 → -Inf; phi > 1 → +Inf. Otherwise the values
+/// in order, NaN first, are weighed by the literal formula `x_lo·(1−w) + x_hi·w`, so
 /// `Inf·0` yields NaN (`quantile(0.5, {1, 2, +Inf})` is NaN).
+///
+/// The answer is a stable sort's: values that compare equal (-0 and +0, NaNs) keep their
+/// order, as Go's sort keeps them for up to 12 values (NaNs it reverses, which no result
+/// shows: a quantile that takes a NaN is NaN), and as a sliding window's sorted values
+/// keep them, so that the order of zeros of both signs, which can decide the sign of a
+/// zero result, does not depend on the path.
+///
+/// Past [`SORTED_QUANTILE_VALUES`] only the two values the quantile reads are looked
+/// for, not the whole order: a selection finds the value at a place (any of equal ones
+/// has its bits, but for zeros; NaNs come first, and any makes the answer NaN), and a
+/// zero's sign is the sign of the zero that many places into the values' zeros.
 pub(crate) fn quantile(phi: f64, values: &mut [f64]) -> f64 {
-    values.sort_unstable_by(|a, b| cmp_nan_first(*a, *b));
-    quantile_sorted(phi, values)
+    let (lower, upper, weight) = match quantile_ranks(phi, values.len()) {
+        Ok(ranks) => ranks,
+        Err(v) => return v,
+    };
+    if values.len() <= SORTED_QUANTILE_VALUES {
+        values.sort_by(|a, b| cmp_nan_first(*a, *b));
+        return values[lower] * (1.0 - weight) + values[upper] * weight;
+    }
+    // The zeros in their order, before the selection moves them.
+    let zeros: Vec<f64> = values.iter().copied().filter(|&v| v == 0.0).collect();
+    // The value `v` at `at` of the order, its sign found if a zero: the zeros come after
+    // the NaNs and the negative values.
+    let signed = |v: f64, at: usize, values: &[f64]| {
+        if v != 0.0 {
+            return v;
+        }
+        let before = values.iter().filter(|&&v| v.is_nan() || v < 0.0).count();
+        zeros.get(at - before).copied().unwrap_or(v)
+    };
+    let (_, &mut v, _) = values.select_nth_unstable_by(lower, |a, b| cmp_nan_first(*a, *b));
+    let x_lower = signed(v, lower, values);
+    let x_upper = if upper == lower {
+        x_lower
+    } else {
+        // After the selection the values past its place are its successors.
+        let v = values[upper..].iter().copied().min_by(|a, b| cmp_nan_first(*a, *b));
+        signed(v.unwrap_or(f64::NAN), upper, values)
+    };
+    x_lower * (1.0 - weight) + x_upper * weight
 }
 
 /// [`quantile`] of `values` sorted already (NaN first, [`cmp_nan_first`]).
@@ -3638,11 +3629,12 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The quantile of the two values a selection finds is the quantile of the whole
-        /// stably sorted window, bit for bit (zeros of both signs among the values, so
-        /// that which of equal ones is taken shows; NaNs of several payloads).
+        /// The quantile of the two values a selection finds (windows and the
+        /// aggregation's values) is the quantile of the whole stably sorted values, bit
+        /// for bit (zeros of both signs among the values, so that which of equal ones
+        /// is taken shows; NaNs of several payloads).
         #[test]
-        fn quantile_over_time_selects_as_the_stable_sort(
+        fn quantiles_select_as_the_stable_sort(
             values in proptest::collection::vec(
                 proptest::sample::select(vec![
                     0.0, -0.0, 0.0, -0.0, 1.0, -1.0, 2.5, 1e300, f64::INFINITY, f64::NEG_INFINITY,
@@ -3668,10 +3660,13 @@ mod tests {
             let points = over(&values);
             let mut sorted = values.clone();
             sorted.sort_by(|a, b| cmp_nan_first(*a, *b));
-            let (got, want) = (quantile_over_time(phi, &points), quantile_sorted(phi, &sorted));
-            // Which NaN an operation on two passes on is not defined (LLVM may swap the
-            // operands of an addition): a NaN is a NaN.
-            proptest::prop_assert!(same_float(got, want), "{:?} at {}: {} != {}", values, phi, got, want);
+            let want = quantile_sorted(phi, &sorted);
+            let of_values = quantile(phi, &mut values.clone());
+            for got in [quantile_over_time(phi, &points), of_values] {
+                // Which NaN an operation on two passes on is not defined (LLVM may swap
+                // the operands of an addition): a NaN is a NaN.
+                proptest::prop_assert!(same_float(got, want), "{:?} at {}: {} != {}", values, phi, got, want);
+            }
         }
     }
 
