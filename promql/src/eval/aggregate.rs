@@ -565,6 +565,10 @@ fn k_param(k: f64) -> EResult<i64> {
 
 /// `input` split by each element's group in `group_of`, of `count` groups.
 fn split_groups(input: Vec<S>, group_of: &[usize], count: usize) -> Vec<Vec<S>> {
+    if count == 1 {
+        // No grouping: the input as it is.
+        return vec![input];
+    }
     let mut groups: Vec<Vec<S>> = (0..count).map(|_| Vec::new()).collect();
     for (s, &g) in input.into_iter().zip(group_of) {
         groups[g].push(s);
