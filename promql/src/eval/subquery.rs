@@ -11,7 +11,9 @@
 use super::{exec_error, sliding::node_key, Compat, EResult, EvalError, Evaluator, Matrix, Points, M, V};
 use crate::ast::SubqueryExpr;
 use crate::labels::{Labels, LabelsMap};
+use crate::storage::SelectedSeries;
 use crate::value::{Point, Timestamp};
+use std::sync::Arc;
 
 /// A subquery's window at one outer time: `(start, end]`, inner steps `first`,
 /// `first + step`, … up to `end`.
@@ -69,11 +71,16 @@ pub(super) struct InnerSteps {
     /// Per series, the window it was last taken into (`generation`).
     seen: Vec<u32>,
     generation: u32,
+    /// The series' points as windows point into them ([`Points::Selected`]), copied
+    /// once at the first window after the last inner step came, so that a window copies
+    /// none (it copied each of its series' points, an allocation each).
+    frozen: Option<Arc<Vec<SelectedSeries>>>,
 }
 
 impl InnerSteps {
     /// Adds the value of the next inner step.
     fn push(&mut self, t: Timestamp, value: V, delayed: bool) -> EResult<()> {
+        self.frozen = None;
         match value {
             V::Vector(v) => {
                 for s in v {
@@ -136,6 +143,18 @@ impl InnerSteps {
             self.generation = 1;
         }
         self.seen.resize(self.series.len(), 0);
+        let all = &self.series;
+        let source = self.frozen.get_or_insert_with(|| {
+            let points = |s: &M| match &s.points {
+                Points::Owned(points) => points.clone(),
+                Points::Selected { .. } => Vec::new(),
+            };
+            Arc::new(
+                all.iter()
+                    .map(|s| SelectedSeries { labels: s.labels.clone(), points: points(s).into() })
+                    .collect(),
+            )
+        });
         let mut series = Vec::new();
         if lo < hi {
             for &i in &self.order[self.starts[lo]..self.starts[hi]] {
@@ -144,18 +163,17 @@ impl InnerSteps {
                     continue;
                 }
                 self.seen[i] = self.generation;
-                let s = &self.series[i];
-                let Points::Owned(points) = &s.points else { continue };
+                let (s, points) = (&all[i], &source[i].points);
                 let from = points.partition_point(|p| p.t < w.first);
                 let to = points.partition_point(|p| p.t <= w.end);
                 series.push(M {
                     labels: s.labels.clone(),
-                    points: Points::Owned(points[from..to].to_vec()),
+                    points: Points::Selected { series: i, range: from..to },
                     drop_name: s.drop_name,
                 });
             }
         }
-        Some(Matrix { series, start: w.start, end: w.end, source: None })
+        Some(Matrix { series, start: w.start, end: w.end, source: Some(Arc::clone(source)) })
     }
 }
 
