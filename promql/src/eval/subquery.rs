@@ -71,16 +71,15 @@ pub(super) struct InnerSteps {
     /// Per series, the window it was last taken into (`generation`).
     seen: Vec<u32>,
     generation: u32,
-    /// The series' points as windows point into them ([`Points::Selected`]), copied
-    /// once at the first window after the last inner step came, so that a window copies
-    /// none (it copied each of its series' points, an allocation each).
+    /// The series' points, moved here once every inner step has come
+    /// ([`freeze`](Self::freeze)), for windows to point into ([`Points::Selected`])
+    /// instead of copying their points (an allocation a series a window).
     frozen: Option<Arc<Vec<SelectedSeries>>>,
 }
 
 impl InnerSteps {
     /// Adds the value of the next inner step.
     fn push(&mut self, t: Timestamp, value: V, delayed: bool) -> EResult<()> {
-        self.frozen = None;
         match value {
             V::Vector(v) => {
                 for s in v {
@@ -130,6 +129,18 @@ impl InnerSteps {
         Ok(())
     }
 
+    /// Moves the series' points where windows point into them: no step comes after.
+    fn freeze(&mut self) {
+        let series = self.series.iter_mut().map(|s| {
+            let points = match &mut s.points {
+                Points::Owned(points) => std::mem::take(points),
+                Points::Selected { .. } => Vec::new(),
+            };
+            SelectedSeries { labels: s.labels.clone(), points: points.into() }
+        });
+        self.frozen = Some(Arc::new(series.collect()));
+    }
+
     /// The subquery's value over `w`, when every one of its inner steps was evaluated.
     fn window(&mut self, w: &Window) -> Option<Matrix> {
         if w.count() > 0 && !self.runs.iter().any(|&(a, b)| a <= w.first && w.last() <= b) {
@@ -143,18 +154,7 @@ impl InnerSteps {
             self.generation = 1;
         }
         self.seen.resize(self.series.len(), 0);
-        let all = &self.series;
-        let source = self.frozen.get_or_insert_with(|| {
-            let points = |s: &M| match &s.points {
-                Points::Owned(points) => points.clone(),
-                Points::Selected { .. } => Vec::new(),
-            };
-            Arc::new(
-                all.iter()
-                    .map(|s| SelectedSeries { labels: s.labels.clone(), points: points(s).into() })
-                    .collect(),
-            )
-        });
+        let (all, source) = (&self.series, self.frozen.as_ref()?);
         let mut series = Vec::new();
         if lo < hi {
             for &i in &self.order[self.starts[lo]..self.starts[hi]] {
@@ -281,6 +281,7 @@ impl<'a> Evaluator<'a> {
             }
         }
         inner.runs = runs;
+        inner.freeze();
         self.inner_steps.insert(node_key(sq), inner);
         Ok(())
     }
