@@ -35,8 +35,8 @@ pub struct Label {
 pub struct Labels(Arc<Inner>);
 
 impl Default for Labels {
-    /// The empty set, one shared by all: aggregations without grouping make one a group
-    /// at every step.
+    /// The empty set, one shared by all (every empty set made is this one): aggregations
+    /// without grouping make one a group at every step.
     fn default() -> Self {
         static EMPTY: OnceLock<Labels> = OnceLock::new();
         EMPTY.get_or_init(|| Labels(Arc::new(Inner::default()))).clone()
@@ -117,6 +117,9 @@ pub(crate) type LabelsHashing = std::hash::BuildHasherDefault<LabelsHasher>;
 /// A map keyed by label sets (see [`LabelsHasher`]).
 pub(crate) type LabelsMap<V> = std::collections::HashMap<Labels, V, LabelsHashing>;
 
+/// A set of label sets (see [`LabelsHasher`]).
+pub(crate) type LabelsSet = std::collections::HashSet<Labels, LabelsHashing>;
+
 impl PartialOrd for Labels {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
@@ -134,6 +137,9 @@ impl Ord for Labels {
 
 impl Labels {
     fn new(v: Vec<Label>) -> Self {
+        if v.is_empty() {
+            return Labels::default();
+        }
         Labels(Arc::new(Inner::from(v)))
     }
 
@@ -150,8 +156,8 @@ impl Labels {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
-    /// The address of the shared set: the same for clones, different for any two sets
-    /// alive at once.
+    /// The address of the shared set: the same for clones (and for every empty set),
+    /// different for any two other sets alive at once.
     pub(crate) fn addr(&self) -> usize {
         Arc::as_ptr(&self.0) as *const u8 as usize
     }
