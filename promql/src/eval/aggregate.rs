@@ -441,7 +441,7 @@ impl Evaluator<'_> {
         op: AggregateOp,
         p: f64,
     ) -> Vec<S> {
-        let node = a as *const AggregateExpr as usize;
+        let node = node_key(a);
         // Over many steps (a range query, a subquery) the input is usually the same
         // series in the same order as at the previous step: reuse its grouping.
         if let Some(plan) = self.group_plans.get(&node).filter(|plan| plan.fits(&input)) {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::{exec_error, gomath, EResult, EvalError, Evaluator, S, V};
 use crate::ast::{BinaryExpr, BinaryOp, GroupSide, VectorMatching};
-use crate::labels::{Labels, LabelsHashing, LabelsMap, NAME_LABELS};
+use crate::labels::{Labels, LabelsMap, LabelsSet, NAME_LABELS};
 use crate::value::Timestamp;
 
 /// Arithmetic with Go's float semantics (`%` is `math.Mod`, `^` is `math.Pow`).
@@ -167,9 +167,9 @@ impl Evaluator<'_> {
         let mut memo = (self.grid_step != 0).then(|| self.join_labels.remove(&key).unwrap_or_default());
         let matching = b.matching.as_ref();
         let out = match b.op {
-            BinaryOp::And => Ok(and_unless(lhs, &rhs, matching, true, &mut memo.as_mut())),
-            BinaryOp::Unless => Ok(and_unless(lhs, &rhs, matching, false, &mut memo.as_mut())),
-            BinaryOp::Or => Ok(or(lhs, rhs, matching, &mut memo.as_mut())),
+            BinaryOp::And => Ok(and_unless(lhs, &rhs, matching, true, memo.as_mut())),
+            BinaryOp::Unless => Ok(and_unless(lhs, &rhs, matching, false, memo.as_mut())),
+            BinaryOp::Or => Ok(or(lhs, rhs, matching, memo.as_mut())),
             _ => self.join(b, lhs, rhs, memo.as_mut()),
         };
         if let Some(memo) = memo {
@@ -352,9 +352,6 @@ fn sorted_pair<'a>(a: &'a Labels, b: &'a Labels) -> (&'a Labels, &'a Labels) {
     }
 }
 
-/// A set of match signatures (hashed by their cached hashes).
-type Signatures = HashSet<Labels, LabelsHashing>;
-
 /// `a and b` (`keep` true) or `a unless b`: the left elements whose signature does
 /// (resp. does not) occur on the right.
 fn and_unless(
@@ -362,13 +359,13 @@ fn and_unless(
     rhs: &[S],
     matching: Option<&VectorMatching>,
     keep: bool,
-    memo: &mut Option<&mut JoinLabels>,
+    mut memo: Option<&mut JoinLabels>,
 ) -> Vec<S> {
     if keep && rhs.is_empty() {
         return Vec::new();
     }
-    let sigs: Signatures = rhs.iter().map(|s| signature_in(memo, &s.labels, matching)).collect();
-    lhs.into_iter().filter(|s| sigs.contains(&signature_in(memo, &s.labels, matching)) == keep).collect()
+    let sigs: LabelsSet = rhs.iter().map(|s| signature_in(&mut memo, &s.labels, matching)).collect();
+    lhs.into_iter().filter(|s| sigs.contains(&signature_in(&mut memo, &s.labels, matching)) == keep).collect()
 }
 
 /// `a or b`: all of the left, plus the right elements whose signature is not on the left.
@@ -376,11 +373,11 @@ fn or(
     lhs: Vec<S>,
     rhs: Vec<S>,
     matching: Option<&VectorMatching>,
-    memo: &mut Option<&mut JoinLabels>,
+    mut memo: Option<&mut JoinLabels>,
 ) -> Vec<S> {
-    let sigs: Signatures = lhs.iter().map(|s| signature_in(memo, &s.labels, matching)).collect();
+    let sigs: LabelsSet = lhs.iter().map(|s| signature_in(&mut memo, &s.labels, matching)).collect();
     let mut out = lhs;
-    out.extend(rhs.into_iter().filter(|s| !sigs.contains(&signature_in(memo, &s.labels, matching))));
+    out.extend(rhs.into_iter().filter(|s| !sigs.contains(&signature_in(&mut memo, &s.labels, matching))));
     out
 }
 

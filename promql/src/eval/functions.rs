@@ -458,15 +458,13 @@ impl Evaluator<'_> {
             "double_exponential_smoothing" => {
                 let sf = self.scalar_arg(&c.args[1], t)?;
                 let tf = self.scalar_arg(&c.args[2], t)?;
-                if kernels::validate_smoothing(sf, tf).is_ok() {
-                    self.in_lanes(c, t, Laned::Smooth(sf, tf))?
-                } else {
+                match kernels::validate_smoothing(sf, tf) {
+                    Ok(()) => self.in_lanes(c, t, Laned::Smooth(sf, tf))?,
                     // An error only where there are series.
-                    let m = self.matrix_arg(&c.args[0], t)?;
-                    if !m.series.is_empty() {
-                        kernels::validate_smoothing(sf, tf).map_err(EvalError::Execution)?;
+                    Err(e) if !self.matrix_arg(&c.args[0], t)?.series.is_empty() => {
+                        return Err(EvalError::Execution(e));
                     }
-                    Vec::new()
+                    Err(_) => Vec::new(),
                 }
             }
             other => return Err(EvalError::Unsupported(format!("function {other}()"))),

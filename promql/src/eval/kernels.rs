@@ -350,11 +350,7 @@ const REGRESSION_LANES: usize = 8;
 /// appended to `out` in their order, each as if alone: a range query's windows of one
 /// series, or an instant query's of many. In vector lanes as [`avg_over_time_2_each`]'s
 /// windows (one by one, the four sums' chains of additions kept most of the CPU idle).
-pub(crate) fn linear_regressions_each(
-    windows: &[(&[Point], i64)],
-    compat: Compat,
-    out: &mut Vec<(f64, f64)>,
-) {
+fn linear_regressions_each(windows: &[(&[Point], i64)], compat: Compat, out: &mut Vec<(f64, f64)>) {
     run_in_lanes::<_, REGRESSION_LANES>(Regression(compat), windows, out);
 }
 
@@ -569,7 +565,7 @@ fn none_beyond(points: &[Point], bound: f64) -> bool {
 /// of them overflows, however many (once a sum passes 2^1017 such values are below half
 /// its last place and it stops growing), so [`sum_over_time`] and [`avg_over_time`] of
 /// any window of them never meet an infinite sum (nor switch to the incremental mean).
-pub(crate) fn below_sum_bound(points: &[Point]) -> bool {
+fn below_sum_bound(points: &[Point]) -> bool {
     none_beyond(points, 1e290)
 }
 
@@ -581,7 +577,7 @@ const SUM_LANES: usize = 16;
 /// appended to `out` in their order, each as if alone. `bounded`: [`below_sum_bound`]
 /// holds for every window; the windows then run in lanes ([`run_in_lanes`]), else one
 /// by one.
-pub(crate) fn sums_over_time_each(windows: &[&[Point]], bounded: bool, avg: bool, out: &mut Vec<f64>) {
+fn sums_over_time_each(windows: &[&[Point]], bounded: bool, avg: bool, out: &mut Vec<f64>) {
     if !bounded {
         out.extend(windows.iter().map(|w| if avg { avg_over_time(w) } else { sum_over_time(w) }));
         return;
@@ -657,7 +653,7 @@ pub(crate) fn avg_over_time_2(points: &[Point]) -> f64 {
 const MEAN_2_LANES: usize = 16;
 
 /// Whether no value of `points` exceeds 1e300 in magnitude (NaN is none).
-pub(crate) fn below_overflow(points: &[Point]) -> bool {
+fn below_overflow(points: &[Point]) -> bool {
     none_beyond(points, 1e300)
 }
 
@@ -666,7 +662,7 @@ pub(crate) fn below_overflow(points: &[Point]) -> bool {
 /// by side ([`run_in_lanes`]). `bounded`: no value exceeds 1e300 in magnitude
 /// ([`below_overflow`]), so no mean can overflow (it stays within the values' bounds, a
 /// step's terms within twice them) and the lanes need not look for infinite means.
-pub(crate) fn avg_over_time_2_each(windows: &[&[Point]], bounded: bool, out: &mut Vec<f64>) {
+fn avg_over_time_2_each(windows: &[&[Point]], bounded: bool, out: &mut Vec<f64>) {
     run_in_lanes::<_, MEAN_2_LANES>(Mean2Lanes { bounded }, windows, out);
 }
 
@@ -1039,7 +1035,7 @@ const VARIANCE_LANES: usize = 16;
 /// sum of fewer than 2^53 of them far below the largest float), so no Kahan step meets
 /// an infinite sum, and Prometheus 2's and 3's steps agree. A NaN makes every later
 /// term NaN, in lanes as alone.
-pub(crate) fn below_variance_bound(points: &[Point]) -> bool {
+fn below_variance_bound(points: &[Point]) -> bool {
     none_beyond(points, 1e100)
 }
 
@@ -1049,7 +1045,7 @@ pub(crate) fn below_variance_bound(points: &[Point]) -> bool {
 /// holds for every window; the windows then run in lanes as [`avg_over_time_2_each`]'s
 /// do (one at a time, each step waited on the division of the one before), else one by
 /// one.
-pub(crate) fn stdvar_over_time_each(windows: &[&[Point]], bounded: bool, compat: Compat, out: &mut Vec<f64>) {
+fn stdvar_over_time_each(windows: &[&[Point]], bounded: bool, compat: Compat, out: &mut Vec<f64>) {
     if !bounded {
         out.extend(windows.iter().map(|w| variance_over_time(w, compat)));
         return;
@@ -1152,7 +1148,7 @@ pub(crate) fn quantile_over_time(phi: f64, points: &[Point]) -> f64 {
         Err(v) => return v,
     };
     if points.windows(2).all(|w| cmp_nan_first(w[0].v, w[1].v) != Ordering::Greater) {
-        return points[lower].v * (1.0 - weight) + points[upper].v * weight;
+        return weighed(points[lower].v, points[upper].v, weight);
     }
     let mut values: Vec<f64> = points.iter().map(|p| p.v).collect();
     quantile(phi, &mut values)
@@ -1350,7 +1346,7 @@ pub(crate) fn quantile(phi: f64, values: &mut [f64]) -> f64 {
     };
     if values.len() <= SORTED_QUANTILE_VALUES {
         values.sort_by(|a, b| cmp_nan_first(*a, *b));
-        return values[lower] * (1.0 - weight) + values[upper] * weight;
+        return weighed(values[lower], values[upper], weight);
     }
     // The zeros in their order, before the selection moves them.
     let zeros: Vec<f64> = values.iter().copied().filter(|&v| v == 0.0).collect();
@@ -1372,15 +1368,22 @@ pub(crate) fn quantile(phi: f64, values: &mut [f64]) -> f64 {
         let v = values[upper..].iter().copied().min_by(|a, b| cmp_nan_first(*a, *b));
         signed(v.unwrap_or(f64::NAN), upper, values)
     };
-    x_lower * (1.0 - weight) + x_upper * weight
+    weighed(x_lower, x_upper, weight)
 }
 
 /// [`quantile`] of `values` sorted already (NaN first, [`cmp_nan_first`]).
 pub(crate) fn quantile_sorted(phi: f64, values: &[f64]) -> f64 {
     match quantile_ranks(phi, values.len()) {
-        Ok((lower, upper, weight)) => values[lower] * (1.0 - weight) + values[upper] * weight,
+        Ok((lower, upper, weight)) => weighed(values[lower], values[upper], weight),
         Err(v) => v,
     }
+}
+
+/// The quantile between the values `lower` and `upper` at `weight`, as Go writes it:
+/// `Inf·0` is NaN (`quantile(0.5, {1, 2, +Inf})` is NaN).
+#[inline(always)]
+fn weighed(lower: f64, upper: f64, weight: f64) -> f64 {
+    lower * (1.0 - weight) + upper * weight
 }
 
 /// The places in `n` sorted values of the two that the `phi` quantile weighs, and the

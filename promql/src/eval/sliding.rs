@@ -9,7 +9,7 @@
 use super::kernels::{self, CounterKind, Laned};
 use super::{Compat, EResult, Evaluator, S};
 use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector, SubqueryExpr, UnaryOp, VectorSelector};
-use crate::labels::{Labels, LabelsHashing, LabelsMap};
+use crate::labels::{Labels, LabelsMap, LabelsSet};
 use crate::storage::partition_point_near;
 use crate::value::{is_stale_marker, Point, Series, Timestamp};
 use std::ops::Range;
@@ -315,8 +315,7 @@ impl Evaluator<'_> {
         let stale = series.iter().any(|s| s.points.stale_markers_in(0..s.points.len()));
         // The name-dropped forms are cached in each label set and hashed once: cheaper
         // than looking the name labels up in every series.
-        let mut seen: std::collections::HashSet<Labels, LabelsHashing> =
-            std::collections::HashSet::with_capacity_and_hasher(series.len(), Default::default());
+        let mut seen = LabelsSet::with_capacity_and_hasher(series.len(), Default::default());
         let distinct_without_names = series.iter().all(|s| seen.insert(s.labels.without_metric_name()));
         let facts = SelectionFacts { stale, distinct_without_names };
         self.facts.insert(key, facts);
