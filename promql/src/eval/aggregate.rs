@@ -389,12 +389,16 @@ impl Evaluator<'_> {
         input: Input<'_>,
         steps: &[Timestamp],
     ) -> EResult<Option<Fused>> {
-        if !self.distinct_input(input) {
+        if !self.distinct_input(input, steps)? {
             return Ok(None);
         }
         // Per series of the selection, its group once seen; kept for the next block of
-        // steps, which then finds the groups without reading a label.
-        let found = self.fused_groups.remove(&node_key(a)).unwrap_or_default();
+        // steps, which then finds the groups without reading a label (where the series
+        // keep their positions).
+        let found = match input.stable_positions() {
+            true => self.fused_groups.remove(&node_key(a)).unwrap_or_default(),
+            false => FusedGroups::default(),
+        };
         let mut folding = Folding {
             op: a.op,
             grouping: a.grouping.as_ref(),
@@ -406,7 +410,7 @@ impl Evaluator<'_> {
             current: None,
         };
         let slid = match input {
-            Input::Call(c) => self.slide_each(c, steps, |s, i, v| folding.take(s, i, v))?,
+            Input::Call(c) => self.slide_each(c, steps, true, |s, i, v| folding.take(s, i, v))?,
             Input::Selector(vs) => self.latest_each(vs, steps, |s, i, p| folding.take(s, i, p.v))?,
         };
         folding.fold();

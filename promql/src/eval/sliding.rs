@@ -1,5 +1,6 @@
 //! Range queries: a range function of a plain range selector (`rate(x[5m])`,
-//! `max_over_time(x[1h])`, …) is computed for all of an evaluator's steps at once, with
+//! `max_over_time(x[1h])`, …) or of a subquery (`max_over_time(rate(x[1m])[1h:])`, over
+//! its inner steps evaluated once) is computed for all of an evaluator's steps at once, with
 //! windows that slide forward over each series instead of a search and a window per
 //! step. Plain instant selectors likewise find each series' latest sample at every
 //! step with a cursor that only moves forward. The results are taken by the steps as
@@ -10,9 +11,10 @@ use super::kernels::{self, CounterKind, Laned};
 use super::{Compat, EResult, Evaluator, S};
 use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector, SubqueryExpr, UnaryOp, VectorSelector};
 use crate::labels::{Labels, LabelsMap, LabelsSet};
-use crate::storage::partition_point_near;
+use crate::storage::{partition_point_near, SelectedSeries};
 use crate::value::{is_stale_marker, Point, Series, Timestamp};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// The value of a number literal, negated or not, in parentheses or not.
 fn number(e: &Expr) -> Option<f64> {
@@ -151,11 +153,21 @@ type Positioned = Vec<(usize, Series)>;
 /// once taken.
 pub(super) type StepResults = Vec<Option<Vec<S>>>;
 
-/// The call's range selector when it can be computed here: a plain argument (no `@`,
-/// no anchoring), alone, followed by one or two literal numbers (`predict_linear(m[5m],
-/// 3600)`, `double_exponential_smoothing(m[5m], 0.5, 0.5)`) or after one
+/// A range vector whose windows can slide over the steps.
+#[derive(Clone, Copy)]
+enum RangeArg<'e> {
+    /// A plain range selector (no `@`, no anchoring).
+    Selector(&'e MatrixSelector),
+    /// A subquery without `@`, whose inner steps are evaluated once for a run of steps
+    /// ([`Evaluator::subquery_source`]).
+    Subquery(&'e SubqueryExpr),
+}
+
+/// The call's range vector when it can be computed here: a plain argument, alone,
+/// followed by one or two literal numbers (`predict_linear(m[5m], 3600)`,
+/// `double_exponential_smoothing(m[5m], 0.5, 0.5)`) or after one
 /// (`quantile_over_time(0.9, m[5m])`).
-fn plain_range_arg(c: &Call) -> Option<&MatrixSelector> {
+fn range_arg(c: &Call) -> Option<RangeArg<'_>> {
     match c.args.as_slice() {
         [arg] => plain_range(arg),
         [arg, d] if number(d).is_some() => plain_range(arg),
@@ -165,11 +177,39 @@ fn plain_range_arg(c: &Call) -> Option<&MatrixSelector> {
     }
 }
 
-fn plain_range(arg: &Expr) -> Option<&MatrixSelector> {
+/// Whether `c` is a function computed here of a plain range selector.
+pub(super) fn slides_over_selection(c: &Call) -> bool {
+    kind(c, Compat::Prometheus3).is_some() && matches!(range_arg(c), Some(RangeArg::Selector(_)))
+}
+
+fn plain_range(arg: &Expr) -> Option<RangeArg<'_>> {
     match arg.unparen() {
-        Expr::MatrixSelector(ms) if ms.selector.at.is_none() && ms.selector.anchoring.is_none() => Some(ms),
+        Expr::MatrixSelector(ms) if ms.selector.at.is_none() && ms.selector.anchoring.is_none() => {
+            Some(RangeArg::Selector(ms))
+        }
+        Expr::Subquery(sq) if sq.at.is_none() => Some(RangeArg::Subquery(sq)),
         _ => None,
     }
+}
+
+/// The series a sliding call's windows lie in, and the windows' length and offset.
+pub(super) struct Source {
+    pub(super) series: Arc<Vec<SelectedSeries>>,
+    pub(super) range: i64,
+    pub(super) offset: i64,
+    /// Whether no two series are equal once their names are dropped.
+    pub(super) distinct_without_names: bool,
+    /// Whether a series keeps its position from one run of steps to the next: a
+    /// selection is made once a query, a subquery's inner steps are evaluated again for
+    /// each run.
+    pub(super) stable: bool,
+    /// Whether the series with points in a window come in the order of the step-by-step
+    /// path's range vector there: always for a selection, for a subquery when its inner
+    /// steps are [`growing`](super::subquery::InnerSteps::growing).
+    pub(super) in_order: bool,
+    /// Whether every series' name is still to be dropped (delayed name removal; a
+    /// subquery of `rate`, say), else none is.
+    pub(super) names_dropped: bool,
 }
 
 /// What an aggregation takes its values from over many steps at once: a sliding call,
@@ -200,12 +240,9 @@ impl<'e> Input<'e> {
         }
     }
 
-    /// The selector it reads, when it can be computed over many steps.
-    fn selector(self) -> Option<&'e VectorSelector> {
-        match self {
-            Input::Call(c) => plain_range_arg(c).map(|ms| &ms.selector),
-            Input::Selector(vs) => Some(vs),
-        }
+    /// Whether its series keep their positions over the query ([`Source::stable`]).
+    pub(super) fn stable_positions(self) -> bool {
+        !matches!(self, Input::Call(c) if matches!(range_arg(c), Some(RangeArg::Subquery(_))))
     }
 }
 
@@ -244,7 +281,10 @@ impl Evaluator<'_> {
                     None => continue,
                 },
                 Node::Subquery(sq) => {
-                    self.precompute_subquery(sq, steps)?;
+                    // A call sliding over it evaluated it for these steps already.
+                    if !self.inner_steps.contains_key(&node_key(sq)) {
+                        self.precompute_subquery(sq, steps)?;
+                    }
                     continue;
                 }
             };
@@ -278,7 +318,7 @@ impl Evaluator<'_> {
     fn slide(&mut self, c: &Call, steps: &[Timestamp]) -> EResult<Option<Vec<Vec<S>>>> {
         let mut results: Vec<Vec<S>> = vec![Vec::new(); steps.len()];
         let mut current: Option<(usize, Labels)> = None;
-        let done = self.slide_each(c, steps, |s, i, v| {
+        let done = self.slide_each(c, steps, true, |s, i, v| {
             let labels = match &current {
                 Some((n, labels)) if *n == s.n => labels.clone(),
                 _ => current.insert((s.n, s.labels())).1.clone(),
@@ -288,19 +328,20 @@ impl Evaluator<'_> {
         Ok(done.then_some(results))
     }
 
-    /// Whether the output of `c` at one step cannot hold two equal label sets (that is an
-    /// error the step-by-step path reports): its series keep their names, or names are
-    /// dropped only at the end, or no two of its series are equal without their names.
-    pub(super) fn distinct_outputs(&mut self, c: &Call) -> bool {
-        self.distinct(c, true)
+    /// Whether the output of `c` at one of `steps` cannot hold two equal label sets (that
+    /// is an error the step-by-step path reports): its series keep their names, or names
+    /// are dropped only at the end, or no two of its series are equal without their
+    /// names.
+    pub(super) fn distinct_outputs(&mut self, c: &Call, steps: &[Timestamp]) -> EResult<bool> {
+        self.distinct(c, steps, true)
     }
 
     /// [`distinct_outputs`](Self::distinct_outputs) of an input: a selector's series
     /// keep their names, so they differ.
-    pub(super) fn distinct_input(&mut self, input: Input<'_>) -> bool {
+    pub(super) fn distinct_input(&mut self, input: Input<'_>, steps: &[Timestamp]) -> EResult<bool> {
         match input {
-            Input::Call(c) => self.distinct_outputs(c),
-            Input::Selector(_) => true,
+            Input::Call(c) => self.distinct_outputs(c, steps),
+            Input::Selector(_) => Ok(true),
         }
     }
 
@@ -324,14 +365,50 @@ impl Evaluator<'_> {
 
     /// [`distinct_outputs`](Self::distinct_outputs), or with `delayed_counts` false,
     /// whether the label sets stay distinct also after names are dropped at the end.
-    /// Dropping a name drops `__type__` and `__unit__` too.
-    fn distinct(&mut self, c: &Call, delayed_counts: bool) -> bool {
-        let (Some((_, keep_name)), Some(ms)) = (kind(c, self.opts.compat), plain_range_arg(c)) else {
-            return false;
+    /// Dropping a name drops `__type__` and `__unit__` too. False where `c` cannot slide.
+    fn distinct(&mut self, c: &Call, steps: &[Timestamp], delayed_counts: bool) -> EResult<bool> {
+        let (Some((_, keep_name)), Some(arg)) = (kind(c, self.opts.compat), range_arg(c)) else {
+            return Ok(false);
         };
-        keep_name
-            || (delayed_counts && self.delayed)
-            || self.selection_facts(&ms.selector).distinct_without_names
+        if keep_name || (delayed_counts && self.delayed) {
+            return Ok(true);
+        }
+        Ok(self.source(arg, steps)?.is_some_and(|s| s.distinct_without_names))
+    }
+
+    /// How many series the windows of `arg` lie in, to choose whether to split a range
+    /// query over the cores: a selection's, or for a subquery, whose series are known
+    /// only once its inner steps are evaluated, all the query's selections'.
+    fn source_series(&self, arg: RangeArg<'_>) -> usize {
+        match arg {
+            RangeArg::Selector(ms) => self.selected(&ms.selector).len(),
+            RangeArg::Subquery(_) => self.selected.values().map(|s| s.len()).sum(),
+        }
+    }
+
+    /// The series the windows of `arg` over `steps` lie in; `None` where they cannot
+    /// slide: a selection with staleness markers (which windows must skip), a subquery
+    /// whose windows are not cut from inner steps evaluated once
+    /// ([`subquery_source`](Self::subquery_source)).
+    fn source(&mut self, arg: RangeArg<'_>, steps: &[Timestamp]) -> EResult<Option<Source>> {
+        match arg {
+            RangeArg::Selector(ms) => {
+                let facts = self.selection_facts(&ms.selector);
+                if facts.stale {
+                    return Ok(None);
+                }
+                Ok(Some(Source {
+                    series: self.selected(&ms.selector),
+                    range: self.positive_ms(&ms.range, "range")?,
+                    offset: self.offset_ms(ms.selector.offset.as_ref())?,
+                    distinct_without_names: facts.distinct_without_names,
+                    stable: true,
+                    in_order: true,
+                    names_dropped: false,
+                }))
+            }
+            RangeArg::Subquery(sq) => self.subquery_source(sq, steps),
+        }
     }
 
     /// The result of a range query that is an aggregation fused with a sliding call
@@ -350,11 +427,22 @@ impl Evaluator<'_> {
         // Names dropped at the end can make two groups one, which the step-by-step path
         // reports.
         let drops_name_at_end = self.delayed && !input.keeps_name();
-        if steps.is_empty() || !self.fast_paths || !fusable(a) || drops_name_at_end {
+        // The groups are kept from block to block by the series' positions, which a
+        // subquery's series do not keep: its blocks go step by step, where each block
+        // fuses on its own (and else cuts its windows from the inner steps it evaluated).
+        if steps.is_empty()
+            || !self.fast_paths
+            || !fusable(a)
+            || drops_name_at_end
+            || !input.stable_positions()
+        {
             return Ok(None);
         }
         self.check_deadline()?;
-        let series = input.selector().map_or(0, |vs| self.selected(vs).len());
+        let series = match input {
+            Input::Call(c) => range_arg(c).map_or(0, |arg| self.source_series(arg)),
+            Input::Selector(vs) => self.selected(vs).len(),
+        };
         let windows = series * steps.len();
         // A block's accumulators take a cell per group (at most a series) and step.
         let block = (FUSED_BLOCK_CELLS / series.max(1)).max(super::PRECOMPUTE_STEPS);
@@ -400,11 +488,20 @@ impl Evaluator<'_> {
         c: &Call,
         steps: &[Timestamp],
     ) -> EResult<Option<Vec<Series>>> {
-        if steps.is_empty() || !self.fast_paths || !self.distinct(c, false) {
+        if steps.is_empty() || !self.fast_paths {
             return Ok(None);
         }
-        let series = plain_range_arg(c).map_or(0, |ms| self.selected(&ms.selector).len());
-        self.whole_series(series, steps, &|ev, part| ev.slide_series(c, part))
+        let (series, stable) = match range_arg(c) {
+            // Label sets that collide once names are dropped show in the result, which
+            // `whole_series` checks: a subquery's series are known only once its inner
+            // steps are evaluated, in each part that slides over them.
+            Some(arg @ RangeArg::Subquery(_)) => (self.source_series(arg), false),
+            Some(arg @ RangeArg::Selector(_)) if self.distinct(c, steps, false)? => {
+                (self.source_series(arg), true)
+            }
+            _ => return Ok(None),
+        };
+        self.whole_series(series, stable, steps, &|ev, part| ev.slide_series(c, part))
     }
 
     /// The result of a range query that is a plain instant selector: each series'
@@ -420,7 +517,7 @@ impl Evaluator<'_> {
             return Ok(None);
         }
         let series = self.selected(vs).len();
-        self.whole_series(series, steps, &|ev, part| {
+        self.whole_series(series, true, steps, &|ev, part| {
             let mut out = Positioned::new();
             let found = ev.latest_each(vs, part, |s, i, p| append_value(&mut out, s, part, i, p.v))?;
             Ok(found.then_some(out))
@@ -553,11 +650,13 @@ impl Evaluator<'_> {
 
     /// A range result from `series_of` the parts of `steps` (over the cores when
     /// `series` selected series make enough values), each part's series with their
-    /// positions in the selection; `None` when a part gives none, or when two series
-    /// are the same (a source gave one twice).
+    /// positions in their source, the same in every part if `stable` ([`Source`]);
+    /// `None` when a part gives none, or when two series are the same (a source gave
+    /// one twice, or names dropped made two one).
     fn whole_series<F>(
         &mut self,
         series: usize,
+        stable: bool,
         steps: &[Timestamp],
         series_of: &F,
     ) -> EResult<Option<Vec<Series>>>
@@ -567,11 +666,14 @@ impl Evaluator<'_> {
         self.check_deadline()?;
         let grid = self.step;
         let parts = self.over_step_parts(steps, grid, series * steps.len() >= SPLIT_WINDOWS, series_of)?;
-        // Each part holds the series that have values in its steps, in selection order.
-        let mut by_position: Vec<Option<Series>> = Vec::new();
-        for part in parts {
-            let Some(part) = part else { return Ok(None) };
-            for (n, s) in part {
+        let Some(parts) = parts.into_iter().collect::<Option<Vec<Positioned>>>() else {
+            return Ok(None);
+        };
+        // Each part holds the series that have values in its steps, in its source's order.
+        let mut out: Vec<Series> = Vec::new();
+        if stable || parts.len() == 1 {
+            let mut by_position: Vec<Option<Series>> = Vec::new();
+            for (n, s) in parts.into_iter().flatten() {
                 if by_position.len() <= n {
                     by_position.resize_with(n + 1, || None);
                 }
@@ -580,9 +682,28 @@ impl Evaluator<'_> {
                     slot => *slot = Some(s),
                 }
             }
+            out.extend(by_position.into_iter().flatten());
+        } else {
+            // Each part numbers its series anew: they meet by their labels, which must
+            // differ within a part.
+            let mut index: LabelsMap<usize> = LabelsMap::default();
+            for mut part in parts {
+                part.sort_by(|a, b| a.1.labels.cmp(&b.1.labels));
+                if part.windows(2).any(|w| w[0].1.labels.cmp(&w[1].1.labels).is_eq()) {
+                    return Ok(None);
+                }
+                for (_, s) in part {
+                    match index.get(&s.labels) {
+                        Some(&i) => out[i].points.extend(s.points),
+                        None => {
+                            index.insert(s.labels.clone(), out.len());
+                            out.push(s);
+                        }
+                    }
+                }
+            }
         }
         self.check_deadline()?;
-        let mut out: Vec<Series> = by_position.into_iter().flatten().collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         // A source that gave a series twice: the step-by-step path says at which step.
         // Compared in order, as sorted: equality would hash every set first.
@@ -641,28 +762,30 @@ impl Evaluator<'_> {
     /// selection; `None` when `c` cannot slide.
     fn slide_series(&mut self, c: &Call, steps: &[Timestamp]) -> EResult<Option<Positioned>> {
         let mut out = Positioned::new();
-        let slid = self.slide_each(c, steps, |s, i, v| append_value(&mut out, s, steps, i, v))?;
+        let slid = self.slide_each(c, steps, false, |s, i, v| append_value(&mut out, s, steps, i, v))?;
         Ok(slid.then_some(out))
     }
 
     /// Slides `c` over `steps`, passing each value to `emit` with its series and the
-    /// step's position: series by series, steps in order. False, and nothing emitted,
-    /// when `c` cannot slide.
+    /// step's position: series by series, steps in order. If `ordered`, a step's series
+    /// come in the order of the step-by-step path's vector; else (the series of a range
+    /// result) in any. False, and nothing emitted, when `c` cannot slide so.
     pub(super) fn slide_each(
         &mut self,
         c: &Call,
         steps: &[Timestamp],
+        ordered: bool,
         mut emit: impl FnMut(&SlidSeries<'_>, usize, f64),
     ) -> EResult<bool> {
-        let (Some((kind, keep_name)), Some(ms)) = (kind(c, self.opts.compat), plain_range_arg(c)) else {
+        let (Some((kind, keep_name)), Some(arg)) = (kind(c, self.opts.compat), range_arg(c)) else {
             return Ok(false);
         };
-        let range = self.positive_ms(&ms.range, "range")?;
-        let offset = self.offset_ms(ms.selector.offset.as_ref())?;
-        let series = self.selected(&ms.selector);
-        // Stale markers must be skipped inside windows: leave such selections to the
-        // step-by-step path.
-        if self.selection_facts(&ms.selector).stale {
+        let Some(Source { series, range, offset, stable, in_order, names_dropped, .. }) =
+            self.source(arg, steps)?
+        else {
+            return Ok(false);
+        };
+        if ordered && !in_order {
             return Ok(false);
         }
         let compat = self.opts.compat;
@@ -698,7 +821,7 @@ impl Evaluator<'_> {
         let resume = self
             .cursors
             .remove(&node_key(c))
-            .filter(|(last, cursors)| *last <= steps[0] && cursors.len() == series.len())
+            .filter(|(last, cursors)| stable && *last <= steps[0] && cursors.len() == series.len())
             .map(|(_, cursors)| cursors);
         let mut cursors = Vec::with_capacity(series.len());
         // `Kind::Laned`'s windows (and `Kind::Sum`'s of inexact sums), kept from one
@@ -713,7 +836,7 @@ impl Evaluator<'_> {
                 n,
                 labels: &s.labels,
                 unnamed: !keep_name && !self.delayed,
-                drop_name: !keep_name && self.delayed,
+                drop_name: (!keep_name && self.delayed) || names_dropped,
             };
             let points: &[Point] = &s.points;
             // Start the windows at the first step's, then slide.
@@ -827,7 +950,7 @@ impl Evaluator<'_> {
         for n in not_counters {
             self.counter_info_for(&n, &c.args[0]);
         }
-        if let Some(&last) = steps.last() {
+        if let Some(&last) = steps.last().filter(|_| stable) {
             self.cursors.insert(node_key(c), (last, cursors));
         }
         Ok(true)
@@ -1258,6 +1381,12 @@ mod tests {
                 st.append(&labels, i * 10_000, values[i as usize % values.len()]);
             }
         }
+        // A series that comes at 300 s and sorts first: the inner steps of a subquery
+        // number it last where they begin before it, first where they begin after.
+        let late = Labels::from_pairs([("__name__", "big"), ("k", "-1")]);
+        for i in 30..60 {
+            st.append(&late, i * 10_000, f64::from(i as i32 % 7));
+        }
         for q in [
             "rate(req_total[1m])",
             "(avg_over_time(mem_bytes[1m]))",
@@ -1321,6 +1450,30 @@ mod tests {
             "max_over_time(sum by (wl) (rate(req_total[1m]))[3m:10s])",
             "sum_over_time(rate(req_total[30s])[5m:20s])",
             "sum by (wl) (rate(req_total[1m])) / sum by (wl) (rate(req_total{code=\"500\"}[1m]))",
+            // Range functions sliding over a subquery's inner steps: `big` has every
+            // series at every inner step (the windows slide), the others come and go
+            // (windows cut step by step).
+            "avg_over_time(rate(big[1m])[2m:20s])",
+            "sum_over_time(big[1m:10s])",
+            "max_over_time(big[3m:10s] offset 20s)",
+            "min_over_time((-big)[4m:7s])",
+            "sum by (k) (stddev_over_time(deriv(big[1m])[2m:30s]))",
+            "quantile_over_time(0.25, big[2m:15s])",
+            "last_over_time(big[1m:])",
+            "last_over_time(rate(big[1m])[1m:10s])",
+            "last_over_time((big{k=\"0\"} or rate(big{k=\"1\"}[1m]))[1m:10s])",
+            "rate(big[2m:10s])",
+            "increase(req_total[2m:10s])",
+            "changes(big[1m:10s]) + resets(big[2m:20s])",
+            "topk(2, last_over_time(big[50s:10s]))",
+            "predict_linear(big[2m:10s], 60)",
+            "avg_over_time(rate(req_total[1m])[2m:20s])",
+            "sum by (wl) (max_over_time(mem_bytes[2m:10s]))",
+            "count_over_time(sum by (wl) (rate(req_total[30s]))[1m:10s])",
+            // With delayed name removal, a series whose name is to go at some inner steps
+            // and not at others: the first of its window decides.
+            "last_over_time((big > 1 or rate(big[1m]))[30s:10s])",
+            "last_over_time((big{k=\"0\"} > 1 or rate(big{k=\"0\"}[1m]))[30s:10s])",
         ] {
             // Over several of the step-by-step path's blocks of steps, with names dropped
             // at once and at the end.
@@ -1452,9 +1605,22 @@ mod tests {
 
     #[test]
     fn a_sliding_call_or_selector_split_over_the_cores_agrees_with_the_step_by_step_path() {
-        let st = store();
+        let mut st = store();
         // 11,401 steps of 18 series: well over the windows that split the steps.
         let range = (30_000, 600_000, 50);
+        // Four series, `a` gone from 290 s to 330 s: the second half of the steps (from
+        // 315.05 s) meets `b` first.
+        for (k, name) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            let labels = Labels::from_pairs([("__name__", "x"), ("s", name)]);
+            for t in (0..=600_000).step_by(10_000) {
+                if name != "a" || !(290_000..330_000).contains(&t) {
+                    st.append(&labels, t, k as f64);
+                }
+            }
+            if name == "a" {
+                st.append(&labels, 290_000, f64::from_bits(crate::value::STALE_NAN_BITS));
+            }
+        }
         const { assert!(11_401 * 18 >= 2 * SPLIT_WINDOWS) };
         // Aggregations too, over several blocks of steps: on one thread at least (the
         // parts of a pool of many cores may take one block each).
@@ -1469,11 +1635,20 @@ mod tests {
             "count(max_over_time(mem_bytes[20s]))",
             "mem_bytes offset 10s",
             "sum by (code) (req_total)",
+            // Each part evaluates the subquery's inner steps for its own steps, where
+            // other series come and go: the parts number them differently.
+            "max_over_time(rate(req_total[1m])[30s:10s])",
+            "max_over_time((x * 1)[20s:5s])",
+            "last_over_time(count_values(\"v\", mem_bytes)[20s:5s])",
         ] {
             let reference = steps_of(&st, q, range, false);
             assert_eq!(steps_of(&st, q, range, true), reference, "{q}");
             assert_eq!(steps_with(&serial, &st, q, range, true), reference, "{q} on one thread");
         }
+        // Both metrics of a workload, their names dropped: a collision in each part.
+        let q = "max_over_time({wl=\"a\"}[20s:5s])";
+        let err = Engine::default().range_query(&st, q, range.0, range.1, range.2);
+        assert!(err.is_err(), "{q}: {err:?}");
     }
 
     #[test]
@@ -1515,7 +1690,7 @@ mod tests {
         // Two blocks of steps: the second resumes where the first stopped.
         let mut emitted = 0;
         for block in steps.chunks(16) {
-            ev.slide_each(c, block, |_, _, _| emitted += 1).unwrap();
+            ev.slide_each(c, block, true, |_, _, _| emitted += 1).unwrap();
             let (_, cursors) = &ev.cursors[&super::node_key(c)];
             let kept: Vec<bool> = cursors.iter().map(|cursor| cursor.3.is_some()).collect();
             // Selection order: beyond, edge, fraction, nan, small.
@@ -1534,7 +1709,16 @@ mod tests {
             }
         }
         let engine = Engine::new(EngineOptions::default());
-        for q in ["rate(m[1m])", "sum(rate(m[1m]))", "avg_over_time(m[1m])"] {
+        for q in [
+            "rate(m[1m])",
+            "sum(rate(m[1m]))",
+            "avg_over_time(m[1m])",
+            // The same over a subquery's inner steps, and inside them.
+            "rate(m[1m:10s])",
+            "sum(rate(m[1m:10s]))",
+            "avg_over_time(m[1m:10s])",
+            "max_over_time(rate(m[1m])[1m:10s])",
+        ] {
             assert!(engine.instant_query(&st, q, 300_000).is_err(), "{q} (instant)");
             let err = engine.range_query(&st, q, 100_000, 390_000, 10_000);
             assert!(err.is_err(), "{q}: {err:?}");

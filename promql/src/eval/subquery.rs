@@ -6,11 +6,15 @@
 //! steps are evaluated once, together (where range functions slide), and each outer
 //! step's window is cut from them — as Prometheus evaluates a subquery once over the
 //! whole range of the query. Each window comes out as the step-by-step path gives it:
-//! the same series, points and order.
+//! the same series, points and order. A range function of the subquery (`rate`,
+//! `max_over_time`, …) instead slides over the inner steps' series as over a selection
+//! ([`sliding`](super::sliding)), and an inner selector or sliding call fills them
+//! series by series.
 
-use super::{exec_error, sliding::node_key, Compat, EResult, EvalError, Evaluator, Matrix, Points, M, V};
-use crate::ast::SubqueryExpr;
-use crate::labels::{Labels, LabelsMap};
+use super::sliding::{node_key, slides_over_selection, Source};
+use super::{exec_error, Compat, EResult, EvalError, Evaluator, Matrix, Points, M, V};
+use crate::ast::{Expr, SubqueryExpr};
+use crate::labels::{Labels, LabelsMap, LabelsSet};
 use crate::storage::SelectedSeries;
 use crate::value::{Point, Timestamp};
 use std::sync::Arc;
@@ -75,6 +79,56 @@ pub(super) struct InnerSteps {
     /// ([`freeze`](Self::freeze)), for windows to point into ([`Points::Selected`])
     /// instead of copying their points (an allocation a series a window).
     frozen: Option<Arc<Vec<SelectedSeries>>>,
+    /// Whether every inner step holds the series of the step before, in the same order,
+    /// then maybe new ones: the series of any window then come in the order of their
+    /// index (numbered as first seen), as a call sliding over the series emits them.
+    pub(super) growing: bool,
+    /// Whether no two series are equal once their names are dropped (set by `freeze`).
+    distinct_without_names: bool,
+    /// The series at each position of the last step's vector ([`push`](Self::push)).
+    previous: Vec<u32>,
+}
+
+/// A series of the inner expression over a run of inner steps, as emitted series by
+/// series ([`Evaluator::inner_series`]).
+#[derive(Debug)]
+struct Row {
+    /// Its position in the selection.
+    n: usize,
+    labels: Labels,
+    drop_name: bool,
+    points: Vec<Point>,
+    /// The step of each point, by position in the run.
+    steps: Vec<u32>,
+}
+
+/// [`Row`]s as they are emitted, series after series.
+#[derive(Debug, Default)]
+struct Rows(Vec<Row>);
+
+impl Rows {
+    /// Takes the value `v` of series `n` at the step at position `i` of `grid`; `make`
+    /// gives its labels and whether its name is to go, on its first value.
+    fn take(
+        &mut self,
+        n: usize,
+        make: impl FnOnce() -> (Labels, bool),
+        grid: &[Timestamp],
+        i: usize,
+        v: f64,
+    ) {
+        if self.0.last().is_none_or(|row| row.n != n) {
+            let (labels, drop_name) = make();
+            // Most series have a value at every step left.
+            let left = grid.len() - i;
+            let (points, steps) = (Vec::with_capacity(left), Vec::with_capacity(left));
+            self.0.push(Row { n, labels, drop_name, points, steps });
+        }
+        if let Some(row) = self.0.last_mut() {
+            row.points.push(Point { t: grid[i], v });
+            row.steps.push(i as u32);
+        }
+    }
 }
 
 impl InnerSteps {
@@ -82,25 +136,41 @@ impl InnerSteps {
     fn push(&mut self, t: Timestamp, value: V, delayed: bool) -> EResult<()> {
         match value {
             V::Vector(v) => {
-                for s in v {
-                    // Without delayed name removal a dropped name is gone already.
-                    let key = if s.drop_name && !delayed {
-                        self.uncut = true;
-                        s.labels.without_metric_name()
-                    } else {
-                        s.labels.clone()
+                for (j, s) in v.into_iter().enumerate() {
+                    // Steps mostly give the very same label sets in the same order: the
+                    // series at this position in the step before is tried before the map.
+                    let same = |i: u32| {
+                        let m = &self.series[i as usize];
+                        m.labels.ptr_eq(&s.labels) && m.drop_name == s.drop_name
                     };
-                    let i = *self.index.entry(key).or_insert_with(|| {
-                        self.series.push(M {
-                            labels: s.labels,
-                            points: Points::Owned(Vec::new()),
-                            drop_name: s.drop_name,
-                        });
-                        self.series.len() - 1
-                    });
-                    let series = &mut self.series[i];
-                    self.uncut |= series.drop_name != s.drop_name;
-                    if let Points::Owned(points) = &mut series.points {
+                    let i = match self.previous.get(j).copied().filter(|&i| same(i)) {
+                        Some(i) => i as usize,
+                        None => {
+                            // Without delayed name removal a dropped name is gone already.
+                            let key = if s.drop_name && !delayed {
+                                self.uncut = true;
+                                s.labels.without_metric_name()
+                            } else {
+                                s.labels.clone()
+                            };
+                            let drop_name = s.drop_name;
+                            let i = *self.index.entry(key).or_insert_with(|| {
+                                self.series.push(M {
+                                    labels: s.labels,
+                                    points: Points::Owned(Vec::new()),
+                                    drop_name,
+                                });
+                                self.series.len() - 1
+                            });
+                            self.uncut |= self.series[i].drop_name != drop_name;
+                            match self.previous.get_mut(j) {
+                                Some(p) => *p = i as u32,
+                                None => self.previous.push(i as u32),
+                            }
+                            i
+                        }
+                    };
+                    if let Points::Owned(points) = &mut self.series[i].points {
                         points.push(Point { t, v: s.v });
                     }
                     self.order.push(i as u32);
@@ -121,16 +191,89 @@ impl InnerSteps {
             }
             _ => return exec_error("subquery must evaluate to an instant vector"),
         }
+        self.end_step(t);
+        Ok(())
+    }
+
+    /// Closes the step at `t`, whose samples are the entries of `order` after the last
+    /// step's.
+    fn end_step(&mut self, t: Timestamp) {
         if self.starts.is_empty() {
             self.starts.push(0);
+            self.growing = true;
         }
+        // This step's samples start at the last start, the step before's at the one before.
+        let here = self.starts[self.starts.len() - 1];
+        let before = self.starts.len().checked_sub(2).map_or(here, |k| self.starts[k]);
+        let (before, at) = (&self.order[before..here], &self.order[here..]);
+        // The series after the prefix are new while the steps grow: numbered in order.
+        self.growing &= at.starts_with(before);
         self.times.push(t);
         self.starts.push(self.order.len());
-        Ok(())
+    }
+
+    /// Adds the steps `grid` from `rows`, the series that have values at them, as
+    /// [`push`](Self::push) adds the vectors of those steps when each holds its series
+    /// in the order of `rows`. New series are numbered in that order, not as first seen:
+    /// the order of a window's series is in `order`, and when the steps are
+    /// [`growing`](Self::growing) it is that of their numbers either way.
+    fn push_rows(&mut self, grid: &[Timestamp], rows: Vec<Row>, delayed: bool) {
+        let mut index_of = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let key = if row.drop_name && !delayed {
+                self.uncut = true;
+                row.labels.without_metric_name()
+            } else {
+                row.labels.clone()
+            };
+            let i = *self.index.entry(key).or_insert_with(|| {
+                self.series.push(M {
+                    labels: row.labels.clone(),
+                    points: Points::Owned(Vec::new()),
+                    drop_name: row.drop_name,
+                });
+                self.series.len() - 1
+            });
+            self.uncut |= self.series[i].drop_name != row.drop_name;
+            index_of.push(i as u32);
+        }
+        // Each step's series in the order of the rows (a counting sort by step).
+        let mut at = vec![0usize; grid.len() + 1];
+        for row in &rows {
+            for &k in &row.steps {
+                at[k as usize + 1] += 1;
+            }
+        }
+        for k in 1..at.len() {
+            at[k] += at[k - 1];
+        }
+        let mut order = vec![0u32; at[grid.len()]];
+        let mut next = at.clone();
+        for (row, &i) in rows.iter().zip(&index_of) {
+            for &k in &row.steps {
+                order[next[k as usize]] = i;
+                next[k as usize] += 1;
+            }
+        }
+        for (row, &i) in rows.into_iter().zip(&index_of) {
+            if let Points::Owned(points) = &mut self.series[i as usize].points {
+                if points.is_empty() {
+                    *points = row.points;
+                } else {
+                    points.extend(row.points);
+                }
+            }
+        }
+        for (k, &t) in grid.iter().enumerate() {
+            self.order.extend_from_slice(&order[at[k]..at[k + 1]]);
+            self.end_step(t);
+        }
     }
 
     /// Moves the series' points where windows point into them: no step comes after.
     fn freeze(&mut self) {
+        let mut seen = LabelsSet::with_capacity_and_hasher(self.series.len(), Default::default());
+        self.distinct_without_names = self.series.iter().all(|s| seen.insert(s.labels.without_metric_name()));
         let series = self.series.iter_mut().map(|s| {
             let points = match &mut s.points {
                 Points::Owned(points) => std::mem::take(points),
@@ -141,9 +284,14 @@ impl InnerSteps {
         self.frozen = Some(Arc::new(series.collect()));
     }
 
+    /// Whether every inner step of `w` was evaluated.
+    fn covers(&self, w: &Window) -> bool {
+        w.count() == 0 || self.runs.iter().any(|&(a, b)| a <= w.first && w.last() <= b)
+    }
+
     /// The subquery's value over `w`, when every one of its inner steps was evaluated.
     fn window(&mut self, w: &Window) -> Option<Matrix> {
-        if w.count() > 0 && !self.runs.iter().any(|&(a, b)| a <= w.first && w.last() <= b) {
+        if !self.covers(w) {
             return None;
         }
         let lo = self.times.partition_point(|&t| t < w.first);
@@ -237,6 +385,81 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
+    /// Adds the inner expression of `sq` at `grid` to `inner` series by series when it
+    /// is a plain instant selector or a call sliding over a plain range selector (which
+    /// [`sliding`](super::sliding) computes series by series anyway): the values the
+    /// step-by-step path's vectors hold, in their order, without a vector a step. False,
+    /// and nothing added, for other expressions.
+    fn inner_series(
+        &mut self,
+        sq: &SubqueryExpr,
+        grid: &[Timestamp],
+        inner: &mut InnerSteps,
+    ) -> EResult<bool> {
+        let mut rows = Rows::default();
+        let done =
+            match sq.expr.unparen() {
+                Expr::VectorSelector(vs) => self
+                    .latest_each(vs, grid, |s, i, p| rows.take(s.n, || (s.labels(), false), grid, i, p.v))?,
+                // Label sets that collide are an error of the step-by-step path.
+                Expr::Call(c) if slides_over_selection(c) && self.distinct_outputs(c, grid)? => self
+                    .slide_each(c, grid, true, |s, i, v| {
+                        rows.take(s.n, || (s.labels(), s.drop_name), grid, i, v)
+                    })?,
+                _ => false,
+            };
+        if done {
+            inner.push_rows(grid, rows.0, self.delayed);
+        }
+        Ok(done)
+    }
+
+    /// The inner steps of `sq` as series for a range function to slide over at `steps`
+    /// (outer times), evaluated for them here unless they were: `None` when they are
+    /// not ([`precompute_subquery`](Self::precompute_subquery) declined), or when some
+    /// series have names still to drop (delayed name removal) and others not. Each
+    /// window is then the one
+    /// [`subquery`](Self::subquery) cuts, its series those with points in it, in the
+    /// same order where the inner steps are [`growing`](InnerSteps::growing).
+    pub(super) fn subquery_source(
+        &mut self,
+        sq: &SubqueryExpr,
+        steps: &[Timestamp],
+    ) -> EResult<Option<Source>> {
+        let Ok(windows) = steps.iter().map(|&t| self.subquery_window(sq, t)).collect::<EResult<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        let (key, most) = (node_key(sq), self.opts.max_samples as i128);
+        let covered = |ev: &Self| {
+            let inner = ev.inner_steps.get(&key);
+            inner.is_some_and(|inner| windows.iter().all(|w| w.count() <= most && inner.covers(w)))
+        };
+        if !covered(self) {
+            self.precompute_subquery(sq, steps)?;
+            if !covered(self) {
+                return Ok(None);
+            }
+        }
+        let Some(inner) = self.inner_steps.get(&key) else { return Ok(None) };
+        let Some(series) = &inner.frozen else { return Ok(None) };
+        // Each series' name goes or stays at every inner step (or the steps were not
+        // kept): the same for all, or step by step.
+        let names_dropped = inner.series.first().is_some_and(|s| s.drop_name);
+        if inner.series.iter().any(|s| s.drop_name != names_dropped) {
+            return Ok(None);
+        }
+        Ok(Some(Source {
+            series: Arc::clone(series),
+            range: self.positive_ms(&sq.range, "subquery range")?,
+            offset: self.offset_ms(sq.offset.as_ref())?,
+            distinct_without_names: inner.distinct_without_names,
+            stable: false,
+            in_order: inner.growing,
+            names_dropped,
+        }))
+    }
+
     /// Evaluates the inner steps of `sq` for all of `steps` (outer times) at once, when
     /// their windows overlap enough, for [`subquery`](Self::subquery) to cut from. An
     /// error of an inner step comes out here, before the outer steps' other errors: the
@@ -275,7 +498,9 @@ impl<'a> Evaluator<'a> {
         let mut inner = InnerSteps::default();
         for &(a, b) in &runs {
             let grid: Vec<Timestamp> = (0..=(b - a) / step).map(|i| a + i * step).collect();
-            self.evaluate_inner(sq, &grid, step, &mut inner, true)?;
+            if !self.inner_series(sq, &grid, &mut inner)? {
+                self.evaluate_inner(sq, &grid, step, &mut inner, true)?;
+            }
             if inner.uncut {
                 return Ok(());
             }
@@ -295,51 +520,73 @@ mod tests {
     use crate::storage::MemoryStore;
     use crate::value::{Value, STALE_NAN_BITS};
 
-    /// A window cut from the shared inner steps holds its series in the order they
-    /// first appear in it, as the step-by-step path has them; `topk` keeps the first of
-    /// equal values, so the order shows. `b` is seen first over the whole run, but at
-    /// 540 s `a` comes first in the window (450 s, 540 s].
+    /// A window cut from the shared inner steps, or slid over (the range functions of
+    /// `sliding`), holds its series in the order they first appear in it, as the
+    /// step-by-step path has them; `topk` keeps the first of equal values, so the order
+    /// shows. Both stores have series that leave and come back: in the first, `b` is
+    /// seen first over the whole run, but at 540 s `a` comes first in the window (450 s,
+    /// 540 s]; in the second, `a` comes first at every step it is at, yet after its gap
+    /// `b` comes first in the windows that begin in it.
     #[test]
     fn a_cut_window_keeps_the_order_of_the_step_by_step_path() {
-        let mut st = MemoryStore::new();
         let (a, b) = (
             Labels::from_pairs([("__name__", "x"), ("s", "a")]),
             Labels::from_pairs([("__name__", "x"), ("s", "b")]),
         );
+        let stale = f64::from_bits(STALE_NAN_BITS);
+        let mut returns_late = MemoryStore::new();
         for t in (0..=100_000).step_by(15_000) {
-            st.append(&b, t, 1.0);
+            returns_late.append(&b, t, 1.0);
         }
-        st.append(&b, 105_000, f64::from_bits(STALE_NAN_BITS));
+        returns_late.append(&b, 105_000, stale);
         for t in (465_000..=900_000).step_by(15_000) {
-            st.append(&b, t, 1.0);
+            returns_late.append(&b, t, 1.0);
         }
         for t in (300_000..=900_000).step_by(15_000) {
-            st.append(&a, t, 1.0);
+            returns_late.append(&a, t, 1.0);
         }
+        let mut first_leaves = MemoryStore::new();
+        for t in (0..=900_000).step_by(15_000) {
+            first_leaves.append(&b, t, 1.0);
+            if !(200_000..400_000).contains(&t) {
+                first_leaves.append(&a, t, 1.0);
+            }
+        }
+        first_leaves.append(&a, 200_000, stale);
         let engine = Engine::new(EngineOptions::default());
-        for q in ["topk(1, last_over_time(x[2m:30s]))", "bottomk(1, max_over_time(x[1m:30s] offset 30s))"] {
-            let Value::Matrix(range) = engine.range_query(&st, q, 0, 900_000, 30_000).unwrap().value else {
-                panic!("{q}: not a matrix")
-            };
-            for t in (0..=900_000).step_by(30_000) {
-                let Value::Vector(want) = engine.instant_query(&st, q, t).unwrap().value else {
-                    panic!("{q}: not a vector")
+        for st in [&returns_late, &first_leaves] {
+            for q in ["topk(1, last_over_time(x[2m:30s]))", "bottomk(1, max_over_time(x[1m:30s] offset 30s))"]
+            {
+                let Value::Matrix(range) = engine.range_query(st, q, 0, 900_000, 30_000).unwrap().value
+                else {
+                    panic!("{q}: not a matrix")
                 };
-                let want: Vec<String> = want.iter().map(|s| s.labels.to_string()).collect();
-                let got: Vec<String> = range
-                    .iter()
-                    .filter(|s| s.points.iter().any(|p| p.t == t))
-                    .map(|s| s.labels.to_string())
-                    .collect();
-                assert_eq!(got, want, "{q} at {t}");
+                for t in (0..=900_000).step_by(30_000) {
+                    let Value::Vector(want) = engine.instant_query(st, q, t).unwrap().value else {
+                        panic!("{q}: not a vector")
+                    };
+                    let want: Vec<String> = want.iter().map(|s| s.labels.to_string()).collect();
+                    let got: Vec<String> = range
+                        .iter()
+                        .filter(|s| s.points.iter().any(|p| p.t == t))
+                        .map(|s| s.labels.to_string())
+                        .collect();
+                    assert_eq!(got, want, "{q} at {t}");
+                }
             }
         }
         let Value::Vector(at) =
-            engine.instant_query(&st, "topk(1, last_over_time(x[2m:30s]))", 540_000).unwrap().value
+            engine.instant_query(&returns_late, "topk(1, last_over_time(x[2m:30s]))", 540_000).unwrap().value
         else {
             panic!("not a vector")
         };
         assert_eq!(at[0].labels.to_string(), r#"{__name__="x", s="a"}"#);
+        let Value::Vector(at) =
+            engine.instant_query(&first_leaves, "topk(1, last_over_time(x[2m:30s]))", 480_000).unwrap().value
+        else {
+            panic!("not a vector")
+        };
+        assert_eq!(at[0].labels.to_string(), r#"{__name__="x", s="b"}"#);
     }
 
     #[test]
