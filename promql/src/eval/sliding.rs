@@ -25,6 +25,11 @@ fn number(e: &Expr) -> Option<f64> {
     }
 }
 
+/// About how many inner points a block of a range query's steps over a subquery holds
+/// at once ([`Evaluator::subquery_block`]): 64 MB of points, the step-by-step path's
+/// blocks of steps where a window alone holds more.
+const SUBQUERY_BLOCK_POINTS: usize = 1 << 22;
+
 /// How many windows (series × steps) a range query that is a sliding call (or a fused
 /// aggregation of one) needs before it is split over the cores: about a millisecond of
 /// work. Less does not pay for waking the pool's threads, which sleep between queries
@@ -148,6 +153,35 @@ impl SlidSeries<'_> {
 
 /// Series of a range result, each with its position in the selection.
 type Positioned = Vec<(usize, Series)>;
+
+/// Series of consecutive runs of steps gathered by their labels, for runs that number
+/// their series each their own way (a subquery's inner steps evaluated for each).
+#[derive(Default)]
+struct ByLabels {
+    index: LabelsMap<usize>,
+    series: Vec<Series>,
+}
+
+impl ByLabels {
+    /// Adds the series of the next run; false when two of them have the same labels
+    /// (names dropped made them one: the step-by-step path reports it).
+    fn add(&mut self, mut run: Positioned) -> bool {
+        run.sort_by(|a, b| a.1.labels.cmp(&b.1.labels));
+        if run.windows(2).any(|w| w[0].1.labels.cmp(&w[1].1.labels).is_eq()) {
+            return false;
+        }
+        for (_, s) in run {
+            match self.index.get(&s.labels) {
+                Some(&i) => self.series[i].points.extend(s.points),
+                None => {
+                    self.index.insert(s.labels.clone(), self.series.len());
+                    self.series.push(s);
+                }
+            }
+        }
+        true
+    }
+}
 
 /// Per step (from the first step of the evaluator), the samples of one node; `None`
 /// once taken.
@@ -283,7 +317,7 @@ impl Evaluator<'_> {
                 Node::Subquery(sq) => {
                     // A call sliding over it evaluated it for these steps already.
                     if !self.inner_steps.contains_key(&node_key(sq)) {
-                        self.precompute_subquery(sq, steps)?;
+                        self.precompute_subquery(sq, steps, false)?;
                     }
                     continue;
                 }
@@ -365,7 +399,8 @@ impl Evaluator<'_> {
 
     /// [`distinct_outputs`](Self::distinct_outputs), or with `delayed_counts` false,
     /// whether the label sets stay distinct also after names are dropped at the end.
-    /// Dropping a name drops `__type__` and `__unit__` too. False where `c` cannot slide.
+    /// Dropping a name drops `__type__` and `__unit__` too. False where `c` is no
+    /// function computed here, or its series cannot slide and may lose their names.
     fn distinct(&mut self, c: &Call, steps: &[Timestamp], delayed_counts: bool) -> EResult<bool> {
         let (Some((_, keep_name)), Some(arg)) = (kind(c, self.opts.compat), range_arg(c)) else {
             return Ok(false);
@@ -491,17 +526,21 @@ impl Evaluator<'_> {
         if steps.is_empty() || !self.fast_paths {
             return Ok(None);
         }
-        let (series, stable) = match range_arg(c) {
+        match range_arg(c) {
             // Label sets that collide once names are dropped show in the result, which
             // `whole_series` checks: a subquery's series are known only once its inner
             // steps are evaluated, in each part that slides over them.
-            Some(arg @ RangeArg::Subquery(_)) => (self.source_series(arg), false),
-            Some(arg @ RangeArg::Selector(_)) if self.distinct(c, steps, false)? => {
-                (self.source_series(arg), true)
+            Some(arg @ RangeArg::Subquery(sq)) => {
+                let series = self.source_series(arg);
+                let block = self.subquery_block(sq, series, steps);
+                self.whole_series(series, false, steps, &|ev, part| ev.slide_subquery_series(c, part, block))
             }
-            _ => return Ok(None),
-        };
-        self.whole_series(series, stable, steps, &|ev, part| ev.slide_series(c, part))
+            Some(arg @ RangeArg::Selector(_)) if self.distinct(c, steps, false)? => {
+                let series = self.source_series(arg);
+                self.whole_series(series, true, steps, &|ev, part| ev.slide_series(c, part))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The result of a range query that is a plain instant selector: each series'
@@ -684,24 +723,14 @@ impl Evaluator<'_> {
             }
             out.extend(by_position.into_iter().flatten());
         } else {
-            // Each part numbers its series anew: they meet by their labels, which must
-            // differ within a part.
-            let mut index: LabelsMap<usize> = LabelsMap::default();
-            for mut part in parts {
-                part.sort_by(|a, b| a.1.labels.cmp(&b.1.labels));
-                if part.windows(2).any(|w| w[0].1.labels.cmp(&w[1].1.labels).is_eq()) {
+            // Each part numbers its series anew: they meet by their labels.
+            let mut merged = ByLabels::default();
+            for part in parts {
+                if !merged.add(part) {
                     return Ok(None);
                 }
-                for (_, s) in part {
-                    match index.get(&s.labels) {
-                        Some(&i) => out[i].points.extend(s.points),
-                        None => {
-                            index.insert(s.labels.clone(), out.len());
-                            out.push(s);
-                        }
-                    }
-                }
             }
+            out = merged.series;
         }
         self.check_deadline()?;
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -764,6 +793,45 @@ impl Evaluator<'_> {
         let mut out = Positioned::new();
         let slid = self.slide_each(c, steps, false, |s, i, v| append_value(&mut out, s, steps, i, v))?;
         Ok(slid.then_some(out))
+    }
+
+    /// [`slide_series`](Self::slide_series) of `c`, a function of a subquery, `block`
+    /// steps at a time: each block's inner steps are evaluated for it, then dropped.
+    /// The series come numbered in order of their labels' first block.
+    fn slide_subquery_series(
+        &mut self,
+        c: &Call,
+        steps: &[Timestamp],
+        block: usize,
+    ) -> EResult<Option<Positioned>> {
+        let mut merged = ByLabels::default();
+        for part in steps.chunks(block) {
+            self.inner_steps.clear();
+            let Some(series) = self.slide_series(c, part)? else { return Ok(None) };
+            if !merged.add(series) {
+                return Ok(None);
+            }
+        }
+        self.inner_steps.clear();
+        Ok(Some(merged.series.into_iter().enumerate().collect()))
+    }
+
+    /// How many of a range query's steps a block of [`slide_subquery_series`] holds: its
+    /// inner steps are held at once, about [`SUBQUERY_BLOCK_POINTS`] points if `series`
+    /// series have values at every inner step; at least the step-by-step path's blocks.
+    ///
+    /// [`slide_subquery_series`]: Self::slide_subquery_series
+    fn subquery_block(&self, sq: &SubqueryExpr, series: usize, steps: &[Timestamp]) -> usize {
+        let least = super::PRECOMPUTE_STEPS;
+        let Some(w) = steps.first().and_then(|&t| self.subquery_window(sq, t).ok()) else {
+            return least;
+        };
+        let count = w.count().max(1);
+        // The inner steps each further step brings: the window's, where windows do not
+        // overlap.
+        let each = (i128::from(self.step) / i128::from(w.step)).clamp(1, count);
+        let room = SUBQUERY_BLOCK_POINTS as i128 / series.max(1) as i128 - count;
+        usize::try_from(room / each).unwrap_or(0).max(least)
     }
 
     /// Slides `c` over `steps`, passing each value to `emit` with its series and the
@@ -1470,6 +1538,9 @@ mod tests {
             "avg_over_time(rate(req_total[1m])[2m:20s])",
             "sum by (wl) (max_over_time(mem_bytes[2m:10s]))",
             "count_over_time(sum by (wl) (rate(req_total[30s]))[1m:10s])",
+            // Windows that overlap little or not at all.
+            "max_over_time(big[5s:5s])",
+            "rate(big[10s:4s] offset 3s)",
             // With delayed name removal, a series whose name is to go at some inner steps
             // and not at others: the first of its window decides.
             "last_over_time((big > 1 or rate(big[1m]))[30s:10s])",
@@ -1649,6 +1720,49 @@ mod tests {
         let q = "max_over_time({wl=\"a\"}[20s:5s])";
         let err = Engine::default().range_query(&st, q, range.0, range.1, range.2);
         assert!(err.is_err(), "{q}: {err:?}");
+    }
+
+    /// A range result over a subquery in blocks of steps, each with inner steps of its
+    /// own that number the series each their own way (`a` is gone for a while), gives
+    /// the step-by-step path's series.
+    #[test]
+    fn blocks_of_a_subquery_range_result_meet_by_labels() {
+        let mut st = MemoryStore::new();
+        for (k, name) in ["a", "b", "c"].into_iter().enumerate() {
+            let labels = Labels::from_pairs([("__name__", "x"), ("s", name)]);
+            for t in (0..=600_000).step_by(10_000) {
+                if name != "a" || !(200_000..330_000).contains(&t) {
+                    st.append(&labels, t, (k as f64) + (t / 10_000) as f64);
+                }
+            }
+            if name == "a" {
+                st.append(&labels, 200_000, f64::from_bits(crate::value::STALE_NAN_BITS));
+            }
+        }
+        let range = (30_000, 600_000, 7_000);
+        for q in ["max_over_time((x * 1)[20s:5s])", "rate(x[1m:10s] offset 5s)"] {
+            let expr = crate::parse(q).unwrap();
+            let crate::Expr::Call(c) = &expr else { panic!("{q}: not a call") };
+            let engine = Engine::default();
+            let mut ev = engine.evaluator(range.0, range.1, range.2);
+            let mut planned = Vec::new();
+            ev.plan(&expr, range.0, range.1, &mut planned).unwrap();
+            ev.select_all(&st, planned).unwrap();
+            let steps: Vec<Timestamp> = (range.0..=range.1).step_by(range.2 as usize).collect();
+            let series = ev.slide_subquery_series(c, &steps, 5).unwrap().expect("slides");
+            let mut names: Vec<String> = series.iter().map(|(_, s)| s.labels.to_string()).collect();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), series.len(), "{q}: a series in pieces");
+            let mut got = Steps::new();
+            for (_, s) in series {
+                for p in s.points {
+                    let by_labels = got.entry(p.t).or_default();
+                    assert!(by_labels.insert(s.labels.to_string(), p.v.to_bits()).is_none(), "{q}: twice");
+                }
+            }
+            assert_eq!(got, steps_of(&st, q, range, false), "{q}");
+        }
     }
 
     #[test]

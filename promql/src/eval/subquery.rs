@@ -26,13 +26,13 @@ pub(super) struct Window {
     start: Timestamp,
     end: Timestamp,
     first: Timestamp,
-    step: i64,
+    pub(super) step: i64,
 }
 
 impl Window {
     /// How many inner steps the window holds (wide: `[30d:1ms]` is counted before
     /// anything is allocated).
-    fn count(&self) -> i128 {
+    pub(super) fn count(&self) -> i128 {
         if self.first > self.end {
             return 0;
         }
@@ -119,8 +119,9 @@ impl Rows {
     ) {
         if self.0.last().is_none_or(|row| row.n != n) {
             let (labels, drop_name) = make();
-            // Most series have a value at every step left.
-            let left = grid.len() - i;
+            // Most series have a value at every step left; at most 256, so that a series
+            // living minutes of a long run does not reserve it all.
+            let left = (grid.len() - i).min(256);
             let (points, steps) = (Vec::with_capacity(left), Vec::with_capacity(left));
             self.0.push(Row { n, labels, drop_name, points, steps });
         }
@@ -327,7 +328,7 @@ impl InnerSteps {
 
 impl<'a> Evaluator<'a> {
     /// The window of `sq` at outer time `t`.
-    fn subquery_window(&self, sq: &SubqueryExpr, t: Timestamp) -> EResult<Window> {
+    pub(super) fn subquery_window(&self, sq: &SubqueryExpr, t: Timestamp) -> EResult<Window> {
         let range = self.positive_ms(&sq.range, "subquery range")?;
         let step = match &sq.step {
             Some(s) => self.positive_ms(s, "subquery step")?,
@@ -436,7 +437,11 @@ impl<'a> Evaluator<'a> {
             inner.is_some_and(|inner| windows.iter().all(|w| w.count() <= most && inner.covers(w)))
         };
         if !covered(self) {
-            self.precompute_subquery(sq, steps)?;
+            // Inner steps there already, for these steps, were declined.
+            if self.inner_steps.contains_key(&key) {
+                return Ok(None);
+            }
+            self.precompute_subquery(sq, steps, true)?;
             if !covered(self) {
                 return Ok(None);
             }
@@ -460,14 +465,24 @@ impl<'a> Evaluator<'a> {
         }))
     }
 
-    /// Evaluates the inner steps of `sq` for all of `steps` (outer times) at once, when
-    /// their windows overlap enough, for [`subquery`](Self::subquery) to cut from. An
-    /// error of an inner step comes out here, before the outer steps' other errors: the
-    /// query fails either way, maybe naming another cause.
-    pub(super) fn precompute_subquery(&mut self, sq: &SubqueryExpr, steps: &[Timestamp]) -> EResult<()> {
-        if steps.len() < 2 {
+    /// Evaluates the inner steps of `sq` for all of `steps` (outer times) at once, for
+    /// [`subquery`](Self::subquery) to cut from when their windows overlap enough, or,
+    /// if `sliding`, for a range function to slide over ([`subquery_source`]). An error
+    /// of an inner step comes out here, before the outer steps' other errors: the query
+    /// fails either way, maybe naming another cause. Declined, it leaves inner steps
+    /// that cover no window, so that it is not asked again for these steps.
+    ///
+    /// [`subquery_source`]: Self::subquery_source
+    pub(super) fn precompute_subquery(
+        &mut self,
+        sq: &SubqueryExpr,
+        steps: &[Timestamp],
+        sliding: bool,
+    ) -> EResult<()> {
+        if steps.is_empty() || (steps.len() < 2 && !sliding) {
             return Ok(());
         }
+        self.inner_steps.insert(node_key(sq), InnerSteps::default());
         // A window in error is reported by the step-by-step path, at its step.
         let Ok(windows) = steps.iter().map(|&t| self.subquery_window(sq, t)).collect::<EResult<Vec<_>>>()
         else {
@@ -490,9 +505,10 @@ impl<'a> Evaluator<'a> {
         }
         let step = windows[0].step;
         let total: i128 = runs.iter().map(|&(a, b)| i128::from((b - a) / step + 1)).sum();
-        // Holding the run's windows at once costs memory (up to 32 windows' worth where
-        // they barely overlap): only worth it when it at least halves the work.
-        if total * 2 > each || total > self.opts.max_samples as i128 {
+        // Holding the run's windows at once costs memory (up to a block of steps' windows
+        // where they barely overlap): to cut windows from, only worth it when it at least
+        // halves the work; to slide over, always (the blocks bound it).
+        if (total * 2 > each && !sliding) || total > self.opts.max_samples as i128 {
             return Ok(());
         }
         let mut inner = InnerSteps::default();
