@@ -848,6 +848,9 @@ impl Evaluator<'_> {
         let (Some((kind, keep_name)), Some(arg)) = (kind(c, self.opts.compat), range_arg(c)) else {
             return Ok(false);
         };
+        if steps.is_empty() {
+            return Ok(false);
+        }
         let Some(Source { series, range, offset, stable, in_order, names_dropped, .. }) =
             self.source(arg, steps)?
         else {

@@ -362,8 +362,21 @@ impl<'a> Evaluator<'a> {
         if let Some(m) = self.inner_steps.get_mut(&node_key(sq)).and_then(|inner| inner.window(&w)) {
             return Ok(m);
         }
+        let steps: Vec<Timestamp> = w.steps().collect();
+        if let Some(mut rows) = self.inner_rows(sq, &steps)? {
+            // Its series in the order they first appear in the window, as the steps'
+            // vectors bring them (a stable sort: a step's in their order). They differ:
+            // a selection's series, or a call's whose names stay or differ.
+            rows.sort_by_key(|row| row.steps.first().copied());
+            let series = rows.into_iter().map(|row| M {
+                labels: row.labels,
+                points: Points::Owned(row.points),
+                drop_name: row.drop_name,
+            });
+            return Ok(Matrix { series: series.collect(), start: w.start, end: w.end, source: None });
+        }
         let mut inner = InnerSteps::default();
-        self.evaluate_inner(sq, &w.steps().collect::<Vec<_>>(), w.step, &mut inner, false)?;
+        self.evaluate_inner(sq, &steps, w.step, &mut inner, false)?;
         Ok(Matrix { series: inner.series, start: w.start, end: w.end, source: None })
     }
 
@@ -386,17 +399,15 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
-    /// Adds the inner expression of `sq` at `grid` to `inner` series by series when it
-    /// is a plain instant selector or a call sliding over a plain range selector (which
+    /// The inner expression of `sq` at `grid`, series by series, when it is a plain
+    /// instant selector or a call sliding over a plain range selector (which
     /// [`sliding`](super::sliding) computes series by series anyway): the values the
-    /// step-by-step path's vectors hold, in their order, without a vector a step. False,
-    /// and nothing added, for other expressions.
-    fn inner_series(
-        &mut self,
-        sq: &SubqueryExpr,
-        grid: &[Timestamp],
-        inner: &mut InnerSteps,
-    ) -> EResult<bool> {
+    /// step-by-step path's vectors hold, each step's in their order, without a vector a
+    /// step. `None` for other expressions.
+    fn inner_rows(&mut self, sq: &SubqueryExpr, grid: &[Timestamp]) -> EResult<Option<Vec<Row>>> {
+        if grid.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
         let mut rows = Rows::default();
         let done =
             match sq.expr.unparen() {
@@ -409,10 +420,20 @@ impl<'a> Evaluator<'a> {
                     })?,
                 _ => false,
             };
-        if done {
-            inner.push_rows(grid, rows.0, self.delayed);
-        }
-        Ok(done)
+        Ok(done.then_some(rows.0))
+    }
+
+    /// Adds [`inner_rows`](Self::inner_rows) to `inner`; false, and nothing added, where
+    /// there are none.
+    fn inner_series(
+        &mut self,
+        sq: &SubqueryExpr,
+        grid: &[Timestamp],
+        inner: &mut InnerSteps,
+    ) -> EResult<bool> {
+        let Some(rows) = self.inner_rows(sq, grid)? else { return Ok(false) };
+        inner.push_rows(grid, rows, self.delayed);
+        Ok(true)
     }
 
     /// The inner steps of `sq` as series for a range function to slide over at `steps`
