@@ -1778,9 +1778,14 @@ mod tests {
             store.append(&Labels::from_pairs([("__name__", "m"), ("x", "1")]), t * 15_000, 1.0);
         }
         let engine = Engine::default();
-        for q in ["m", "last_over_time(m[1m])"] {
+        // Subqueries too, over the inner steps they share or one window at a time.
+        for q in
+            ["m", "last_over_time(m[1m])", "last_over_time(m[1m:15s])", "max_over_time(rate(m[1m])[1m:15s])"]
+        {
             let err = engine.range_query(&Doubled(store.clone()), q, 60_000, 300_000, 15_000).unwrap_err();
             assert!(err.to_string().contains("same labelset"), "{q}: {err}");
+            let err = engine.instant_query(&Doubled(store.clone()), q, 300_000).unwrap_err();
+            assert!(err.to_string().contains("same labelset"), "{q} (instant): {err}");
         }
     }
 

@@ -26,9 +26,14 @@ fn number(e: &Expr) -> Option<f64> {
 }
 
 /// About how many inner points a block of a range query's steps over a subquery holds
-/// at once ([`Evaluator::subquery_block`]): 64 MB of points, the step-by-step path's
-/// blocks of steps where a window alone holds more.
+/// at once ([`Evaluator::subquery_block`]): 64 MB of points (and some 12 bytes more a
+/// point on the way), per core; the step-by-step path's blocks of steps where a window
+/// alone holds more.
 const SUBQUERY_BLOCK_POINTS: usize = 1 << 22;
+
+/// How many steps make a walk over one series long enough (a millisecond or so) to look
+/// at the clock after each series.
+const LONG_STEPS: usize = 1 << 16;
 
 /// How many windows (series × steps) a range query that is a sliding call (or a fused
 /// aggregation of one) needs before it is split over the cores: about a millisecond of
@@ -761,8 +766,10 @@ impl Evaluator<'_> {
         let lookback = self.opts.lookback_delta_ms;
         let closed = self.opts.compat == Compat::Prometheus2;
         let series = self.selected(vs);
+        // A subquery's inner steps can be millions of steps: then a look a series.
+        let every = if steps.len() >= LONG_STEPS { 1 } else { 1024 };
         for (n, s) in series.iter().enumerate() {
-            if n % 1024 == 1023 {
+            if n % every == every - 1 {
                 self.check_deadline()?;
             }
             let slid = SlidSeries { n, labels: &s.labels, unnamed: false, drop_name: false };
@@ -898,9 +905,11 @@ impl Evaluator<'_> {
         // `Kind::Laned`'s windows (and `Kind::Sum`'s of inexact sums), kept from one
         // series to the next.
         let mut laned = LanedWindows::default();
+        // All steps of a series are computed at once: look at the clock between series,
+        // between every two over the millions of steps a subquery's inner steps can be.
+        let every = if steps.len() >= LONG_STEPS { 1 } else { 1024 };
         for (n, s) in series.iter().enumerate() {
-            // All steps of a series are computed at once: look at the clock between series.
-            if n % 1024 == 1023 {
+            if n % every == every - 1 {
                 self.check_deadline()?;
             }
             let slid = SlidSeries {

@@ -68,9 +68,9 @@ pub(super) struct InnerSteps {
     /// Each series' index in `series`, by its labels (without a name dropped at once).
     index: LabelsMap<usize>,
     /// Whether a window cut from these steps could differ from the step-by-step path's:
-    /// a series whose name is to be dropped at some steps and not at others, or samples
+    /// a series whose name is to be dropped at some steps and not at others, samples
     /// merged by their labels without the name (the first label set seen in a window
-    /// names its series).
+    /// names its series), or a series given twice by a broken source.
     uncut: bool,
     /// Per series, the window it was last taken into (`generation`).
     seen: Vec<u32>,
@@ -90,7 +90,7 @@ pub(super) struct InnerSteps {
 }
 
 /// A series of the inner expression over a run of inner steps, as emitted series by
-/// series ([`Evaluator::inner_series`]).
+/// series ([`Evaluator::inner_rows`]).
 #[derive(Debug)]
 struct Row {
     /// Its position in the selection.
@@ -238,6 +238,12 @@ impl InnerSteps {
             self.uncut |= self.series[i].drop_name != row.drop_name;
             index_of.push(i as u32);
         }
+        // Two rows of one series: a source gave it twice (an error of the step-by-step
+        // path), or names dropped made two one.
+        let mut distinct = index_of.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        self.uncut |= distinct.len() < index_of.len();
         // Each step's series in the order of the rows (a counting sort by step).
         let mut at = vec![0usize; grid.len() + 1];
         for row in &rows {
@@ -363,7 +369,8 @@ impl<'a> Evaluator<'a> {
             return Ok(m);
         }
         let steps: Vec<Timestamp> = w.steps().collect();
-        if let Some(mut rows) = self.inner_rows(sq, &steps)? {
+        let rows = if self.fast_paths { self.inner_rows(sq, &steps)? } else { None };
+        if let Some(mut rows) = rows {
             // Its series in the order they first appear in the window, as the steps'
             // vectors bring them (a stable sort: a step's in their order). They differ:
             // a selection's series, or a call's whose names stay or differ.
@@ -490,8 +497,9 @@ impl<'a> Evaluator<'a> {
     /// [`subquery`](Self::subquery) to cut from when their windows overlap enough, or,
     /// if `sliding`, for a range function to slide over ([`subquery_source`]). An error
     /// of an inner step comes out here, before the outer steps' other errors: the query
-    /// fails either way, maybe naming another cause. Declined, it leaves inner steps
-    /// that cover no window, so that it is not asked again for these steps.
+    /// fails either way, maybe naming another cause. Declined, it leaves empty inner
+    /// steps (which cut no window: none is frozen), so that it is not asked again for
+    /// these steps.
     ///
     /// [`subquery_source`]: Self::subquery_source
     pub(super) fn precompute_subquery(
@@ -500,6 +508,8 @@ impl<'a> Evaluator<'a> {
         steps: &[Timestamp],
         sliding: bool,
     ) -> EResult<()> {
+        // One step gains nothing from shared inner steps but what sliding over them
+        // saves (a part of a range query split over many cores may be one step).
         if steps.is_empty() || (steps.len() < 2 && !sliding) {
             return Ok(());
         }
@@ -512,13 +522,14 @@ impl<'a> Evaluator<'a> {
         // Outer times ascend, and so do the windows: overlapping or adjacent ones make
         // one run of the grid.
         let mut runs: Vec<(Timestamp, Timestamp)> = Vec::new();
-        let mut each = 0i128;
+        let (mut each, mut widest) = (0i128, 0i128);
         for w in &windows {
             let count = w.count();
             if count == 0 || count > self.opts.max_samples as i128 {
                 continue;
             }
             each += count;
+            widest = widest.max(count);
             match runs.last_mut() {
                 Some((_, b)) if w.first <= *b + w.step => *b = (*b).max(w.last()),
                 _ => runs.push((w.first, w.last())),
@@ -527,9 +538,11 @@ impl<'a> Evaluator<'a> {
         let step = windows[0].step;
         let total: i128 = runs.iter().map(|&(a, b)| i128::from((b - a) / step + 1)).sum();
         // Holding the run's windows at once costs memory (up to a block of steps' windows
-        // where they barely overlap): to cut windows from, only worth it when it at least
-        // halves the work; to slide over, always (the blocks bound it).
-        if (total * 2 > each && !sliding) || total > self.opts.max_samples as i128 {
+        // where they barely overlap): only worth it when it at least halves the work, or,
+        // to slide over, when it holds at most twice a window (the step-by-step path holds
+        // one; a last block of two steps, say, halves nothing).
+        let worth = total * 2 <= each || (sliding && total <= 2 * widest);
+        if !worth || total > self.opts.max_samples as i128 {
             return Ok(());
         }
         let mut inner = InnerSteps::default();
@@ -624,6 +637,37 @@ mod tests {
             panic!("not a vector")
         };
         assert_eq!(at[0].labels.to_string(), r#"{__name__="x", s="b"}"#);
+    }
+
+    /// Windows an hour apart, a minute long: holding their inner steps together would
+    /// hold 32 windows where the step-by-step path holds one, so they are not shared,
+    /// to slide over or not; two of them are, to slide over (no more than twice a
+    /// window).
+    #[test]
+    fn inner_steps_of_windows_far_apart_are_not_held_together() {
+        let mut st = MemoryStore::new();
+        let labels = Labels::from_pairs([("__name__", "x")]);
+        for t in (0..=40 * 3_600_000).step_by(15_000) {
+            st.append(&labels, t, 1.0);
+        }
+        let expr = crate::parse("max_over_time(x[1m:15s])").unwrap();
+        let crate::Expr::Call(c) = &expr else { panic!("not a call") };
+        let crate::Expr::Subquery(sq) = &c.args[0] else { panic!("not a subquery") };
+        let engine = Engine::default();
+        let (start, end, step) = (3_600_000, 35 * 3_600_000, 3_600_000);
+        let mut ev = engine.evaluator(start, end, step);
+        let mut planned = Vec::new();
+        ev.plan(&expr, start, end, &mut planned).unwrap();
+        ev.select_all(&st, planned).unwrap();
+        let steps: Vec<i64> = (start..=end).step_by(step as usize).collect();
+        for (steps, sliding, held) in
+            [(&steps[..32], true, false), (&steps[..32], false, false), (&steps[..2], true, true)]
+        {
+            ev.inner_steps.clear();
+            ev.precompute_subquery(sq, steps, sliding).unwrap();
+            let inner = &ev.inner_steps[&super::node_key(sq)];
+            assert_eq!(inner.frozen.is_some(), held, "{} steps, sliding {sliding}", steps.len());
+        }
     }
 
     #[test]
