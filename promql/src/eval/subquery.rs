@@ -81,7 +81,8 @@ pub(super) struct InnerSteps {
     frozen: Option<Arc<Vec<SelectedSeries>>>,
     /// Whether every inner step holds the series of the step before, in the same order,
     /// then maybe new ones: the series of any window then come in the order of their
-    /// index (numbered as first seen), as a call sliding over the series emits them.
+    /// index (new series are numbered after all others, in the order they come), as a
+    /// call sliding over the series emits them.
     pub(super) growing: bool,
     /// Whether no two series are equal once their names are dropped (set by `freeze`).
     distinct_without_names: bool,
