@@ -236,12 +236,6 @@ pub(super) struct Source {
     pub(super) series: Arc<Vec<SelectedSeries>>,
     pub(super) range: i64,
     pub(super) offset: i64,
-    /// Whether no two series are equal once their names are dropped.
-    pub(super) distinct_without_names: bool,
-    /// Whether a series keeps its position from one run of steps to the next: a
-    /// selection is made once a query, a subquery's inner steps are evaluated again for
-    /// each run.
-    pub(super) stable: bool,
     /// Whether the series with points in a window come in the order of the step-by-step
     /// path's range vector there: always for a selection, for a subquery when its inner
     /// steps are [`growing`](super::subquery::InnerSteps::growing).
@@ -249,6 +243,14 @@ pub(super) struct Source {
     /// Whether every series' name is still to be dropped (delayed name removal; a
     /// subquery of `rate`, say), else none is.
     pub(super) names_dropped: bool,
+}
+
+/// Whether no two of `series` are equal once their names are dropped. The name-dropped
+/// forms are cached in each label set and hashed once: cheaper than looking the name
+/// labels up in every series.
+fn distinct_without_names(series: &[SelectedSeries]) -> bool {
+    let mut seen = LabelsSet::with_capacity_and_hasher(series.len(), Default::default());
+    series.iter().all(|s| seen.insert(s.labels.without_metric_name()))
 }
 
 /// What an aggregation takes its values from over many steps at once: a sliding call,
@@ -279,7 +281,8 @@ impl<'e> Input<'e> {
         }
     }
 
-    /// Whether its series keep their positions over the query ([`Source::stable`]).
+    /// Whether its series keep their positions over the query: a selection's do, a
+    /// subquery's are numbered anew for each run of steps.
     pub(super) fn stable_positions(self) -> bool {
         !matches!(self, Input::Call(c) if matches!(range_arg(c), Some(RangeArg::Subquery(_))))
     }
@@ -393,11 +396,7 @@ impl Evaluator<'_> {
         }
         let series = self.selected(vs);
         let stale = series.iter().any(|s| s.points.stale_markers_in(0..s.points.len()));
-        // The name-dropped forms are cached in each label set and hashed once: cheaper
-        // than looking the name labels up in every series.
-        let mut seen = LabelsSet::with_capacity_and_hasher(series.len(), Default::default());
-        let distinct_without_names = series.iter().all(|s| seen.insert(s.labels.without_metric_name()));
-        let facts = SelectionFacts { stale, distinct_without_names };
+        let facts = SelectionFacts { stale, distinct_without_names: distinct_without_names(&series) };
         self.facts.insert(key, facts);
         facts
     }
@@ -413,7 +412,15 @@ impl Evaluator<'_> {
         if keep_name || (delayed_counts && self.delayed) {
             return Ok(true);
         }
-        Ok(self.source(arg, steps)?.is_some_and(|s| s.distinct_without_names))
+        Ok(match arg {
+            RangeArg::Selector(ms) => {
+                let facts = self.selection_facts(&ms.selector);
+                !facts.stale && facts.distinct_without_names
+            }
+            RangeArg::Subquery(sq) => {
+                self.subquery_source(sq, steps)?.is_some_and(|s| distinct_without_names(&s.series))
+            }
+        })
     }
 
     /// How many series the windows of `arg` lie in, to choose whether to split a range
@@ -441,8 +448,6 @@ impl Evaluator<'_> {
                     series: self.selected(&ms.selector),
                     range: self.positive_ms(&ms.range, "range")?,
                     offset: self.offset_ms(ms.selector.offset.as_ref())?,
-                    distinct_without_names: facts.distinct_without_names,
-                    stable: true,
                     in_order: true,
                     names_dropped: false,
                 }))
@@ -858,14 +863,15 @@ impl Evaluator<'_> {
         if steps.is_empty() {
             return Ok(false);
         }
-        let Some(Source { series, range, offset, stable, in_order, names_dropped, .. }) =
-            self.source(arg, steps)?
-        else {
+        let Some(Source { series, range, offset, in_order, names_dropped }) = self.source(arg, steps)? else {
             return Ok(false);
         };
         if ordered && !in_order {
             return Ok(false);
         }
+        // A selection is made once a query; a subquery's inner steps, and so the
+        // positions of its series, are made again for each run of steps.
+        let stable = matches!(arg, RangeArg::Selector(_));
         let compat = self.opts.compat;
         let closed = compat == Compat::Prometheus2;
         let zero_clamp_first = closed;

@@ -14,7 +14,7 @@
 use super::sliding::{node_key, slides_over_selection, Source};
 use super::{exec_error, Compat, EResult, EvalError, Evaluator, Matrix, Points, M, V};
 use crate::ast::{Expr, SubqueryExpr};
-use crate::labels::{Labels, LabelsMap, LabelsSet};
+use crate::labels::{Labels, LabelsMap};
 use crate::storage::SelectedSeries;
 use crate::value::{Point, Timestamp};
 use std::sync::Arc;
@@ -84,8 +84,6 @@ pub(super) struct InnerSteps {
     /// index (new series are numbered after all others, in the order they come), as a
     /// call sliding over the series emits them.
     pub(super) growing: bool,
-    /// Whether no two series are equal once their names are dropped (set by `freeze`).
-    distinct_without_names: bool,
     /// The series at each position of the last step's vector ([`push`](Self::push)).
     previous: Vec<u32>,
 }
@@ -148,23 +146,7 @@ impl InnerSteps {
                     let i = match self.previous.get(j).copied().filter(|&i| same(i)) {
                         Some(i) => i as usize,
                         None => {
-                            // Without delayed name removal a dropped name is gone already.
-                            let key = if s.drop_name && !delayed {
-                                self.uncut = true;
-                                s.labels.without_metric_name()
-                            } else {
-                                s.labels.clone()
-                            };
-                            let drop_name = s.drop_name;
-                            let i = *self.index.entry(key).or_insert_with(|| {
-                                self.series.push(M {
-                                    labels: s.labels,
-                                    points: Points::Owned(Vec::new()),
-                                    drop_name,
-                                });
-                                self.series.len() - 1
-                            });
-                            self.uncut |= self.series[i].drop_name != drop_name;
+                            let i = self.series_of(&s.labels, s.drop_name, delayed);
                             match self.previous.get_mut(j) {
                                 Some(p) => *p = i as u32,
                                 None => self.previous.push(i as u32),
@@ -197,6 +179,24 @@ impl InnerSteps {
         Ok(())
     }
 
+    /// The index of the series a sample with `labels` goes to, a new series if none
+    /// (named by these labels). Without delayed name removal a name to drop is gone
+    /// already: such samples meet by their labels without it.
+    fn series_of(&mut self, labels: &Labels, drop_name: bool, delayed: bool) -> usize {
+        let key = if drop_name && !delayed {
+            self.uncut = true;
+            labels.without_metric_name()
+        } else {
+            labels.clone()
+        };
+        let i = *self.index.entry(key).or_insert_with(|| {
+            self.series.push(M { labels: labels.clone(), points: Points::Owned(Vec::new()), drop_name });
+            self.series.len() - 1
+        });
+        self.uncut |= self.series[i].drop_name != drop_name;
+        i
+    }
+
     /// Closes the step at `t`, whose samples are the entries of `order` after the last
     /// step's.
     fn end_step(&mut self, t: Timestamp) {
@@ -222,22 +222,7 @@ impl InnerSteps {
     fn push_rows(&mut self, grid: &[Timestamp], rows: Vec<Row>, delayed: bool) {
         let mut index_of = Vec::with_capacity(rows.len());
         for row in &rows {
-            let key = if row.drop_name && !delayed {
-                self.uncut = true;
-                row.labels.without_metric_name()
-            } else {
-                row.labels.clone()
-            };
-            let i = *self.index.entry(key).or_insert_with(|| {
-                self.series.push(M {
-                    labels: row.labels.clone(),
-                    points: Points::Owned(Vec::new()),
-                    drop_name: row.drop_name,
-                });
-                self.series.len() - 1
-            });
-            self.uncut |= self.series[i].drop_name != row.drop_name;
-            index_of.push(i as u32);
+            index_of.push(self.series_of(&row.labels, row.drop_name, delayed) as u32);
         }
         // Two rows of one series: a source gave it twice (an error of the step-by-step
         // path), or names dropped made two one.
@@ -280,8 +265,6 @@ impl InnerSteps {
 
     /// Moves the series' points where windows point into them: no step comes after.
     fn freeze(&mut self) {
-        let mut seen = LabelsSet::with_capacity_and_hasher(self.series.len(), Default::default());
-        self.distinct_without_names = self.series.iter().all(|s| seen.insert(s.labels.without_metric_name()));
         let series = self.series.iter_mut().map(|s| {
             let points = match &mut s.points {
                 Points::Owned(points) => std::mem::take(points),
@@ -460,10 +443,11 @@ impl<'a> Evaluator<'a> {
         else {
             return Ok(None);
         };
-        let (key, most) = (node_key(sq), self.opts.max_samples as i128);
+        // A window past the sample limit is never covered: its run would be too.
+        let key = node_key(sq);
         let covered = |ev: &Self| {
             let inner = ev.inner_steps.get(&key);
-            inner.is_some_and(|inner| windows.iter().all(|w| w.count() <= most && inner.covers(w)))
+            inner.is_some_and(|inner| windows.iter().all(|w| inner.covers(w)))
         };
         if !covered(self) {
             // Inner steps there already, for these steps, were declined.
@@ -487,8 +471,6 @@ impl<'a> Evaluator<'a> {
             series: Arc::clone(series),
             range: self.positive_ms(&sq.range, "subquery range")?,
             offset: self.offset_ms(sq.offset.as_ref())?,
-            distinct_without_names: inner.distinct_without_names,
-            stable: false,
             in_order: inner.growing,
             names_dropped,
         }))
