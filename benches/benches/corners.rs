@@ -49,6 +49,7 @@ fn queries(n: usize) -> Vec<(&'static str, String)> {
         ("one_to_one", "requests_total / on (pod, code) limits".to_owned()),
         ("topk_half", format!("topk({}, rate(requests_total[1m]))", n / 2)),
         ("regex_500", format!("requests_total{{pod=~\"{}\"}}", alternation.join("|"))),
+        ("not_regex_500", format!("requests_total{{pod!~\"{}\"}}", alternation.join("|"))),
         ("count_values", "count_values(\"rate\", rate(requests_total[1m]))".to_owned()),
     ]
 }

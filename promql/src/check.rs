@@ -264,7 +264,7 @@ pub(crate) fn matches_empty(m: &Matcher) -> bool {
         MatchOp::Equal => m.value.is_empty(),
         MatchOp::NotEqual => !m.value.is_empty(),
         MatchOp::Regex | MatchOp::NotRegex => {
-            let re = crate::storage::go_regex(&m.value);
+            let re = crate::storage::go_pattern(&m.value);
             // An invalid pattern was rejected by the parser; count it as non-empty.
             let matches = re.map(|re| re.is_match("")).unwrap_or(false);
             matches == (m.op == MatchOp::Regex)
