@@ -216,7 +216,8 @@ fn concat(heads: Vec<String>, tails: Vec<String>) -> Option<Vec<String>> {
 }
 
 /// Compiles a pattern the way Prometheus does: `^(?s:pattern)$`. Go's Perl classes
-/// (`\d`, `\w`, `\s`) and `\b` are ASCII-only, Rust's are Unicode: they are rewritten.
+/// (`\d`, `\w`, `\s`) and `\b` are ASCII-only, Rust's are Unicode, and Go's `\<` and
+/// `\>` are the characters, Rust's word boundaries: they are rewritten.
 ///
 /// Compiled patterns are kept ([`crate::memo::Memo`]: 16 KiB of patterns, each up to
 /// 1 KiB), shared with their match caches: compiling `5..` costs more than the rest of
@@ -250,6 +251,8 @@ fn anchored_go_pattern(pattern: &str) -> String {
             Some('S') => translated.push_str("[^\\t\\n\\f\\r ]"),
             Some('b') => translated.push_str("(?-u:\\b)"),
             Some('B') => translated.push_str("(?-u:\\B)"),
+            // Word boundaries to the `regex` crate, the characters themselves to Go.
+            Some(c @ ('<' | '>')) => translated.push(c),
             Some(other) => {
                 translated.push('\\');
                 translated.push(other);
@@ -1163,6 +1166,8 @@ mod tests {
             assert!(re.is_match("503") && re.is_match("12x") && !re.is_match("5030"));
             assert!(!go_regex("\\d").unwrap().is_match("\u{0663}"), "ASCII digits only, as in Go");
             assert!(go_regex("a(").is_err());
+            assert!(go_regex("a\\<b\\>.").unwrap().is_match("a<b>c"), "Go's escaped < and >");
+            assert!(go_pattern("a\\<b\\>.").unwrap().is_match("a<b>c"));
         }
     }
 
@@ -1193,7 +1198,8 @@ mod tests {
         let probes = [
             "", "a", "b", "c", "ab", "AB", "aB", "Ab", "pod-1", "pod-2", "pod-3", "500", "503", "504",
             "http", "https", "httpss", "foo.bar", "fooxbar", "a|b", "aa", "aaa", "aax", "aaax", "aaaa", "ac",
-            "bd", "ad", "é", "ü", "0", "7", "٣", "10.0.0.1", "10x0.0.1", "db-1", "x", "A", "\n", "a)|(b",
+            "bd", "ad", "é", "ü", "0", "7", "٣", "10.0.0.1", "10x0.0.1", "db-1", "x<y", "x", "A", "\n",
+            "a)|(b",
         ];
         for pattern in sets.iter().chain(&regexes) {
             let p = go_pattern(pattern).unwrap();
