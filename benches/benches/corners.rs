@@ -1,6 +1,7 @@
 //! The places where a PromQL engine can turn quadratic: many-to-one joins, one-to-one
 //! matching, `topk` with a large k, regex matchers with long alternations, and
-//! `count_values` with many distinct values. Each runs at 1k, 10k and 100k series;
+//! `count_values` with many distinct values; and set operators and `label_replace`,
+//! which build or match a label set per series. Each runs at 1k, 10k and 100k series;
 //! the time per series must stay flat.
 //!
 //! Under `cargo test --benches` only the smallest size runs, once.
@@ -51,6 +52,8 @@ fn queries(n: usize) -> Vec<(&'static str, String)> {
         ("regex_500", format!("requests_total{{pod=~\"{}\"}}", alternation.join("|"))),
         ("not_regex_500", format!("requests_total{{pod!~\"{}\"}}", alternation.join("|"))),
         ("count_values", "count_values(\"rate\", rate(requests_total[1m]))".to_owned()),
+        ("unless_on", "requests_total unless on (pod) pod_info".to_owned()),
+        ("label_replace", "label_replace(requests_total, \"x\", \"$1\", \"pod\", \"pod-(.*)\")".to_owned()),
     ]
 }
 
