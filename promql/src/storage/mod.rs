@@ -1232,6 +1232,54 @@ mod tests {
         }
     }
 
+    /// A generated pattern: literals, small classes, groups, alternations, bounded and
+    /// unbounded repetitions, case folding, anchors and `.`.
+    fn pattern_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            "[a-c]{0,2}",
+            Just("[ab]".to_owned()),
+            Just("[^a]".to_owned()),
+            Just(".".to_owned()),
+            Just("\\.".to_owned()),
+            Just("\\d".to_owned()),
+            Just("$".to_owned()),
+            Just("^".to_owned()),
+        ];
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 1..3).prop_map(|v| v.join("")),
+                proptest::collection::vec(inner.clone(), 1..4).prop_map(|v| v.join("|")),
+                inner.clone().prop_map(|p| format!("({p})")),
+                (inner.clone(), prop_oneof![Just("?"), Just("*"), Just("{2}"), Just("{1,3}"), Just("+")])
+                    .prop_map(|(p, r)| format!("(?:{p}){r}")),
+                inner.prop_map(|p| format!("(?i:{p})")),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever the pattern, a set of strings accepts exactly what the compiled
+        /// regex accepts: every string of the set matches it, and generated strings
+        /// match both or neither.
+        #[test]
+        fn generated_patterns_match_as_their_regexes(
+            pattern in pattern_strategy(),
+            probes in proptest::collection::vec("[a-cA-C.0-9]{0,4}", 16),
+        ) {
+            let re = build_regex(&anchored_go_pattern(&pattern)).unwrap();
+            let p = go_pattern(&pattern).unwrap();
+            if let Pattern::Literals(set) = &*p {
+                for s in set {
+                    proptest::prop_assert!(re.is_match(s), "{:?} is in the set of {:?}", s, pattern);
+                }
+            }
+            for probe in &probes {
+                proptest::prop_assert_eq!(p.is_match(probe), re.is_match(probe), "{:?} on {:?}", pattern, probe);
+            }
+        }
+    }
+
     /// `=~` with an alternation of values looks each value up in the index; the same
     /// series as trying the pattern on every value of the label.
     #[test]
