@@ -337,21 +337,17 @@ fn required(t: i64, name: &str) -> Result<i64, ApiError> {
     }
 }
 
-/// The series matching any `match[]` selector within `start`..`end`.
-fn matching_series(state: &AppState, p: &Params, required: bool) -> Result<Vec<promql::Labels>, ApiError> {
-    let selectors = p.all("match[]");
+/// The series matching each of the `match[]` selectors within `start`..`end`, a series
+/// once per selector that matches it. Selected through `select_shared`, which lends the
+/// samples: only whether a series has any in range is needed (copying them cost
+/// `label/…/values` 46 MB and 60 ms on 12k series).
+fn matching_series(
+    state: &AppState,
+    p: &Params,
+    selectors: &[&str],
+) -> Result<Vec<promql::Labels>, ApiError> {
     let (start, end) = (p.time("start", i64::MIN)?, p.time("end", i64::MAX)?);
-    let mut out = BTreeSet::new();
-    if selectors.is_empty() {
-        if required {
-            return Err(ApiError::bad_data("no match[] parameter provided"));
-        }
-        let all = state
-            .store
-            .select(&Selection { matchers: &[], start, end })
-            .map_err(|e| ApiError::bad_data(e.0))?;
-        out.extend(all.into_iter().filter(|s| !s.points.is_empty()).map(|s| s.labels));
-    }
+    let mut out = Vec::new();
     for sel in selectors {
         let expr = promql::parse(sel).map_err(|e| ApiError::param("match[]", e))?;
         let promql::Expr::VectorSelector(vs) = expr.unparen() else {
@@ -369,15 +365,21 @@ fn matching_series(state: &AppState, p: &Params, required: bool) -> Result<Vec<p
         }
         let found = state
             .store
-            .select(&Selection { matchers: &matchers, start, end })
+            .select_shared(&Selection { matchers: &matchers, start, end })
             .map_err(|e| ApiError::bad_data(e.0))?;
         out.extend(found.into_iter().filter(|s| !s.points.is_empty()).map(|s| s.labels));
     }
-    Ok(out.into_iter().collect())
+    Ok(out)
 }
 
 fn series(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
-    let data: Vec<Json> = matching_series(state, p, true)?
+    let selectors = p.all("match[]");
+    if selectors.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    // Sorted, and once each where selectors overlap.
+    let series: BTreeSet<promql::Labels> = matching_series(state, p, &selectors)?.into_iter().collect();
+    let data: Vec<Json> = series
         .iter()
         .map(|l| {
             Json::Object(l.iter().map(|l| (l.name.to_string(), Json::String(l.value.to_string()))).collect())
@@ -387,14 +389,29 @@ fn series(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
 }
 
 fn labels(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiError> {
-    let names: BTreeSet<String> =
-        matching_series(state, p, false)?.iter().flat_map(|l| l.iter().map(|l| l.name.to_string())).collect();
+    let selectors = p.all("match[]");
+    let names: BTreeSet<String> = if selectors.is_empty() {
+        // Without selectors, from the index instead of every series.
+        let (start, end) = (p.time("start", i64::MIN)?, p.time("end", i64::MAX)?);
+        state.store.label_names(start, end).into_iter().map(str::to_owned).collect()
+    } else {
+        let series = matching_series(state, p, &selectors)?;
+        let names: BTreeSet<&str> = series.iter().flat_map(|l| l.iter().map(|l| &*l.name)).collect();
+        names.into_iter().map(str::to_owned).collect()
+    };
     Ok(success(json!(names)))
 }
 
 fn label_values(state: &AppState, p: &Params, name: &str) -> Result<Response, ApiError> {
-    let values: BTreeSet<String> =
-        matching_series(state, p, false)?.iter().filter_map(|l| l.get(name).map(str::to_owned)).collect();
+    let selectors = p.all("match[]");
+    let values: BTreeSet<String> = if selectors.is_empty() {
+        let (start, end) = (p.time("start", i64::MIN)?, p.time("end", i64::MAX)?);
+        state.store.label_values(name, start, end).into_iter().map(str::to_owned).collect()
+    } else {
+        let series = matching_series(state, p, &selectors)?;
+        let values: BTreeSet<&str> = series.iter().filter_map(|l| l.get(name)).collect();
+        values.into_iter().map(str::to_owned).collect()
+    };
     Ok(success(json!(values)))
 }
 

@@ -363,6 +363,21 @@ fn serve_answers_like_prometheus() {
         assert_eq!(api_text(&server.url, query, time), api_text(&prom.url, query, time), "{query}");
     }
 
+    // The metadata endpoints Grafana asks for variables and the query editor.
+    for path in [
+        "/api/v1/labels",
+        "/api/v1/label/pod/values",
+        "/api/v1/label/destination_workload/values?match[]=istio_requests_total%7Breporter%3D%22source%22%7D",
+        "/api/v1/series?match[]=istio_requests_total%7Bdestination_workload%3D%22svc-0001%22%7D&match[]=up",
+    ] {
+        let json = |base: &str| -> serde_json::Value {
+            serde_json::from_str(&http_get(&format!("{base}{path}"))).unwrap()
+        };
+        let (ours, theirs) = (json(&server.url), json(&prom.url));
+        assert!(theirs["data"].as_array().is_some_and(|d| !d.is_empty()), "{path}: {theirs}");
+        assert_eq!(ours, theirs, "{path}");
+    }
+
     // The shared side-by-side tool: every query of the Istio set must match.
     let tools = testkit::shared_dir().join("tools");
     let o = Command::new("python3")

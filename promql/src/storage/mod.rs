@@ -698,6 +698,48 @@ impl MemoryStore {
         self.samples
     }
 
+    /// The values of label `name` among the series with samples in `start..=end`
+    /// (milliseconds, inclusive), unsorted. Read from the index: each value's series are
+    /// looked at only until one has a sample in range, where selecting every series
+    /// looked at all of them.
+    ///
+    /// ```
+    /// use promql::{storage::MemoryStore, Labels};
+    /// let mut store = MemoryStore::new();
+    /// store.append(&Labels::from_pairs([("__name__", "up"), ("job", "api")]), 0, 1.0);
+    /// store.append(&Labels::from_pairs([("__name__", "up"), ("job", "db")]), 60_000, 1.0);
+    /// assert_eq!(store.label_values("job", 30_000, i64::MAX), ["db"]);
+    /// ```
+    pub fn label_values(&self, name: &str, start: Timestamp, end: Timestamp) -> Vec<&str> {
+        let Some((name, values)) = self.values.get_key_value(name) else { return Vec::new() };
+        values
+            .iter()
+            .filter(|v| self.any_in_range(&(name.clone(), Arc::clone(v)), start, end))
+            .map(|v| &**v)
+            .collect()
+    }
+
+    /// The label names of the series with samples in `start..=end`, unsorted; from the
+    /// index, as [`label_values`](Self::label_values).
+    pub fn label_names(&self, start: Timestamp, end: Timestamp) -> Vec<&str> {
+        (self.values.iter())
+            .filter(|(name, values)| {
+                values.iter().any(|v| self.any_in_range(&(Arc::clone(name), Arc::clone(v)), start, end))
+            })
+            .map(|(name, _)| &**name)
+            .collect()
+    }
+
+    /// Whether a series of the postings list `key` has a sample in `start..=end`.
+    fn any_in_range(&self, key: &(Arc<str>, Arc<str>), start: Timestamp, end: Timestamp) -> bool {
+        let ids = self.postings.get(key).map_or(&[][..], Vec::as_slice);
+        ids.iter().any(|&id| {
+            let points = &self.series[id as usize].points.points;
+            let first = partition_point_near(points, start, |t| t < start);
+            points.get(first).is_some_and(|p| p.t <= end)
+        })
+    }
+
     /// Candidate series ids: the intersection of the postings of the `=` matchers with
     /// non-empty values and of the `=~` matchers that cannot match an absent label (the
     /// union of the postings of the values they match), or every series when there is
@@ -1308,6 +1350,47 @@ mod tests {
             got_sorted.sort_by(f64::total_cmp);
             want.sort_by(f64::total_cmp);
             assert_eq!(got_sorted, want, "{pattern}");
+        }
+    }
+
+    /// Label names and values from the index: those of the series with a sample in
+    /// range, as selecting every series and reading its labels finds them.
+    #[test]
+    fn label_names_and_values_come_from_series_in_range() {
+        let mut st = MemoryStore::new();
+        let series = [
+            (&[("__name__", "up"), ("job", "api")][..], [0, 10_000]),
+            (&[("__name__", "up"), ("job", "db"), ("zone", "a")][..], [20_000, 30_000]),
+            (&[("__name__", "down"), ("job", "db")][..], [50_000, 60_000]),
+            (&[("__name__", "down"), ("job", "api"), ("le", "1")][..], [5_000, 5_000]),
+        ];
+        for (labels, times) in series {
+            for t in times {
+                st.append(&Labels::from_pairs(labels.iter().copied()), t, 1.0);
+            }
+        }
+        st.shrink_to_fit();
+        for (start, end) in
+            [(i64::MIN, i64::MAX), (0, 0), (11_000, 19_000), (10_000, 20_000), (25_000, 55_000)]
+        {
+            let selected = st.select_shared(&Selection { matchers: &[], start, end }).unwrap();
+            let in_range: Vec<&Labels> =
+                selected.iter().filter(|s| !s.points.is_empty()).map(|s| &s.labels).collect();
+            let mut want_names: Vec<&str> =
+                in_range.iter().flat_map(|l| l.iter().map(|l| &*l.name)).collect();
+            want_names.sort();
+            want_names.dedup();
+            let mut names = st.label_names(start, end);
+            names.sort();
+            assert_eq!(names, want_names, "{start}..{end}");
+            for name in ["__name__", "job", "zone", "le", "nope"] {
+                let mut want: Vec<&str> = in_range.iter().filter_map(|l| l.get(name)).collect();
+                want.sort();
+                want.dedup();
+                let mut got = st.label_values(name, start, end);
+                got.sort();
+                assert_eq!(got, want, "{name} in {start}..{end}");
+            }
         }
     }
 
