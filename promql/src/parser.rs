@@ -1073,7 +1073,7 @@ fn go_percent_f(v: f64) -> String {
 }
 
 /// Validates a regex matcher the way Prometheus compiles it: fully anchored, `.`
-/// matching newlines. Valid patterns are remembered: parsing `5..` costs more than
+/// matching newlines, in Go's syntax (as translated for the `regex` crate). Valid patterns are remembered: parsing `5..` costs more than
 /// parsing the rest of a query.
 fn check_regex(pattern: &str, span: Span) -> PResult<()> {
     if crate::storage::plain_alternation(pattern).is_some() {
@@ -1082,10 +1082,15 @@ fn check_regex(pattern: &str, span: Span) -> PResult<()> {
     static VALID: crate::memo::Memo<()> = crate::memo::Memo::new(64 << 10, 1 << 10);
     VALID
         .get_or_try(pattern, |pattern| {
-            regex_syntax::Parser::new().parse(&format!("^(?s:{pattern})$")).map(drop).map_err(|e| {
-                let detail = e.to_string();
-                let last = detail.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(&detail);
-                last.trim_start_matches("error:").trim().to_owned()
+            // Alone, and wrapped as it is compiled, as Prometheus parses a matcher's.
+            let alone = crate::storage::translate_go_pattern(pattern, false)?;
+            let anchored = crate::storage::anchored_go_pattern(pattern)?;
+            [alone, anchored].iter().try_for_each(|p| {
+                regex_syntax::Parser::new().parse(p).map(drop).map_err(|e| {
+                    let detail = e.to_string();
+                    let last = detail.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(&detail);
+                    last.trim_start_matches("error:").trim().to_owned()
+                })
             })
         })
         .or_else(|last| syntax(format!("error parsing regexp: {last}: `{pattern}`"), span))

@@ -257,6 +257,83 @@ fn http_get(url: &str) -> String {
     stdout(&o)
 }
 
+/// The bodies of many GETs, in order, fetched by one Python process; error statuses'
+/// bodies too (Prometheus answers a bad query with 400 and a JSON error).
+fn http_get_all(urls: &[String]) -> Vec<String> {
+    let fetch = "import sys, json, urllib.request, urllib.error\n\
+        def get(u):\n\
+        \x20   try:\n\
+        \x20       return urllib.request.urlopen(u).read().decode()\n\
+        \x20   except urllib.error.HTTPError as e:\n\
+        \x20       return e.read().decode()\n\
+        sys.stdout.write(json.dumps([get(u) for u in sys.argv[1:]]))";
+    let o = Command::new("python3").args(["-c", fetch]).args(urls).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
+/// Regexes as Go reads them, which Prometheus compiles: in `label_replace` and in
+/// matchers, valid or not, against the answers of the Prometheus beside `server`.
+fn regexes_read_as_go_reads_them(prom: &str, server: &str) {
+    let text = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let mut queries = Vec::new();
+    for (pattern, subject) in [
+        ("a\\Q.*\\E(b)", "a.*b"),
+        ("a\\Q.*\\E(b)", "axxb"),
+        ("a\\Q+", "a+"),
+        (">)\\Q", "x"),
+        ("a\\101(b)", "aAb"),
+        ("a\\012(b)", "a\nb"),
+        ("a\\1(b)", "a1b"),
+        ("(a{,3})", "a{,3}"),
+        ("{x}", "{x}"),
+        ("a{2,}x{1,2}", "aaax"),
+        ("a**", "aa"),
+        ("a*?", "aa"),
+        ("a*??", "aa"),
+        ("a(?i)*b", "aaB"),
+        ("[a[]", "["),
+        ("[a&&b]", "&"),
+        ("[]a]", "]"),
+        ("[\\Q]\\E]", "]"),
+        ("x\\<y\\>", "x<y>"),
+        ("\\x{e9}|\\p{Greek}", "é"),
+        ("a)|(b", "b"),
+        ("\\d\\w\\s", "1a "),
+        ("\\d", "٣"),
+    ] {
+        let (pattern, subject) = (text(pattern), text(subject));
+        queries.push(format!(
+            r#"label_replace(label_replace(vector(1), "y", "{subject}", "", ""), "x", "m", "y", "{pattern}")"#
+        ));
+    }
+    for pattern in
+        ["50[0-3]", "5..|2\\d\\d", "\\Q503\\E", "50\\063", "5|)(", "(?i)5{2}", "5**", "200|404|nope"]
+    {
+        for op in ["=~", "!~"] {
+            queries.push(format!(
+                r#"count by (response_code) (istio_requests_total{{response_code{op}"{}"}})"#,
+                text(pattern)
+            ));
+        }
+    }
+    let url = |base: &str, q: &str| {
+        let params = [("query", q), ("time", "1704067800")];
+        format!("{base}/api/v1/query?{}", serde_urlencoded::to_string(params).unwrap())
+    };
+    let answers = |base: &str| -> Vec<serde_json::Value> {
+        let urls: Vec<String> = queries.iter().map(|q| url(base, q)).collect();
+        http_get_all(&urls).iter().map(|body| serde_json::from_str(body).unwrap()).collect()
+    };
+    let (ours, theirs) = (answers(server), answers(prom));
+    for ((q, ours), theirs) in queries.iter().zip(ours).zip(theirs) {
+        // Errors alike, in kind (their messages are each engine's own); answers equal.
+        assert_eq!(ours["status"], theirs["status"], "{q}: {ours} against {theirs}");
+        assert_eq!(ours["errorType"], theirs["errorType"], "{q}: {ours} against {theirs}");
+        assert_eq!(ours["data"], theirs["data"], "{q}");
+    }
+}
+
 /// Two long queries run, each offloaded by the engine through `block_in_place` on the
 /// runtime worker that read it: the first alone, split over rayon's pool, the second
 /// beside it, single-threaded. The small query runs in place.
@@ -377,6 +454,8 @@ fn serve_answers_like_prometheus() {
         assert!(theirs["data"].as_array().is_some_and(|d| !d.is_empty()), "{path}: {theirs}");
         assert_eq!(ours, theirs, "{path}");
     }
+
+    regexes_read_as_go_reads_them(&prom.url, &server.url);
 
     // The shared side-by-side tool: every query of the Istio set must match.
     let tools = testkit::shared_dir().join("tools");

@@ -104,7 +104,11 @@ pub(crate) fn go_pattern(pattern: &str) -> Result<Arc<Pattern>, regex::Error> {
         if let Some(values) = plain_alternation(p) {
             return Ok(Arc::new(Pattern::Literals(values.into_iter().map(String::into_boxed_str).collect())));
         }
-        let anchored = anchored_go_pattern(p);
+        let anchored = anchored_go_pattern(p).map_err(regex::Error::Syntax)?;
+        let alone = translate_go_pattern(p, false).map_err(regex::Error::Syntax)?;
+        if let Err(e) = regex_syntax::Parser::new().parse(&alone) {
+            return Err(regex::Error::Syntax(e.to_string()));
+        }
         Ok(Arc::new(match finite_language(&anchored) {
             Some(set) => Pattern::Literals(set),
             None => Pattern::Regex(build_regex(&anchored)?),
@@ -225,7 +229,10 @@ fn concat(heads: Vec<String>, tails: Vec<String>) -> Option<Vec<String>> {
 /// Since kept caches outlive queries, each is held to [`REGEX_DFA_CACHE`] bytes.
 pub(crate) fn go_regex(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
     static COMPILED: crate::memo::Memo<Arc<Regex>> = crate::memo::Memo::new(16 << 10, 1 << 10);
-    COMPILED.get_or_try(pattern, |p| build_regex(&anchored_go_pattern(p)).map(Arc::new))
+    COMPILED.get_or_try(pattern, |p| {
+        let anchored = anchored_go_pattern(p).map_err(regex::Error::Syntax)?;
+        build_regex(&anchored).map(Arc::new)
+    })
 }
 
 /// The lazy DFA cache of a compiled pattern, per thread that uses it (the `regex`
@@ -233,11 +240,123 @@ pub(crate) fn go_regex(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
 /// falls back to slower matching instead of holding memory in the pattern cache.
 const REGEX_DFA_CACHE: usize = 256 << 10;
 
-/// `^(?s:pattern)$` with Go's ASCII classes spelled out.
-fn anchored_go_pattern(pattern: &str) -> String {
-    let mut translated = String::with_capacity(pattern.len() + 8);
-    let mut chars = pattern.chars();
+/// `^(?s:pattern)$` in the `regex` crate's syntax, read as Go reads it: Go's ASCII
+/// classes and boundaries spelled out; `\<`, `\>`, `\Q…\E` and a `{` that starts no
+/// repetition (`a{,3}`) taken literally; octal escapes (`\101`) as the characters. An
+/// error for what only Go refuses: a repetition of a repetition (`a**`).
+pub(crate) fn anchored_go_pattern(pattern: &str) -> Result<String, String> {
+    translate_go_pattern(pattern, true)
+}
+
+/// [`anchored_go_pattern`] without the `^(?s:…)$` around it, if not `wrapped`.
+/// Prometheus parses a matcher's pattern alone too, so that one whose parentheses
+/// close the wrapping (`a)|(b`) is refused there, though `label_replace` takes it.
+pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<String, String> {
+    let mut translated = String::with_capacity(pattern.len() + 16);
+    if wrapped {
+        translated.push_str("^(?s:");
+    }
+    let mut chars = pattern.chars().peekable();
+    // Within `[…]`: no repetitions there, and Go takes no `\Q` there.
+    let mut in_class = false;
+    // The repetition operator just read (with its `?` of laziness), if the last token
+    // was one: Go refuses another right after it.
+    let mut last_repeat: Option<String> = None;
+    // A group of flags only, `(?i)`, held back: a repetition right after one repeats
+    // what came before it in Go, so it goes after the repetition.
+    let mut held_flags: Option<String> = None;
     while let Some(c) = chars.next() {
+        if c == '(' && !in_class && chars.peek() == Some(&'?') {
+            let mut ahead = chars.clone();
+            ahead.next();
+            let flags: String =
+                ahead.clone().take_while(|f| matches!(f, 'i' | 'm' | 's' | 'U' | '-')).collect();
+            let mut after = ahead.skip(flags.chars().count());
+            if after.next() == Some(')') {
+                let next = after.clone().next();
+                let repeats = matches!(next, Some('*' | '+' | '?'))
+                    || (next == Some('{') && starts_repetition(after.skip(1)));
+                if repeats {
+                    for _ in 0..flags.chars().count() + 2 {
+                        chars.next();
+                    }
+                    held_flags = Some(format!("(?{flags})"));
+                    last_repeat = None;
+                    continue;
+                }
+            }
+        }
+        let repeat = match c {
+            '*' | '+' | '?' if !in_class => Some(c.to_string()),
+            '{' if !in_class && starts_repetition(chars.clone()) => {
+                let mut op = String::from('{');
+                for c in chars.by_ref() {
+                    op.push(c);
+                    if c == '}' {
+                        break;
+                    }
+                }
+                Some(op)
+            }
+            _ => None,
+        };
+        if let Some(mut op) = repeat {
+            if let Some(last) = last_repeat.take() {
+                return Err(format!("invalid nested repetition operator: `{last}{op}`"));
+            }
+            translated.push_str(&op);
+            if chars.peek() == Some(&'?') {
+                chars.next();
+                translated.push('?');
+                op.push('?');
+            }
+            if let Some(flags) = held_flags.take() {
+                translated.push_str(&flags);
+            }
+            last_repeat = Some(op);
+            continue;
+        }
+        last_repeat = None;
+        match c {
+            '[' if !in_class => {
+                in_class = true;
+                translated.push(c);
+                // A `]` first (after a `^`) is one of the class's characters.
+                if chars.peek() == Some(&'^') {
+                    translated.push('^');
+                    chars.next();
+                }
+                if chars.peek() == Some(&']') {
+                    translated.push(']');
+                    chars.next();
+                }
+                continue;
+            }
+            // `[:alpha:]` within a class.
+            '[' if chars.peek() == Some(&':') => {
+                translated.push(c);
+                for c in chars.by_ref() {
+                    translated.push(c);
+                    if c == ']' {
+                        break;
+                    }
+                }
+                continue;
+            }
+            ']' if in_class => in_class = false,
+            // Nested classes and `&&`, `~~` are the `regex` crate's, plain characters
+            // to Go.
+            '[' | '&' | '~' if in_class => {
+                translated.push('\\');
+                translated.push(c);
+                continue;
+            }
+            '{' if !in_class => {
+                translated.push_str("\\{");
+                continue;
+            }
+            _ => {}
+        }
         if c != '\\' {
             translated.push(c);
             continue;
@@ -253,6 +372,52 @@ fn anchored_go_pattern(pattern: &str) -> String {
             Some('B') => translated.push_str("(?-u:\\B)"),
             // Word boundaries to the `regex` crate, the characters themselves to Go.
             Some(c @ ('<' | '>')) => translated.push(c),
+            // `\x{e9}`, `\p{Greek}`: braces that are no repetition.
+            Some(e @ ('x' | 'p' | 'P')) if chars.peek() == Some(&'{') => {
+                translated.push('\\');
+                translated.push(e);
+                for c in chars.by_ref() {
+                    translated.push(c);
+                    if c == '}' {
+                        break;
+                    }
+                }
+            }
+            // Literal text up to `\E`. Without one, Go's literal runs to the end of the
+            // wrapped pattern, the `)$` of `^(?s:…)$` included, as Prometheus wraps it.
+            Some('Q') if !in_class => {
+                let rest: String = chars.clone().collect();
+                match rest.split_once("\\E") {
+                    Some((literal, _)) => {
+                        translated.push_str(&regex::escape(literal));
+                        for _ in 0..literal.chars().count() + 2 {
+                            chars.next();
+                        }
+                    }
+                    None => {
+                        let tail = if wrapped { ")$" } else { "" };
+                        translated.push_str(&regex::escape(&format!("{rest}{tail}")));
+                        return Ok(translated);
+                    }
+                }
+            }
+            // Octal: `\0` and up to two more digits, or `\1`…`\7` and one or two more
+            // (a lone `\1` is a back reference, which neither supports).
+            Some(first @ '0'..='7')
+                if first == '0' || chars.peek().is_some_and(|d| ('0'..='7').contains(d)) =>
+            {
+                let mut code = first.to_digit(8).unwrap_or(0);
+                for _ in 0..2 {
+                    match chars.peek().and_then(|d| d.to_digit(8)) {
+                        Some(d) => {
+                            code = code * 8 + d;
+                            chars.next();
+                        }
+                        None => break,
+                    }
+                }
+                translated.push_str(&format!("\\x{{{code:x}}}"));
+            }
             Some(other) => {
                 translated.push('\\');
                 translated.push(other);
@@ -260,7 +425,35 @@ fn anchored_go_pattern(pattern: &str) -> String {
             None => translated.push('\\'),
         }
     }
-    format!("^(?s:{translated})$")
+    if wrapped {
+        translated.push_str(")$");
+    }
+    Ok(translated)
+}
+
+/// Whether the text after a `{` makes it a repetition, as Go reads one: digits, then
+/// `}`, `,}` or `,` digits `}`.
+fn starts_repetition(mut rest: impl Iterator<Item = char>) -> bool {
+    let mut digits = 0;
+    let mut next = rest.next();
+    while next.is_some_and(|c| c.is_ascii_digit()) {
+        digits += 1;
+        next = rest.next();
+    }
+    if digits == 0 {
+        return false;
+    }
+    match next {
+        Some('}') => true,
+        Some(',') => {
+            let mut next = rest.next();
+            while next.is_some_and(|c| c.is_ascii_digit()) {
+                next = rest.next();
+            }
+            next == Some('}')
+        }
+        _ => false,
+    }
 }
 
 fn build_regex(anchored: &str) -> Result<Regex, regex::Error> {
@@ -1201,14 +1394,50 @@ mod tests {
         assert_eq!((at_20[0].labels.get("pod"), at_20[0].points[0].v), (Some("a"), 9.0));
     }
 
+    /// Patterns read as Go reads them, kept or compiled anew.
     #[test]
-    fn cached_patterns_match_as_compiled_ones() {
+    fn patterns_read_as_go_reads_them() {
         for _ in 0..2 {
             let re = go_regex("5..|\\d+x").unwrap();
             assert!(re.is_match("503") && re.is_match("12x") && !re.is_match("5030"));
             assert!(!go_regex("\\d").unwrap().is_match("\u{0663}"), "ASCII digits only, as in Go");
             assert!(go_regex("a(").is_err());
             assert!(go_regex("a\\<b\\>.").unwrap().is_match("a<b>c"), "Go's escaped < and >");
+            // Answers of Prometheus 2.42 (Go's regexp) to `label_replace` with these.
+            for (pattern, text, matches) in [
+                ("a\\Q.*\\E(b)", "a.*b", true),
+                ("a\\Q.*\\E(b)", "axxb", false),
+                ("a\\101(b)", "aAb", true),
+                ("a\\012(b)", "a\nb", true),
+                ("\\0", "\0", true),
+                ("\\1234", "S4", true),
+                ("(a{,3})", "a{,3}", true),
+                ("a{2}", "aa", true),
+                ("a{2,}x{1,2}", "aaax", true),
+                ("{x}", "{x}", true),
+                ("a{1", "a{1", true),
+                ("[a[]", "[", true),
+                ("[a&&b]", "&", true),
+                ("[a~~b]", "~", true),
+                ("[]a]", "]", true),
+                ("[^]a]", "b", true),
+                ("[[:digit:]x]", "7", true),
+                ("[\\d.]", ".", true),
+                ("[{]", "{", true),
+                ("[\\101]", "A", true),
+                ("\\x{e9}|\\p{Greek}", "é", true),
+                ("a(?i)*b", "aaB", true),
+                ("a*(?s)*b", "aab", true),
+            ] {
+                assert_eq!(go_regex(pattern).unwrap().is_match(text), matches, "{pattern} on {text:?}");
+                assert_eq!(go_pattern(pattern).unwrap().is_match(text), matches, "{pattern} on {text:?}");
+            }
+            for invalid in ["a\\1(b)", "a[\\Q]\\E](b)", "\\8", "{2}", "a\\Q+"] {
+                assert!(go_regex(invalid).is_err(), "{invalid}");
+            }
+            // `label_replace` takes a pattern that closes the wrapping; a matcher not.
+            assert!(go_regex("a)|(b").is_ok() && go_pattern("a)|(b").is_err());
+            assert!(go_regex(">)\\Q").is_ok() && go_pattern(">)\\Q").is_err());
             assert!(go_pattern("a\\<b\\>.").unwrap().is_match("a<b>c"));
         }
     }
@@ -1236,7 +1465,7 @@ mod tests {
             "10\\.0\\.0\\.1|db-1",
             "x\\<y",
         ];
-        let regexes = ["a)|(b", "a$b", "^a$", "5..", "a*", "[^a]", "\\bx", ".", "(?-u:[a-c])", "a{1,9}"];
+        let regexes = ["a$b", "^a$", "5..", "a*", "[^a]", "\\bx", ".", "(?-u:[a-c])", "a{1,9}"];
         let probes = [
             "", "a", "b", "c", "ab", "AB", "aB", "Ab", "pod-1", "pod-2", "pod-3", "500", "503", "504",
             "http", "https", "httpss", "foo.bar", "fooxbar", "a|b", "aa", "aaa", "aax", "aaax", "aaaa", "ac",
@@ -1247,7 +1476,7 @@ mod tests {
             let p = go_pattern(pattern).unwrap();
             let literal = matches!(*p, Pattern::Literals(_));
             assert_eq!(literal, sets.contains(pattern), "{pattern:?} as a set: {literal}");
-            let re = build_regex(&anchored_go_pattern(pattern)).unwrap();
+            let re = build_regex(&anchored_go_pattern(pattern).unwrap()).unwrap();
             for probe in probes {
                 assert_eq!(p.is_match(probe), re.is_match(probe), "{pattern:?} on {probe:?}");
             }
@@ -1267,7 +1496,7 @@ mod tests {
             let pattern = values.iter().map(|v| regex::escape(v)).collect::<Vec<_>>().join("|");
             let p = go_pattern(&pattern).unwrap();
             proptest::prop_assert!(matches!(*p, Pattern::Literals(_)), "{}", pattern);
-            let re = build_regex(&anchored_go_pattern(&pattern)).unwrap();
+            let re = build_regex(&anchored_go_pattern(&pattern).unwrap()).unwrap();
             for probe in probes.iter().chain(&values) {
                 proptest::prop_assert_eq!(p.is_match(probe), re.is_match(probe), "{} on {}", pattern, probe);
             }
@@ -1309,7 +1538,7 @@ mod tests {
             pattern in pattern_strategy(),
             probes in proptest::collection::vec("[a-cA-C.0-9]{0,4}", 16),
         ) {
-            let re = build_regex(&anchored_go_pattern(&pattern)).unwrap();
+            let re = build_regex(&anchored_go_pattern(&pattern).unwrap()).unwrap();
             let p = go_pattern(&pattern).unwrap();
             if let Pattern::Literals(set) = &*p {
                 for s in set {
@@ -1343,7 +1572,7 @@ mod tests {
                 .iter()
                 .map(|s| s.points[0].v)
                 .collect();
-            let re = build_regex(&anchored_go_pattern(pattern)).unwrap();
+            let re = build_regex(&anchored_go_pattern(pattern).unwrap()).unwrap();
             let mut want: Vec<f64> =
                 (0..40).filter(|i| re.is_match(&format!("pod-{i}"))).map(|i| i as f64).collect();
             let mut got_sorted = got.clone();

@@ -17,6 +17,10 @@ const REJECTS: &[(&str, &str)] = &[
     ("foo{a=\"b\" c=\"d\"}", "1:11: parse error: unexpected identifier \"c\" in label matching, expected \",\" or \"}\""),
     ("foo{a==\"b\"}", "1:6: parse error: unexpected <op:==> in label matching, expected label matching operator"),
     ("foo{a=~\"(\"}", "1:5: parse error: error parsing regexp: unclosed group: `(`"),
+    // Go refuses a repetition of a repetition, and a matcher's pattern that closes the
+    // group Prometheus wraps it in.
+    ("foo{a=~\"a**\"}", "1:5: parse error: error parsing regexp: invalid nested repetition operator: `**`: `a**`"),
+    ("foo{a=~\"5|)(\"}", "1:5: parse error: error parsing regexp: unopened group: `5|)(`"),
     ("\"unterminated", "1:1: parse error: unterminated quoted string"),
     ("'a\\qb'", "1:3: parse error: unknown escape sequence 'q'"),
     ("5x", "1:1: parse error: bad number or duration syntax: \"5x\""),
