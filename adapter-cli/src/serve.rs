@@ -222,10 +222,17 @@ impl Params {
     }
 }
 
-/// Prometheus' `parseTime`: Unix seconds (with fraction) or RFC 3339.
+/// Prometheus' `parseTime`: Unix seconds (with fraction) or RFC 3339, and the texts of
+/// its own earliest and latest times, which clients send for "all time" and no RFC 3339
+/// parser reads (years of nine digits).
 fn parse_api_time(s: &str) -> Option<i64> {
     if let Ok(secs) = s.parse::<f64>() {
         return secs.is_finite().then(|| (secs * 1000.0).round() as i64);
+    }
+    match s {
+        "-292273086-05-16T16:47:06Z" => return Some(-9_223_309_901_257_974_000),
+        "292277025-08-18T07:12:54.999999999Z" => return Some(9_223_309_901_257_974_999),
+        _ => {}
     }
     chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
 }
@@ -319,7 +326,8 @@ fn range_query(state: &AppState, p: &Params, _: &str) -> Result<Response, ApiErr
             "zero or negative query resolution step widths are not accepted. Try a positive integer",
         ));
     }
-    if (end - start) / step > MAX_POINTS {
+    // In 128 bits: the span of the earliest and latest times overflows 64.
+    if (i128::from(end) - i128::from(start)) / i128::from(step) > i128::from(MAX_POINTS) {
         return Err(ApiError::bad_data(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
@@ -488,5 +496,28 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_times_read_as_prometheus_reads_them() {
+        for (text, ms) in [
+            ("1704070800", Some(1_704_070_800_000)),
+            ("1704070800.5", Some(1_704_070_800_500)),
+            ("2024-01-01T02:00:00+01:00", Some(1_704_070_800_000)),
+            ("2024-01-01T01:00:00.5Z", Some(1_704_070_800_500)),
+            // Prometheus' `minTimeFormatted` and `maxTimeFormatted` (in milliseconds).
+            ("-292273086-05-16T16:47:06Z", Some(-9_223_309_901_257_974_000)),
+            ("292277025-08-18T07:12:54.999999999Z", Some(9_223_309_901_257_974_999)),
+            ("2024-01-01T01:00:00", None),
+            ("NaN", None),
+            ("abc", None),
+        ] {
+            assert_eq!(parse_api_time(text), ms, "{text}");
+        }
     }
 }

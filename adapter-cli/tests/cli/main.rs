@@ -457,6 +457,21 @@ fn serve_answers_like_prometheus() {
 
     regexes_read_as_go_reads_them(&prom.url, &server.url);
 
+    // Times far apart: their span must not wrap around and pass the points check.
+    let far = [
+        "start=-9000000000000000&end=9000000000000000&step=1000000",
+        "start=-292273086-05-16T16:47:06Z&end=292277025-08-18T07:12:54.999999999Z&step=1000000000",
+    ];
+    let urls: Vec<String> =
+        far.iter().map(|p| format!("{}/api/v1/query_range?query=vector(1)&{p}", server.url)).collect();
+    for (body, params) in http_get_all(&urls).iter().zip(far) {
+        assert!(
+            body.contains("exceeded maximum resolution of 11,000 points"),
+            "{params}: {}",
+            &body[..body.len().min(200)]
+        );
+    }
+
     // The shared side-by-side tool: every query of the Istio set must match.
     let tools = testkit::shared_dir().join("tools");
     let o = Command::new("python3")
