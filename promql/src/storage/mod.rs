@@ -144,7 +144,7 @@ pub(crate) fn plain_alternation(pattern: &str) -> Option<Vec<String>> {
 /// alternations, groups, repetitions of at most eight. `None` for anything else, an
 /// invalid pattern included (its compilation then reports the error); and for a
 /// pattern with an anchor or a word boundary of its own, which a set of strings cannot
-/// express (`a$b` matches nothing; `a)|(b` escapes the anchors, as in Prometheus).
+/// express (`a$b` matches nothing).
 fn finite_language(anchored: &str) -> Option<HashSet<Box<str>>> {
     use regex_syntax::hir::{HirKind, Look};
     let hir = regex_syntax::Parser::new().parse(anchored).ok()?;
@@ -219,9 +219,8 @@ fn concat(heads: Vec<String>, tails: Vec<String>) -> Option<Vec<String>> {
     Some(heads.iter().flat_map(|h| tails.iter().map(move |t| format!("{h}{t}"))).collect())
 }
 
-/// Compiles a pattern the way Prometheus does: `^(?s:pattern)$`. Go's Perl classes
-/// (`\d`, `\w`, `\s`) and `\b` are ASCII-only, Rust's are Unicode, and Go's `\<` and
-/// `\>` are the characters, Rust's word boundaries: they are rewritten.
+/// Compiles a pattern the way Prometheus does: `^(?s:pattern)$`, read as Go reads it
+/// ([`anchored_go_pattern`]).
 ///
 /// Compiled patterns are kept ([`crate::memo::Memo`]: 16 KiB of patterns, each up to
 /// 1 KiB), shared with their match caches: compiling `5..` costs more than the rest of
@@ -266,24 +265,14 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
     // what came before it in Go, so it goes after the repetition.
     let mut held_flags: Option<String> = None;
     while let Some(c) = chars.next() {
-        if c == '(' && !in_class && chars.peek() == Some(&'?') {
-            let mut ahead = chars.clone();
-            ahead.next();
-            let flags: String =
-                ahead.clone().take_while(|f| matches!(f, 'i' | 'm' | 's' | 'U' | '-')).collect();
-            let mut after = ahead.skip(flags.chars().count());
-            if after.next() == Some(')') {
-                let next = after.clone().next();
-                let repeats = matches!(next, Some('*' | '+' | '?'))
-                    || (next == Some('{') && starts_repetition(after.skip(1)));
-                if repeats {
-                    for _ in 0..flags.chars().count() + 2 {
-                        chars.next();
-                    }
-                    held_flags = Some(format!("(?{flags})"));
-                    last_repeat = None;
-                    continue;
+        if c == '(' && !in_class {
+            if let Some(flags) = flags_before_repetition(chars.clone()) {
+                for _ in 0..flags.chars().count() - 1 {
+                    chars.next();
                 }
+                held_flags = Some(flags);
+                last_repeat = None;
+                continue;
             }
         }
         let repeat = match c {
@@ -406,15 +395,10 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
             Some(first @ '0'..='7')
                 if first == '0' || chars.peek().is_some_and(|d| ('0'..='7').contains(d)) =>
             {
-                let mut code = first.to_digit(8).unwrap_or(0);
+                let mut code = u32::from(first) - u32::from('0');
                 for _ in 0..2 {
-                    match chars.peek().and_then(|d| d.to_digit(8)) {
-                        Some(d) => {
-                            code = code * 8 + d;
-                            chars.next();
-                        }
-                        None => break,
-                    }
+                    let Some(d) = chars.next_if(|d| ('0'..='7').contains(d)) else { break };
+                    code = code * 8 + (u32::from(d) - u32::from('0'));
                 }
                 translated.push_str(&format!("\\x{{{code:x}}}"));
             }
@@ -429,6 +413,25 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
         translated.push_str(")$");
     }
     Ok(translated)
+}
+
+/// The group `(?flags)` that the text after a `(` completes, when a repetition follows
+/// it (as `(?i)*`).
+fn flags_before_repetition(mut rest: impl Iterator<Item = char> + Clone) -> Option<String> {
+    if rest.next() != Some('?') {
+        return None;
+    }
+    let flags: String = rest.clone().take_while(|f| matches!(f, 'i' | 'm' | 's' | 'U' | '-')).collect();
+    let mut after = rest.skip(flags.chars().count());
+    if after.next() != Some(')') {
+        return None;
+    }
+    let repeats = match after.next() {
+        Some('*' | '+' | '?') => true,
+        Some('{') => starts_repetition(after),
+        _ => false,
+    };
+    repeats.then(|| format!("(?{flags})"))
 }
 
 /// Whether the text after a `{` makes it a repetition, as Go reads one: digits, then
@@ -1411,6 +1414,7 @@ mod tests {
                 ("a\\012(b)", "a\nb", true),
                 ("\\0", "\0", true),
                 ("\\1234", "S4", true),
+                ("\\0012", "\u{1}2", true),
                 ("(a{,3})", "a{,3}", true),
                 ("a{2}", "aa", true),
                 ("a{2,}x{1,2}", "aaax", true),
