@@ -204,13 +204,19 @@ impl Labels {
 
     /// The value of `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
+        self.get_shared(name).map(|v| &**v)
+    }
+
+    /// The value of `name`, if set, as the string the label set holds (shared with the
+    /// other label sets of a store that pools its strings).
+    pub(crate) fn get_shared(&self, name: &str) -> Option<&Arc<str>> {
         // A series has a dozen labels or so: comparing lengths, which the labels' string
         // pointers carry, skips almost every name without reading it, where a binary
         // search reads and compares four.
         if self.0.len() <= 16 {
-            return self.0.iter().find(|l| l.name.len() == name.len() && *l.name == *name).map(|l| &*l.value);
+            return self.0.iter().find(|l| l.name.len() == name.len() && *l.name == *name).map(|l| &l.value);
         }
-        self.0.binary_search_by(|l| (*l.name).cmp(name)).ok().map(|i| &*self.0[i].value)
+        self.0.binary_search_by(|l| (*l.name).cmp(name)).ok().map(|i| &self.0[i].value)
     }
 
     /// The metric name.
