@@ -27,7 +27,7 @@ impl Evaluator<'_> {
             "pi" => return Ok(V::Scalar(std::f64::consts::PI)),
             "start" => return Ok(V::Scalar(secs(self.start))),
             "end" => return Ok(V::Scalar(secs(self.end))),
-            "range" => return Ok(V::Scalar(secs(self.end - self.start))),
+            "range" => return Ok(V::Scalar(secs(self.end.saturating_sub(self.start)))),
             "step" => return Ok(V::Scalar(secs(self.step))),
             "min_of" | "max_of" => {
                 let a = self.scalar_arg(&c.args[0], t)?;

@@ -700,7 +700,7 @@ impl<'a> Evaluator<'a> {
         Ok(match d {
             DurationExpr::Number(n) => n.value,
             DurationExpr::Step { .. } => self.step as f64 / 1000.0,
-            DurationExpr::Range { .. } => (self.end - self.start) as f64 / 1000.0,
+            DurationExpr::Range { .. } => self.end.saturating_sub(self.start) as f64 / 1000.0,
             DurationExpr::Paren { expr, .. } => self.duration_secs(expr)?,
             DurationExpr::Unary { op, expr, .. } => {
                 let v = self.duration_secs(expr)?;
@@ -886,8 +886,12 @@ impl<'a> Evaluator<'a> {
     /// Evaluates every step and gathers the series. Steps are independent, so they run
     /// on several threads when the query is big enough to pay for them.
     fn range(&mut self, expr: &Expr) -> EResult<Value> {
-        let steps: Vec<Timestamp> =
-            (0..).map(|i| self.start + i * self.step).take_while(|&t| t <= self.end).collect();
+        // Checked: a step past the end of time ends the steps instead of wrapping round
+        // to times before the start (the API takes times up to Prometheus' latest).
+        let steps: Vec<Timestamp> = (0..)
+            .map_while(|i: i64| i.checked_mul(self.step).and_then(|d| self.start.checked_add(d)))
+            .take_while(|&t| t <= self.end)
+            .collect();
         if let Some(series) = self.whole_range_result(expr, &steps)? {
             return Ok(Value::Matrix(series));
         }
@@ -1756,6 +1760,39 @@ mod tests {
 
         fn series_bound(&self, matchers: &[LabelMatcher]) -> Option<usize> {
             self.bounded.then(|| self.store.series_bound(matchers)).flatten()
+        }
+    }
+
+    /// Steps near the end of time stop there instead of wrapping round, and times at
+    /// both ends of the range the API takes are evaluated without overflow.
+    #[test]
+    fn range_queries_at_the_ends_of_time() {
+        let mut store = MemoryStore::new();
+        for t in 0..40 {
+            store.append(&Labels::from_pairs([("__name__", "m"), ("x", "1")]), t * 15_000, t as f64);
+        }
+        let engine =
+            Engine::new(EngineOptions { features: crate::Features::all(), ..EngineOptions::default() });
+        let (min, max) = (-9_223_309_901_257_974_000, 9_223_309_901_257_974_999);
+        for q in [
+            "1",
+            "time()",
+            "m",
+            "rate(m[1m])",
+            "sum(m)",
+            "max_over_time(m[1m:15s])",
+            "m offset 1m",
+            "range()",
+        ] {
+            let r = engine.range_query(&store, q, 0, max, 5_000_000_000_000_000_000).unwrap();
+            let Value::Matrix(series) = r.value else { panic!("{q}: not a matrix") };
+            assert!(
+                series.iter().all(|s| s.points.len() <= 2 && s.points.is_sorted_by_key(|p| p.t)),
+                "{q}: {series:?}"
+            );
+            engine.range_query(&store, q, min, max, 4_000_000_000_000_000_000).unwrap();
+            engine.instant_query(&store, q, max).unwrap();
+            engine.instant_query(&store, q, min).unwrap();
         }
     }
 

@@ -94,8 +94,16 @@ impl Pattern {
     }
 }
 
-/// The most strings a [`Pattern::Literals`] holds; a pattern matching more is compiled.
+/// The most strings a [`Pattern::Literals`] read off a syntax tree holds, and their
+/// most bytes together; a pattern matching more is compiled (`(L|M){8}` of two long
+/// literals would otherwise spell out hundreds of megabytes).
 const MAX_LITERALS: usize = 4096;
+const MAX_LITERAL_BYTES: usize = 64 << 10;
+
+/// Whether `strings` are within [`MAX_LITERALS`] and [`MAX_LITERAL_BYTES`].
+fn within_budget(strings: &[String]) -> bool {
+    strings.len() <= MAX_LITERALS && strings.iter().map(String::len).sum::<usize>() <= MAX_LITERAL_BYTES
+}
 
 /// A matcher's pattern compiled as [`go_regex`] compiles it, kept the same way.
 pub(crate) fn go_pattern(pattern: &str) -> Result<Arc<Pattern>, regex::Error> {
@@ -165,7 +173,10 @@ fn language(hir: &regex_syntax::hir::Hir) -> Option<Vec<String>> {
     use regex_syntax::hir::{Class, HirKind};
     match hir.kind() {
         HirKind::Empty => Some(vec![String::new()]),
-        HirKind::Literal(lit) => Some(vec![String::from_utf8(lit.0.to_vec()).ok()?]),
+        HirKind::Literal(lit) if lit.0.len() <= MAX_LITERAL_BYTES => {
+            Some(vec![String::from_utf8(lit.0.to_vec()).ok()?])
+        }
+        HirKind::Literal(_) => None,
         HirKind::Class(Class::Unicode(class)) => {
             let width: u64 =
                 class.ranges().iter().map(|r| u64::from(r.end()) - u64::from(r.start()) + 1).sum();
@@ -184,7 +195,7 @@ fn language(hir: &regex_syntax::hir::Hir) -> Option<Vec<String>> {
             for n in 0..=max {
                 if n >= rep.min {
                     out.extend(power.iter().cloned());
-                    if out.len() > MAX_LITERALS {
+                    if !within_budget(&out) {
                         return None;
                     }
                 }
@@ -202,7 +213,7 @@ fn language(hir: &regex_syntax::hir::Hir) -> Option<Vec<String>> {
             let mut out = Vec::new();
             for alternative in alternatives {
                 out.extend(language(alternative)?);
-                if out.len() > MAX_LITERALS {
+                if !within_budget(&out) {
                     return None;
                 }
             }
@@ -211,9 +222,13 @@ fn language(hir: &regex_syntax::hir::Hir) -> Option<Vec<String>> {
     }
 }
 
-/// Each of `heads` followed by each of `tails`, if at most [`MAX_LITERALS`].
+/// Each of `heads` followed by each of `tails`, if within [`within_budget`]'s bounds
+/// (checked before the strings are made).
 fn concat(heads: Vec<String>, tails: Vec<String>) -> Option<Vec<String>> {
-    if heads.len().checked_mul(tails.len())? > MAX_LITERALS {
+    let bytes = |v: &[String]| v.iter().map(String::len).sum::<usize>();
+    let total =
+        bytes(&heads).checked_mul(tails.len())?.checked_add(bytes(&tails).checked_mul(heads.len())?)?;
+    if heads.len().checked_mul(tails.len())? > MAX_LITERALS || total > MAX_LITERAL_BYTES {
         return None;
     }
     Some(heads.iter().flat_map(|h| tails.iter().map(move |t| format!("{h}{t}"))).collect())
@@ -278,6 +293,15 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
         let repeat = match c {
             '*' | '+' | '?' if !in_class => Some(c.to_string()),
             '{' if !in_class && starts_repetition(chars.clone()) => {
+                let counts = repetition_counts(chars.clone());
+                // Go refuses counts over 1000, and a maximum below the minimum.
+                if counts
+                    .is_some_and(|(min, max)| min > 1000 || max.is_some_and(|max| max > 1000 || max < min))
+                {
+                    let op: String =
+                        std::iter::once('{').chain(chars.clone().take_while(|&c| c != '}')).collect();
+                    return Err(format!("invalid repeat count: `{op}}}`"));
+                }
                 let mut op = String::from('{');
                 for c in chars.by_ref() {
                     op.push(c);
@@ -364,7 +388,15 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
             // `\x{e9}`, `\p{Greek}`: braces that are no repetition.
             Some(e @ ('x' | 'p' | 'P')) if chars.peek() == Some(&'{') => {
                 translated.push('\\');
-                translated.push(e);
+                chars.next();
+                // Go's `\p{^Greek}` is `\P{Greek}`.
+                let negated = e != 'x' && chars.next_if_eq(&'^').is_some();
+                translated.push(match (e, negated) {
+                    ('p', true) => 'P',
+                    ('P', true) => 'p',
+                    _ => e,
+                });
+                translated.push('{');
                 for c in chars.by_ref() {
                     translated.push(c);
                     if c == '}' {
@@ -421,6 +453,9 @@ fn flags_before_repetition(mut rest: impl Iterator<Item = char> + Clone) -> Opti
     if rest.next() != Some('?') {
         return None;
     }
+    // With `U` the repetition keeps its greed here where Go swaps it: the same strings
+    // match, a capture of `label_replace` can differ (refusing the pattern would be
+    // worse).
     let flags: String = rest.clone().take_while(|f| matches!(f, 'i' | 'm' | 's' | 'U' | '-')).collect();
     let mut after = rest.skip(flags.chars().count());
     if after.next() != Some(')') {
@@ -436,27 +471,43 @@ fn flags_before_repetition(mut rest: impl Iterator<Item = char> + Clone) -> Opti
 
 /// Whether the text after a `{` makes it a repetition, as Go reads one: digits, then
 /// `}`, `,}` or `,` digits `}`.
-fn starts_repetition(mut rest: impl Iterator<Item = char>) -> bool {
-    let mut digits = 0;
-    let mut next = rest.next();
-    while next.is_some_and(|c| c.is_ascii_digit()) {
-        digits += 1;
+fn starts_repetition(rest: impl Iterator<Item = char>) -> bool {
+    repetition_counts(rest).is_some()
+}
+
+/// The counts of the repetition the text after a `{` makes, as Go reads them: digits
+/// without leading zeros, then `}`, `,}` or `,` digits `}` (`None` for no repetition:
+/// the `{` is then a character).
+fn repetition_counts(mut rest: impl Iterator<Item = char>) -> Option<(u64, Option<u64>)> {
+    let (min, next) = count(&mut rest, None);
+    let min = min?;
+    match next {
+        Some('}') => Some((min, Some(min))),
+        Some(',') => match rest.next() {
+            Some('}') => Some((min, None)),
+            after => match count(&mut rest, after) {
+                (Some(max), Some('}')) => Some((min, Some(max))),
+                _ => None,
+            },
+        },
+        _ => None,
+    }
+}
+
+/// The number whose digits start with `first` (or the next character) in `rest`, as
+/// Go reads a repeat count (no leading zeros; past `u64`, the largest), and the
+/// character after its digits.
+fn count(rest: &mut impl Iterator<Item = char>, first: Option<char>) -> (Option<u64>, Option<char>) {
+    let mut digits = String::new();
+    let mut next = first.or_else(|| rest.next());
+    while let Some(c) = next.filter(char::is_ascii_digit) {
+        digits.push(c);
         next = rest.next();
     }
-    if digits == 0 {
-        return false;
-    }
-    match next {
-        Some('}') => true,
-        Some(',') => {
-            let mut next = rest.next();
-            while next.is_some_and(|c| c.is_ascii_digit()) {
-                next = rest.next();
-            }
-            next == Some('}')
-        }
-        _ => false,
-    }
+    let leading_zero = digits.len() > 1 && digits.starts_with('0');
+    let value =
+        if digits.is_empty() || leading_zero { None } else { Some(digits.parse().unwrap_or(u64::MAX)) };
+    (value, next)
 }
 
 fn build_regex(anchored: &str) -> Result<Regex, regex::Error> {
@@ -1432,11 +1483,16 @@ mod tests {
                 ("\\x{e9}|\\p{Greek}", "é", true),
                 ("a(?i)*b", "aaB", true),
                 ("a*(?s)*b", "aab", true),
+                ("a{01}", "a{01}", true),
+                ("a{1,01}", "a{1,01}", true),
+                ("a{0}b", "b", true),
+                ("\\p{^Greek}", "a", true),
+                ("\\P{^Greek}", "α", true),
             ] {
                 assert_eq!(go_regex(pattern).unwrap().is_match(text), matches, "{pattern} on {text:?}");
                 assert_eq!(go_pattern(pattern).unwrap().is_match(text), matches, "{pattern} on {text:?}");
             }
-            for invalid in ["a\\1(b)", "a[\\Q]\\E](b)", "\\8", "{2}", "a\\Q+"] {
+            for invalid in ["a\\1(b)", "a[\\Q]\\E](b)", "\\8", "{2}", "a\\Q+", "a{1001}", "a{2,1}"] {
                 assert!(go_regex(invalid).is_err(), "{invalid}");
             }
             // `label_replace` takes a pattern that closes the wrapping; a matcher not.
@@ -1486,6 +1542,11 @@ mod tests {
             }
         }
         assert!(go_pattern("a(").is_err() && go_pattern("a\\").is_err());
+        // Two long literals repeated: matched by the regex, not spelt out.
+        let long = format!("({}|{}){{8}}", "a".repeat(4_000), "b".repeat(4_000));
+        assert!(matches!(*go_pattern(&long).unwrap(), Pattern::Regex(_)));
+        let small = format!("({}|{}){{2}}", "a".repeat(100), "b".repeat(100));
+        assert!(matches!(*go_pattern(&small).unwrap(), Pattern::Literals(_)));
         assert!(plain_alternation("a\\d").is_none() && plain_alternation("a\\").is_none());
     }
 
