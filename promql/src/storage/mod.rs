@@ -271,8 +271,6 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
         translated.push_str("^(?s:");
     }
     let mut chars = pattern.chars().peekable();
-    // Within `[…]`: no repetitions there, and Go takes no `\Q` there.
-    let mut in_class = false;
     // The repetition operator just read (with its `?` of laziness), if the last token
     // was one: Go refuses another right after it.
     let mut last_repeat: Option<String> = None;
@@ -280,7 +278,7 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
     // what came before it in Go, so it goes after the repetition.
     let mut held_flags: Option<String> = None;
     while let Some(c) = chars.next() {
-        if c == '(' && !in_class {
+        if c == '(' {
             if let Some(flags) = flags_before_repetition(chars.clone()) {
                 for _ in 0..flags.chars().count() - 1 {
                     chars.next();
@@ -291,8 +289,8 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
             }
         }
         let repeat = match c {
-            '*' | '+' | '?' if !in_class => Some(c.to_string()),
-            '{' if !in_class && starts_repetition(chars.clone()) => {
+            '*' | '+' | '?' => Some(c.to_string()),
+            '{' if starts_repetition(chars.clone()) => {
                 let counts = repetition_counts(chars.clone());
                 // Go refuses counts over 1000, and a maximum below the minimum.
                 if counts
@@ -331,40 +329,11 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
         }
         last_repeat = None;
         match c {
-            '[' if !in_class => {
-                in_class = true;
-                translated.push(c);
-                // A `]` first (after a `^`) is one of the class's characters.
-                if chars.peek() == Some(&'^') {
-                    translated.push('^');
-                    chars.next();
-                }
-                if chars.peek() == Some(&']') {
-                    translated.push(']');
-                    chars.next();
-                }
+            '[' => {
+                translate_go_class(&mut chars, &mut translated)?;
                 continue;
             }
-            // `[:alpha:]` within a class.
-            '[' if chars.peek() == Some(&':') => {
-                translated.push(c);
-                for c in chars.by_ref() {
-                    translated.push(c);
-                    if c == ']' {
-                        break;
-                    }
-                }
-                continue;
-            }
-            ']' if in_class => in_class = false,
-            // Nested classes and `&&`, `~~` are the `regex` crate's, plain characters
-            // to Go.
-            '[' | '&' | '~' if in_class => {
-                translated.push('\\');
-                translated.push(c);
-                continue;
-            }
-            '{' if !in_class => {
+            '{' => {
                 translated.push_str("\\{");
                 continue;
             }
@@ -406,7 +375,7 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
             }
             // Literal text up to `\E`. Without one, Go's literal runs to the end of the
             // wrapped pattern, the `)$` of `^(?s:…)$` included, as Prometheus wraps it.
-            Some('Q') if !in_class => {
+            Some('Q') => {
                 let rest: String = chars.clone().collect();
                 match rest.split_once("\\E") {
                     Some((literal, _)) => {
@@ -445,6 +414,142 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
         translated.push_str(")$");
     }
     Ok(translated)
+}
+
+/// The rest of a class after its `[`, read as Go reads it (`]` first is a character,
+/// `[:name:]` only where a `:]` follows, `-` a range only between two characters, Perl
+/// and Unicode classes, escapes) and written for the `regex` crate with every
+/// character as `\x{…}`: its own class syntax (`--`, `&&`, `~~`, nested `[…]`) then
+/// cannot read anything into Go's characters.
+fn translate_go_class(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    out: &mut String,
+) -> Result<(), String> {
+    out.push('[');
+    if chars.next_if_eq(&'^').is_some() {
+        out.push('^');
+    }
+    let mut first = true;
+    loop {
+        let Some(&c) = chars.peek() else { return Err("missing closing ]".into()) };
+        if c == ']' && !first {
+            chars.next();
+            out.push(']');
+            return Ok(());
+        }
+        first = false;
+        let rest = || chars.clone().collect::<String>();
+        // `[:alpha:]`, where a `:]` follows somewhere; a name Go does not know is an error.
+        if c == '[' && rest().starts_with("[:") {
+            let text = rest();
+            if let Some(end) = text[2..].find(":]") {
+                let name = &text[..end + 4];
+                let known = name.trim_start_matches("[:").trim_start_matches('^').trim_end_matches(":]");
+                const POSIX: [&str; 14] = [
+                    "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct",
+                    "space", "upper", "word", "xdigit",
+                ];
+                if !POSIX.contains(&known) {
+                    return Err(format!("invalid character class range: `{name}`"));
+                }
+                out.push_str(name);
+                for _ in 0..name.chars().count() {
+                    chars.next();
+                }
+                continue;
+            }
+        }
+        if c == '\\' {
+            let escaped = chars.clone().nth(1);
+            let class = match escaped {
+                Some('d') => Some("[0-9]"),
+                Some('D') => Some("[^0-9]"),
+                Some('w') => Some("[0-9A-Za-z_]"),
+                Some('W') => Some("[^0-9A-Za-z_]"),
+                Some('s') => Some("[\\t\\n\\f\\r ]"),
+                Some('S') => Some("[^\\t\\n\\f\\r ]"),
+                _ => None,
+            };
+            if let Some(class) = class {
+                out.push_str(class);
+                chars.next();
+                chars.next();
+                continue;
+            }
+            if let Some(e @ ('p' | 'P')) = escaped {
+                chars.next();
+                chars.next();
+                out.push('\\');
+                if chars.next_if_eq(&'{').is_some() {
+                    let negated = chars.next_if_eq(&'^').is_some();
+                    out.push(if negated == (e == 'p') { 'P' } else { 'p' });
+                    out.push('{');
+                    for c in chars.by_ref() {
+                        out.push(c);
+                        if c == '}' {
+                            break;
+                        }
+                    }
+                } else {
+                    out.push(e);
+                    out.extend(chars.next());
+                }
+                continue;
+            }
+        }
+        let lo = class_char(chars)?;
+        let mut hi = lo;
+        // `a-` before the closing `]` is `a` and `-`.
+        let mut ahead = chars.clone();
+        if ahead.next() == Some('-') && ahead.next().is_some_and(|c| c != ']') {
+            chars.next();
+            hi = class_char(chars)?;
+            if hi < lo {
+                return Err(format!("invalid character class range: `{lo}-{hi}`"));
+            }
+        }
+        out.push_str(&format!("\\x{{{:x}}}", u32::from(lo)));
+        if hi != lo {
+            out.push_str(&format!("-\\x{{{:x}}}", u32::from(hi)));
+        }
+    }
+}
+
+/// One character of a class, escapes read as Go reads them.
+fn class_char(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<char, String> {
+    let c = chars.next().ok_or("missing closing ]")?;
+    if c != '\\' {
+        return Ok(c);
+    }
+    let e = chars.next().ok_or("trailing backslash at end of expression")?;
+    let code = match e {
+        'a' => 7,
+        'f' => 12,
+        'n' => 10,
+        'r' => 13,
+        't' => 9,
+        'v' => 11,
+        '0'..='7' if e == '0' || chars.peek().is_some_and(|d| ('0'..='7').contains(d)) => {
+            let mut code = u32::from(e) - u32::from('0');
+            for _ in 0..2 {
+                let Some(d) = chars.next_if(|d| ('0'..='7').contains(d)) else { break };
+                code = code * 8 + (u32::from(d) - u32::from('0'));
+            }
+            code
+        }
+        'x' => {
+            let hex: String = if chars.next_if_eq(&'{').is_some() {
+                let hex: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                hex
+            } else {
+                chars.by_ref().take(2).collect()
+            };
+            u32::from_str_radix(&hex, 16).map_err(|_| format!("invalid escape sequence: `\\x{hex}`"))?
+        }
+        c if c.is_ascii() && !c.is_ascii_alphanumeric() => u32::from(c),
+        c => return Err(format!("invalid escape sequence: `\\{c}`")),
+    };
+    char::from_u32(code).ok_or_else(|| format!("invalid escape sequence: code {code:x}"))
 }
 
 /// The group `(?flags)` that the text after a `(` completes, when a repetition follows
@@ -1483,6 +1588,16 @@ mod tests {
                 ("\\x{e9}|\\p{Greek}", "é", true),
                 ("a(?i)*b", "aaB", true),
                 ("a*(?s)*b", "aab", true),
+                ("[[:x]]", "x]", true),
+                ("[[:x]]", "x", false),
+                ("[[:]", ":", true),
+                ("[a-z--]", "-", true),
+                ("[!--]", "#", true),
+                ("[--a]", "0", true),
+                ("[\\x41-\\x{43}]", "B", true),
+                ("[\\pL\\d]", "7", true),
+                ("[^\\n]", "\n", false),
+                ("(?i)[a-c]", "B", true),
                 ("a{01}", "a{01}", true),
                 ("a{1,01}", "a{1,01}", true),
                 ("a{0}b", "b", true),
@@ -1492,7 +1607,19 @@ mod tests {
                 assert_eq!(go_regex(pattern).unwrap().is_match(text), matches, "{pattern} on {text:?}");
                 assert_eq!(go_pattern(pattern).unwrap().is_match(text), matches, "{pattern} on {text:?}");
             }
-            for invalid in ["a\\1(b)", "a[\\Q]\\E](b)", "\\8", "{2}", "a\\Q+", "a{1001}", "a{2,1}"] {
+            for invalid in [
+                "a\\1(b)",
+                "a[\\Q]\\E](b)",
+                "\\8",
+                "{2}",
+                "a\\Q+",
+                "a{1001}",
+                "a{2,1}",
+                "[[:loower:]]",
+                "[z-a]",
+                "[\\b]",
+                "[a",
+            ] {
                 assert!(go_regex(invalid).is_err(), "{invalid}");
             }
             // `label_replace` takes a pattern that closes the wrapping; a matcher not.
