@@ -1926,6 +1926,7 @@ mod tests {
             assert!(err.is_err(), "{q}: {err:?}");
         }
     }
+
     /// Generated range functions of subqueries (inner selectors, sliding calls,
     /// aggregations, `or`, `count_values`; offsets, windows that overlap or not) under
     /// aggregations, `topk` and operators, in range and instant queries, in each engine

@@ -290,12 +290,9 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
         }
         let repeat = match c {
             '*' | '+' | '?' => Some(c.to_string()),
-            '{' if starts_repetition(chars.clone()) => {
-                let counts = repetition_counts(chars.clone());
+            '{' if let Some((min, max)) = repetition_counts(chars.clone()) => {
                 // Go refuses counts over 1000, and a maximum below the minimum.
-                if counts
-                    .is_some_and(|(min, max)| min > 1000 || max.is_some_and(|max| max > 1000 || max < min))
-                {
+                if min > 1000 || max.is_some_and(|max| max > 1000 || max < min) {
                     let op: String =
                         std::iter::once('{').chain(chars.clone().take_while(|&c| c != '}')).collect();
                     return Err(format!("invalid repeat count: `{op}}}`"));
@@ -344,12 +341,7 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
             continue;
         }
         match chars.next() {
-            Some('d') => translated.push_str("[0-9]"),
-            Some('D') => translated.push_str("[^0-9]"),
-            Some('w') => translated.push_str("[0-9A-Za-z_]"),
-            Some('W') => translated.push_str("[^0-9A-Za-z_]"),
-            Some('s') => translated.push_str("[\\t\\n\\f\\r ]"),
-            Some('S') => translated.push_str("[^\\t\\n\\f\\r ]"),
+            Some(e) if let Some(class) = perl_class(e) => translated.push_str(class),
             Some('b') => translated.push_str("(?-u:\\b)"),
             Some('B') => translated.push_str("(?-u:\\B)"),
             // Word boundaries to the `regex` crate, the characters themselves to Go.
@@ -391,16 +383,8 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
                     }
                 }
             }
-            // Octal: `\0` and up to two more digits, or `\1`…`\7` and one or two more
-            // (a lone `\1` is a back reference, which neither supports).
-            Some(first @ '0'..='7')
-                if first == '0' || chars.peek().is_some_and(|d| ('0'..='7').contains(d)) =>
-            {
-                let mut code = u32::from(first) - u32::from('0');
-                for _ in 0..2 {
-                    let Some(d) = chars.next_if(|d| ('0'..='7').contains(d)) else { break };
-                    code = code * 8 + (u32::from(d) - u32::from('0'));
-                }
+            Some(first @ '0'..='7') if starts_octal(first, &mut chars) => {
+                let code = octal(first, &mut chars);
                 translated.push_str(&format!("\\x{{{code:x}}}"));
             }
             Some(other) => {
@@ -438,10 +422,9 @@ fn translate_go_class(
             return Ok(());
         }
         first = false;
-        let rest = || chars.clone().collect::<String>();
         // `[:alpha:]`, where a `:]` follows somewhere; a name Go does not know is an error.
-        if c == '[' && rest().starts_with("[:") {
-            let text = rest();
+        if c == '[' && chars.clone().nth(1) == Some(':') {
+            let text: String = chars.clone().collect();
             if let Some(end) = text[2..].find(":]") {
                 let name = &text[..end + 4];
                 let known = name.trim_start_matches("[:").trim_start_matches('^').trim_end_matches(":]");
@@ -461,16 +444,7 @@ fn translate_go_class(
         }
         if c == '\\' {
             let escaped = chars.clone().nth(1);
-            let class = match escaped {
-                Some('d') => Some("[0-9]"),
-                Some('D') => Some("[^0-9]"),
-                Some('w') => Some("[0-9A-Za-z_]"),
-                Some('W') => Some("[^0-9A-Za-z_]"),
-                Some('s') => Some("[\\t\\n\\f\\r ]"),
-                Some('S') => Some("[^\\t\\n\\f\\r ]"),
-                _ => None,
-            };
-            if let Some(class) = class {
+            if let Some(class) = escaped.and_then(perl_class) {
                 out.push_str(class);
                 chars.next();
                 chars.next();
@@ -515,6 +489,35 @@ fn translate_go_class(
     }
 }
 
+/// Go's Perl classes, ASCII only (Rust's are Unicode), spelt out for `\<letter>`.
+fn perl_class(letter: char) -> Option<&'static str> {
+    Some(match letter {
+        'd' => "[0-9]",
+        'D' => "[^0-9]",
+        'w' => "[0-9A-Za-z_]",
+        'W' => "[^0-9A-Za-z_]",
+        's' => "[\\t\\n\\f\\r ]",
+        'S' => "[^\\t\\n\\f\\r ]",
+        _ => return None,
+    })
+}
+
+/// Whether `\<first>` starts an octal escape: `\0`, or `\1`…`\7` before another
+/// octal digit (a lone `\1` is a back reference, which neither Go nor Rust supports).
+fn starts_octal(first: char, chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> bool {
+    first == '0' || chars.peek().is_some_and(|d| ('0'..='7').contains(d))
+}
+
+/// The code of the octal escape starting with `first`: up to two more digits.
+fn octal(first: char, chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> u32 {
+    let mut code = u32::from(first) - u32::from('0');
+    for _ in 0..2 {
+        let Some(d) = chars.next_if(|d| ('0'..='7').contains(d)) else { break };
+        code = code * 8 + (u32::from(d) - u32::from('0'));
+    }
+    code
+}
+
 /// One character of a class, escapes read as Go reads them.
 fn class_char(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<char, String> {
     let c = chars.next().ok_or("missing closing ]")?;
@@ -529,14 +532,7 @@ fn class_char(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<ch
         'r' => 13,
         't' => 9,
         'v' => 11,
-        '0'..='7' if e == '0' || chars.peek().is_some_and(|d| ('0'..='7').contains(d)) => {
-            let mut code = u32::from(e) - u32::from('0');
-            for _ in 0..2 {
-                let Some(d) = chars.next_if(|d| ('0'..='7').contains(d)) else { break };
-                code = code * 8 + (u32::from(d) - u32::from('0'));
-            }
-            code
-        }
+        '0'..='7' if starts_octal(e, chars) => octal(e, chars),
         'x' => {
             let hex: String = if chars.next_if_eq(&'{').is_some() {
                 let hex: String = chars.by_ref().take_while(|&c| c != '}').collect();
@@ -568,16 +564,10 @@ fn flags_before_repetition(mut rest: impl Iterator<Item = char> + Clone) -> Opti
     }
     let repeats = match after.next() {
         Some('*' | '+' | '?') => true,
-        Some('{') => starts_repetition(after),
+        Some('{') => repetition_counts(after).is_some(),
         _ => false,
     };
     repeats.then(|| format!("(?{flags})"))
-}
-
-/// Whether the text after a `{` makes it a repetition, as Go reads one: digits, then
-/// `}`, `,}` or `,` digits `}`.
-fn starts_repetition(rest: impl Iterator<Item = char>) -> bool {
-    repetition_counts(rest).is_some()
 }
 
 /// The counts of the repetition the text after a `{` makes, as Go reads them: digits
