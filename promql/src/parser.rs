@@ -1082,15 +1082,12 @@ fn check_regex(pattern: &str, span: Span) -> PResult<()> {
     static VALID: crate::memo::Memo<()> = crate::memo::Memo::new(64 << 10, 1 << 10);
     VALID
         .get_or_try(pattern, |pattern| {
-            // Alone, and wrapped as it is compiled, as Prometheus parses a matcher's.
+            // Alone, as Prometheus 3 parses a matcher's (it then wraps what it parsed).
             let alone = crate::storage::translate_go_pattern(pattern, false)?;
-            let anchored = crate::storage::anchored_go_pattern(pattern)?;
-            [alone, anchored].iter().try_for_each(|p| {
-                regex_syntax::Parser::new().parse(p).map(drop).map_err(|e| {
-                    let detail = e.to_string();
-                    let last = detail.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(&detail);
-                    last.trim_start_matches("error:").trim().to_owned()
-                })
+            regex_syntax::Parser::new().parse(&alone).map(drop).map_err(|e| {
+                let detail = e.to_string();
+                let last = detail.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(&detail);
+                last.trim_start_matches("error:").trim().to_owned()
             })
         })
         .or_else(|last| syntax(format!("error parsing regexp: {last}: `{pattern}`"), span))

@@ -105,18 +105,22 @@ fn within_budget(strings: &[String]) -> bool {
     strings.len() <= MAX_LITERALS && strings.iter().map(String::len).sum::<usize>() <= MAX_LITERAL_BYTES
 }
 
-/// A matcher's pattern compiled as [`go_regex`] compiles it, kept the same way.
+/// A matcher's pattern, compiled as Prometheus 3 compiles one: parsed alone, then
+/// wrapped as [`go_regex`] wraps a pattern (the two differ only for a `\Q` without
+/// `\E`, whose literal ends with the pattern here); kept the same way.
 pub(crate) fn go_pattern(pattern: &str) -> Result<Arc<Pattern>, regex::Error> {
     static COMPILED: crate::memo::Memo<Arc<Pattern>> = crate::memo::Memo::new(16 << 10, 1 << 10);
     COMPILED.get_or_try(pattern, |p| {
         if let Some(values) = plain_alternation(p) {
             return Ok(Arc::new(Pattern::Literals(values.into_iter().map(String::into_boxed_str).collect())));
         }
-        let anchored = anchored_go_pattern(p).map_err(regex::Error::Syntax)?;
+        // Prometheus 3 parses a matcher's pattern alone and wraps what it parsed, so a
+        // `\Q` without `\E` ends with the pattern, not in the wrapping.
         let alone = translate_go_pattern(p, false).map_err(regex::Error::Syntax)?;
         if let Err(e) = regex_syntax::Parser::new().parse(&alone) {
             return Err(regex::Error::Syntax(e.to_string()));
         }
+        let anchored = format!("^(?s:{alone})$");
         Ok(Arc::new(match finite_language(&anchored) {
             Some(set) => Pattern::Literals(set),
             None => Pattern::Regex(build_regex(&anchored)?),
@@ -256,15 +260,17 @@ const REGEX_DFA_CACHE: usize = 256 << 10;
 
 /// `^(?s:pattern)$` in the `regex` crate's syntax, read as Go reads it: Go's ASCII
 /// classes and boundaries spelled out; `\<`, `\>`, `\Q…\E` and a `{` that starts no
-/// repetition (`a{,3}`) taken literally; octal escapes (`\101`) as the characters. An
-/// error for what only Go refuses: a repetition of a repetition (`a**`).
+/// repetition (`a{,3}`) taken literally; octal escapes (`\101`) as the characters;
+/// a repetition after groups of flags (`a(?U)*`) of what is before them, with their
+/// greed. An error for what only Go refuses: a repetition of a repetition (`a**`),
+/// nested counts over 1000 copies (`(a{2}){600}`).
 pub(crate) fn anchored_go_pattern(pattern: &str) -> Result<String, String> {
     translate_go_pattern(pattern, true)
 }
 
 /// [`anchored_go_pattern`] without the `^(?s:…)$` around it, if not `wrapped`.
-/// Prometheus parses a matcher's pattern alone too, so that one whose parentheses
-/// close the wrapping (`a)|(b`) is refused there, though `label_replace` takes it.
+/// Prometheus parses a matcher's pattern alone, so that one whose parentheses close
+/// the wrapping (`a)|(b`) is refused there, though `label_replace` takes it.
 pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<String, String> {
     let mut translated = String::with_capacity(pattern.len() + 16);
     if wrapped {
@@ -274,9 +280,14 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
     // The repetition operator just read (with its `?` of laziness), if the last token
     // was one: Go refuses another right after it.
     let mut last_repeat: Option<String> = None;
-    // A group of flags only, `(?i)`, held back: a repetition right after one repeats
-    // what came before it in Go, so it goes after the repetition.
+    // Groups of flags only, `(?i)`, held back: a repetition right after them repeats
+    // what came before them in Go, so they go after the repetition.
     let mut held_flags: Option<String> = None;
+    // Whether `U` (ungreedy) is set, per open group, as flags end with their group:
+    // a repetition written before held flags must have its greed under theirs.
+    let mut ungreedy = vec![false];
+    // Repetitions with a count of 2 or more: Go limits the product of nested ones.
+    let mut counted = 0;
     while let Some(c) = chars.next() {
         if c == '(' {
             if let Some(flags) = flags_before_repetition(chars.clone()) {
@@ -287,6 +298,25 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
                 last_repeat = None;
                 continue;
             }
+            let outer = ungreedy.last().copied().unwrap_or(false);
+            match flag_group(chars.clone()) {
+                // Flags only: they hold to the end of the group around them.
+                Some((flags, ')')) => {
+                    for _ in 0..flags.chars().count() + 2 {
+                        chars.next();
+                    }
+                    translated.push_str(&format!("(?{flags})"));
+                    if let Some(state) = ungreedy.last_mut() {
+                        *state = ungreedy_after(outer, &flags);
+                    }
+                    last_repeat = None;
+                    continue;
+                }
+                Some((flags, ':')) => ungreedy.push(ungreedy_after(outer, &flags)),
+                _ => ungreedy.push(outer),
+            }
+        } else if c == ')' && ungreedy.len() > 1 {
+            ungreedy.pop();
         }
         let repeat = match c {
             '*' | '+' | '?' => Some(c.to_string()),
@@ -296,6 +326,9 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
                     let op: String =
                         std::iter::once('{').chain(chars.clone().take_while(|&c| c != '}')).collect();
                     return Err(format!("invalid repeat count: `{op}}}`"));
+                }
+                if min >= 2 || max.is_some_and(|max| max >= 2) {
+                    counted += 1;
                 }
                 let mut op = String::from('{');
                 for c in chars.by_ref() {
@@ -313,13 +346,26 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
                 return Err(format!("invalid nested repetition operator: `{last}{op}`"));
             }
             translated.push_str(&op);
-            if chars.peek() == Some(&'?') {
-                chars.next();
-                translated.push('?');
+            let lazy = chars.next_if_eq(&'?').is_some();
+            if lazy {
                 op.push('?');
+            }
+            // Go reads the greed under the held flags, the `regex` crate under those
+            // before them, where the repetition is written.
+            let before = ungreedy.last().copied().unwrap_or(false);
+            let after = held_flags.as_deref().map_or(before, |flags| {
+                flags
+                    .split(')')
+                    .fold(before, |state, group| ungreedy_after(state, group.trim_start_matches("(?")))
+            });
+            if lazy ^ before ^ after {
+                translated.push('?');
             }
             if let Some(flags) = held_flags.take() {
                 translated.push_str(&flags);
+                if let Some(state) = ungreedy.last_mut() {
+                    *state = after;
+                }
             }
             last_repeat = Some(op);
             continue;
@@ -397,7 +443,60 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
     if wrapped {
         translated.push_str(")$");
     }
+    if counted >= 2 {
+        check_repeat_sizes(&translated)?;
+    }
     Ok(translated)
+}
+
+/// Go's limit on nested counted repetitions: no more than 1000 copies of what the
+/// innermost repeats (`(a{2}){600}` is refused), checked for each counted repetition
+/// in the order Go parses them, so that the same one is named.
+fn check_repeat_sizes(translated: &str) -> Result<(), String> {
+    use regex_syntax::ast::{Ast, RepetitionKind, RepetitionRange};
+    // The copies a repetition makes as Go counts them: `None` for `{0}` (Go does not
+    // look inside), 1 for `*`, `+` and `?` (which Go does not count).
+    fn copies(kind: &RepetitionKind) -> Option<u32> {
+        match kind {
+            RepetitionKind::Range(RepetitionRange::Exactly(0) | RepetitionRange::Bounded(_, 0)) => None,
+            RepetitionKind::Range(
+                RepetitionRange::Exactly(n) | RepetitionRange::AtLeast(n) | RepetitionRange::Bounded(_, n),
+            ) => Some(*n),
+            _ => Some(1),
+        }
+    }
+    fn within(ast: &Ast, n: u32) -> bool {
+        match ast {
+            Ast::Repetition(rep) => {
+                copies(&rep.op.kind).is_none_or(|m| m <= n && within(&rep.ast, n / m.max(1)))
+            }
+            Ast::Group(group) => within(&group.ast, n),
+            Ast::Alternation(alt) => alt.asts.iter().all(|a| within(a, n)),
+            Ast::Concat(concat) => concat.asts.iter().all(|a| within(a, n)),
+            _ => true,
+        }
+    }
+    fn check(ast: &Ast, text: &str) -> Result<(), String> {
+        match ast {
+            Ast::Repetition(rep) => {
+                check(&rep.ast, text)?;
+                if copies(&rep.op.kind).is_some_and(|m| m >= 2) && !within(ast, 1000) {
+                    let op = &text[rep.op.span.start.offset..rep.op.span.end.offset];
+                    return Err(format!("invalid repeat count: `{op}`"));
+                }
+                Ok(())
+            }
+            Ast::Group(group) => check(&group.ast, text),
+            Ast::Alternation(alt) => alt.asts.iter().try_for_each(|a| check(a, text)),
+            Ast::Concat(concat) => concat.asts.iter().try_for_each(|a| check(a, text)),
+            _ => Ok(()),
+        }
+    }
+    // A pattern the parser refuses is reported when it is compiled.
+    match regex_syntax::ast::parse::Parser::new().parse(translated) {
+        Ok(ast) => check(&ast, translated),
+        Err(_) => Ok(()),
+    }
 }
 
 /// The rest of a class after its `[`, read as Go reads it (`]` first is a character,
@@ -548,26 +647,45 @@ fn class_char(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<ch
     char::from_u32(code).ok_or_else(|| format!("invalid escape sequence: code {code:x}"))
 }
 
-/// The group `(?flags)` that the text after a `(` completes, when a repetition follows
-/// it (as `(?i)*`).
+/// The groups of flags only that the text after a `(` starts, when a repetition
+/// follows them (`(?i)*`, `(?i)(?m)*`): their text.
 fn flags_before_repetition(mut rest: impl Iterator<Item = char> + Clone) -> Option<String> {
+    let mut text = String::new();
+    loop {
+        let (flags, ')') = flag_group(rest.clone())? else { return None };
+        // `?`, the flags and `)`.
+        for _ in 0..flags.chars().count() + 2 {
+            rest.next();
+        }
+        text.push_str(&format!("(?{flags})"));
+        match rest.next() {
+            Some('*' | '+' | '?') => return Some(text),
+            Some('{') if repetition_counts(rest.clone()).is_some() => return Some(text),
+            Some('(') => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// The flags of a group that the text after a `(` starts with `?` (`(?i)`, `(?s:`),
+/// and the character after them; `None` for other groups.
+fn flag_group(mut rest: impl Iterator<Item = char> + Clone) -> Option<(String, char)> {
     if rest.next() != Some('?') {
         return None;
     }
-    // With `U` the repetition keeps its greed here where Go swaps it: the same strings
-    // match, a capture of `label_replace` can differ (refusing the pattern would be
-    // worse).
     let flags: String = rest.clone().take_while(|f| matches!(f, 'i' | 'm' | 's' | 'U' | '-')).collect();
-    let mut after = rest.skip(flags.chars().count());
-    if after.next() != Some(')') {
-        return None;
+    let end = rest.nth(flags.chars().count())?;
+    Some((flags, end))
+}
+
+/// Whether `U` is set after flags (`iU-s`) change a state in which it was `state`.
+fn ungreedy_after(state: bool, flags: &str) -> bool {
+    match flags.split_once('-') {
+        Some((_, off)) if off.contains('U') => false,
+        Some((on, _)) if on.contains('U') => true,
+        None if flags.contains('U') => true,
+        _ => state,
     }
-    let repeats = match after.next() {
-        Some('*' | '+' | '?') => true,
-        Some('{') => repetition_counts(after).is_some(),
-        _ => false,
-    };
-    repeats.then(|| format!("(?{flags})"))
 }
 
 /// The counts of the repetition the text after a `{` makes, as Go reads them: digits
@@ -1616,6 +1734,62 @@ mod tests {
             assert!(go_regex("a)|(b").is_ok() && go_pattern("a)|(b").is_err());
             assert!(go_regex(">)\\Q").is_ok() && go_pattern(">)\\Q").is_err());
             assert!(go_pattern("a\\<b\\>.").unwrap().is_match("a<b>c"));
+            // Prometheus 3 parses a matcher alone: `\Q` without `\E` ends with it.
+            assert!(go_regex("a\\Q.*").is_err(), "the wrapping's `)` is literal");
+            let quoted = go_pattern("a\\Q.*").unwrap();
+            assert!(quoted.is_match("a.*") && !quoted.is_match("axx"));
+            assert!(go_pattern("a\\Q+").unwrap().is_match("a+"));
+        }
+    }
+
+    /// A repetition after groups of flags repeats what is before them, with the greed
+    /// their `U` gives it; Go's limit on nested counts. Captures as Prometheus 2.42's
+    /// `label_replace` gives them.
+    #[test]
+    fn repetitions_after_flags_and_nested_counts_as_in_go() {
+        for (pattern, text, first) in [
+            ("(a(?U)+)(a*)", "aaa", "a"),
+            ("(a(?U)+?)(a*)", "aaa", "aaa"),
+            ("(?U)(a(?-U)+)(a*)", "aaa", "aaa"),
+            ("(?U)(a+)(a*)", "aaa", "a"),
+            ("(?U:(a(?U)+))(a*)", "aaa", "a"),
+            ("(a(?i)(?U)*)(a*)", "aaa", ""),
+            ("(a(?i)(?m)*)b", "aab", "aa"),
+            ("(a(?U)*)((?-U)a*)", "aa", ""),
+            ("(a(?U){1,2})(a*)", "aaa", "a"),
+            ("((?U)a+)(a*)", "aaa", "a"),
+            ("((?U)a)(a+)", "aaa", "a"),
+            ("((?U)(a(?-U)+))(a*)", "aaa", "aaa"),
+            ("((?U)x|(a(?-U)+))(a*)", "aaa", "aaa"),
+            ("(?U)((?-U)a|(a(?i)+))(a*)", "aaa", "a"),
+        ] {
+            let re = go_regex(pattern).unwrap();
+            let captures = re.captures(text).unwrap_or_else(|| panic!("{pattern} on {text:?}"));
+            assert_eq!(&captures[1], first, "{pattern} on {text:?}");
+        }
+        for valid in [
+            "(a{2}){500}",
+            "(a{0}){1000}",
+            "(a{1000}){1}",
+            "(a{2}){2}(b{3}){300}",
+            "(b{3}){333}",
+            "(a{1,}){600}",
+        ] {
+            assert!(go_regex(valid).is_ok() && go_pattern(valid).is_ok(), "{valid}");
+        }
+        for (invalid, named) in [
+            ("(a{2}){600}", "{600}"),
+            ("((a{2}){2}){300}", "{300}"),
+            ("(a{2}|b){501}", "{501}"),
+            ("(?:a{2,}){501}", "{501}"),
+            ("((a{2}){600}){2}", "{600}"),
+            ("(a{1,2}){501}", "{501}"),
+            ("(b{3}){334}", "{334}"),
+            ("(a{2}){2}(b{4}){300}", "{300}"),
+        ] {
+            let error = go_regex(invalid).unwrap_err().to_string();
+            assert!(error.contains(&format!("invalid repeat count: `{named}`")), "{invalid}: {error}");
+            assert!(go_pattern(invalid).is_err(), "{invalid}");
         }
     }
 
