@@ -133,6 +133,10 @@ fn eval(c: &mut Criterion) {
         range("range_deriv_gauge", "deriv(process_resident_memory_bytes[5m])");
         // A quantile of the same windows: their values kept sorted as they slide.
         range("range_quantile_over_time_gauge", "quantile_over_time(0.9, process_resident_memory_bytes[5m])");
+        // The gauge's five least at each of the same steps: a heap of values a step.
+        range("range_bottomk_gauge", "bottomk(5, process_resident_memory_bytes)");
+        // The ten greatest rates at each step, from the windows' values straight.
+        range("range_topk_rate", "topk(10, rate(istio_requests_total[1m]))");
     }
     g.finish();
 }

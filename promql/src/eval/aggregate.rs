@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::kernels;
-use super::sliding::{node_key, Input, SlidSeries};
-use super::{exec_error, AnnotationKind, EResult, Evaluator, S, V};
+use super::sliding::{node_key, Input, Positioned, SlidSeries};
+use super::{exec_error, AnnotationKind, Compat, EResult, Evaluator, S, V};
 use crate::ast::{AggregateExpr, AggregateOp, Grouping};
 use crate::labels::{Labels, LabelsHashing, LabelsMap, NAME_LABELS};
 use crate::value::{Point, Series, Timestamp};
@@ -329,7 +329,7 @@ impl Evaluator<'_> {
         let out = match (a.op, param) {
             (AggregateOp::Topk | AggregateOp::Bottomk, Param::Number(k)) => {
                 let groups = self.groups_of(node_key(a), input, grouping);
-                top_bottom_k(groups, k, a.op == AggregateOp::Topk)?
+                top_bottom_k(groups, k, a.op == AggregateOp::Topk, self.opts.compat)?
             }
             (AggregateOp::Limitk, Param::Number(k)) => {
                 limitk(self.groups_of(node_key(a), input, grouping), k)?
@@ -562,6 +562,83 @@ impl Evaluator<'_> {
     }
 }
 
+impl Evaluator<'_> {
+    /// `topk` (`top`) or `bottomk` of `k` of `input` at each of `steps` of a range query,
+    /// block by block of `block` steps: the input's values at a step go into their
+    /// group's heap as values and series positions, in the step-by-step path's order (so
+    /// that the same of equal values stay), instead of into a vector of label sets per
+    /// step, and those kept become points of their series (a range result's order within
+    /// a step does not matter). `None` where the input cannot be computed so.
+    pub(super) fn top_bottom_series(
+        &mut self,
+        a: &AggregateExpr,
+        input: Input<'_>,
+        steps: &[Timestamp],
+        (k, top): (i64, bool),
+        block: usize,
+    ) -> EResult<Option<Positioned>> {
+        let k = usize::try_from(k).unwrap_or(0);
+        let compat = self.opts.compat;
+        let grouping = a.grouping.as_ref();
+        let mut groups = GroupKeys::default();
+        // Per series position: its group, and its result series once it has a point.
+        let mut group_of: Vec<usize> = Vec::new();
+        let mut series: Vec<(Option<Labels>, Vec<Point>)> = Vec::new();
+        let mut heaps: Vec<Vec<(f64, usize)>> = Vec::new();
+        for block in steps.chunks(block.max(1)) {
+            self.check_deadline()?;
+            // Per step, the values with their series' positions, series by series.
+            let mut at: Vec<Vec<(usize, f64)>> = vec![Vec::new(); block.len()];
+            let mut current = usize::MAX;
+            let mut take = |s: &SlidSeries<'_>, i: usize, v: f64| {
+                if s.n != current {
+                    current = s.n;
+                    if group_of.len() <= s.n {
+                        group_of.resize(s.n + 1, usize::MAX);
+                        series.resize_with(s.n + 1, || (None, Vec::new()));
+                    }
+                    if group_of[s.n] == usize::MAX {
+                        let labels = s.labels();
+                        group_of[s.n] = groups.find_or_add(&labels, grouping).0;
+                        // A range result is final: a name to drop at the end goes now.
+                        series[s.n].0 = Some(if s.drop_name { labels.without_metric_name() } else { labels });
+                    }
+                }
+                at[i].push((s.n, v));
+            };
+            let found = match input {
+                Input::Call(c) => self.slide_each(c, block, true, &mut take)?,
+                Input::Selector(vs) => self.latest_each(vs, block, |s, i, p| take(s, i, p.v))?,
+            };
+            if !found {
+                return Ok(None);
+            }
+            if k == 0 {
+                continue;
+            }
+            heaps.resize_with(groups.keys.len(), Vec::new);
+            for (values, &t) in at.iter().zip(block) {
+                for &(n, v) in values {
+                    offer(&mut heaps[group_of[n]], (k, top, compat), (v, n), |&(v, _)| v);
+                }
+                for heap in &mut heaps {
+                    for (v, n) in heap.drain(..) {
+                        series[n].1.push(Point { t, v });
+                    }
+                }
+            }
+        }
+        Ok(Some(
+            series
+                .into_iter()
+                .enumerate()
+                .filter(|(_, (_, points))| !points.is_empty())
+                .filter_map(|(n, (labels, points))| Some((n, Series { labels: labels?, points })))
+                .collect(),
+        ))
+    }
+}
+
 /// `count_values(name, input)`: per group, how many elements have each value, the value
 /// (as Go formats it) under `name`.
 fn count_values(input: Vec<S>, grouping: Option<&Grouping>, name: &str) -> EResult<Vec<S>> {
@@ -614,7 +691,7 @@ enum Param {
 }
 
 /// `k` as Prometheus converts it: NaN and values beyond int64 are errors.
-fn k_param(k: f64) -> EResult<i64> {
+pub(super) fn k_param(k: f64) -> EResult<i64> {
     if k.is_nan() {
         return exec_error("Parameter value is NaN");
     }
@@ -642,40 +719,65 @@ fn split_groups(input: Vec<S>, group_of: &[usize], count: usize) -> Vec<Vec<S>> 
 
 /// `topk`/`bottomk` of `groups`, with Prometheus' heap so that ties come out in the same
 /// order.
-fn top_bottom_k(groups: Vec<Vec<S>>, k: f64, top: bool) -> EResult<Vec<S>> {
+fn top_bottom_k(groups: Vec<Vec<S>>, k: f64, top: bool, compat: Compat) -> EResult<Vec<S>> {
     let k = k_param(k)?;
     if k < 1 {
         return Ok(Vec::new());
     }
-    // "Less" of Prometheus' heaps: NaN sorts first, so it is the first to be replaced.
-    let less = |a: f64, b: f64| a.is_nan() || if top { a < b } else { a > b };
     let mut out = Vec::new();
     for group in groups {
         let k = (k as usize).min(group.len());
         let mut heap: Vec<S> = Vec::with_capacity(k);
         for s in group {
-            if heap.len() < k {
-                heap.push(s);
-                let n = heap.len() - 1;
-                heap_up(&mut heap, n, &less);
-            } else if (if top { heap[0].v < s.v } else { heap[0].v > s.v })
-                || (heap[0].v.is_nan() && !s.v.is_nan())
-            {
-                heap[0] = s;
-                if k > 1 {
-                    heap_down(&mut heap, 0, &less);
-                }
-            }
+            offer(&mut heap, (k, top, compat), s, |s| s.v);
         }
         out.extend(heap_to_output(heap, top));
     }
     Ok(out)
 }
 
-fn heap_up(h: &mut [S], mut j: usize, less: &impl Fn(f64, f64) -> bool) {
+/// Offers `x`, of value `value(x)`, to `heap`, the `k` (at least 1) greatest values so
+/// far for `top`, else the least, as Prometheus' heap takes it: which of equal values
+/// stay depends on this order of comparisons. Prometheus 3 puts a value that goes in
+/// in the place of the least and sifts it down; 2 pops the least, pushes the new value,
+/// and lets a value replace a NaN even when it is NaN too.
+#[inline]
+fn offer<T>(heap: &mut Vec<T>, (k, top, compat): (usize, bool, Compat), x: T, value: impl Fn(&T) -> f64) {
+    // "Less" of Prometheus' heaps: NaN sorts first, so it is the first to be replaced.
+    let less = |a: &T, b: &T| {
+        let (a, b) = (value(a), value(b));
+        a.is_nan() || if top { a < b } else { a > b }
+    };
+    if heap.len() < k {
+        heap.push(x);
+        let n = heap.len() - 1;
+        heap_up(heap, n, &less);
+    } else if compat == Compat::Prometheus2 {
+        let (least, v) = (value(&heap[0]), value(&x));
+        if (if top { least < v } else { least > v }) || least.is_nan() {
+            // `heap.Pop`: the last in the place of the least, sifted down without it.
+            let last = heap.len() - 1;
+            heap.swap(0, last);
+            heap_down(&mut heap[..last], 0, &less);
+            heap.pop();
+            heap.push(x);
+            heap_up(heap, last, &less);
+        }
+    } else {
+        let (least, v) = (value(&heap[0]), value(&x));
+        if (if top { least < v } else { least > v }) || (least.is_nan() && !v.is_nan()) {
+            heap[0] = x;
+            if k > 1 {
+                heap_down(heap, 0, &less);
+            }
+        }
+    }
+}
+
+fn heap_up<T>(h: &mut [T], mut j: usize, less: &impl Fn(&T, &T) -> bool) {
     while j > 0 {
         let i = (j - 1) / 2;
-        if !less(h[j].v, h[i].v) {
+        if !less(&h[j], &h[i]) {
             break;
         }
         h.swap(i, j);
@@ -683,7 +785,7 @@ fn heap_up(h: &mut [S], mut j: usize, less: &impl Fn(f64, f64) -> bool) {
     }
 }
 
-fn heap_down(h: &mut [S], mut i: usize, less: &impl Fn(f64, f64) -> bool) {
+fn heap_down<T>(h: &mut [T], mut i: usize, less: &impl Fn(&T, &T) -> bool) {
     let n = h.len();
     loop {
         let j1 = 2 * i + 1;
@@ -691,10 +793,10 @@ fn heap_down(h: &mut [S], mut i: usize, less: &impl Fn(f64, f64) -> bool) {
             break;
         }
         let mut j = j1;
-        if j1 + 1 < n && less(h[j1 + 1].v, h[j1].v) {
+        if j1 + 1 < n && less(&h[j1 + 1], &h[j1]) {
             j = j1 + 1;
         }
-        if !less(h[j].v, h[i].v) {
+        if !less(&h[j], &h[i]) {
             break;
         }
         h.swap(i, j);
@@ -918,6 +1020,37 @@ eval range from 0 to 5m step 1m topk by (g) (1, m)
 
     fn sample(v: f64, id: usize) -> S {
         S { labels: Labels::from_pairs([("id", id.to_string().as_str())]), v, t: 0, drop_name: false }
+    }
+
+    /// Which of equal values `topk` and `bottomk` keep, and in which order they come out,
+    /// with each version's heap: Prometheus 2.42's answers (the 2 column) to these, each
+    /// element labelled by its place in the input.
+    #[test]
+    fn top_and_bottom_k_keep_ties_as_each_version_does() {
+        use crate::eval::{Engine, EngineOptions};
+        let input = |values: &[&str]| {
+            let one = |(i, v): (usize, &&str)| {
+                format!("label_replace(vector({v}), \"p\", \"{}\", \"\", \"\")", char::from(b'a' + i as u8))
+            };
+            values.iter().enumerate().map(one).collect::<Vec<_>>().join(" or ")
+        };
+        for (op, values, prometheus2, prometheus3) in [
+            ("bottomk(2", &["4", "12", "4", "3"][..], "dc", "da"),
+            ("topk(2", &["4", "1", "4", "5"], "dc", "da"),
+            ("bottomk(2", &["4", "12", "4"], "ac", "ca"),
+            ("topk(1", &["NaN", "NaN"], "b", "a"),
+            ("topk(2", &["NaN", "1", "NaN", "1"], "bd", "db"),
+            ("bottomk(3", &["2", "2", "1", "2", "2"], "cab", "cab"),
+        ] {
+            let q = format!("{op}, {})", input(values));
+            for (compat, want) in [(Compat::Prometheus2, prometheus2), (Compat::Prometheus3, prometheus3)] {
+                let engine = Engine::new(EngineOptions { compat, ..EngineOptions::default() });
+                let result = engine.instant_query(&crate::storage::MemoryStore::new(), &q, 0).unwrap();
+                let crate::value::Value::Vector(v) = result.value else { panic!("{q}") };
+                let kept: String = v.iter().filter_map(|s| s.labels.get("p")).collect();
+                assert_eq!(kept, want, "{q} ({compat:?})");
+            }
+        }
     }
 
     /// The O(k log k) output order equals the insertion sort Go runs on small heaps.

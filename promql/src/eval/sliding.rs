@@ -157,7 +157,7 @@ impl SlidSeries<'_> {
 }
 
 /// Series of a range result, each with its position in the selection.
-type Positioned = Vec<(usize, Series)>;
+pub(super) type Positioned = Vec<(usize, Series)>;
 
 /// Series of consecutive runs of steps gathered by their labels, for runs that number
 /// their series each their own way (a subquery's inner steps evaluated for each).
@@ -524,6 +524,40 @@ impl Evaluator<'_> {
         Ok(Some(out))
     }
 
+    /// The result of a range query that is `topk` or `bottomk` with a literal `k` of a
+    /// sliding call or a plain selector (`topk(5, rate(m[5m]))`), series by series
+    /// ([`top_bottom_series`](Self::top_bottom_series)) over the cores when there are
+    /// enough values. `None` where it does not apply.
+    pub(super) fn top_bottom_range_result(
+        &mut self,
+        a: &AggregateExpr,
+        steps: &[Timestamp],
+    ) -> EResult<Option<Vec<Series>>> {
+        use crate::ast::AggregateOp::{Bottomk, Topk};
+        let (Some(input), Some(k)) = (Input::of(a), a.param.as_ref().and_then(|p| number(p))) else {
+            return Ok(None);
+        };
+        if steps.is_empty()
+            || !self.fast_paths
+            || !matches!(a.op, Topk | Bottomk)
+            || (self.delayed && !input.keeps_name())
+            || !input.stable_positions()
+            || !self.distinct_input(input, steps)?
+        {
+            return Ok(None);
+        }
+        let k = super::aggregate::k_param(k)?;
+        let series = match input {
+            Input::Call(c) => range_arg(c).map_or(0, |arg| self.source_series(arg)),
+            Input::Selector(vs) => self.selected(vs).len(),
+        };
+        // A block holds a value per series and step.
+        let block = (FUSED_BLOCK_CELLS / series.max(1)).max(super::PRECOMPUTE_STEPS);
+        self.whole_series(series, true, steps, &|ev, part| {
+            ev.top_bottom_series(a, input, part, (k, a.op == Topk), block)
+        })
+    }
+
     /// The result of a range query that is a sliding call (`avg_over_time(m[5m])`),
     /// series by series, without a vector per step; over the cores when there are
     /// enough windows. `None` when `c` cannot slide or its results could collide (which
@@ -587,7 +621,10 @@ impl Evaluator<'_> {
                 Some(series) => Ok(Some(series)),
                 None => self.each_value_call(c, steps),
             },
-            Expr::Aggregate(a) => self.fused_range_result(a, steps),
+            Expr::Aggregate(a) => match self.fused_range_result(a, steps)? {
+                Some(series) => Ok(Some(series)),
+                None => self.top_bottom_range_result(a, steps),
+            },
             Expr::VectorSelector(vs) => self.selector_range_result(vs, steps),
             Expr::Unary(u) if u.op == UnaryOp::Neg => self.each_value(&u.expr, steps, true, |v| Some(-v)),
             Expr::Binary(b) if b.op.is_comparison() || super::binary::is_arithmetic(b.op) => {
@@ -1675,28 +1712,81 @@ mod tests {
             // Series equal once their names go: an error without delayed name removal.
             "sum_over_time({wl=\"b\"}[40s])",
         ];
-        let delayed = crate::Features::none().with(crate::features::Feature::DelayedNameRemoval);
         let mut duplicates = 0;
-        for compat in [crate::eval::Compat::Prometheus3, crate::eval::Compat::Prometheus2] {
-            for features in [crate::Features::none(), delayed] {
-                let engine = Engine::new(EngineOptions { compat, features, ..EngineOptions::default() });
-                for q in queries {
-                    let expr = crate::parse(q).unwrap();
-                    for t in [0, 30_000, 120_000, 210_000, 230_000, 400_000, 610_000] {
-                        let run = |fast| {
-                            engine
-                                .eval_with(&st, &expr, (t, t, 0), fast)
-                                .map(|r| format!("{:?} {:?}", r.value, r.annotations))
-                        };
-                        let fast = run(true);
-                        duplicates +=
-                            usize::from(matches!(&fast, Err(e) if e.to_string().contains("same labelset")));
-                        assert_eq!(fast, run(false), "{q} at {t}");
-                    }
+        in_each_mode(|engine| {
+            for q in queries {
+                for t in [0, 30_000, 120_000, 210_000, 230_000, 400_000, 610_000] {
+                    let [fast, slow] = both_paths(engine, &st, q, (t, t, 0));
+                    duplicates += usize::from(matches!(&fast, Err(e) if e.contains("same labelset")));
+                    assert_eq!(fast, slow, "{q} at {t}");
                 }
             }
-        }
+        });
         assert!(duplicates > 0, "the duplicate label sets were not met");
+    }
+
+    /// The value and notes of `q` over `span` by the fast paths and by the step-by-step
+    /// path, or their errors.
+    fn both_paths(
+        engine: &Engine,
+        st: &MemoryStore,
+        q: &str,
+        span: (i64, i64, i64),
+    ) -> [Result<String, String>; 2] {
+        let expr = crate::parse(q).unwrap();
+        [true, false].map(|fast| {
+            engine
+                .eval_with(st, &expr, span, fast)
+                .map(|r| format!("{:?} {:?}", r.value, r.annotations))
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// Runs `f` with an engine of each compat mode, names dropped at once and at the end.
+    fn in_each_mode(mut f: impl FnMut(&Engine)) {
+        let delayed = crate::Features::none().with(crate::features::Feature::DelayedNameRemoval);
+        for compat in [crate::eval::Compat::Prometheus3, crate::eval::Compat::Prometheus2] {
+            for features in [crate::Features::none(), delayed] {
+                f(&Engine::new(EngineOptions { compat, features, ..EngineOptions::default() }));
+            }
+        }
+    }
+
+    /// `topk` and `bottomk` of a selector or a sliding call over a range query's steps
+    /// keep what the step-by-step path keeps: among equal values (whole numbers here), at
+    /// NaNs, per group, with every k, names dropped at once or at the end, and errors and
+    /// notes alike (a NaN k, series equal once their names go).
+    #[test]
+    fn top_and_bottom_k_over_steps_agree_with_the_step_by_step_path() {
+        let st = store();
+        let queries = [
+            "topk(2, mem_bytes)",
+            "bottomk(3, mem_bytes)",
+            "topk by (wl) (1, req_total)",
+            "bottomk without (pod) (2, mem_bytes)",
+            "topk(0, mem_bytes)",
+            "bottomk(-1, mem_bytes)",
+            "topk(1e6, mem_bytes)",
+            "topk((2), (mem_bytes offset 20s))",
+            "topk(2, rate(req_total[1m]))",
+            "bottomk by (code) (1, increase(req_total[30s]))",
+            "topk by (__name__) (1, {__name__=~\".+\"})",
+            "bottomk(4, {wl=\"a\"})",
+            "topk(2, sum_over_time({wl=\"b\"}[40s]))",
+            "topk(NaN, mem_bytes)",
+            "bottomk(2.9, -mem_bytes)",
+            "topk by (wl) (1, mem_bytes) + 1",
+        ];
+        let mut errors = 0;
+        in_each_mode(|engine| {
+            for q in queries {
+                let [fast, slow] = both_paths(engine, &st, q, (30_000, 600_000, 7_000));
+                errors += usize::from(fast.is_err());
+                assert_eq!(fast, slow, "{q}");
+            }
+        });
+        // A NaN k, and the series equal without their names, in each mode.
+        assert_eq!(errors, 8);
     }
 
     #[test]
@@ -1731,6 +1821,8 @@ mod tests {
             "count(max_over_time(mem_bytes[20s]))",
             "mem_bytes offset 10s",
             "sum by (code) (req_total)",
+            "topk(2, mem_bytes)",
+            "bottomk by (wl) (1, rate(req_total[1m]))",
             // Each part evaluates the subquery's inner steps for its own steps, where
             // other series come and go: the parts number them differently.
             "max_over_time(rate(req_total[1m])[30s:10s])",
