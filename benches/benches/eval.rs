@@ -137,6 +137,8 @@ fn eval(c: &mut Criterion) {
         range("range_bottomk_gauge", "bottomk(5, process_resident_memory_bytes)");
         // The ten greatest rates at each step, from the windows' values straight.
         range("range_topk_rate", "topk(10, rate(istio_requests_total[1m]))");
+        // The gauge's median at each of the same steps: a quantile fused like a sum.
+        range("range_quantile_gauge", "quantile(0.5, process_resident_memory_bytes)");
     }
     g.finish();
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::kernels;
-use super::sliding::{node_key, Input, Positioned, SlidSeries};
+use super::sliding::{fused_param, node_key, Input, Positioned, SlidSeries};
 use super::{exec_error, AnnotationKind, Compat, EResult, Evaluator, S, V};
 use crate::ast::{AggregateExpr, AggregateOp, Grouping};
 use crate::labels::{Labels, LabelsHashing, LabelsMap, NAME_LABELS};
@@ -370,10 +370,11 @@ impl Evaluator<'_> {
         Ok(V::Vector(out))
     }
 
-    /// `a` (a value aggregation without parameter, [`value_aggregation`]) of its
-    /// `input` (a sliding range function call or a plain instant selector) at each of
-    /// `steps`, the input's values going straight into their groups instead of into a
-    /// vector per step. `None` when the input cannot be computed so.
+    /// `a` (a value aggregation without parameter, or `quantile` of a literal in [0, 1];
+    /// [`value_aggregation`]) of its `input` (a sliding range function call or a plain
+    /// instant selector) at each of `steps`, the input's values going straight into
+    /// their groups instead of into a vector per step. `None` when the input cannot be
+    /// computed so.
     ///
     /// Within a step, groups come out in the order of their first element in the input's
     /// output, as [`value_aggregation`] gives them, and take their elements in the same
@@ -390,6 +391,7 @@ impl Evaluator<'_> {
             return Ok(None);
         };
         let keys = self.fused_groups.get(&node_key(a)).map_or(&[][..], |f| &f.groups.keys[..]);
+        let param = fused_param(a);
         let mut out = Vec::with_capacity(steps.len());
         let mut present: Vec<(usize, usize, Acc)> = Vec::new();
         for i in 0..steps.len() {
@@ -404,7 +406,7 @@ impl Evaluator<'_> {
                     .drain(..)
                     .map(|(_, g, acc)| S {
                         labels: keys[g].clone(),
-                        v: acc.value(a.op, f64::NAN),
+                        v: acc.value(a.op, param),
                         t: 0,
                         drop_name: drop_names,
                     })
@@ -430,12 +432,13 @@ impl Evaluator<'_> {
             return Ok(false);
         };
         let keys = self.fused_groups.get(&node_key(a)).map_or(&[][..], |f| &f.groups.keys[..]);
+        let param = fused_param(a);
         series.extend(keys[series.len()..].iter().map(|k| Series { labels: k.clone(), points: Vec::new() }));
         for (row, s) in cells.into_iter().zip(series.iter_mut()) {
             let points = row
                 .into_iter()
                 .zip(steps)
-                .filter_map(|(cell, &t)| cell.map(|(acc, _)| Point { t, v: acc.value(a.op, f64::NAN) }));
+                .filter_map(|(cell, &t)| cell.map(|(acc, _)| Point { t, v: acc.value(a.op, param) }));
             s.points.extend(points);
         }
         Ok(true)

@@ -1318,8 +1318,8 @@ pub(super) fn node_key<T>(node: &T) -> usize {
 enum Node<'e> {
     /// A range function call.
     Call(&'e Call),
-    /// A value aggregation without parameter of a range function call or of a plain
-    /// instant selector (its input).
+    /// A value aggregation without parameter (or a literal quantile) of a range function
+    /// call or of a plain instant selector (its input).
     Aggregate(&'e AggregateExpr, Input<'e>),
     /// A plain instant selector elsewhere.
     Selector(&'e VectorSelector),
@@ -1330,7 +1330,17 @@ enum Node<'e> {
 /// Whether an aggregation's groups can be filled from a sliding call directly.
 fn fusable(a: &AggregateExpr) -> bool {
     use crate::ast::AggregateOp::*;
-    a.param.is_none() && matches!(a.op, Sum | Avg | Count | Min | Max | Group | Stddev | Stdvar)
+    match (a.op, &a.param) {
+        (Sum | Avg | Count | Min | Max | Group | Stddev | Stdvar, None) => true,
+        // Out of [0, 1] the step-by-step path warns.
+        (Quantile, Some(q)) => number(q).is_some_and(|q| (0.0..=1.0).contains(&q)),
+        _ => false,
+    }
+}
+
+/// The parameter of a [`fusable`] aggregation: its literal quantile, else NaN.
+pub(super) fn fused_param(a: &AggregateExpr) -> f64 {
+    a.param.as_ref().and_then(|p| number(p)).unwrap_or(f64::NAN)
 }
 
 fn collect_nodes<'e>(e: &'e Expr, out: &mut Vec<Node<'e>>) {
@@ -1568,6 +1578,8 @@ mod tests {
             "sum by (k) (stddev_over_time(big[1m] offset 15s))",
             "stddev by (wl) (rate(req_total[1m]))",
             "stdvar(deriv(mem_bytes[1m]))",
+            "quantile by (wl) (0.25, rate(req_total[1m]))",
+            "quantile(0.9, avg_over_time(mem_bytes[1m]))",
             // A literal duration after the range; the intercept at each step's time.
             "predict_linear(mem_bytes[1m], 600)",
             "sum by (wl) (predict_linear(req_total[50s] offset 20s, -(30)))",
@@ -1666,6 +1678,8 @@ mod tests {
             "label_replace(mem_bytes, \"x\", \"$1\", \"wl\", \"(.*)\") + mem_bytes @ 300",
             "topk(2, mem_bytes)",
             "quantile(0.5, req_total)",
+            "quantile by (wl) (0, mem_bytes)",
+            "quantile without (pod) (1, mem_bytes offset 10s)",
         ];
         let delayed = crate::Features::none().with(crate::features::Feature::DelayedNameRemoval);
         for compat in [crate::eval::Compat::Prometheus3, crate::eval::Compat::Prometheus2] {
@@ -1755,9 +1769,10 @@ mod tests {
     /// `topk` and `bottomk` of a selector or a sliding call over a range query's steps
     /// keep what the step-by-step path keeps: among equal values (whole numbers here), at
     /// NaNs, per group, with every k, names dropped at once or at the end, and errors and
-    /// notes alike (a NaN k, series equal once their names go).
+    /// notes alike (a NaN k, series equal once their names go). So do quantiles, in
+    /// [0, 1] fused, out of it with the step-by-step path's warning.
     #[test]
-    fn top_and_bottom_k_over_steps_agree_with_the_step_by_step_path() {
+    fn parameters_of_aggregations_over_steps_agree_with_the_step_by_step_path() {
         let st = store();
         let queries = [
             "topk(2, mem_bytes)",
@@ -1776,6 +1791,11 @@ mod tests {
             "topk(NaN, mem_bytes)",
             "bottomk(2.9, -mem_bytes)",
             "topk by (wl) (1, mem_bytes) + 1",
+            "quantile by (code) (0.5, rate(req_total[1m]))",
+            "quantile(1.5, mem_bytes)",
+            "quantile(-1, irate(req_total[1m]))",
+            "quantile(NaN, mem_bytes)",
+            "quantile by (wl) ((0.75), -mem_bytes)",
         ];
         let mut errors = 0;
         in_each_mode(|engine| {
