@@ -1072,9 +1072,10 @@ fn go_percent_f(v: f64) -> String {
     }
 }
 
-/// Validates a regex matcher the way Prometheus compiles it: fully anchored, `.`
-/// matching newlines, in Go's syntax (as translated for the `regex` crate). Valid patterns are remembered: parsing `5..` costs more than
-/// parsing the rest of a query.
+/// Validates a regex matcher as Prometheus 3 does: in Go's syntax (as translated for
+/// the `regex` crate), parsed alone, then wrapped as it is compiled (`^(?s:…)$`, two
+/// levels of nesting more). Valid patterns are remembered: parsing `5..` costs more
+/// than parsing the rest of a query.
 fn check_regex(pattern: &str, span: Span) -> PResult<()> {
     if crate::storage::plain_alternation(pattern).is_some() {
         return Ok(());
@@ -1082,12 +1083,13 @@ fn check_regex(pattern: &str, span: Span) -> PResult<()> {
     static VALID: crate::memo::Memo<()> = crate::memo::Memo::new(64 << 10, 1 << 10);
     VALID
         .get_or_try(pattern, |pattern| {
-            // Alone, as Prometheus 3 parses a matcher's (it then wraps what it parsed).
             let alone = crate::storage::translate_go_pattern(pattern, false)?;
-            regex_syntax::Parser::new().parse(&alone).map(drop).map_err(|e| {
-                let detail = e.to_string();
-                let last = detail.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(&detail);
-                last.trim_start_matches("error:").trim().to_owned()
+            [alone.clone(), format!("^(?s:{alone})$")].iter().try_for_each(|p| {
+                regex_syntax::Parser::new().parse(p).map(drop).map_err(|e| {
+                    let detail = e.to_string();
+                    let last = detail.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(&detail);
+                    last.trim_start_matches("error:").trim().to_owned()
+                })
             })
         })
         .or_else(|last| syntax(format!("error parsing regexp: {last}: `{pattern}`"), span))

@@ -566,8 +566,8 @@ impl Evaluator<'_> {
 }
 
 impl Evaluator<'_> {
-    /// `topk` (`top`) or `bottomk` of `k` of `input` at each of `steps` of a range query,
-    /// block by block of `block` steps: the input's values at a step go into their
+    /// What `keep` keeps of `input` at each of `steps` of a range query, block by block
+    /// of `block` steps: the input's values at a step go into their
     /// group's heap as values and series positions, in the step-by-step path's order (so
     /// that the same of equal values stay), instead of into a vector of label sets per
     /// step, and those kept become points of their series (a range result's order within
@@ -577,11 +577,9 @@ impl Evaluator<'_> {
         a: &AggregateExpr,
         input: Input<'_>,
         steps: &[Timestamp],
-        (k, top): (i64, bool),
+        keep: Keep,
         block: usize,
     ) -> EResult<Option<Positioned>> {
-        let k = usize::try_from(k).unwrap_or(0);
-        let compat = self.opts.compat;
         let grouping = a.grouping.as_ref();
         let mut groups = GroupKeys::default();
         // Per series position: its group, and its result series once it has a point.
@@ -616,13 +614,13 @@ impl Evaluator<'_> {
             if !found {
                 return Ok(None);
             }
-            if k == 0 {
+            if keep.k == 0 {
                 continue;
             }
             heaps.resize_with(groups.keys.len(), Vec::new);
             for (values, &t) in at.iter().zip(block) {
                 for &(n, v) in values {
-                    offer(&mut heaps[group_of[n]], (k, top, compat), (v, n), |&(v, _)| v);
+                    offer(&mut heaps[group_of[n]], keep, (v, n), |&(v, _)| v);
                 }
                 for heap in &mut heaps {
                     for (v, n) in heap.drain(..) {
@@ -723,6 +721,7 @@ fn split_groups(input: Vec<S>, group_of: &[usize], count: usize) -> Vec<Vec<S>> 
 /// `topk`/`bottomk` of `groups`, with Prometheus' heap so that ties come out in the same
 /// order.
 fn top_bottom_k(groups: Vec<Vec<S>>, k: f64, top: bool, compat: Compat) -> EResult<Vec<S>> {
+    let keep = |k| Keep { k, top, compat };
     let k = k_param(k)?;
     if k < 1 {
         return Ok(Vec::new());
@@ -732,20 +731,30 @@ fn top_bottom_k(groups: Vec<Vec<S>>, k: f64, top: bool, compat: Compat) -> EResu
         let k = (k as usize).min(group.len());
         let mut heap: Vec<S> = Vec::with_capacity(k);
         for s in group {
-            offer(&mut heap, (k, top, compat), s, |s| s.v);
+            offer(&mut heap, keep(k), s, |s| s.v);
         }
         out.extend(heap_to_output(heap, top));
     }
     Ok(out)
 }
 
-/// Offers `x`, of value `value(x)`, to `heap`, the `k` (at least 1) greatest values so
-/// far for `top`, else the least, as Prometheus' heap takes it: which of equal values
-/// stay depends on this order of comparisons. Prometheus 3 puts a value that goes in
-/// in the place of the least and sifts it down; 2 pops the least, pushes the new value,
-/// and lets a value replace a NaN even when it is NaN too.
+/// What `topk` (`top`) or `bottomk` keeps of a group: its `k` greatest or least values,
+/// with the heap of `compat`'s Prometheus.
+#[derive(Clone, Copy)]
+pub(super) struct Keep {
+    pub(super) k: usize,
+    pub(super) top: bool,
+    pub(super) compat: Compat,
+}
+
+/// Offers `x`, of value `value(x)`, to `heap`, what `keep` keeps so far (its `k` at least
+/// 1), as Prometheus' heap takes it: which of equal values stay depends on this order of
+/// comparisons. Prometheus 3 puts a value that goes in in the place of the least and
+/// sifts it down; 2 pops the least, pushes the new value, and lets a value replace a NaN
+/// even when it is NaN too.
 #[inline]
-fn offer<T>(heap: &mut Vec<T>, (k, top, compat): (usize, bool, Compat), x: T, value: impl Fn(&T) -> f64) {
+fn offer<T>(heap: &mut Vec<T>, keep: Keep, x: T, value: impl Fn(&T) -> f64) {
+    let Keep { k, top, compat } = keep;
     // "Less" of Prometheus' heaps: NaN sorts first, so it is the first to be replaced.
     let less = |a: &T, b: &T| {
         let (a, b) = (value(a), value(b));

@@ -546,16 +546,15 @@ impl Evaluator<'_> {
         {
             return Ok(None);
         }
-        let k = super::aggregate::k_param(k)?;
+        let k = usize::try_from(super::aggregate::k_param(k)?).unwrap_or(0);
+        let keep = super::aggregate::Keep { k, top: a.op == Topk, compat: self.opts.compat };
         let series = match input {
             Input::Call(c) => range_arg(c).map_or(0, |arg| self.source_series(arg)),
             Input::Selector(vs) => self.selected(vs).len(),
         };
         // A block holds a value per series and step.
         let block = (FUSED_BLOCK_CELLS / series.max(1)).max(super::PRECOMPUTE_STEPS);
-        self.whole_series(series, true, steps, &|ev, part| {
-            ev.top_bottom_series(a, input, part, (k, a.op == Topk), block)
-        })
+        self.whole_series(series, true, steps, &|ev, part| ev.top_bottom_series(a, input, part, keep, block))
     }
 
     /// The result of a range query that is a sliding call (`avg_over_time(m[5m])`),

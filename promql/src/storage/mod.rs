@@ -106,8 +106,9 @@ fn within_budget(strings: &[String]) -> bool {
 }
 
 /// A matcher's pattern, compiled as Prometheus 3 compiles one: parsed alone, then
-/// wrapped as [`go_regex`] wraps a pattern (the two differ only for a `\Q` without
-/// `\E`, whose literal ends with the pattern here); kept the same way.
+/// wrapped as [`go_regex`] wraps a pattern (unlike `label_replace`'s, a pattern whose
+/// parentheses close the wrapping is refused, and a `\Q` without `\E` quotes to the
+/// end of the pattern, not of the wrapping); kept the same way.
 pub(crate) fn go_pattern(pattern: &str) -> Result<Arc<Pattern>, regex::Error> {
     static COMPILED: crate::memo::Memo<Arc<Pattern>> = crate::memo::Memo::new(16 << 10, 1 << 10);
     COMPILED.get_or_try(pattern, |p| {
@@ -282,38 +283,51 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
     let mut last_repeat: Option<String> = None;
     // Groups of flags only, `(?i)`, held back: a repetition right after them repeats
     // what came before them in Go, so they go after the repetition.
-    let mut held_flags: Option<String> = None;
-    // Whether `U` (ungreedy) is set, per open group, as flags end with their group:
-    // a repetition written before held flags must have its greed under theirs.
-    let mut ungreedy = vec![false];
+    let mut held_flags: Option<Flags> = None;
+    // Whether `U` (ungreedy) is set, per open group (the wrapping's too), as flags end
+    // with their group: a repetition written before held flags must have its greed
+    // under theirs.
+    let mut ungreedy = vec![false; if wrapped { 2 } else { 1 }];
+    // Held flags once their repetition is written, with the `U` the translation has
+    // before them: written when something else comes (another repetition repeats the
+    // one before them in Go, `a(?i)+(?m)?`).
+    let mut pending: Option<(String, bool)> = None;
+    // Where the translation ended after the last repetition written: a `?` written
+    // right after it would make it lazy, where Go repeats it (`a+(?i)?`, `a+\Q\E?`).
+    let mut repeat_end = None;
     // Repetitions with a count of 2 or more: Go limits the product of nested ones.
     let mut counted = 0;
+    // Whether a `\Q` without `\E` quoted the rest, the wrapping's end included.
+    let mut quoted_to_end = false;
     while let Some(c) = chars.next() {
         if c == '(' {
-            if let Some(flags) = flags_before_repetition(chars.clone()) {
-                for _ in 0..flags.chars().count() - 1 {
-                    chars.next();
-                }
+            if let Some(flags) = flags_before_repetition(chars.clone())? {
+                advance(&mut chars, flags.read);
                 held_flags = Some(flags);
                 last_repeat = None;
                 continue;
             }
+            write_pending(&mut translated, &mut pending);
             let outer = ungreedy.last().copied().unwrap_or(false);
-            match flag_group(chars.clone()) {
+            match flag_group(chars.clone())? {
                 // Flags only: they hold to the end of the group around them.
                 Some((flags, ')')) => {
-                    for _ in 0..flags.chars().count() + 2 {
-                        chars.next();
-                    }
-                    translated.push_str(&format!("(?{flags})"));
+                    advance(&mut chars, flags.read);
+                    translated.push_str(&flags.text);
                     if let Some(state) = ungreedy.last_mut() {
-                        *state = ungreedy_after(outer, &flags);
+                        *state = flags.ungreedy.unwrap_or(outer);
                     }
                     last_repeat = None;
                     continue;
                 }
-                Some((flags, ':')) => ungreedy.push(ungreedy_after(outer, &flags)),
-                _ => ungreedy.push(outer),
+                Some((flags, _)) => {
+                    advance(&mut chars, flags.read);
+                    translated.push_str(&flags.text);
+                    ungreedy.push(flags.ungreedy.unwrap_or(outer));
+                    last_repeat = None;
+                    continue;
+                }
+                None => ungreedy.push(outer),
             }
         } else if c == ')' && ungreedy.len() > 1 {
             ungreedy.pop();
@@ -345,24 +359,27 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
             if let Some(last) = last_repeat.take() {
                 return Err(format!("invalid nested repetition operator: `{last}{op}`"));
             }
-            translated.push_str(&op);
+            // A repetition of a repetition (Go's, after flags or an empty quote).
+            if op == "?" && repeat_end == Some(translated.len()) {
+                translated.push_str("{0,1}");
+            } else {
+                translated.push_str(&op);
+            }
             let lazy = chars.next_if_eq(&'?').is_some();
             if lazy {
                 op.push('?');
             }
-            // Go reads the greed under the held flags, the `regex` crate under those
-            // before them, where the repetition is written.
+            // Go reads the greed under the held flags, the `regex` crate under what the
+            // translation has where the repetition is written.
             let before = ungreedy.last().copied().unwrap_or(false);
-            let after = held_flags.as_deref().map_or(before, |flags| {
-                flags
-                    .split(')')
-                    .fold(before, |state, group| ungreedy_after(state, group.trim_start_matches("(?")))
-            });
-            if lazy ^ before ^ after {
+            let written = pending.as_ref().map_or(before, |&(_, u)| u);
+            let after = held_flags.as_ref().and_then(|f| f.ungreedy).unwrap_or(before);
+            if lazy ^ written ^ after {
                 translated.push('?');
             }
+            repeat_end = Some(translated.len());
             if let Some(flags) = held_flags.take() {
-                translated.push_str(&flags);
+                pending.get_or_insert_with(|| (String::new(), written)).0.push_str(&flags.text);
                 if let Some(state) = ungreedy.last_mut() {
                     *state = after;
                 }
@@ -371,6 +388,7 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
             continue;
         }
         last_repeat = None;
+        write_pending(&mut translated, &mut pending);
         match c {
             '[' => {
                 translate_go_class(&mut chars, &mut translated)?;
@@ -418,14 +436,13 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
                 match rest.split_once("\\E") {
                     Some((literal, _)) => {
                         translated.push_str(&regex::escape(literal));
-                        for _ in 0..literal.chars().count() + 2 {
-                            chars.next();
-                        }
+                        advance(&mut chars, literal.chars().count() + 2);
                     }
                     None => {
                         let tail = if wrapped { ")$" } else { "" };
                         translated.push_str(&regex::escape(&format!("{rest}{tail}")));
-                        return Ok(translated);
+                        quoted_to_end = true;
+                        break;
                     }
                 }
             }
@@ -440,7 +457,8 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
             None => translated.push('\\'),
         }
     }
-    if wrapped {
+    write_pending(&mut translated, &mut pending);
+    if wrapped && !quoted_to_end {
         translated.push_str(")$");
     }
     if counted >= 2 {
@@ -535,9 +553,7 @@ fn translate_go_class(
                     return Err(format!("invalid character class range: `{name}`"));
                 }
                 out.push_str(name);
-                for _ in 0..name.chars().count() {
-                    chars.next();
-                }
+                advance(chars, name.chars().count());
                 continue;
             }
         }
@@ -647,44 +663,95 @@ fn class_char(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<ch
     char::from_u32(code).ok_or_else(|| format!("invalid escape sequence: code {code:x}"))
 }
 
+/// Groups' flags as Go reads them (`(?i-s)`, `(?U:`), written for the `regex` crate.
+struct Flags {
+    /// The group in the `regex` crate's syntax, each flag once (`(?ii)` and `(?i-i)`
+    /// are Go's, not the crate's); nothing for a group of flags that sets none.
+    text: String,
+    /// How many characters after the `(` Go read.
+    read: usize,
+    /// Whether `U` is set or cleared, if either.
+    ungreedy: Option<bool>,
+}
+
+/// Writes held flags whose repetition is written ([`translate_go_pattern`]).
+fn write_pending(translated: &mut String, pending: &mut Option<(String, bool)>) {
+    if let Some((text, _)) = pending.take() {
+        translated.push_str(&text);
+    }
+}
+
+/// Skips `n` characters.
+fn advance(chars: &mut impl Iterator<Item = char>, n: usize) {
+    if n > 0 {
+        chars.nth(n - 1);
+    }
+}
+
 /// The groups of flags only that the text after a `(` starts, when a repetition
-/// follows them (`(?i)*`, `(?i)(?m)*`): their text.
-fn flags_before_repetition(mut rest: impl Iterator<Item = char> + Clone) -> Option<String> {
-    let mut text = String::new();
+/// follows them (`(?i)*`, `(?i)(?m)*`), as one.
+fn flags_before_repetition(mut rest: impl Iterator<Item = char> + Clone) -> Result<Option<Flags>, String> {
+    let mut all = Flags { text: String::new(), read: 0, ungreedy: None };
     loop {
-        let (flags, ')') = flag_group(rest.clone())? else { return None };
-        // `?`, the flags and `)`.
-        for _ in 0..flags.chars().count() + 2 {
-            rest.next();
-        }
-        text.push_str(&format!("(?{flags})"));
+        let Some((flags, ')')) = flag_group(rest.clone())? else { return Ok(None) };
+        advance(&mut rest, flags.read);
+        all.text.push_str(&flags.text);
+        all.read += flags.read;
+        all.ungreedy = flags.ungreedy.or(all.ungreedy);
         match rest.next() {
-            Some('*' | '+' | '?') => return Some(text),
-            Some('{') if repetition_counts(rest.clone()).is_some() => return Some(text),
-            Some('(') => continue,
-            _ => return None,
+            Some('*' | '+' | '?') => return Ok(Some(all)),
+            Some('{') if repetition_counts(rest.clone()).is_some() => return Ok(Some(all)),
+            // The next group's `(`.
+            Some('(') => all.read += 1,
+            _ => return Ok(None),
         }
     }
 }
 
 /// The flags of a group that the text after a `(` starts with `?` (`(?i)`, `(?s:`),
-/// and the character after them; `None` for other groups.
-fn flag_group(mut rest: impl Iterator<Item = char> + Clone) -> Option<(String, char)> {
+/// read as Go reads them, and the `)` or `:` after them; `None` for other groups
+/// (`(`, `(?P<name>`, `(?<name>`). An error for what Go refuses (`(?x)`, `(?i-)`).
+fn flag_group(mut rest: impl Iterator<Item = char> + Clone) -> Result<Option<(Flags, char)>, String> {
     if rest.next() != Some('?') {
-        return None;
+        return Ok(None);
     }
-    let flags: String = rest.clone().take_while(|f| matches!(f, 'i' | 'm' | 's' | 'U' | '-')).collect();
-    let end = rest.nth(flags.chars().count())?;
-    Some((flags, end))
-}
-
-/// Whether `U` is set after flags (`iU-s`) change a state in which it was `state`.
-fn ungreedy_after(state: bool, flags: &str) -> bool {
-    match flags.split_once('-') {
-        Some((_, off)) if off.contains('U') => false,
-        Some((on, _)) if on.contains('U') => true,
-        None if flags.contains('U') => true,
-        _ => state,
+    let mut ahead = rest.clone();
+    if matches!((ahead.next(), ahead.next()), (Some('<'), _) | (Some('P'), Some('<'))) {
+        return Ok(None);
+    }
+    // Per flag of `imsU`, set or cleared, as Go applies them in order.
+    let mut set: [Option<bool>; 4] = [None; 4];
+    let (mut negated, mut since_minus, mut read) = (false, false, 1);
+    let invalid = |read: usize, rest: &mut dyn Iterator<Item = char>| {
+        let text: String = "(?".chars().chain(rest.take(read.saturating_sub(1))).collect();
+        format!("invalid or unsupported Perl syntax: `{text}`")
+    };
+    let mut seen = rest.clone();
+    loop {
+        let Some(c) = rest.next() else { return Err(invalid(read, &mut seen)) };
+        read += 1;
+        match c {
+            'i' | 'm' | 's' | 'U' => {
+                let at = "imsU".find(c).unwrap_or(0);
+                set[at] = Some(!negated);
+                since_minus = true;
+            }
+            '-' if !negated => (negated, since_minus) = (true, false),
+            ')' | ':' if !negated || since_minus => {
+                let flags = |on: bool| -> String {
+                    "imsU".chars().zip(set).filter(|&(_, s)| s == Some(on)).map(|(f, _)| f).collect()
+                };
+                let (on, off) = (flags(true), flags(false));
+                let text = match (on.is_empty() && off.is_empty(), off.is_empty(), c) {
+                    (true, _, ')') => String::new(),
+                    (true, _, _) => "(?:".to_owned(),
+                    (false, true, _) => format!("(?{on}{c}"),
+                    (false, false, _) => format!("(?{on}-{off}{c}"),
+                };
+                return Ok(Some((Flags { text, read, ungreedy: set[3] }, c)));
+            }
+            _ => return Err(invalid(read, &mut seen)),
+        }
     }
 }
 
@@ -1760,12 +1827,32 @@ mod tests {
             ("((?U)a+)(a*)", "aaa", "a"),
             ("((?U)a)(a+)", "aaa", "a"),
             ("((?U)(a(?-U)+))(a*)", "aaa", "aaa"),
+            // A repetition after flags or an empty quote that follow a repetition
+            // repeats it (`?` is no laziness there).
+            ("(a+(?i)?)", "", ""),
+            ("(a{2}(?i)?)", "", ""),
+            ("(a+\\Q\\E?)", "", ""),
+            ("(a+(?U)??)(a*)", "aaa", "aaa"),
+            ("(a(?m)+(?i)?)", "aa", "aa"),
+            ("(a(?U)+(?-U)?)(a*)", "aaa", "a"),
+            ("(a(?U)+(?-U)??)(a*)", "aaa", ""),
+            // Flags as Go reads them: repeated, set and cleared, none.
+            ("(?ii)(a)", "A", "A"),
+            ("(?)(a)", "a", "a"),
+            ("(a(?)*)", "aa", "aa"),
             ("((?U)x|(a(?-U)+))(a*)", "aaa", "aaa"),
             ("(?U)((?-U)a|(a(?i)+))(a*)", "aaa", "a"),
         ] {
             let re = go_regex(pattern).unwrap();
             let captures = re.captures(text).unwrap_or_else(|| panic!("{pattern} on {text:?}"));
             assert_eq!(&captures[1], first, "{pattern} on {text:?}");
+        }
+        // Flags end with the wrapping that a pattern for `label_replace` closes.
+        let re = go_regex("x(?U))|((a(?U)+)(a*)").unwrap();
+        assert_eq!(re.captures("aaa").map(|c| c[2].to_owned()).as_deref(), Some("a"));
+        assert!(!go_regex("(?i-i)a").unwrap().is_match("A"));
+        for refused in ["(?x)a", "(?-)a", "(?i-)a", "(?i--s)a", "(?P=n)", "(?u)a"] {
+            assert!(go_regex(refused).is_err() && go_pattern(refused).is_err(), "{refused}");
         }
         for valid in [
             "(a{2}){500}",
@@ -1816,7 +1903,7 @@ mod tests {
             "10\\.0\\.0\\.1|db-1",
             "x\\<y",
         ];
-        let regexes = ["a$b", "^a$", "5..", "a*", "[^a]", "\\bx", ".", "(?-u:[a-c])", "a{1,9}"];
+        let regexes = ["a$b", "^a$", "5..", "a*", "[^a]", "\\bx", ".", "a{1,9}"];
         let probes = [
             "", "a", "b", "c", "ab", "AB", "aB", "Ab", "pod-1", "pod-2", "pod-3", "500", "503", "504",
             "http", "https", "httpss", "foo.bar", "fooxbar", "a|b", "aa", "aaa", "aax", "aaax", "aaaa", "ac",
