@@ -51,11 +51,12 @@ pub struct EngineOptions {
     /// server running queries side by side on threads of their own turns it off, so
     /// that they do not queue for the pool's threads.
     pub parallel: bool,
-    /// What runs the queries that are not light, if anything. Light: a query without
-    /// subqueries whose selections the source bounds at [`LIGHT_SERIES`] series and
-    /// label values looked at in all ([`SampleSource::series_bound`], without
-    /// selecting) and whose evaluation then looks at most [`LIGHT_LOOKS`] times at a
-    /// selected series or sample or a node of the query; it runs where it was called, as
+    /// What runs the queries that are not light, if anything. Light: a query whose
+    /// selections the source bounds at [`LIGHT_SERIES`] series and label values looked
+    /// at in all ([`SampleSource::series_bound`], without selecting) and whose
+    /// evaluation then looks at most [`LIGHT_LOOKS`] times at a selected series or
+    /// sample or a node of the query (at every inner step of its subqueries, which
+    /// multiply); it runs where it was called, as
     /// do parsing and planning. Any other query's selection, or its
     /// evaluation once the samples are known to be many, runs through the offload. A
     /// server on a multi-thread tokio runtime passes `tokio::task::block_in_place`
@@ -82,7 +83,8 @@ pub struct EngineOptions {
 /// let engine = Engine::new(EngineOptions { offload: Some(offload), ..EngineOptions::default() });
 /// let store = MemoryStore::new();
 /// engine.range_query(&store, "up", 0, 60_000, 15_000).unwrap(); // light: runs in place
-/// engine.instant_query(&store, "max_over_time(up[1h:1m])", 0).unwrap(); // a subquery: offloaded
+/// // 3.6 million inner steps: offloaded.
+/// engine.instant_query(&store, "max_over_time(up[1h:1ms])", 0).unwrap();
 /// assert_eq!(offloaded.load(Ordering::Relaxed), 1);
 /// ```
 #[derive(Clone)]
@@ -435,7 +437,7 @@ impl Engine {
                 .try_fold(0usize, |all, p| all.checked_add(source.series_bound(&p.selection.matchers)?))
                 .is_some_and(|n| n <= LIGHT_SERIES)
         };
-        if contains_subquery(expr) || !few_series() {
+        if !few_series() {
             return offload.run(|| {
                 ev.select_all(source, planned)?;
                 ev.evaluate(expr)
@@ -452,30 +454,37 @@ impl Engine {
 impl Evaluator<'_> {
     /// Whether `expr`, its samples selected, is light ([`EngineOptions::offload`]).
     fn light(&self, expr: &Expr) -> bool {
-        // Every selected series and every node of the query is looked at once a step,
-        // and each sample once per window that holds it: in a range query at most
-        // range / step + 1 windows, or every step's when the selector is pinned by `@`.
-        let (steps, windows) = if self.step == 0 {
-            (1, 1)
+        // Every selected series and every node of the query is looked at once a step
+        // (the step-by-step path's bound: once an inner step of each outer step's
+        // subquery windows), and each sample once per window that holds it.
+        let steps = if self.step == 0 {
+            1
         } else {
-            let steps = self
-                .end
+            self.end
                 .checked_sub(self.start)
                 .and_then(|span| usize::try_from(span / self.step).ok())
-                .map_or(usize::MAX, |n| n.saturating_add(1));
-            let Ok(windows) = self.windows_per_sample(expr, steps) else { return false };
-            (steps, windows)
+                .map_or(usize::MAX, |n| n.saturating_add(1))
+        };
+        let (Ok(windows), Ok(inner)) =
+            (self.windows_per_sample(expr, self.step, steps), self.inner_steps_bound(expr))
+        else {
+            return false;
         };
         let series: usize = self.selected.values().map(|s| s.len()).sum();
         let per_step = series.saturating_add(node_count(expr));
-        let looks =
-            self.samples_selected.saturating_mul(windows).saturating_add(steps.saturating_mul(per_step));
+        let looks = self
+            .samples_selected
+            .saturating_mul(windows)
+            .saturating_add(steps.saturating_mul(inner).saturating_mul(per_step));
         looks <= LIGHT_LOOKS
     }
 
-    /// The most windows of a range query's steps one sample can fall in, over the
-    /// range selectors of `e` (1 without any).
-    fn windows_per_sample(&self, e: &Expr, steps: usize) -> EResult<usize> {
+    /// The most windows one sample can fall in over the `steps` evaluations, `step`
+    /// apart (0: one), of `e`: per range selector at most range / step + 1, or every
+    /// evaluation's when it is pinned by `@`; inside a subquery, its inner steps' at
+    /// each of the outer windows that hold them (1 without any range selector).
+    fn windows_per_sample(&self, e: &Expr, step: i64, steps: usize) -> EResult<usize> {
+        let per = |range: i64| usize::try_from(range.checked_div(step).unwrap_or(0)).unwrap_or(usize::MAX);
         let own = match e {
             Expr::MatrixSelector(ms) if ms.selector.at.is_some() => steps,
             Expr::MatrixSelector(ms) => {
@@ -486,24 +495,44 @@ impl Evaluator<'_> {
                     Some(RangeAnchoring::Anchored) => self.opts.lookback_delta_ms,
                     None => 0,
                 };
-                let range = self.positive_ms(&ms.range, "range")?.saturating_add(reach);
-                usize::try_from(range / self.step).unwrap_or(usize::MAX).saturating_add(1)
+                per(self.positive_ms(&ms.range, "range")?.saturating_add(reach)).saturating_add(1)
+            }
+            Expr::Subquery(sq) => {
+                let (range, inner_step) = self.subquery_range_step(sq)?;
+                let inner_steps = self.subquery_steps(range, inner_step);
+                let outer = if sq.at.is_some() { steps } else { per(range).saturating_add(1).min(steps) };
+                let inside = self.windows_per_sample(&sq.expr, inner_step, inner_steps)?;
+                return Ok(outer.saturating_mul(inside));
             }
             _ => 1,
         };
-        e.children().try_fold(own, |most, c| Ok(most.max(self.windows_per_sample(c, steps)?)))
+        e.children().try_fold(own, |most, c| Ok(most.max(self.windows_per_sample(c, step, steps)?)))
+    }
+
+    /// The most inner steps a step of `e` evaluates through nested subqueries (1
+    /// without any).
+    fn inner_steps_bound(&self, e: &Expr) -> EResult<usize> {
+        let own = match e {
+            Expr::Subquery(sq) => {
+                let (range, step) = self.subquery_range_step(sq)?;
+                self.subquery_steps(range, step)
+            }
+            _ => 1,
+        };
+        let deepest =
+            e.children().try_fold(1, |most: usize, c| self.inner_steps_bound(c).map(|n| most.max(n)))?;
+        Ok(own.saturating_mul(deepest))
+    }
+
+    /// How many inner steps a subquery window of `range` at `step` holds at most.
+    fn subquery_steps(&self, range: i64, step: i64) -> usize {
+        usize::try_from(range / step.max(1)).unwrap_or(usize::MAX).saturating_add(1)
     }
 }
 
 /// How many nodes `e` has, itself included.
 fn node_count(e: &Expr) -> usize {
     e.children().fold(1, |n, c| n.saturating_add(node_count(c)))
-}
-
-/// Whether `e` holds a subquery, whose work grows with its steps rather than with the
-/// samples it selects.
-fn contains_subquery(e: &Expr) -> bool {
-    matches!(e, Expr::Subquery(_)) || e.children().any(contains_subquery)
 }
 
 /// A sample during evaluation: `drop_name` marks a `__name__` to remove at the end
@@ -1857,7 +1886,7 @@ mod tests {
         // where the selection and the evaluation ran: `None` all in place, `Some(true)`
         // all offloaded, `Some(false)` selected in place and evaluated offloaded.
         let many_nodes = format!("few_total{}", " + 1".repeat(110));
-        let cases: [(&str, i64, bool, Option<bool>); 15] = [
+        let cases: [(&str, i64, bool, Option<bool>); 18] = [
             ("sum(rate(few_total[1m]))", 0, true, None),
             ("few_total / on(i) few_total", 0, true, None),
             // 3 series, 41 samples each, 11 steps: 2 windows a sample.
@@ -1877,7 +1906,13 @@ mod tests {
             // window (60,015); the window alone would hold each in 401 steps' (6,015).
             ("sum(rate(few_total[1m] @ 600))", 150, true, Some(false)),
             ("sum(rate(few_total[1m] @ 600))", 1_000, true, None),
-            ("max_over_time(few_total[5m:1m])", 0, true, Some(true)),
+            // Subqueries: 6 inner steps of 3 series, each of 123 samples once; 600,001
+            // inner steps; 601 × 601 nested; 11 steps of 21 inner steps, each sample in
+            // 5 inner windows of each of 6 outer ones (a few thousand looks).
+            ("max_over_time(few_total[5m:1m])", 0, true, None),
+            ("count_over_time(few_total[10m:1ms])", 0, true, Some(false)),
+            ("max_over_time(max_over_time(few_total[1m:100ms])[10m:1s])", 0, true, Some(false)),
+            ("max_over_time(rate(few_total[1m])[5m:15s])", 60_000, true, None),
             ("count(many)", 0, true, Some(true)),
             ("count_over_time(dense[1h])", 0, true, Some(false)),
             ("sum(rate(few_total[1m]))", 0, false, Some(true)),
@@ -1903,7 +1938,7 @@ mod tests {
         // An offload that drops the work is an error, not an empty answer.
         let dropping =
             Engine::new(EngineOptions { offload: Some(Offload::new(|_| {})), ..EngineOptions::default() });
-        let err = dropping.instant_query(&store, "max_over_time(few_total[5m:1m])", 600_000).unwrap_err();
+        let err = dropping.instant_query(&store, "count_over_time(few_total[10m:1ms])", 600_000).unwrap_err();
         assert!(matches!(err, EvalError::Execution(ref m) if m.contains("offload")), "{err}");
     }
 

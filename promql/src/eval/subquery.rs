@@ -317,13 +317,19 @@ impl InnerSteps {
 }
 
 impl<'a> Evaluator<'a> {
-    /// The window of `sq` at outer time `t`.
-    pub(super) fn subquery_window(&self, sq: &SubqueryExpr, t: Timestamp) -> EResult<Window> {
+    /// The range and the step of `sq`, its step the default where it has none.
+    pub(super) fn subquery_range_step(&self, sq: &SubqueryExpr) -> EResult<(i64, i64)> {
         let range = self.positive_ms(&sq.range, "subquery range")?;
         let step = match &sq.step {
             Some(s) => self.positive_ms(s, "subquery step")?,
             None => self.opts.default_subquery_step_ms,
         };
+        Ok((range, step))
+    }
+
+    /// The window of `sq` at outer time `t`.
+    pub(super) fn subquery_window(&self, sq: &SubqueryExpr, t: Timestamp) -> EResult<Window> {
+        let (range, step) = self.subquery_range_step(sq)?;
         let offset = self.offset_ms(sq.offset.as_ref())?;
         let end = self.at_ms(sq.at).unwrap_or(t) - offset;
         let start = end - range;
