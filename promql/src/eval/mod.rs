@@ -123,8 +123,9 @@ impl std::fmt::Debug for Offload {
 pub const LIGHT_SERIES: usize = 4_096;
 
 /// Most looks at selected series, samples and query nodes a light query may take
-/// ([`EngineOptions::offload`]): an instant query looks at each once, a range query at
-/// each series and node once a step and at each sample once per window that holds it.
+/// ([`EngineOptions::offload`]): an instant query looks at each once (once an inner
+/// step of its subqueries), a range query at each series and node once a step and at
+/// each sample once per window that holds it.
 /// About a millisecond of work for the functions linear in their samples (those that
 /// sort them, as `quantile_over_time`, take a few); the one-workload dashboard query of
 /// an hour at 15 s steps takes about 50,000.
@@ -482,7 +483,8 @@ impl Evaluator<'_> {
     /// The most windows one sample can fall in over the `steps` evaluations, `step`
     /// apart (0: one), of `e`: per range selector at most range / step + 1, or every
     /// evaluation's when it is pinned by `@`; inside a subquery, its inner steps' at
-    /// each of the outer windows that hold them (1 without any range selector).
+    /// each of the outer windows that hold them (1 without any range selector). An
+    /// upper bound: a pinned selector in a subquery is counted once more per window.
     fn windows_per_sample(&self, e: &Expr, step: i64, steps: usize) -> EResult<usize> {
         let per = |range: i64| usize::try_from(range.checked_div(step).unwrap_or(0)).unwrap_or(usize::MAX);
         let own = match e {
@@ -501,7 +503,10 @@ impl Evaluator<'_> {
                 let (range, inner_step) = self.subquery_range_step(sq)?;
                 let inner_steps = self.subquery_steps(range, inner_step);
                 let outer = if sq.at.is_some() { steps } else { per(range).saturating_add(1).min(steps) };
-                let inside = self.windows_per_sample(&sq.expr, inner_step, inner_steps)?;
+                // Its expression is evaluated at each inner step of each step's window
+                // (a selector pinned by `@` reads its whole window each time).
+                let evaluations = steps.saturating_mul(inner_steps);
+                let inside = self.windows_per_sample(&sq.expr, inner_step, evaluations)?;
                 return Ok(outer.saturating_mul(inside));
             }
             _ => 1,
@@ -1886,7 +1891,7 @@ mod tests {
         // where the selection and the evaluation ran: `None` all in place, `Some(true)`
         // all offloaded, `Some(false)` selected in place and evaluated offloaded.
         let many_nodes = format!("few_total{}", " + 1".repeat(110));
-        let cases: [(&str, i64, bool, Option<bool>); 18] = [
+        let cases: [(&str, i64, bool, Option<bool>); 19] = [
             ("sum(rate(few_total[1m]))", 0, true, None),
             ("few_total / on(i) few_total", 0, true, None),
             // 3 series, 41 samples each, 11 steps: 2 windows a sample.
@@ -1913,6 +1918,14 @@ mod tests {
             ("count_over_time(few_total[10m:1ms])", 0, true, Some(false)),
             ("max_over_time(max_over_time(few_total[1m:100ms])[10m:1s])", 0, true, Some(false)),
             ("max_over_time(rate(few_total[1m])[5m:15s])", 60_000, true, None),
+            // A selector pinned by `@` inside a subquery: its whole window (123 samples)
+            // at each of 61 inner steps of each of 11 steps.
+            (
+                "last_over_time(quantile_over_time(0.5, few_total[10m] @ 600)[1m:1s])",
+                60_000,
+                true,
+                Some(false),
+            ),
             ("count(many)", 0, true, Some(true)),
             ("count_over_time(dense[1h])", 0, true, Some(false)),
             ("sum(rate(few_total[1m]))", 0, false, Some(true)),

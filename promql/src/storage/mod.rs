@@ -299,27 +299,32 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
     let mut counted = 0;
     // Whether a `\Q` without `\E` quoted the rest, the wrapping's end included.
     let mut quoted_to_end = false;
+    // Whether no `:]` is left to close a `[:name:]` in a class.
+    let mut no_colon_bracket = false;
     while let Some(c) = chars.next() {
         if c == '(' {
-            if let Some(flags) = flags_before_repetition(chars.clone())? {
-                advance(&mut chars, flags.read);
-                held_flags = Some(flags);
+            // Groups of flags only, read as one run (each once: a pattern of many).
+            let run = flag_run(chars.clone())?;
+            if !run.groups.is_empty() {
+                advance(&mut chars, run.read);
                 last_repeat = None;
+                if run.repeats {
+                    held_flags = Some(Flags::joined(run.groups));
+                    continue;
+                }
+                write_pending(&mut translated, &mut pending);
+                // Their flags hold to the end of the group around them.
+                for flags in run.groups {
+                    translated.push_str(&flags.text);
+                    if let (Some(u), Some(state)) = (flags.ungreedy, ungreedy.last_mut()) {
+                        *state = u;
+                    }
+                }
                 continue;
             }
             write_pending(&mut translated, &mut pending);
             let outer = ungreedy.last().copied().unwrap_or(false);
             match flag_group(chars.clone())? {
-                // Flags only: they hold to the end of the group around them.
-                Some((flags, ')')) => {
-                    advance(&mut chars, flags.read);
-                    translated.push_str(&flags.text);
-                    if let Some(state) = ungreedy.last_mut() {
-                        *state = flags.ungreedy.unwrap_or(outer);
-                    }
-                    last_repeat = None;
-                    continue;
-                }
                 Some((flags, _)) => {
                     advance(&mut chars, flags.read);
                     translated.push_str(&flags.text);
@@ -327,7 +332,15 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
                     last_repeat = None;
                     continue;
                 }
-                None => ungreedy.push(outer),
+                None => {
+                    // A capture: named as Go names them (a name Go takes and the
+                    // `regex` crate does not, `(?P<1>`, is a plain capture, numbered
+                    // the same).
+                    if let Some(skip) = group_name(chars.clone())? {
+                        advance(&mut chars, skip);
+                    }
+                    ungreedy.push(outer);
+                }
             }
         } else if c == ')' && ungreedy.len() > 1 {
             ungreedy.pop();
@@ -391,7 +404,7 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
         write_pending(&mut translated, &mut pending);
         match c {
             '[' => {
-                translate_go_class(&mut chars, &mut translated)?;
+                translate_go_class(&mut chars, &mut translated, &mut no_colon_bracket)?;
                 continue;
             }
             '{' => {
@@ -432,18 +445,22 @@ pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<Strin
             // Literal text up to `\E`. Without one, Go's literal runs to the end of the
             // wrapped pattern, the `)$` of `^(?s:…)$` included, as Prometheus wraps it.
             Some('Q') => {
-                let rest: String = chars.clone().collect();
-                match rest.split_once("\\E") {
-                    Some((literal, _)) => {
-                        translated.push_str(&regex::escape(literal));
-                        advance(&mut chars, literal.chars().count() + 2);
-                    }
-                    None => {
-                        let tail = if wrapped { ")$" } else { "" };
-                        translated.push_str(&regex::escape(&format!("{rest}{tail}")));
-                        quoted_to_end = true;
+                let mut literal = String::new();
+                let mut ended = false;
+                while let Some(c) = chars.next() {
+                    if c == '\\' && chars.next_if_eq(&'E').is_some() {
+                        ended = true;
                         break;
                     }
+                    literal.push(c);
+                }
+                if !ended {
+                    literal.push_str(if wrapped { ")$" } else { "" });
+                    quoted_to_end = true;
+                }
+                translated.push_str(&regex::escape(&literal));
+                if quoted_to_end {
+                    break;
                 }
             }
             Some(first @ '0'..='7') if starts_octal(first, &mut chars) => {
@@ -525,6 +542,7 @@ fn check_repeat_sizes(translated: &str) -> Result<(), String> {
 fn translate_go_class(
     chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
     out: &mut String,
+    no_colon_bracket: &mut bool,
 ) -> Result<(), String> {
     out.push('[');
     if chars.next_if_eq(&'^').is_some() {
@@ -540,10 +558,22 @@ fn translate_go_class(
         }
         first = false;
         // `[:alpha:]`, where a `:]` follows somewhere; a name Go does not know is an error.
-        if c == '[' && chars.clone().nth(1) == Some(':') {
-            let text: String = chars.clone().collect();
-            if let Some(end) = text[2..].find(":]") {
-                let name = &text[..end + 4];
+        // Once no `:]` follows, none is looked for again (a pattern of many `[:`).
+        if c == '[' && chars.clone().nth(1) == Some(':') && !*no_colon_bracket {
+            let mut text: String = chars.clone().take(2).collect();
+            let mut ahead = chars.clone().skip(2);
+            let mut closed = false;
+            while let Some(c) = ahead.next() {
+                text.push(c);
+                if c == ':' && ahead.clone().next() == Some(']') {
+                    text.push(']');
+                    closed = true;
+                    break;
+                }
+            }
+            *no_colon_bracket = !closed;
+            if closed {
+                let name = text.as_str();
                 let known = name.trim_start_matches("[:").trim_start_matches('^').trim_end_matches(":]");
                 const POSIX: [&str; 14] = [
                     "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct",
@@ -688,24 +718,82 @@ fn advance(chars: &mut impl Iterator<Item = char>, n: usize) {
     }
 }
 
-/// The groups of flags only that the text after a `(` starts, when a repetition
-/// follows them (`(?i)*`, `(?i)(?m)*`), as one.
-fn flags_before_repetition(mut rest: impl Iterator<Item = char> + Clone) -> Result<Option<Flags>, String> {
-    let mut all = Flags { text: String::new(), read: 0, ungreedy: None };
+impl Flags {
+    /// Groups of flags written one after the other, as one.
+    fn joined(groups: Vec<Flags>) -> Flags {
+        groups.into_iter().fold(Flags { text: String::new(), read: 0, ungreedy: None }, |mut all, f| {
+            all.text.push_str(&f.text);
+            all.read += f.read;
+            all.ungreedy = f.ungreedy.or(all.ungreedy);
+            all
+        })
+    }
+}
+
+/// The groups of flags only (`(?i)(?m)`) that the text after a `(` starts.
+struct FlagRun {
+    groups: Vec<Flags>,
+    /// How many characters after the first `(` the groups take.
+    read: usize,
+    /// Whether a repetition follows them (`(?i)*`): it repeats what is before them.
+    repeats: bool,
+}
+
+/// The [`FlagRun`] of the text after a `(` (no groups where it starts no group of
+/// flags only).
+fn flag_run(mut rest: impl Iterator<Item = char> + Clone) -> Result<FlagRun, String> {
+    let mut run = FlagRun { groups: Vec::new(), read: 0, repeats: false };
     loop {
-        let Some((flags, ')')) = flag_group(rest.clone())? else { return Ok(None) };
+        let Some((flags, ')')) = flag_group(rest.clone())? else {
+            // The `(` read after the last group starts no group of flags only.
+            run.read = run.read.saturating_sub(1);
+            return Ok(run);
+        };
         advance(&mut rest, flags.read);
-        all.text.push_str(&flags.text);
-        all.read += flags.read;
-        all.ungreedy = flags.ungreedy.or(all.ungreedy);
-        match rest.next() {
-            Some('*' | '+' | '?') => return Ok(Some(all)),
-            Some('{') if repetition_counts(rest.clone()).is_some() => return Ok(Some(all)),
-            // The next group's `(`.
-            Some('(') => all.read += 1,
-            _ => return Ok(None),
+        run.read += flags.read;
+        run.groups.push(flags);
+        let mut after = rest.clone();
+        match after.next() {
+            Some('*' | '+' | '?') => run.repeats = true,
+            Some('{') => run.repeats = repetition_counts(after).is_some(),
+            Some('(') => {
+                rest.next();
+                run.read += 1;
+                continue;
+            }
+            _ => {}
+        }
+        return Ok(run);
+    }
+}
+
+/// How many characters a capture's name takes after its `(` (`?P<name>`, `?<name>`)
+/// when the `regex` crate is to see no name: a name Go takes but the crate does not
+/// (starting with a digit). An error for a name Go refuses (empty, or other than
+/// ASCII letters, digits and `_`).
+fn group_name(mut rest: impl Iterator<Item = char> + Clone) -> Result<Option<usize>, String> {
+    let mut prefix = String::new();
+    for c in rest.by_ref() {
+        prefix.push(c);
+        if c == '<' || prefix.len() > 2 {
+            break;
         }
     }
+    if prefix != "?<" && prefix != "?P<" {
+        return Ok(None);
+    }
+    let mut name = String::new();
+    for c in rest {
+        if c == '>' {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("invalid named capture: `({prefix}{name}>`"));
+            }
+            let digit_first = name.starts_with(|c: char| c.is_ascii_digit());
+            return Ok(digit_first.then(|| prefix.chars().count() + name.chars().count() + 1));
+        }
+        name.push(c);
+    }
+    Err(format!("invalid named capture: `({prefix}{name}`"))
 }
 
 /// The flags of a group that the text after a `(` starts with `?` (`(?i)`, `(?s:`),
@@ -1878,6 +1966,28 @@ mod tests {
             assert!(error.contains(&format!("invalid repeat count: `{named}`")), "{invalid}: {error}");
             assert!(go_pattern(invalid).is_err(), "{invalid}");
         }
+    }
+
+    /// Capture names as Go takes them; and patterns of many groups of flags, quotes or
+    /// `[:` in a class, each read once (read again at each, these took minutes).
+    #[test]
+    fn capture_names_and_long_patterns_as_in_go() {
+        let re = go_regex("(?P<1>a)(b)").unwrap();
+        assert_eq!(re.captures("ab").map(|c| c[1].to_owned()).as_deref(), Some("a"));
+        assert!(go_regex("(?<n_1>a)").unwrap().is_match("a") && go_pattern("(?P<x>a)").is_ok());
+        for refused in ["(?P<a.b>a)", "(?P<>a)", "(?P<\u{e9}>a)", "(?P<a", "(?<a[0]>a)"] {
+            assert!(go_regex(refused).is_err() && go_pattern(refused).is_err(), "{refused}");
+        }
+        let n = 50_000;
+        let flags = format!("{}a", "(?i)".repeat(n));
+        assert!(go_regex(&flags).unwrap().is_match("A"));
+        let quotes = "\\Q.\\E".repeat(n);
+        let re = go_regex(&quotes).unwrap();
+        assert!(re.is_match(&".".repeat(n)) && !re.is_match(&"x".repeat(n)));
+        let named = format!("[{}]", "[:digit:]".repeat(n));
+        assert!(go_regex(&named).unwrap().is_match("7"));
+        let unclosed = format!("[{}x]", "[:".repeat(n));
+        assert!(go_regex(&unclosed).is_ok_and(|re| re.is_match(":")), "many `[:` and no `:]`");
     }
 
     /// Patterns whose strings are few match as a set, and every pattern, set or not,
