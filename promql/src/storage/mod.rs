@@ -752,16 +752,30 @@ fn flag_run(mut rest: impl Iterator<Item = char> + Clone) -> Result<FlagRun, Str
         advance(&mut rest, flags.read);
         run.read += flags.read;
         run.groups.push(flags);
+        // Empty quotes, `\Q\E`, are nothing to Go: what follows them counts.
         let mut after = rest.clone();
+        let mut quotes = 0;
+        loop {
+            let mut probe = after.clone();
+            let next: [Option<char>; 4] = std::array::from_fn(|_| probe.next());
+            if next != [Some('\\'), Some('Q'), Some('\\'), Some('E')] {
+                break;
+            }
+            after = probe;
+            quotes += 4;
+        }
         match after.next() {
             Some('*' | '+' | '?') => run.repeats = true,
             Some('{') => run.repeats = repetition_counts(after).is_some(),
             Some('(') => {
-                rest.next();
-                run.read += 1;
+                advance(&mut rest, quotes + 1);
+                run.read += quotes + 1;
                 continue;
             }
             _ => {}
+        }
+        if run.repeats {
+            run.read += quotes;
         }
         return Ok(run);
     }
@@ -1928,6 +1942,10 @@ mod tests {
             ("(?ii)(a)", "A", "A"),
             ("(?)(a)", "a", "a"),
             ("(a(?)*)", "aa", "aa"),
+            // Empty quotes between them are nothing.
+            ("(a(?i)\\Q\\E+)", "aa", "aa"),
+            ("(a+(?i)\\Q\\E?)", "", ""),
+            ("(a(?i)\\Q\\E(?m)*)", "aa", "aa"),
             ("((?U)x|(a(?-U)+))(a*)", "aaa", "aaa"),
             ("(?U)((?-U)a|(a(?i)+))(a*)", "aaa", "a"),
         ] {
