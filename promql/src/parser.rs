@@ -1084,7 +1084,8 @@ fn check_regex(pattern: &str, span: Span) -> PResult<()> {
     VALID
         .get_or_try(pattern, |pattern| {
             let alone = crate::storage::translate_go_pattern(pattern, false)?;
-            [alone.clone(), format!("^(?s:{alone})$")].iter().try_for_each(|p| {
+            let wrapped = format!("^(?s:{alone})$");
+            [&alone, &wrapped].iter().try_for_each(|p| {
                 regex_syntax::Parser::new().parse(p).map(drop).map_err(|e| {
                     let detail = e.to_string();
                     let last = detail.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(&detail);

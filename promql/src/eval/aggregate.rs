@@ -563,9 +563,7 @@ impl Evaluator<'_> {
             .map(|(labels, (acc, drop_name))| S { labels, v: acc.value(op, p), t: 0, drop_name })
             .collect()
     }
-}
 
-impl Evaluator<'_> {
     /// What `keep` keeps of `input` at each of `steps` of a range query, block by block
     /// of `block` steps: the input's values at a step go into their
     /// group's heap as values and series positions, in the step-by-step path's order (so
@@ -764,9 +762,12 @@ fn offer<T>(heap: &mut Vec<T>, keep: Keep, x: T, value: impl Fn(&T) -> f64) {
         heap.push(x);
         let n = heap.len() - 1;
         heap_up(heap, n, &less);
-    } else if compat == Compat::Prometheus2 {
-        let (least, v) = (value(&heap[0]), value(&x));
-        if (if top { least < v } else { least > v }) || least.is_nan() {
+        return;
+    }
+    let (least, v) = (value(&heap[0]), value(&x));
+    let beats = if top { least < v } else { least > v };
+    if compat == Compat::Prometheus2 {
+        if beats || least.is_nan() {
             // `heap.Pop`: the last in the place of the least, sifted down without it.
             let last = heap.len() - 1;
             heap.swap(0, last);
@@ -775,13 +776,10 @@ fn offer<T>(heap: &mut Vec<T>, keep: Keep, x: T, value: impl Fn(&T) -> f64) {
             heap.push(x);
             heap_up(heap, last, &less);
         }
-    } else {
-        let (least, v) = (value(&heap[0]), value(&x));
-        if (if top { least < v } else { least > v }) || (least.is_nan() && !v.is_nan()) {
-            heap[0] = x;
-            if k > 1 {
-                heap_down(heap, 0, &less);
-            }
+    } else if beats || (least.is_nan() && !v.is_nan()) {
+        heap[0] = x;
+        if k > 1 {
+            heap_down(heap, 0, &less);
         }
     }
 }

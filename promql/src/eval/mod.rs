@@ -501,7 +501,7 @@ impl Evaluator<'_> {
             }
             Expr::Subquery(sq) => {
                 let (range, inner_step) = self.subquery_range_step(sq)?;
-                let inner_steps = self.subquery_steps(range, inner_step);
+                let inner_steps = subquery_steps(range, inner_step);
                 let outer = if sq.at.is_some() { steps } else { per(range).saturating_add(1).min(steps) };
                 // Its expression is evaluated at each inner step of each step's window
                 // (a selector pinned by `@` reads its whole window each time).
@@ -520,7 +520,7 @@ impl Evaluator<'_> {
         let own = match e {
             Expr::Subquery(sq) => {
                 let (range, step) = self.subquery_range_step(sq)?;
-                self.subquery_steps(range, step)
+                subquery_steps(range, step)
             }
             _ => 1,
         };
@@ -528,11 +528,11 @@ impl Evaluator<'_> {
             e.children().try_fold(1, |most: usize, c| self.inner_steps_bound(c).map(|n| most.max(n)))?;
         Ok(own.saturating_mul(deepest))
     }
+}
 
-    /// How many inner steps a subquery window of `range` at `step` holds at most.
-    fn subquery_steps(&self, range: i64, step: i64) -> usize {
-        usize::try_from(range / step.max(1)).unwrap_or(usize::MAX).saturating_add(1)
-    }
+/// How many inner steps a subquery window of `range` at `step` holds at most.
+fn subquery_steps(range: i64, step: i64) -> usize {
+    usize::try_from(range / step.max(1)).unwrap_or(usize::MAX).saturating_add(1)
 }
 
 /// How many nodes `e` has, itself included.

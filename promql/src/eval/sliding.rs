@@ -484,13 +484,9 @@ impl Evaluator<'_> {
             return Ok(None);
         }
         self.check_deadline()?;
-        let series = match input {
-            Input::Call(c) => range_arg(c).map_or(0, |arg| self.source_series(arg)),
-            Input::Selector(vs) => self.selected(vs).len(),
-        };
+        let series = self.input_series(input);
         let windows = series * steps.len();
-        // A block's accumulators take a cell per group (at most a series) and step.
-        let block = (FUSED_BLOCK_CELLS / series.max(1)).max(super::PRECOMPUTE_STEPS);
+        let block = fused_block(series);
         let grid = self.step;
         let parts = self.over_step_parts(steps, grid, windows >= SPLIT_WINDOWS, &|ev, part| {
             let mut groups = Vec::new();
@@ -548,13 +544,17 @@ impl Evaluator<'_> {
         }
         let k = usize::try_from(super::aggregate::k_param(k)?).unwrap_or(0);
         let keep = super::aggregate::Keep { k, top: a.op == Topk, compat: self.opts.compat };
-        let series = match input {
+        let series = self.input_series(input);
+        let block = fused_block(series);
+        self.whole_series(series, true, steps, &|ev, part| ev.top_bottom_series(a, input, part, keep, block))
+    }
+
+    /// How many series `input`'s values come from (for a subquery, all selections').
+    fn input_series(&self, input: Input<'_>) -> usize {
+        match input {
             Input::Call(c) => range_arg(c).map_or(0, |arg| self.source_series(arg)),
             Input::Selector(vs) => self.selected(vs).len(),
-        };
-        // A block holds a value per series and step.
-        let block = (FUSED_BLOCK_CELLS / series.max(1)).max(super::PRECOMPUTE_STEPS);
-        self.whole_series(series, true, steps, &|ev, part| ev.top_bottom_series(a, input, part, keep, block))
+        }
     }
 
     /// The result of a range query that is a sliding call (`avg_over_time(m[5m])`),
@@ -1335,6 +1335,13 @@ fn fusable(a: &AggregateExpr) -> bool {
         (Quantile, Some(q)) => number(q).is_some_and(|q| (0.0..=1.0).contains(&q)),
         _ => false,
     }
+}
+
+/// How many steps a block of an aggregation's values over `series` series takes: a
+/// cell per group (at most a series) and step, [`FUSED_BLOCK_CELLS`] in all, or at
+/// least the step-by-step path's block.
+fn fused_block(series: usize) -> usize {
+    (FUSED_BLOCK_CELLS / series.max(1)).max(super::PRECOMPUTE_STEPS)
 }
 
 /// The parameter of a [`fusable`] aggregation: its literal quantile, else NaN.
