@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use criterion::{criterion_main, Criterion, Throughput};
 use promql::storage::{load_reader, Dialect, ExpositionParser, FixtureFormat, MemoryStore};
+use promql_benches::Rng;
 
 const LE: [&str; 20] = [
     "0.5", "1", "5", "10", "25", "50", "100", "250", "500", "1000", "2500", "5000", "10000", "30000",
@@ -25,22 +26,6 @@ const LE: [&str; 20] = [
 const CODES: [&str; 4] = ["200", "404", "500", "503"];
 const START_MS: i64 = 1_704_067_200_000;
 const STEP_MS: i64 = 15_000;
-
-/// A deterministic xorshift generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 struct Pod {
     workload: String,

@@ -27,3 +27,21 @@ pub fn corpus_queries() -> Result<Vec<String>, String> {
     }
     Ok(out)
 }
+
+/// A deterministic xorshift generator for the benches' data: the same inputs every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn bits(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `n` (not exactly uniform; enough for data).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.bits() % n
+    }
+}

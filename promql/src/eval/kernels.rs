@@ -1576,8 +1576,12 @@ fn write_float<const API: bool>(out: &mut String, v: f64) {
     } else {
         let mut buf = zmij::Buffer::new();
         let text = buf.format_finite(v);
-        // Looking for the `e` took a third of the time of writing a matrix of fractions.
-        if ZMIJ_PLAIN.contains(&v.abs()) || !text.contains('e') {
+        // Looking for the `e` took a third of the time of writing a matrix of fractions,
+        // and so did reading the text's last two bytes just after `zmij` wrote them.
+        // Within these bounds the value is not whole (see above), so neither is needed.
+        if ZMIJ_PLAIN.contains(&v.abs()) {
+            out.push_str(text);
+        } else if !text.contains('e') {
             // Whole numbers in this range come with a `.0` that Go leaves out.
             out.push_str(text.strip_suffix(".0").unwrap_or(text));
         } else {
