@@ -1461,8 +1461,41 @@ impl AvgAcc {
     }
 }
 
-/// `stddev`/`stdvar` aggregation state: plain Welford (no Kahan). A first value of NaN
-/// or ±Inf seeds the M2 accumulator with NaN, so a single such value gives NaN.
+/// The `avg` aggregation of Prometheus 2 (`Compat::Prometheus2`; 2.42's `aggregation`):
+/// an incremental mean without compensation, `mean += v/n - mean/n`, started at the
+/// group's first value. An infinite mean stays unless a NaN or the other infinity comes,
+/// as the subtraction would make it NaN.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct IncrementalMean {
+    mean: f64,
+    count: f64,
+}
+
+impl IncrementalMean {
+    /// A group started by its first value.
+    pub(crate) fn new(first: f64) -> Self {
+        IncrementalMean { mean: first, count: 1.0 }
+    }
+
+    /// Adds the next value.
+    pub(crate) fn add(&mut self, v: f64) {
+        self.count += 1.0;
+        let keeps = v.is_finite() || (v.is_infinite() && (self.mean > 0.0) == (v > 0.0));
+        if self.mean.is_infinite() && keeps {
+            return;
+        }
+        self.mean += v / self.count - self.mean / self.count;
+    }
+
+    /// The mean.
+    pub(crate) fn value(&self) -> f64 {
+        self.mean
+    }
+}
+
+/// `stddev`/`stdvar` aggregation state: plain Welford (no Kahan). In Prometheus 3 a first
+/// value of NaN or ±Inf seeds the M2 accumulator with NaN, so a single such value gives
+/// NaN; 2.x seeds it with 0 whatever the value, so a single one gives 0.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct StddevAcc {
     count: f64,
@@ -1471,9 +1504,10 @@ pub(crate) struct StddevAcc {
 }
 
 impl StddevAcc {
-    /// A group started by its first value.
-    pub(crate) fn new(first: f64) -> Self {
-        let m2 = if first.is_nan() || first.is_infinite() { go_nan() } else { 0.0 };
+    /// A group started by its first value, as `compat`'s Prometheus starts it.
+    pub(crate) fn new(first: f64, compat: Compat) -> Self {
+        let seed_nan = compat == Compat::Prometheus3 && (first.is_nan() || first.is_infinite());
+        let m2 = if seed_nan { go_nan() } else { 0.0 };
         StddevAcc { count: 1.0, mean: first, m2 }
     }
 
@@ -3781,7 +3815,7 @@ mod tests {
     #[test]
     fn stddev_acc_seeding() {
         let run = |v: &[f64]| {
-            let mut a = StddevAcc::new(v[0]);
+            let mut a = StddevAcc::new(v[0], Compat::Prometheus3);
             for &x in &v[1..] {
                 a.add(x);
             }
@@ -3803,6 +3837,89 @@ mod tests {
         // 0+1.33x10 three times: all equal → exactly 0.
         let x = series(0.0, 1.33, 10)[10];
         assert_eq!(run(&[x, x, x]), (0.0, 0.0));
+        // 2.x seeds M2 with 0: a lone NaN or infinity gives 0; later ones still NaN.
+        let run2 = |v: &[f64]| {
+            let mut a = StddevAcc::new(v[0], Compat::Prometheus2);
+            for &x in &v[1..] {
+                a.add(x);
+            }
+            (a.stddev(), a.stdvar())
+        };
+        assert_eq!(run2(&[f64::NAN]), (0.0, 0.0));
+        assert_eq!(run2(&[f64::NEG_INFINITY]), (0.0, 0.0));
+        assert!(run2(&[f64::NAN, 1.0]).0.is_nan());
+        assert!(run2(&[f64::INFINITY, 1.0]).1.is_nan());
+        assert_eq!(run2(&[1.0, 2.0]), (0.5, 0.25));
+    }
+
+    /// Prometheus 2.42's `avg` aggregation, transcribed from its `aggregation` as it reads
+    /// (`groupCount++`, the two infinity tests, `mean += v/n - mean/n`).
+    fn go_avg_2(values: &[f64]) -> f64 {
+        let mut mean = values[0];
+        let mut count = 1.0;
+        for &v in &values[1..] {
+            count += 1.0;
+            if mean.is_infinite() {
+                if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                    continue;
+                }
+                if !v.is_infinite() && !v.is_nan() {
+                    continue;
+                }
+            }
+            mean += v / count - mean / count;
+        }
+        mean
+    }
+
+    #[test]
+    fn incremental_mean_is_prometheus_2s_avg() {
+        let inf = f64::INFINITY;
+        let mut cases: Vec<Vec<f64>> = vec![
+            vec![1.0],
+            vec![1.0, 2.0, 4.0],
+            vec![0.1, 0.2, 0.3, 0.7],
+            vec![1e308, 1e308, -1e308],
+            vec![inf, 1.0, inf],
+            vec![inf, -inf],
+            vec![1.0, inf, f64::NAN],
+            vec![-inf, 2.0, -inf, 3.0],
+            vec![f64::NAN, 1.0],
+            vec![-0.0, -0.0],
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for n in 1..60 {
+            cases.push(
+                (0..n)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (x >> 11) as f64 / 3.0 - 1e15
+                    })
+                    .collect(),
+            );
+        }
+        for values in &cases {
+            let mut m = IncrementalMean::new(values[0]);
+            for &v in &values[1..] {
+                m.add(v);
+            }
+            let (ours, go) = (m.value(), go_avg_2(values));
+            assert!(
+                ours.to_bits() == go.to_bits() || (ours.is_nan() && go.is_nan()),
+                "{values:?}: {ours} {go}"
+            );
+        }
+        // Not the compensated mean: 2.x's last bits.
+        let v = [1.1, 2.2, 3.3];
+        let mut m = IncrementalMean::new(v[0]);
+        let mut k = AvgAcc::new(v[0]);
+        for &x in &v[1..] {
+            m.add(x);
+            k.add(x);
+        }
+        assert_eq!((m.value(), k.value()), (2.2, 2.1999999999999997));
     }
 
     #[test]

@@ -140,8 +140,12 @@ pub enum Compat {
     Prometheus3,
     /// Prometheus 2 (as 2.42, Debian's): windows closed on the left (a sample exactly
     /// `range` or the lookback delta old counts, subqueries step at the window's start),
-    /// `rate` clamps to the zero point before the gap test, and `avg_over_time` takes
-    /// an incremental mean. For comparing with an older server.
+    /// `rate` clamps to the zero point before the gap test, `avg_over_time` takes an
+    /// incremental mean, compensated sums keep the compensation of one that overflowed,
+    /// the `sum` and `avg` aggregations add without compensation (`avg` as an
+    /// incremental mean), `stddev`/`stdvar` of a lone NaN or infinity is 0, and
+    /// `topk`/`bottomk` keep 2.x's choice among equal values. For comparing with an
+    /// older server: an instant query's floats come out as 2.42's, bit for bit.
     Prometheus2,
 }
 
