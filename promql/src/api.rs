@@ -216,7 +216,8 @@ struct TimeTexts<'a> {
 impl<'a> TimeTexts<'a> {
     fn of(series: &'a [Series]) -> Self {
         let longest = series.iter().max_by_key(|s| s.points.len()).map_or(&[][..], |s| &s.points[..]);
-        let mut text = String::with_capacity(longest.len() * 16);
+        // `[1704067260.123,"`: 17 bytes at most for times of this century.
+        let mut text = String::with_capacity(longest.len() * 18);
         let mut bounds = Vec::with_capacity(longest.len() + 1);
         bounds.push(0);
         for p in longest {

@@ -102,8 +102,9 @@ impl Evaluator<'_> {
                 let phi = self.scalar_arg(&c.args[0], t)?;
                 self.quantile_range_warning(phi, &c.args[0]);
                 let v = self.vector_arg(&c.args[1], t)?;
+                let compat = self.opts.compat;
                 self.buckets(v, &c.args[1], |b| {
-                    let (q, fixed, _) = kernels::bucket_quantile(phi, b);
+                    let (q, fixed, _) = kernels::bucket_quantile_as(phi, b, compat);
                     (q, fixed)
                 })?
             }
@@ -123,13 +124,14 @@ impl Evaluator<'_> {
             "histogram_quantiles" => {
                 let v = self.vector_arg(&c.args[0], t)?;
                 let label = self.string_arg(&c.args[1], t)?;
+                let compat = self.opts.compat;
                 let mut out = Vec::new();
                 for arg in &c.args[2..] {
                     let phi = self.scalar_arg(arg, t)?;
                     self.quantile_range_warning(phi, arg);
                     let value = openmetrics_float(phi);
                     let part = self.buckets(v.clone(), &c.args[0], |b| {
-                        let (q, fixed, _) = kernels::bucket_quantile(phi, b);
+                        let (q, fixed, _) = kernels::bucket_quantile_as(phi, b, compat);
                         (q, fixed)
                     })?;
                     out.extend(part.into_iter().map(|s| S { labels: s.labels.with(&label, &value), ..s }));

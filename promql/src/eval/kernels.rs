@@ -1888,6 +1888,17 @@ fn ensure_monotonic_and_ignore_small_deltas(buckets: &mut [Bucket], tolerance: f
 /// linear interpolation (the +Inf bucket yields the second-highest bound, a first bucket
 /// with bound ≤ 0 yields that bound). Empty input (a Go panic) gives NaN.
 pub(crate) fn bucket_quantile_detailed(phi: f64, buckets: &mut [Bucket]) -> BucketQuantileResult {
+    bucket_quantile_within(phi, buckets, SMALL_DELTAS)
+}
+
+/// How far apart, relatively, neighbouring buckets' counts may be and still count as
+/// equal in Prometheus 3 (prometheus/prometheus#13153, after 2.42): floating-point noise
+/// of summed rates. Prometheus 2.42 took every difference (tolerance 0).
+const SMALL_DELTAS: f64 = 1e-12;
+
+/// [`bucket_quantile_detailed`] with counts within `tolerance` of each other taken as
+/// equal.
+fn bucket_quantile_within(phi: f64, buckets: &mut [Bucket], tolerance: f64) -> BucketQuantileResult {
     if phi.is_nan() {
         return BucketQuantileResult::plain(go_nan());
     }
@@ -1906,7 +1917,7 @@ pub(crate) fn bucket_quantile_detailed(phi: f64, buckets: &mut [Bucket]) -> Buck
     }
     let n = coalesce_buckets(buckets);
     let buckets = &mut buckets[..n];
-    let mut r = ensure_monotonic_and_ignore_small_deltas(buckets, 1e-12);
+    let mut r = ensure_monotonic_and_ignore_small_deltas(buckets, tolerance);
 
     r.value = go_nan();
     if n < 2 {
@@ -1942,7 +1953,17 @@ pub(crate) fn bucket_quantile_detailed(phi: f64, buckets: &mut [Bucket]) -> Buck
 /// `BucketQuantile` (classic `histogram_quantile`): `(value, forced_monotonic,
 /// fixed_small_deltas)`. See [`bucket_quantile_detailed`].
 pub(crate) fn bucket_quantile(phi: f64, buckets: &mut [Bucket]) -> (f64, bool, bool) {
-    let r = bucket_quantile_detailed(phi, buckets);
+    bucket_quantile_as(phi, buckets, Compat::Prometheus3)
+}
+
+/// [`bucket_quantile`] as `compat`'s Prometheus computes it: 2.x without the tolerance
+/// for small differences between buckets' counts.
+pub(crate) fn bucket_quantile_as(phi: f64, buckets: &mut [Bucket], compat: Compat) -> (f64, bool, bool) {
+    let tolerance = match compat {
+        Compat::Prometheus3 => SMALL_DELTAS,
+        Compat::Prometheus2 => 0.0,
+    };
+    let r = bucket_quantile_within(phi, buckets, tolerance);
     (r.value, r.forced_monotonic, r.fixed_precision)
 }
 
@@ -4194,6 +4215,17 @@ mod tests {
         for (phi, want) in [(1.0 / 6.0, 1.0), (0.5, 3.0), (5.0 / 6.0, 5.0)] {
             assert!(close(bucket_quantile(phi, &mut h2()).0, want), "phi {phi}");
         }
+    }
+
+    #[test]
+    fn small_deltas_are_absorbed_in_3_only() {
+        // The middle bucket's count is 1e-13 above the first's: noise in 3, a real
+        // difference in 2.42, where the rank then falls inside that bucket.
+        let buckets = || bk(&[(1.0, 1.0), (2.0, 1.0 + 1e-13), (INF, 2.0)]);
+        let phi = (1.0 + 5e-14) / 2.0;
+        assert_eq!(bucket_quantile_as(phi, &mut buckets(), Compat::Prometheus3).0, 2.0);
+        let two = bucket_quantile_as(phi, &mut buckets(), Compat::Prometheus2).0;
+        assert!((two - 1.5).abs() < 0.01, "{two}");
     }
 
     #[test]
