@@ -84,14 +84,16 @@ fn in_group(key: &Labels, labels: &Labels, grouping: Option<&Grouping>) -> bool 
 
 /// Per-group state of the value aggregations.
 enum Acc {
+    /// Prometheus 3's `sum`: a Kahan–Neumaier sum and its compensation.
     Sum {
         sum: f64,
         c: f64,
     },
     /// Prometheus 2's `sum`: no compensation.
     PlainSum(f64),
+    /// Prometheus 3's `avg`: compensated.
     Avg(kernels::AvgAcc),
-    /// Prometheus 2's `avg`.
+    /// Prometheus 2's `avg`: an incremental mean.
     IncrementalMean(kernels::IncrementalMean),
     Count(f64),
     Group,

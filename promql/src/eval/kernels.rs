@@ -1888,7 +1888,7 @@ fn ensure_monotonic_and_ignore_small_deltas(buckets: &mut [Bucket], tolerance: f
 /// linear interpolation (the +Inf bucket yields the second-highest bound, a first bucket
 /// with bound ≤ 0 yields that bound). Empty input (a Go panic) gives NaN.
 pub(crate) fn bucket_quantile_detailed(phi: f64, buckets: &mut [Bucket]) -> BucketQuantileResult {
-    bucket_quantile_within(phi, buckets, SMALL_DELTAS)
+    bucket_quantile_within(phi, buckets, Compat::Prometheus3)
 }
 
 /// How far apart, relatively, neighbouring buckets' counts may be and still count as
@@ -1896,9 +1896,29 @@ pub(crate) fn bucket_quantile_detailed(phi: f64, buckets: &mut [Bucket]) -> Buck
 /// of summed rates. Prometheus 2.42 took every difference (tolerance 0).
 const SMALL_DELTAS: f64 = 1e-12;
 
-/// [`bucket_quantile_detailed`] with counts within `tolerance` of each other taken as
-/// equal.
-fn bucket_quantile_within(phi: f64, buckets: &mut [Bucket], tolerance: f64) -> BucketQuantileResult {
+/// 2.42's `ensureMonotonic`: each count below the largest before it becomes that
+/// largest, the first count included (a NaN there stops all fixing; a NaN later is
+/// passed over). Prometheus 3's, with tolerance 0, differs only around NaN counts.
+fn ensure_monotonic_2(buckets: &mut [Bucket]) -> BucketQuantileResult {
+    let mut r = BucketQuantileResult::plain(0.0);
+    let Some(first) = buckets.first() else {
+        return r;
+    };
+    let mut max = first.count;
+    for b in buckets.iter_mut().skip(1) {
+        if b.count > max {
+            max = b.count;
+        } else if b.count < max {
+            b.count = max;
+            r.forced_monotonic = true;
+        }
+    }
+    r
+}
+
+/// [`bucket_quantile_detailed`] with `compat`'s monotonicity fix: 3's, which takes counts
+/// within [`SMALL_DELTAS`] of each other as equal, or 2.42's.
+fn bucket_quantile_within(phi: f64, buckets: &mut [Bucket], compat: Compat) -> BucketQuantileResult {
     if phi.is_nan() {
         return BucketQuantileResult::plain(go_nan());
     }
@@ -1917,7 +1937,10 @@ fn bucket_quantile_within(phi: f64, buckets: &mut [Bucket], tolerance: f64) -> B
     }
     let n = coalesce_buckets(buckets);
     let buckets = &mut buckets[..n];
-    let mut r = ensure_monotonic_and_ignore_small_deltas(buckets, tolerance);
+    let mut r = match compat {
+        Compat::Prometheus3 => ensure_monotonic_and_ignore_small_deltas(buckets, SMALL_DELTAS),
+        Compat::Prometheus2 => ensure_monotonic_2(buckets),
+    };
 
     r.value = go_nan();
     if n < 2 {
@@ -1956,14 +1979,10 @@ pub(crate) fn bucket_quantile(phi: f64, buckets: &mut [Bucket]) -> (f64, bool, b
     bucket_quantile_as(phi, buckets, Compat::Prometheus3)
 }
 
-/// [`bucket_quantile`] as `compat`'s Prometheus computes it: 2.x without the tolerance
+/// [`bucket_quantile`] as `compat`'s Prometheus computes it: 2.42 without the tolerance
 /// for small differences between buckets' counts.
 pub(crate) fn bucket_quantile_as(phi: f64, buckets: &mut [Bucket], compat: Compat) -> (f64, bool, bool) {
-    let tolerance = match compat {
-        Compat::Prometheus3 => SMALL_DELTAS,
-        Compat::Prometheus2 => 0.0,
-    };
-    let r = bucket_quantile_within(phi, buckets, tolerance);
+    let r = bucket_quantile_within(phi, buckets, compat);
     (r.value, r.forced_monotonic, r.fixed_precision)
 }
 
@@ -4218,7 +4237,7 @@ mod tests {
     }
 
     #[test]
-    fn small_deltas_are_absorbed_in_3_only() {
+    fn monotonicity_fixes_of_2_and_3() {
         // The middle bucket's count is 1e-13 above the first's: noise in 3, a real
         // difference in 2.42, where the rank then falls inside that bucket.
         let buckets = || bk(&[(1.0, 1.0), (2.0, 1.0 + 1e-13), (INF, 2.0)]);
@@ -4226,6 +4245,18 @@ mod tests {
         assert_eq!(bucket_quantile_as(phi, &mut buckets(), Compat::Prometheus3).0, 2.0);
         let two = bucket_quantile_as(phi, &mut buckets(), Compat::Prometheus2).0;
         assert!((two - 1.5).abs() < 0.01, "{two}");
+        // Around a NaN count 2.42 keeps the largest count before it; 3 starts over.
+        let nan = || bk(&[(1.0, 5.0), (2.0, f64::NAN), (3.0, 3.0), (INF, 10.0)]);
+        let mut two = nan();
+        assert!(ensure_monotonic_2(&mut two).forced_monotonic);
+        assert_eq!(two[2].count, 5.0);
+        let mut three = nan();
+        ensure_monotonic_and_ignore_small_deltas(&mut three, SMALL_DELTAS);
+        assert_eq!(three[2].count, 3.0);
+        // A NaN first count: 2.42 fixes nothing after it.
+        let mut first = bk(&[(1.0, f64::NAN), (2.0, 4.0), (3.0, 2.0), (INF, 6.0)]);
+        assert!(!ensure_monotonic_2(&mut first).forced_monotonic);
+        assert_eq!(first[2].count, 2.0);
     }
 
     #[test]

@@ -144,7 +144,8 @@ pub enum Compat {
     /// incremental mean, compensated sums keep the compensation of one that overflowed,
     /// the `sum` and `avg` aggregations add without compensation (`avg` as an
     /// incremental mean), `stddev`/`stdvar` of a lone NaN or infinity is 0,
-    /// `histogram_quantile` takes every difference between buckets' counts, and
+    /// `histogram_quantile` makes the counts monotonic as 2.42 did (every difference
+    /// counts; the largest count before a NaN one is kept), and
     /// `topk`/`bottomk` keep 2.x's choice among equal values. For comparing with an
     /// older server: an instant query's floats come out as 2.42's, bit for bit, where it
     /// has no subquery (2.42 adds the values of steps' series in a Go map's order).
