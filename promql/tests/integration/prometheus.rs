@@ -170,9 +170,10 @@ fn fixture_and_recording_round_trip() {
 /// Left out are the places where 2.42 and Prometheus 3 differ beyond what
 /// `Compat::Prometheus2` covers (README, "Comparing with Prometheus 2"): `atan2` (names)
 /// and `predict_linear` with `@` (Prometheus issue 11708); `topk`/`bottomk` too, whose
-/// ties either may break; and, as 2.42's range queries may add an aggregation's values
-/// in a Go map's order, `stddev`/`stdvar`, `count_values` (labels of sums), `%` and
-/// `sin`, which can turn the last bits that order changes into large differences.
+/// ties either may break; and, as 2.42 may add an aggregation's values in a Go map's
+/// order where it evaluates over steps, `count_values` (labels of sums) and `sin`, which
+/// can turn the last bits that order changes into large differences (`stddev`, `stdvar`
+/// and `%` are generated, and compared only where 2.42 keeps the order).
 fn istio_query(end: i64) -> BoxedStrategy<String> {
     let at = format!(" @ {}", end / 1000 - 300);
     let selector = pick(&[
@@ -208,12 +209,16 @@ fn istio_query(end: i64) -> BoxedStrategy<String> {
         let matching =
             pick(&["", " on (destination_workload)", " ignoring (pod)", " on (pod) group_left ()"]);
         prop_oneof![
-            (pick(&["sum", "avg", "min", "max", "count", "group"]), grouping.clone(), inner.clone())
+            (
+                pick(&["sum", "avg", "min", "max", "count", "group", "stddev", "stdvar"]),
+                grouping.clone(),
+                inner.clone()
+            )
                 .prop_map(|(a, g, v)| format!("{a}{g} ({v})")),
             (grouping, inner.clone()).prop_map(|(g, v)| format!("quantile{g} (0.9, {v})")),
             (
                 inner.clone(),
-                pick(&["+", "-", "*", "/", "^", ">", "<= bool", "and", "or", "unless"]),
+                pick(&["+", "-", "*", "/", "%", "^", ">", "<= bool", "and", "or", "unless"]),
                 matching,
                 inner.clone()
             )
@@ -310,7 +315,7 @@ fn generated_queries_equal_prometheus() {
     // Times on one series' scrapes, 15 s apart: windows of whole multiples of 15 s then
     // start and end on samples, where closed and open window ends part.
     let scrape = store.series().map(|(_, points)| points[points.len() / 2].t).next().unwrap();
-    let (compared, failed) = (Cell::new(0), Cell::new(0));
+    let (compared, failed, skipped) = (Cell::new(0), Cell::new(0), Cell::new(0));
     let result = TestRunner::new(config).run(&shape, |(query, back, step, range, on_scrapes)| {
         let (from, to, step) = match (range, on_scrapes) {
             (true, false) => (start + 300_000, end - back, step),
@@ -331,7 +336,14 @@ fn generated_queries_equal_prometheus() {
                 // the same bits. Where 2.42 evaluates over steps (a range query, a
                 // subquery) it may add in a Go map's order (`scripts/differential`
                 // asks it again to show that).
-                let rtol = if step == 0 && !has_subquery(&parsed) { 0.0 } else { 1e-9 };
+                let in_order = step == 0 && !has_subquery(&parsed);
+                // `stddev`, `stdvar` and `%` can turn a last bit that order changes into
+                // a large difference: compared only where the order is 2.42's.
+                if !in_order && ["stddev", "stdvar", "%"].iter().any(|f| query.contains(f)) {
+                    skipped.set(skipped.get() + 1);
+                    return Ok(());
+                }
+                let rtol = if in_order { 0.0 } else { 1e-9 };
                 if let Some(difference) = difference_within(&ours.value, &theirs, rtol) {
                     return Err(TestCaseError::fail(format!(
                         "{query} ({from}..{to} step {step}): {difference}"
@@ -361,9 +373,11 @@ fn generated_queries_equal_prometheus() {
         panic!("{e}");
     }
     println!(
-        "{} generated queries equal Prometheus 2.42's answers; {} failed on both sides",
+        "{} generated queries equal Prometheus 2.42's answers; {} failed on both sides; {} not \
+         compared (`stddev`, `stdvar` or `%` over steps)",
         compared.get(),
-        failed.get()
+        failed.get(),
+        skipped.get()
     );
     // Most generated queries are valid: a generator gone wrong would compare nothing.
     assert!(compared.get() > failed.get(), "too few queries succeeded to compare");
