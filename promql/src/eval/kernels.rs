@@ -1893,7 +1893,7 @@ pub(crate) fn bucket_quantile_detailed(phi: f64, buckets: &mut [Bucket]) -> Buck
 
 /// How far apart, relatively, neighbouring buckets' counts may be and still count as
 /// equal in Prometheus 3 (prometheus/prometheus#13153, after 2.42): floating-point noise
-/// of summed rates. Prometheus 2.42 took every difference (tolerance 0).
+/// of summed rates. 2.42 took every difference ([`ensure_monotonic_2`]).
 const SMALL_DELTAS: f64 = 1e-12;
 
 /// 2.42's `ensureMonotonic`: each count below the largest before it becomes that
@@ -1979,8 +1979,8 @@ pub(crate) fn bucket_quantile(phi: f64, buckets: &mut [Bucket]) -> (f64, bool, b
     bucket_quantile_as(phi, buckets, Compat::Prometheus3)
 }
 
-/// [`bucket_quantile`] as `compat`'s Prometheus computes it: 2.42 without the tolerance
-/// for small differences between buckets' counts.
+/// [`bucket_quantile`] as `compat`'s Prometheus computes it: 2.42 with its own
+/// monotonicity fix ([`ensure_monotonic_2`]).
 pub(crate) fn bucket_quantile_as(phi: f64, buckets: &mut [Bucket], compat: Compat) -> (f64, bool, bool) {
     let r = bucket_quantile_within(phi, buckets, compat);
     (r.value, r.forced_monotonic, r.fixed_precision)
@@ -4257,6 +4257,8 @@ mod tests {
         let mut first = bk(&[(1.0, f64::NAN), (2.0, 4.0), (3.0, 2.0), (INF, 6.0)]);
         assert!(!ensure_monotonic_2(&mut first).forced_monotonic);
         assert_eq!(first[2].count, 2.0);
+        assert!(bucket_quantile_as(0.5, &mut nan(), Compat::Prometheus2).0.is_nan());
+        assert_eq!(bucket_quantile_as(0.5, &mut nan(), Compat::Prometheus3).0, 3.0);
     }
 
     #[test]

@@ -145,7 +145,8 @@ pub enum Compat {
     /// the `sum` and `avg` aggregations add without compensation (`avg` as an
     /// incremental mean), `stddev`/`stdvar` of a lone NaN or infinity is 0,
     /// `histogram_quantile` makes the counts monotonic as 2.42 did (every difference
-    /// counts; the largest count before a NaN one is kept), and
+    /// counts; the largest count before a NaN one is kept; after a NaN first count
+    /// nothing is fixed), and
     /// `topk`/`bottomk` keep 2.x's choice among equal values. For comparing with an
     /// older server: an instant query's floats come out as 2.42's, bit for bit, where it
     /// has no subquery (2.42 adds the values of steps' series in a Go map's order).
@@ -1645,6 +1646,58 @@ mod tests {
         assert_eq!(v[0].labels.metric_name(), None);
         let v = run(IMMEDIATE, q).unwrap();
         assert_eq!(v[0].labels.get("n"), None);
+    }
+
+    /// Under `Compat::Prometheus2` an instant query's aggregations and
+    /// `histogram_quantile` give 2.42's floats (each value checked against 2.42), under
+    /// the default Prometheus 3's.
+    #[test]
+    fn aggregations_and_bucket_quantiles_as_each_prometheus() {
+        let values = |vs: &[(&str, &str)]| {
+            let one = |(le, v): &(&str, &str)| format!(r#"label_replace(vector({v}), "le", "{le}", "", "")"#);
+            vs.iter().map(one).collect::<Vec<_>>().join(" or ")
+        };
+        let cases = [
+            (
+                format!("avg({})", values(&[("a", "1.1"), ("b", "2.2"), ("c", "3.3")])),
+                2.2,
+                2.1999999999999997,
+            ),
+            (
+                format!("sum({})", values(&[("a", "0.1"), ("b", "0.2"), ("c", "0.3")])),
+                0.6000000000000001,
+                0.6,
+            ),
+            (format!("stddev({})", values(&[("a", "NaN")])), 0.0, f64::NAN),
+            (
+                format!(
+                    "histogram_quantile(0.5, {})",
+                    values(&[("1", "5"), ("2", "NaN"), ("3", "3"), ("+Inf", "10")])
+                ),
+                f64::NAN,
+                3.0,
+            ),
+            (
+                format!(
+                    "histogram_quantile(0.50000000000003, {})",
+                    values(&[("1", "1"), ("2", "1.0000000000001"), ("+Inf", "2")])
+                ),
+                1.6,
+                2.0,
+            ),
+        ];
+        for (q, prometheus2, prometheus3) in cases {
+            for (compat, want) in [(Compat::Prometheus2, prometheus2), (Compat::Prometheus3, prometheus3)] {
+                let engine = Engine::new(EngineOptions { compat, ..EngineOptions::default() });
+                let result = engine.instant_query(&crate::storage::MemoryStore::new(), &q, 0).unwrap();
+                let Value::Vector(v) = result.value else { panic!("{q}") };
+                let got = v[0].v;
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "{q} ({compat:?}): {got}"
+                );
+            }
+        }
     }
 
     #[test]
