@@ -37,9 +37,9 @@ struct Cli {
     #[arg(long = "enable-feature", value_name = "FEATURES", global = true, value_delimiter = ',')]
     enable_feature: Vec<String>,
 
-    /// Follow Prometheus 3 (default) or 2 where their float semantics differ: 2 keeps
-    /// left-closed windows, 2.x `rate` extrapolation, 2.x's uncompensated `sum` and `avg`
-    /// and its `stddev` of a lone NaN (0), to compare with an older server.
+    /// Follow Prometheus 3 (default) or 2 where they differ: 2 keeps left-closed windows,
+    /// 2.x `rate` extrapolation, 2.x's uncompensated `sum` and `avg`, its `stddev` of a lone
+    /// NaN (0) and `atan2`'s metric name, to compare with an older server.
     #[arg(long, value_name = "MAJOR", global = true, default_value = "3", value_parser = ["2", "3"])]
     compat: String,
 

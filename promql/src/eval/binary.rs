@@ -4,7 +4,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
-use super::{exec_error, gomath, EResult, EvalError, Evaluator, S, V};
+use super::{exec_error, gomath, Compat, EResult, EvalError, Evaluator, S, V};
 use crate::ast::{BinaryExpr, BinaryOp, GroupSide, VectorMatching};
 use crate::labels::{Labels, LabelsMap, LabelsSet, NAME_LABELS};
 use crate::value::Timestamp;
@@ -27,6 +27,14 @@ pub(crate) fn arith(op: BinaryOp, l: f64, r: f64) -> f64 {
 pub(super) fn is_arithmetic(op: BinaryOp) -> bool {
     use BinaryOp::*;
     matches!(op, Add | Sub | Mul | Div | Mod | Pow | Atan2)
+}
+
+/// Whether `op`'s result loses the metric name (`bool` aside): arithmetic's does, a
+/// comparison's does not, and in Prometheus 2 `atan2`'s did not either (its
+/// `shouldDropMetricName` lists `+ - * / % ^`).
+pub(super) fn drops_name(op: BinaryOp, compat: Compat) -> bool {
+    let kept_in_2 = op == BinaryOp::Atan2 && compat == Compat::Prometheus2;
+    !(op.is_comparison() || kept_in_2)
 }
 
 fn compare(op: BinaryOp, l: f64, r: f64) -> bool {
@@ -154,7 +162,7 @@ impl Evaluator<'_> {
             if b.op.is_comparison() && !b.return_bool {
                 value = s.v;
             }
-            let drop = !b.op.is_comparison() || b.return_bool;
+            let drop = drops_name(b.op, self.opts.compat) || b.return_bool;
             let s = S { v: value, ..s };
             out.push(if drop { self.drop_name(s) } else { s });
         }
@@ -217,7 +225,9 @@ impl Evaluator<'_> {
             one_by_sig.insert(sig, s);
         }
         let matched = LabelsMap::with_capacity_and_hasher(many.len(), Default::default());
-        let mut join = Join { b, matching, group, one_to_many, matched, out: Vec::with_capacity(many.len()) };
+        let compat = self.opts.compat;
+        let mut join =
+            Join { b, matching, group, one_to_many, compat, matched, out: Vec::with_capacity(many.len()) };
         for ms in &many {
             let sig = signature_in(&mut memo, &ms.labels, matching);
             let filled;
@@ -253,6 +263,7 @@ struct Join<'a> {
     matching: Option<&'a VectorMatching>,
     group: Option<&'a (GroupSide, Vec<String>)>,
     one_to_many: bool,
+    compat: Compat,
     matched: LabelsMap<HashSet<Labels>>,
     out: Vec<S>,
 }
@@ -270,7 +281,12 @@ impl Join<'_> {
         let (b, group) = (self.b, self.group);
         let (l, r) = if self.one_to_many { (os.v, ms.v) } else { (ms.v, os.v) };
         let value = elem(b.op, l, r, b.return_bool);
-        let arithmetic = !b.op.is_comparison();
+        // Prometheus 2 let a comparison filter a pair out before it checked that the match
+        // group was matched once; 3 checks first (`operators.test`). `fill()` is 3's alone.
+        if value.is_none() && self.compat == Compat::Prometheus2 && b.fill.is_none() {
+            return Ok(());
+        }
+        let arithmetic = drops_name(b.op, self.compat);
         let labels = match memo {
             Some(memo) => {
                 let entry = memo.results.entry((ms.labels.addr(), os.labels.addr()));
@@ -311,7 +327,7 @@ impl Join<'_> {
     /// `one` (the "one" side's), of signature `sig`.
     fn result_labels(&self, many: &Labels, one: &Labels, sig: &Labels) -> Labels {
         let (b, matching, group) = (self.b, self.matching, self.group);
-        let arithmetic = !b.op.is_comparison();
+        let arithmetic = drops_name(b.op, self.compat);
         let mut labels = many.clone();
         if arithmetic {
             labels = labels.without_metric_name();

@@ -131,7 +131,7 @@ pub const LIGHT_SERIES: usize = 4_096;
 /// an hour at 15 s steps takes about 50,000.
 pub const LIGHT_LOOKS: usize = 65_536;
 
-/// The Prometheus whose float semantics to follow where major versions differ.
+/// The Prometheus whose semantics to follow where major versions differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compat {
     /// Prometheus 3: left-open windows, `rate` extrapolation tested against the gap
@@ -139,17 +139,18 @@ pub enum Compat {
     #[default]
     Prometheus3,
     /// Prometheus 2 (as 2.42, Debian's): windows closed on the left (a sample exactly
-    /// `range` or the lookback delta old counts, subqueries step at the window's start),
-    /// `rate` clamps to the zero point before the gap test, `avg_over_time` takes an
-    /// incremental mean, compensated sums keep the compensation of one that overflowed,
-    /// the `sum` and `avg` aggregations add without compensation (`avg` as an
-    /// incremental mean), `stddev`/`stdvar` of a lone NaN or infinity is 0,
+    /// `range` or the lookback delta old counts, subqueries step at the window's
+    /// start), `rate` clamps to the zero point before the gap test, `avg_over_time`
+    /// takes an incremental mean, compensated sums keep the compensation of one that
+    /// overflowed, the `sum` and `avg` aggregations add without compensation (`avg` as
+    /// an incremental mean), `stddev`/`stdvar` of a lone NaN or infinity is 0,
     /// `histogram_quantile` makes the counts monotonic as 2.42 did (every difference
     /// counts; the largest count before a NaN one is kept; after a NaN first count
-    /// nothing is fixed), and
-    /// `topk`/`bottomk` keep 2.x's choice among equal values. For comparing with an
-    /// older server: an instant query's floats come out as 2.42's, bit for bit, where it
-    /// has no subquery (2.42 adds the values of steps' series in a Go map's order).
+    /// nothing is fixed), and `topk`/`bottomk` keep 2.x's choice among equal values;
+    /// `atan2` keeps the metric name, and a comparison filters a one-to-one pair out
+    /// before its match group counts as matched. For comparing with an older server: an
+    /// instant query's floats come out as 2.42's, bit for bit, where it has no subquery
+    /// (2.42 adds the values of steps' series in a Go map's order).
     Prometheus2,
 }
 
@@ -1646,6 +1647,45 @@ mod tests {
         assert_eq!(v[0].labels.metric_name(), None);
         let v = run(IMMEDIATE, q).unwrap();
         assert_eq!(v[0].labels.get("n"), None);
+    }
+
+    /// `atan2` keeps the metric name in Prometheus 2, and a comparison there filters a
+    /// pair out before its match group counts as matched (each checked against 2.42).
+    #[test]
+    fn atan2_names_and_filtered_matches_as_each_prometheus() {
+        let lr = |v: f64, labels: &[(&str, &str)]| {
+            let one =
+                |e: String, (k, x): &(&str, &str)| format!(r#"label_replace({e}, "{k}", "{x}", "", "")"#);
+            labels.iter().fold(format!("vector({v})"), one)
+        };
+        let m = format!(
+            "({} or {})",
+            lr(1.0, &[("__name__", "m"), ("a", "1")]),
+            lr(2.0, &[("__name__", "m"), ("a", "2")])
+        );
+        let l = format!("({} or {})", lr(1.0, &[("x", "1"), ("y", "a")]), lr(5.0, &[("x", "1"), ("y", "b")]));
+        let r = lr(3.0, &[("x", "1")]);
+        let names = |compat, q: &str| {
+            let engine = Engine::new(EngineOptions { compat, ..EngineOptions::default() });
+            engine.instant_query(&crate::storage::MemoryStore::new(), q, 0).map(|result| {
+                let Value::Vector(v) = result.value else { panic!("{q}") };
+                v.iter().map(|s| s.labels.to_string()).collect::<Vec<_>>()
+            })
+        };
+        for q in [format!("{m} atan2 {m}"), format!("{m} atan2 0.5"), format!("0.5 atan2 {m}")] {
+            assert_eq!(
+                names(Compat::Prometheus2, &q).unwrap(),
+                [r#"{__name__="m", a="1"}"#, r#"{__name__="m", a="2"}"#],
+                "{q}"
+            );
+            assert_eq!(names(Compat::Prometheus3, &q).unwrap(), [r#"{a="1"}"#, r#"{a="2"}"#], "{q}");
+        }
+        let q = format!("{l} > on(x) {r}");
+        assert_eq!(names(Compat::Prometheus2, &q).unwrap(), [r#"{x="1"}"#]);
+        let three = names(Compat::Prometheus3, &q).unwrap_err().to_string();
+        assert!(three.contains("many-to-one matching must be explicit"), "{three}");
+        // `bool` keeps every pair: an error in both.
+        assert!(names(Compat::Prometheus2, &format!("{l} < bool on(x) {r}")).is_err());
     }
 
     /// Under `Compat::Prometheus2` an instant query's aggregations and

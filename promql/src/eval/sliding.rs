@@ -629,7 +629,7 @@ impl Evaluator<'_> {
             Expr::Binary(b) if b.op.is_comparison() || super::binary::is_arithmetic(b.op) => {
                 // As `vector_scalar`: arithmetic and `bool` drop the name, a filtering
                 // comparison keeps the vector's value whichever side it is on.
-                let drop = !b.op.is_comparison() || b.return_bool;
+                let drop = super::binary::drops_name(b.op, self.opts.compat) || b.return_bool;
                 let keep_value = b.op.is_comparison() && !b.return_bool;
                 let value = move |l: f64, r: f64, v: f64| {
                     super::binary::elem(b.op, l, r, b.return_bool).map(|x| if keep_value { v } else { x })
