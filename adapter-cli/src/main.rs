@@ -39,7 +39,8 @@ struct Cli {
 
     /// Follow Prometheus 3 (default) or 2 where they differ: 2 keeps left-closed windows,
     /// 2.x `rate` extrapolation, 2.x's uncompensated `sum` and `avg`, its `stddev` of a lone
-    /// NaN (0) and `atan2`'s metric name, to compare with an older server.
+    /// NaN (0), `atan2`'s metric name and matches a comparison filters out before they
+    /// count as duplicates, to compare with an older server.
     #[arg(long, value_name = "MAJOR", global = true, default_value = "3", value_parser = ["2", "3"])]
     compat: String,
 

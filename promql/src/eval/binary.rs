@@ -281,8 +281,9 @@ impl Join<'_> {
         let (b, group) = (self.b, self.group);
         let (l, r) = if self.one_to_many { (os.v, ms.v) } else { (ms.v, os.v) };
         let value = elem(b.op, l, r, b.return_bool);
-        // Prometheus 2 let a comparison filter a pair out before it checked that the match
-        // group was matched once; 3 checks first (`operators.test`). `fill()` is 3's alone.
+        // Prometheus 2 let a comparison filter a pair out before it checked that matches
+        // are unique (one-to-one or grouped); 3 checks first (`operators.test`). `fill()` is
+        // 3's alone.
         if value.is_none() && self.compat == Compat::Prometheus2 && b.fill.is_none() {
             return Ok(());
         }

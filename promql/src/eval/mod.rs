@@ -147,8 +147,8 @@ pub enum Compat {
     /// `histogram_quantile` makes the counts monotonic as 2.42 did (every difference
     /// counts; the largest count before a NaN one is kept; after a NaN first count
     /// nothing is fixed), and `topk`/`bottomk` keep 2.x's choice among equal values;
-    /// `atan2` keeps the metric name, and a comparison filters a one-to-one pair out
-    /// before its match group counts as matched. For comparing with an older server: an
+    /// `atan2` keeps the metric name, and a comparison filters a matched pair out
+    /// (one-to-one or grouped) before it counts against the uniqueness of matches. For comparing with an older server: an
     /// instant query's floats come out as 2.42's, bit for bit, where it has no subquery
     /// (2.42 adds the values of steps' series in a Go map's order).
     Prometheus2,
@@ -1650,7 +1650,8 @@ mod tests {
     }
 
     /// `atan2` keeps the metric name in Prometheus 2, and a comparison there filters a
-    /// pair out before its match group counts as matched (each checked against 2.42).
+    /// matched pair (one-to-one or grouped) out before it counts (each checked against
+    /// 2.42).
     #[test]
     fn atan2_names_and_filtered_matches_as_each_prometheus() {
         let lr = |v: f64, labels: &[(&str, &str)]| {
@@ -1686,6 +1687,13 @@ mod tests {
         assert!(three.contains("many-to-one matching must be explicit"), "{three}");
         // `bool` keeps every pair: an error in both.
         assert!(names(Compat::Prometheus2, &format!("{l} < bool on(x) {r}")).is_err());
+        // The same with grouping, from either side.
+        let c = lr(3.0, &[("x", "1"), ("y", "c")]);
+        for q in [format!("{l} > on(x) group_left(y) {c}"), format!("{c} < on(x) group_right(y) {l}")] {
+            assert_eq!(names(Compat::Prometheus2, &q).unwrap(), [r#"{x="1", y="c"}"#], "{q}");
+            let three = names(Compat::Prometheus3, &q).unwrap_err().to_string();
+            assert!(three.contains("grouping labels must ensure unique matches"), "{three}");
+        }
     }
 
     /// Under `Compat::Prometheus2` an instant query's aggregations and

@@ -2011,10 +2011,17 @@ mod tests {
             "label_replace(mem_bytes, \"x\", \"<$1>\", \"wl\", \"(a|b)\")",
             "label_replace(sum by (wl) (mem_bytes), \"__name__\", \"m_$1\", \"wl\", \"(.*)\") * 2",
             "label_join(sum by (wl, code) (mem_bytes), \"wc\", \"-\", \"wl\", \"code\")",
+            // The name stays under Prometheus 2, goes under 3.
+            "mem_bytes atan2 0.5",
+            "0.5 atan2 mem_bytes",
         ];
         let delayed = crate::Features::none().with(crate::features::Feature::DelayedNameRemoval);
-        for features in [crate::Features::none(), delayed] {
-            let opts = EngineOptions { features, ..EngineOptions::default() };
+        let modes = [crate::Features::none(), delayed].into_iter().flat_map(|features| {
+            [crate::eval::Compat::Prometheus3, crate::eval::Compat::Prometheus2]
+                .map(|compat| (features, compat))
+        });
+        for (features, compat) in modes {
+            let opts = EngineOptions { features, compat, ..EngineOptions::default() };
             for q in queries {
                 let range = (30_000, 600_000, 7_000);
                 let (fast, slow) =
