@@ -172,6 +172,24 @@ pub(super) struct FusedGroups {
     groups: GroupKeys,
 }
 
+impl FusedGroups {
+    /// Series `s`'s group; the first time `s` comes, also its labels and whether its
+    /// group is new.
+    #[inline]
+    fn place(&mut self, s: &SlidSeries<'_>, grouping: Option<&Grouping>) -> (usize, Option<(Labels, bool)>) {
+        if s.n >= self.group_of.len() {
+            self.group_of.resize(s.n + 1, usize::MAX);
+        }
+        if self.group_of[s.n] != usize::MAX {
+            return (self.group_of[s.n], None);
+        }
+        let labels = s.labels();
+        let (g, new) = self.groups.find_or_add(&labels, grouping);
+        self.group_of[s.n] = g;
+        (g, Some((labels, new)))
+    }
+}
+
 /// A group's accumulators over `steps` steps, none started.
 fn empty_cells(steps: usize) -> Vec<Option<(Acc, usize)>> {
     (0..steps).map(|_| None).collect()
@@ -210,19 +228,12 @@ impl Folding<'_> {
     #[inline(never)]
     fn start(&mut self, s: &SlidSeries<'_>) {
         self.fold();
-        let FusedGroups { group_of, groups } = &mut self.found;
-        if s.n >= group_of.len() {
-            group_of.resize(s.n + 1, usize::MAX);
-        }
-        if group_of[s.n] == usize::MAX {
-            let (g, new) = groups.find_or_add(&s.labels(), self.grouping);
-            if new {
-                self.cells.push(empty_cells(self.steps));
-            }
-            group_of[s.n] = g;
+        let (g, first) = self.found.place(s, self.grouping);
+        if let Some((_, true)) = first {
+            self.cells.push(empty_cells(self.steps));
         }
         self.drop_names |= s.drop_name;
-        self.current = Some((s.n, group_of[s.n]));
+        self.current = Some((s.n, g));
     }
 
     /// Adds the pending values to their cells.
@@ -600,26 +611,23 @@ impl Evaluator<'_> {
         block: usize,
     ) -> EResult<Option<Positioned>> {
         let grouping = a.grouping.as_ref();
-        let mut groups = GroupKeys::default();
-        // Per series position: its group, and its result series once it has a point.
-        let mut group_of: Vec<usize> = Vec::new();
+        let mut placed = FusedGroups::default();
+        // Per series position: its result series once it has a point.
         let mut series: Vec<(Option<Labels>, Vec<Point>)> = Vec::new();
         let mut heaps: Vec<Vec<(f64, usize)>> = Vec::new();
         for block in steps.chunks(block.max(1)) {
             self.check_deadline()?;
             // Per step, the values with their series' positions, series by series.
             let mut at: Vec<Vec<(usize, f64)>> = vec![Vec::new(); block.len()];
+            // Values come series by series: a series is placed once a block.
             let mut current = usize::MAX;
             let mut take = |s: &SlidSeries<'_>, i: usize, v: f64| {
                 if s.n != current {
                     current = s.n;
-                    if group_of.len() <= s.n {
-                        group_of.resize(s.n + 1, usize::MAX);
-                        series.resize_with(s.n + 1, || (None, Vec::new()));
-                    }
-                    if group_of[s.n] == usize::MAX {
-                        let labels = s.labels();
-                        group_of[s.n] = groups.find_or_add(&labels, grouping).0;
+                    if let (_, Some((labels, _))) = placed.place(s, grouping) {
+                        if series.len() <= s.n {
+                            series.resize_with(s.n + 1, || (None, Vec::new()));
+                        }
                         // A range result is final: a name to drop at the end goes now.
                         series[s.n].0 = Some(if s.drop_name { labels.without_metric_name() } else { labels });
                     }
@@ -636,10 +644,10 @@ impl Evaluator<'_> {
             if keep.k == 0 {
                 continue;
             }
-            heaps.resize_with(groups.keys.len(), Vec::new);
+            heaps.resize_with(placed.groups.keys.len(), Vec::new);
             for (values, &t) in at.iter().zip(block) {
                 for &(n, v) in values {
-                    offer(&mut heaps[group_of[n]], keep, (v, n), |&(v, _)| v);
+                    offer(&mut heaps[placed.group_of[n]], keep, (v, n), |&(v, _)| v);
                 }
                 for heap in &mut heaps {
                     for (v, n) in heap.drain(..) {
@@ -740,7 +748,6 @@ fn split_groups(input: Vec<S>, group_of: &[usize], count: usize) -> Vec<Vec<S>> 
 /// `topk`/`bottomk` of `groups`, with Prometheus' heap so that ties come out in the same
 /// order.
 fn top_bottom_k(groups: Vec<Vec<S>>, k: f64, top: bool, compat: Compat) -> EResult<Vec<S>> {
-    let keep = |k| Keep { k, top, compat };
     let k = k_param(k)?;
     if k < 1 {
         return Ok(Vec::new());
@@ -748,9 +755,10 @@ fn top_bottom_k(groups: Vec<Vec<S>>, k: f64, top: bool, compat: Compat) -> EResu
     let mut out = Vec::new();
     for group in groups {
         let k = (k as usize).min(group.len());
+        let keep = Keep { k, top, compat };
         let mut heap: Vec<S> = Vec::with_capacity(k);
         for s in group {
-            offer(&mut heap, keep(k), s, |s| s.v);
+            offer(&mut heap, keep, s, |s| s.v);
         }
         out.extend(heap_to_output(heap, top));
     }

@@ -226,8 +226,9 @@ impl Evaluator<'_> {
         }
         let matched = LabelsMap::with_capacity_and_hasher(many.len(), Default::default());
         let compat = self.opts.compat;
-        let mut join =
-            Join { b, matching, group, one_to_many, compat, matched, out: Vec::with_capacity(many.len()) };
+        let drops = drops_name(b.op, compat);
+        let out = Vec::with_capacity(many.len());
+        let mut join = Join { b, matching, group, one_to_many, compat, drops, matched, out };
         for ms in &many {
             let sig = signature_in(&mut memo, &ms.labels, matching);
             let filled;
@@ -264,6 +265,8 @@ struct Join<'a> {
     group: Option<&'a (GroupSide, Vec<String>)>,
     one_to_many: bool,
     compat: Compat,
+    /// Whether results lose the metric name ([`drops_name`]).
+    drops: bool,
     matched: LabelsMap<HashSet<Labels>>,
     out: Vec<S>,
 }
@@ -287,7 +290,7 @@ impl Join<'_> {
         if value.is_none() && self.compat == Compat::Prometheus2 && b.fill.is_none() {
             return Ok(());
         }
-        let arithmetic = drops_name(b.op, self.compat);
+        let drops = self.drops;
         let labels = match memo {
             Some(memo) => {
                 let entry = memo.results.entry((ms.labels.addr(), os.labels.addr()));
@@ -319,7 +322,7 @@ impl Join<'_> {
             inserted.insert(labels.clone());
         }
         let Some(value) = value else { return Ok(()) };
-        let s = S { labels, v: value, t: ms.t, drop_name: ms.drop_name && !arithmetic };
+        let s = S { labels, v: value, t: ms.t, drop_name: ms.drop_name && !drops };
         self.out.push(if b.return_bool { ev.drop_name(s) } else { s });
         Ok(())
     }
@@ -327,10 +330,9 @@ impl Join<'_> {
     /// The labels of the result of matching `many` (the "many" side's labels) with
     /// `one` (the "one" side's), of signature `sig`.
     fn result_labels(&self, many: &Labels, one: &Labels, sig: &Labels) -> Labels {
-        let (b, matching, group) = (self.b, self.matching, self.group);
-        let arithmetic = drops_name(b.op, self.compat);
+        let (matching, group, drops) = (self.matching, self.group, self.drops);
         let mut labels = many.clone();
-        if arithmetic {
+        if drops {
             labels = labels.without_metric_name();
         }
         match group {
@@ -339,9 +341,7 @@ impl Join<'_> {
                     // The signature is the many side's `on` labels: those of the result
                     // too, unless the name is among them and the operator drops it.
                     Some(m)
-                        if m.on
-                            && !(arithmetic
-                                && m.labels.iter().any(|l| NAME_LABELS.contains(&l.as_str()))) =>
+                        if m.on && !(drops && m.labels.iter().any(|l| NAME_LABELS.contains(&l.as_str()))) =>
                     {
                         sig.clone()
                     }

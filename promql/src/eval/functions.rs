@@ -104,7 +104,7 @@ impl Evaluator<'_> {
                 let v = self.vector_arg(&c.args[1], t)?;
                 let compat = self.opts.compat;
                 self.buckets(v, &c.args[1], |b| {
-                    let (q, fixed, _) = kernels::bucket_quantile_as(phi, b, compat);
+                    let (q, fixed, _) = kernels::bucket_quantile(phi, b, compat);
                     (q, fixed)
                 })?
             }
@@ -131,7 +131,7 @@ impl Evaluator<'_> {
                     self.quantile_range_warning(phi, arg);
                     let value = openmetrics_float(phi);
                     let part = self.buckets(v.clone(), &c.args[0], |b| {
-                        let (q, fixed, _) = kernels::bucket_quantile_as(phi, b, compat);
+                        let (q, fixed, _) = kernels::bucket_quantile(phi, b, compat);
                         (q, fixed)
                     })?;
                     out.extend(part.into_iter().map(|s| S { labels: s.labels.with(&label, &value), ..s }));

@@ -1879,18 +1879,6 @@ fn ensure_monotonic_and_ignore_small_deltas(buckets: &mut [Bucket], tolerance: f
     r
 }
 
-/// `BucketQuantile` (classic `histogram_quantile`), full result. Sorts and coalesces
-/// `buckets` in place.
-///
-/// In Go's order: phi NaN → NaN, phi < 0 → -Inf, phi > 1 → +Inf (before any bucket
-/// checks); highest bound not +Inf → NaN; coalescing; the monotonicity/small-delta fix
-/// (`almost.Equal(prev, c, 1e-12)`); fewer than 2 buckets or 0 observations → NaN; then
-/// linear interpolation (the +Inf bucket yields the second-highest bound, a first bucket
-/// with bound ≤ 0 yields that bound). Empty input (a Go panic) gives NaN.
-pub(crate) fn bucket_quantile_detailed(phi: f64, buckets: &mut [Bucket]) -> BucketQuantileResult {
-    bucket_quantile_within(phi, buckets, Compat::Prometheus3)
-}
-
 /// How far apart, relatively, neighbouring buckets' counts may be and still count as
 /// equal in Prometheus 3 (prometheus/prometheus#13153, after 2.42): floating-point noise
 /// of summed rates. 2.42 took every difference ([`ensure_monotonic_2`]).
@@ -1916,9 +1904,20 @@ fn ensure_monotonic_2(buckets: &mut [Bucket]) -> BucketQuantileResult {
     r
 }
 
-/// [`bucket_quantile_detailed`] with `compat`'s monotonicity fix: 3's, which takes counts
-/// within [`SMALL_DELTAS`] of each other as equal, or 2.42's.
-fn bucket_quantile_within(phi: f64, buckets: &mut [Bucket], compat: Compat) -> BucketQuantileResult {
+/// `BucketQuantile` (classic `histogram_quantile`), full result. Sorts and coalesces
+/// `buckets` in place.
+///
+/// In Go's order: phi NaN → NaN, phi < 0 → -Inf, phi > 1 → +Inf (before any bucket
+/// checks); highest bound not +Inf → NaN; coalescing; the monotonicity/small-delta fix
+/// (`almost.Equal(prev, c, 1e-12)`); fewer than 2 buckets or 0 observations → NaN; then
+/// linear interpolation (the +Inf bucket yields the second-highest bound, a first bucket
+/// with bound ≤ 0 yields that bound). Empty input (a Go panic) gives NaN. Under
+/// `Compat::Prometheus2` the monotonicity fix is 2.42's ([`ensure_monotonic_2`]).
+pub(crate) fn bucket_quantile_detailed(
+    phi: f64,
+    buckets: &mut [Bucket],
+    compat: Compat,
+) -> BucketQuantileResult {
     if phi.is_nan() {
         return BucketQuantileResult::plain(go_nan());
     }
@@ -1973,16 +1972,10 @@ fn bucket_quantile_within(phi: f64, buckets: &mut [Bucket], compat: Compat) -> B
     r
 }
 
-/// `BucketQuantile` (classic `histogram_quantile`): `(value, forced_monotonic,
-/// fixed_small_deltas)`. See [`bucket_quantile_detailed`].
-pub(crate) fn bucket_quantile(phi: f64, buckets: &mut [Bucket]) -> (f64, bool, bool) {
-    bucket_quantile_as(phi, buckets, Compat::Prometheus3)
-}
-
-/// [`bucket_quantile`] as `compat`'s Prometheus computes it: 2.42 with its own
-/// monotonicity fix ([`ensure_monotonic_2`]).
-pub(crate) fn bucket_quantile_as(phi: f64, buckets: &mut [Bucket], compat: Compat) -> (f64, bool, bool) {
-    let r = bucket_quantile_within(phi, buckets, compat);
+/// `BucketQuantile` (classic `histogram_quantile`) as `compat`'s Prometheus computes it:
+/// `(value, forced_monotonic, fixed_small_deltas)`. See [`bucket_quantile_detailed`].
+pub(crate) fn bucket_quantile(phi: f64, buckets: &mut [Bucket], compat: Compat) -> (f64, bool, bool) {
+    let r = bucket_quantile_detailed(phi, buckets, compat);
     (r.value, r.forced_monotonic, r.fixed_precision)
 }
 
@@ -4190,6 +4183,11 @@ mod tests {
 
     // --- classic histograms -------------------------------------------------------------
 
+    /// Prometheus 3's `BucketQuantile`.
+    fn bucket_quantile_3(phi: f64, buckets: &mut [Bucket]) -> (f64, bool, bool) {
+        bucket_quantile(phi, buckets, Compat::Prometheus3)
+    }
+
     fn bk(v: &[(f64, f64)]) -> Vec<Bucket> {
         v.iter().map(|&(upper, count)| Bucket { upper, count }).collect()
     }
@@ -4204,14 +4202,14 @@ mod tests {
         let cases =
             [(0.0, 0.0, -0.2), (1.0, 1.0, 0.3), (0.2, 0.048, -0.2), (0.5, 0.15, -0.15), (0.8, 0.72, 0.3)];
         for (phi, p, n) in cases {
-            let (gp, f1, s1) = bucket_quantile(phi, &mut pos());
-            let (gn, f2, s2) = bucket_quantile(phi, &mut neg());
+            let (gp, f1, s1) = bucket_quantile_3(phi, &mut pos());
+            let (gn, f2, s2) = bucket_quantile_3(phi, &mut neg());
             assert!(close(gp, p) && close(gn, n), "phi {phi}: {gp} {gn}");
             assert!(!f1 && !f2 && !s1 && !s2);
         }
-        assert_eq!(bucket_quantile(-0.1, &mut pos()).0, f64::NEG_INFINITY);
-        assert_eq!(bucket_quantile(1.01, &mut pos()).0, f64::INFINITY);
-        assert!(bucket_quantile(f64::NAN, &mut pos()).0.is_nan());
+        assert_eq!(bucket_quantile_3(-0.1, &mut pos()).0, f64::NEG_INFINITY);
+        assert_eq!(bucket_quantile_3(1.01, &mut pos()).0, f64::INFINITY);
+        assert!(bucket_quantile_3(f64::NAN, &mut pos()).0.is_nan());
     }
 
     #[test]
@@ -4226,13 +4224,13 @@ mod tests {
             (1.0, 1.0, -0.1),
         ];
         for (phi, p, n) in cases {
-            assert!(close(bucket_quantile(phi, &mut pos()).0, p), "phi {phi}");
-            assert!(close(bucket_quantile(phi, &mut neg()).0, n), "phi {phi}");
+            assert!(close(bucket_quantile_3(phi, &mut pos()).0, p), "phi {phi}");
+            assert!(close(bucket_quantile_3(phi, &mut neg()).0, n), "phi {phi}");
         }
         // testhistogram2 at 7m (one increment): 1/6, 1/2, 5/6 → 1, 3, 5.
         let h2 = || bk(&[(0.0, 0.0), (2.0, 1.0), (4.0, 2.0), (6.0, 3.0), (INF, 3.0)]);
         for (phi, want) in [(1.0 / 6.0, 1.0), (0.5, 3.0), (5.0 / 6.0, 5.0)] {
-            assert!(close(bucket_quantile(phi, &mut h2()).0, want), "phi {phi}");
+            assert!(close(bucket_quantile_3(phi, &mut h2()).0, want), "phi {phi}");
         }
     }
 
@@ -4242,8 +4240,8 @@ mod tests {
         // difference in 2.42, where the rank then falls inside that bucket.
         let buckets = || bk(&[(1.0, 1.0), (2.0, 1.0 + 1e-13), (INF, 2.0)]);
         let phi = (1.0 + 5e-14) / 2.0;
-        assert_eq!(bucket_quantile_as(phi, &mut buckets(), Compat::Prometheus3).0, 2.0);
-        let two = bucket_quantile_as(phi, &mut buckets(), Compat::Prometheus2).0;
+        assert_eq!(bucket_quantile(phi, &mut buckets(), Compat::Prometheus3).0, 2.0);
+        let two = bucket_quantile(phi, &mut buckets(), Compat::Prometheus2).0;
         assert!((two - 1.5).abs() < 0.01, "{two}");
         // Around a NaN count 2.42 keeps the largest count before it; 3 starts over.
         let nan = || bk(&[(1.0, 5.0), (2.0, f64::NAN), (3.0, 3.0), (INF, 10.0)]);
@@ -4257,8 +4255,8 @@ mod tests {
         let mut first = bk(&[(1.0, f64::NAN), (2.0, 4.0), (3.0, 2.0), (INF, 6.0)]);
         assert!(!ensure_monotonic_2(&mut first).forced_monotonic);
         assert_eq!(first[2].count, 2.0);
-        assert!(bucket_quantile_as(0.5, &mut nan(), Compat::Prometheus2).0.is_nan());
-        assert_eq!(bucket_quantile_as(0.5, &mut nan(), Compat::Prometheus3).0, 3.0);
+        assert!(bucket_quantile(0.5, &mut nan(), Compat::Prometheus2).0.is_nan());
+        assert_eq!(bucket_quantile(0.5, &mut nan(), Compat::Prometheus3).0, 3.0);
     }
 
     #[test]
@@ -4266,33 +4264,33 @@ mod tests {
         let non =
             || bk(&[(0.1, 20.0), (1.0, 10.0), (10.0, 50.0), (100.0, 40.0), (1000.0, 90.0), (INF, 80.0)]);
         for (phi, want) in [(0.01, 0.0045), (0.5, 8.5), (0.99, 979.75)] {
-            let r = bucket_quantile_detailed(phi, &mut non());
+            let r = bucket_quantile_detailed(phi, &mut non(), Compat::Prometheus3);
             assert!(close(r.value, want), "phi {phi}: {}", r.value);
             assert!(r.forced_monotonic && !r.fixed_precision);
             assert_eq!((r.min_bucket, r.max_bucket, r.max_diff), (1.0, INF, 10.0));
         }
         // Unsorted input with duplicate bounds (le="0.2" and "2e-1") coalesces.
         let mut mixed = bk(&[(INF, 4.0), (0.2, 1.0), (0.1, 1.0), (0.2, 1.0), (0.2, 1.0)]);
-        assert!(close(bucket_quantile(0.5, &mut mixed).0, 0.15));
-        assert!(bucket_quantile(0.5, &mut bk(&[(INF, 0.0), (INF, 0.0)])).0.is_nan());
+        assert!(close(bucket_quantile_3(0.5, &mut mixed).0, 0.15));
+        assert!(bucket_quantile_3(0.5, &mut bk(&[(INF, 0.0), (INF, 0.0)])).0.is_nan());
         // No +Inf bucket, a single bucket, no observations, empty.
-        assert!(bucket_quantile(0.5, &mut bk(&[(1.0, 1.0), (2.0, 2.0)])).0.is_nan());
-        assert!(bucket_quantile(0.5, &mut bk(&[(INF, 5.0)])).0.is_nan());
-        assert!(bucket_quantile(0.5, &mut bk(&[(1.0, 0.0), (INF, 0.0)])).0.is_nan());
-        assert!(bucket_quantile(0.5, &mut []).0.is_nan());
+        assert!(bucket_quantile_3(0.5, &mut bk(&[(1.0, 1.0), (2.0, 2.0)])).0.is_nan());
+        assert!(bucket_quantile_3(0.5, &mut bk(&[(INF, 5.0)])).0.is_nan());
+        assert!(bucket_quantile_3(0.5, &mut bk(&[(1.0, 0.0), (INF, 0.0)])).0.is_nan());
+        assert!(bucket_quantile_3(0.5, &mut []).0.is_nan());
         // Quantile 0 with an empty first bucket above 0: 0·(0/0) = NaN.
-        assert!(bucket_quantile(0.0, &mut bk(&[(1.0, 0.0), (2.0, 1.0), (INF, 1.0)])).0.is_nan());
+        assert!(bucket_quantile_3(0.0, &mut bk(&[(1.0, 0.0), (2.0, 1.0), (INF, 1.0)])).0.is_nan());
         // Small deltas are ignored silently, in both directions.
         let (v, forced, fixed) =
-            bucket_quantile(0.5, &mut bk(&[(1.0, 1e13), (2.0, 1e13 - 1.0), (4.0, 2e13), (INF, 2e13)]));
+            bucket_quantile_3(0.5, &mut bk(&[(1.0, 1e13), (2.0, 1e13 - 1.0), (4.0, 2e13), (INF, 2e13)]));
         assert!(!forced && fixed);
         assert_eq!(v, 1.0);
         let (v, forced, fixed) =
-            bucket_quantile(0.75, &mut bk(&[(1.0, 1e13), (2.0, 1e13 + 1.0), (4.0, 2e13), (INF, 2e13)]));
+            bucket_quantile_3(0.75, &mut bk(&[(1.0, 1e13), (2.0, 1e13 + 1.0), (4.0, 2e13), (INF, 2e13)]));
         assert!(!forced && fixed);
         assert_eq!(v, 3.0);
         // Without the absorption the decrease would have been forced.
-        let (_, forced, fixed) = bucket_quantile(0.5, &mut bk(&[(1.0, 10.0), (2.0, 9.0), (INF, 20.0)]));
+        let (_, forced, fixed) = bucket_quantile_3(0.5, &mut bk(&[(1.0, 10.0), (2.0, 9.0), (INF, 20.0)]));
         assert!(forced && !fixed);
     }
 

@@ -1687,16 +1687,12 @@ mod tests {
             "quantile by (wl) (0, mem_bytes)",
             "quantile without (pod) (1, mem_bytes offset 10s)",
         ];
-        let delayed = crate::Features::none().with(crate::features::Feature::DelayedNameRemoval);
-        for compat in [crate::eval::Compat::Prometheus3, crate::eval::Compat::Prometheus2] {
-            for features in [crate::Features::none(), delayed] {
-                let opts = EngineOptions { compat, features, ..EngineOptions::default() };
-                for q in queries {
-                    let range = (30_000, 600_000, 7_000);
-                    let (fast, slow) =
-                        (steps_with(&opts, &st, q, range, true), steps_with(&opts, &st, q, range, false));
-                    assert_eq!(fast, slow, "{q}");
-                }
+        for opts in each_mode() {
+            for q in queries {
+                let range = (30_000, 600_000, 7_000);
+                let (fast, slow) =
+                    (steps_with(&opts, &st, q, range, true), steps_with(&opts, &st, q, range, false));
+                assert_eq!(fast, slow, "{q}");
             }
         }
     }
@@ -1762,13 +1758,24 @@ mod tests {
         })
     }
 
-    /// Runs `f` with an engine of each compat mode, names dropped at once and at the end.
-    fn in_each_mode(mut f: impl FnMut(&Engine)) {
+    /// The options of each compat mode, names dropped at once and at the end.
+    fn each_mode() -> impl Iterator<Item = EngineOptions> {
         let delayed = crate::Features::none().with(crate::features::Feature::DelayedNameRemoval);
-        for compat in [crate::eval::Compat::Prometheus3, crate::eval::Compat::Prometheus2] {
-            for features in [crate::Features::none(), delayed] {
-                f(&Engine::new(EngineOptions { compat, features, ..EngineOptions::default() }));
-            }
+        [crate::eval::Compat::Prometheus3, crate::eval::Compat::Prometheus2].into_iter().flat_map(
+            move |compat| {
+                [crate::Features::none(), delayed].map(|features| EngineOptions {
+                    compat,
+                    features,
+                    ..EngineOptions::default()
+                })
+            },
+        )
+    }
+
+    /// Runs `f` with an engine of each mode of [`each_mode`].
+    fn in_each_mode(mut f: impl FnMut(&Engine)) {
+        for opts in each_mode() {
+            f(&Engine::new(opts));
         }
     }
 
@@ -2015,13 +2022,7 @@ mod tests {
             "mem_bytes atan2 0.5",
             "0.5 atan2 mem_bytes",
         ];
-        let delayed = crate::Features::none().with(crate::features::Feature::DelayedNameRemoval);
-        let modes = [crate::Features::none(), delayed].into_iter().flat_map(|features| {
-            [crate::eval::Compat::Prometheus3, crate::eval::Compat::Prometheus2]
-                .map(|compat| (features, compat))
-        });
-        for (features, compat) in modes {
-            let opts = EngineOptions { features, compat, ..EngineOptions::default() };
+        for opts in each_mode() {
             for q in queries {
                 let range = (30_000, 600_000, 7_000);
                 let (fast, slow) =
