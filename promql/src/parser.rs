@@ -1083,15 +1083,13 @@ fn check_regex(pattern: &str, span: Span) -> PResult<()> {
     static VALID: crate::memo::Memo<()> = crate::memo::Memo::new(64 << 10, 1 << 10);
     VALID
         .get_or_try(pattern, |pattern| {
-            let alone = crate::storage::translate_go_pattern(pattern, false)?;
-            let wrapped = format!("^(?s:{alone})$");
-            [&alone, &wrapped].iter().try_for_each(|p| {
-                regex_syntax::Parser::new().parse(p).map(drop).map_err(|e| {
-                    let detail = e.to_string();
-                    let last = detail.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(&detail);
-                    last.trim_start_matches("error:").trim().to_owned()
-                })
-            })
+            // The parser's message ends with an `error:` line: that line alone.
+            let last_line = |detail: String| {
+                let last = detail.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(&detail);
+                last.trim_start_matches("error:").trim().to_owned()
+            };
+            let wrapped = crate::storage::matcher_pattern(pattern).map_err(last_line)?;
+            regex_syntax::Parser::new().parse(&wrapped).map(drop).map_err(|e| last_line(e.to_string()))
         })
         .or_else(|last| syntax(format!("error parsing regexp: {last}: `{pattern}`"), span))
 }

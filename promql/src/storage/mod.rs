@@ -115,18 +115,22 @@ pub(crate) fn go_pattern(pattern: &str) -> Result<Arc<Pattern>, regex::Error> {
         if let Some(values) = plain_alternation(p) {
             return Ok(Arc::new(Pattern::Literals(values.into_iter().map(String::into_boxed_str).collect())));
         }
-        // Prometheus 3 parses a matcher's pattern alone and wraps what it parsed, so a
-        // `\Q` without `\E` ends with the pattern, not in the wrapping.
-        let alone = translate_go_pattern(p, false).map_err(regex::Error::Syntax)?;
-        if let Err(e) = regex_syntax::Parser::new().parse(&alone) {
-            return Err(regex::Error::Syntax(e.to_string()));
-        }
-        let anchored = format!("^(?s:{alone})$");
+        let anchored = matcher_pattern(p).map_err(regex::Error::Syntax)?;
         Ok(Arc::new(match finite_language(&anchored) {
             Some(set) => Pattern::Literals(set),
             None => Pattern::Regex(build_regex(&anchored)?),
         }))
     })
+}
+
+/// A matcher's pattern as Prometheus 3 reads it: translated and parsed alone, so that a
+/// `\Q` without `\E` ends with the pattern, not in the wrapping; then wrapped in
+/// `^(?s:…)$` for the caller to parse or compile. The error is the translation's or the
+/// parser's message of the pattern alone.
+pub(crate) fn matcher_pattern(pattern: &str) -> Result<String, String> {
+    let alone = translate_go_pattern(pattern, false)?;
+    regex_syntax::Parser::new().parse(&alone).map_err(|e| e.to_string())?;
+    Ok(format!("^(?s:{alone})$"))
 }
 
 /// The values of a pattern made only of values separated by `|`, with punctuation
@@ -272,7 +276,7 @@ pub(crate) fn anchored_go_pattern(pattern: &str) -> Result<String, String> {
 /// [`anchored_go_pattern`] without the `^(?s:…)$` around it, if not `wrapped`.
 /// Prometheus parses a matcher's pattern alone, so that one whose parentheses close
 /// the wrapping (`a)|(b`) is refused there, though `label_replace` takes it.
-pub(crate) fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<String, String> {
+fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<String, String> {
     let mut translated = String::with_capacity(pattern.len() + 16);
     if wrapped {
         translated.push_str("^(?s:");
