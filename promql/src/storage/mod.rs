@@ -102,7 +102,12 @@ const MAX_LITERAL_BYTES: usize = 64 << 10;
 
 /// Whether `strings` are within [`MAX_LITERALS`] and [`MAX_LITERAL_BYTES`].
 fn within_budget(strings: &[String]) -> bool {
-    strings.len() <= MAX_LITERALS && strings.iter().map(String::len).sum::<usize>() <= MAX_LITERAL_BYTES
+    strings.len() <= MAX_LITERALS && bytes(strings) <= MAX_LITERAL_BYTES
+}
+
+/// The bytes of `strings` together.
+fn bytes(strings: &[String]) -> usize {
+    strings.iter().map(String::len).sum()
 }
 
 /// A matcher's pattern, compiled as Prometheus 3 compiles one: parsed alone, then
@@ -234,7 +239,6 @@ fn language(hir: &regex_syntax::hir::Hir) -> Option<Vec<String>> {
 /// Each of `heads` followed by each of `tails`, if within [`within_budget`]'s bounds
 /// (checked before the strings are made).
 fn concat(heads: Vec<String>, tails: Vec<String>) -> Option<Vec<String>> {
-    let bytes = |v: &[String]| v.iter().map(String::len).sum::<usize>();
     let total =
         bytes(&heads).checked_mul(tails.len())?.checked_add(bytes(&tails).checked_mul(heads.len())?)?;
     if heads.len().checked_mul(tails.len())? > MAX_LITERALS || total > MAX_LITERAL_BYTES {
@@ -431,20 +435,7 @@ fn translate_go_pattern(pattern: &str, wrapped: bool) -> Result<String, String> 
             Some(e @ ('x' | 'p' | 'P')) if chars.peek() == Some(&'{') => {
                 translated.push('\\');
                 chars.next();
-                // Go's `\p{^Greek}` is `\P{Greek}`.
-                let negated = e != 'x' && chars.next_if_eq(&'^').is_some();
-                translated.push(match (e, negated) {
-                    ('p', true) => 'P',
-                    ('P', true) => 'p',
-                    _ => e,
-                });
-                translated.push('{');
-                for c in chars.by_ref() {
-                    translated.push(c);
-                    if c == '}' {
-                        break;
-                    }
-                }
+                copy_braced_escape(e, &mut chars, &mut translated);
             }
             // Literal text up to `\E`. Without one, Go's literal runs to the end of the
             // wrapped pattern, the `)$` of `^(?s:…)$` included, as Prometheus wraps it.
@@ -604,15 +595,7 @@ fn translate_go_class(
                 chars.next();
                 out.push('\\');
                 if chars.next_if_eq(&'{').is_some() {
-                    let negated = chars.next_if_eq(&'^').is_some();
-                    out.push(if negated == (e == 'p') { 'P' } else { 'p' });
-                    out.push('{');
-                    for c in chars.by_ref() {
-                        out.push(c);
-                        if c == '}' {
-                            break;
-                        }
-                    }
+                    copy_braced_escape(e, chars, out);
                 } else {
                     out.push(e);
                     out.extend(chars.next());
@@ -634,6 +617,25 @@ fn translate_go_class(
         out.push_str(&format!("\\x{{{:x}}}", u32::from(lo)));
         if hi != lo {
             out.push_str(&format!("-\\x{{{:x}}}", u32::from(hi)));
+        }
+    }
+}
+
+/// After `\x{`, `\p{` or `\P{` (read up to the `{`): the letter, Go's `\p{^Greek}`
+/// turned into `\P{Greek}` (and `\P{^…}` into `\p{…}`), then `{` and the text through
+/// the closing `}`.
+fn copy_braced_escape(letter: char, chars: &mut std::iter::Peekable<std::str::Chars<'_>>, out: &mut String) {
+    let negated = letter != 'x' && chars.next_if_eq(&'^').is_some();
+    out.push(match (letter, negated) {
+        ('p', true) => 'P',
+        ('P', true) => 'p',
+        _ => letter,
+    });
+    out.push('{');
+    for c in chars.by_ref() {
+        out.push(c);
+        if c == '}' {
+            break;
         }
     }
 }
