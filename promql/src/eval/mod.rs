@@ -422,6 +422,21 @@ impl Engine {
         self.eval_with(source, expr, (start, end, step), true)
     }
 
+    /// [`eval`](Self::eval) node by node at each step, without the fast paths: the
+    /// reference that the fuzz target `eval` holds them to. In fuzzing builds only.
+    #[cfg(fuzzing)]
+    #[doc(hidden)]
+    pub fn eval_reference(
+        &self,
+        source: &dyn SampleSource,
+        expr: &Expr,
+        start: Timestamp,
+        end: Timestamp,
+        step: i64,
+    ) -> Result<QueryResult, EvalError> {
+        self.eval_with(source, expr, (start, end, step), false)
+    }
+
     /// [`eval`](Self::eval), with or without the fast paths (range functions and their
     /// aggregations over all steps at once, an instant query's range functions straight
     /// from the samples); without, node by node at each step through range vectors: the
