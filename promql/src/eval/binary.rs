@@ -87,9 +87,10 @@ pub(super) struct JoinLabels {
     results: HashMap<(usize, usize), (Labels, Labels, Labels), AddrHashing>,
 }
 
-/// Hashes the addresses [`JoinLabels`] is keyed by: a multiply, and the high bits
-/// folded into the low ones the table indexes by (aligned addresses end in zeros).
-/// Addresses are the process's own, not input, so no per-process keys are needed.
+/// Hashes the addresses [`JoinLabels`] (and the evaluator's per-node maps) are keyed
+/// by: a multiply, and the high bits folded into the low ones the table indexes by
+/// (aligned addresses end in zeros). Addresses are the process's own, not input, so no
+/// per-process keys are needed.
 #[derive(Default)]
 pub(super) struct AddrHasher(u64);
 
