@@ -384,30 +384,7 @@ impl Engine {
     }
 
     fn evaluator(&self, start: Timestamp, end: Timestamp, step: i64) -> Evaluator<'_> {
-        Evaluator {
-            opts: &self.opts,
-            start,
-            end,
-            step,
-            delayed: self.opts.features.is_enabled(Feature::DelayedNameRemoval),
-            selected: NodeMap::default(),
-            precomputed: NodeMap::default(),
-            facts: NodeMap::default(),
-            cursors: NodeMap::default(),
-            fused_groups: NodeMap::default(),
-            group_plans: NodeMap::default(),
-            bucket_plans: NodeMap::default(),
-            distinct: NodeMap::default(),
-            join_labels: NodeMap::default(),
-            relabels: NodeMap::default(),
-            inner_steps: NodeMap::default(),
-            annotations: Vec::new(),
-            deadline: self.opts.timeout.map(|t| Instant::now() + t),
-            samples_selected: 0,
-            grid_step: step,
-            parallel: self.opts.parallel,
-            fast_paths: true,
-        }
+        Evaluator::new(&self.opts, start, end, step)
     }
 
     /// Evaluates a checked expression. `step == 0` means an instant query at `start`.
@@ -1027,18 +1004,17 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// An evaluator for another thread: the same query and selected samples, its own
-    /// caches and annotations.
-    fn fork(&self) -> Evaluator<'a> {
+    /// A fresh evaluator of a query over `start..=end` every `step` (0: an instant query).
+    fn new(opts: &'a EngineOptions, start: Timestamp, end: Timestamp, step: i64) -> Self {
         Evaluator {
-            opts: self.opts,
-            start: self.start,
-            end: self.end,
-            step: self.step,
-            delayed: self.delayed,
-            selected: self.selected.clone(),
+            opts,
+            start,
+            end,
+            step,
+            delayed: opts.features.is_enabled(Feature::DelayedNameRemoval),
+            selected: NodeMap::default(),
             precomputed: NodeMap::default(),
-            facts: self.facts.clone(),
+            facts: NodeMap::default(),
             cursors: NodeMap::default(),
             fused_groups: NodeMap::default(),
             group_plans: NodeMap::default(),
@@ -1048,11 +1024,26 @@ impl<'a> Evaluator<'a> {
             relabels: NodeMap::default(),
             inner_steps: NodeMap::default(),
             annotations: Vec::new(),
+            deadline: opts.timeout.map(|t| Instant::now() + t),
+            samples_selected: 0,
+            grid_step: step,
+            parallel: opts.parallel,
+            fast_paths: true,
+        }
+    }
+
+    /// An evaluator for another thread: the same query and selected samples, its own
+    /// caches and annotations.
+    fn fork(&self) -> Evaluator<'a> {
+        Evaluator {
+            selected: self.selected.clone(),
+            facts: self.facts.clone(),
             deadline: self.deadline,
             samples_selected: self.samples_selected,
             grid_step: self.grid_step,
             parallel: self.parallel,
             fast_paths: self.fast_paths,
+            ..Evaluator::new(self.opts, self.start, self.end, self.step)
         }
     }
 
