@@ -3,8 +3,8 @@
 //! errors are fine, panics are not, and the fast paths (a range query's range functions
 //! and their aggregations over all steps at once, an instant query's range functions
 //! straight from the samples) give what evaluation node by node at each step gives, bit
-//! for bit but for NaN payloads, under both compat modes and with delayed name removal
-//! on and off.
+//! for bit but for NaN payloads, under both compat modes, with every feature and with
+//! none (delayed name removal on and off).
 #![no_main]
 
 use std::sync::LazyLock;
@@ -80,7 +80,9 @@ fn canonical(result: &Result<QueryResult, EvalError>) -> Option<String> {
         }),
         // Limits may strike on one path and not on the other.
         Err(EvalError::Timeout | EvalError::Cancelled | EvalError::TooManySamples) => None,
-        Err(e) => Some(format!("error {e}")),
+        // Both fail, but not always naming the same cause: the fast paths evaluate a
+        // subquery's inner steps ahead, so an error of a later step can come first.
+        Err(_) => Some("error".to_owned()),
     }
 }
 

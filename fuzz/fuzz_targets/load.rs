@@ -1,6 +1,6 @@
 //! Arbitrary bytes as a fixture of each format (OpenMetrics, Prometheus text, promqltest,
-//! Prometheus API JSON): errors are fine, panics are not; what loads is what the load
-//! reports, and a failed load leaves the store empty.
+//! Prometheus API JSON): errors are fine, panics are not; a load stays within its
+//! sample limit and a failed one leaves the store empty.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -676,9 +676,9 @@ pub(crate) fn exec_error<T>(msg: impl Into<String>) -> EResult<T> {
 }
 
 /// What the evaluator keeps per query node, keyed by the node's address
-/// ([`sliding::node_key`]): looked up at every node at every step of a range query,
-/// where SipHash took a fourteenth of the time of `vector(1) + scalar(sum(up))` over
-/// 3,601 steps (0.91 ms with it, 0.80 without).
+/// ([`sliding::node_key`]): looked up at every node at every step of a range query.
+/// With SipHash, hashing was 7% of the profile of `vector(1) + scalar(sum(up))` over
+/// 3,601 steps, which evaluates in 0.80 ms instead of 0.91 without it.
 type NodeMap<V> = HashMap<usize, V, binary::AddrHashing>;
 
 struct Evaluator<'a> {

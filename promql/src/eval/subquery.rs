@@ -79,10 +79,10 @@ pub(super) struct InnerSteps {
     /// ([`freeze`](Self::freeze)), for windows to point into ([`Points::Selected`])
     /// instead of copying their points (an allocation a series a window).
     frozen: Option<Arc<Vec<SelectedSeries>>>,
-    /// Whether every inner step holds the series of the step before, in the same order,
-    /// then maybe new ones: the series of any window then come in the order of their
-    /// index (new series are numbered after all others, in the order they come), as a
-    /// call sliding over the series emits them.
+    /// Whether every kept inner step (one with samples) holds the series of the kept
+    /// step before, in the same order, then maybe new ones: the series of any window
+    /// then come in the order of their index (new series are numbered after all
+    /// others, in the order they come), as a call sliding over the series emits them.
     pub(super) growing: bool,
     /// The series at each position of the last step's vector ([`push`](Self::push)).
     previous: Vec<u32>,
@@ -202,10 +202,7 @@ impl InnerSteps {
     /// steps that are kept still grow when each holds the one before it that has
     /// samples, which is what [`growing`](Self::growing) promises of a window's series).
     fn end_step(&mut self, t: Timestamp) {
-        if self.starts.is_empty() {
-            self.starts.push(0);
-            self.growing = true;
-        }
+        self.open();
         // This step's samples start at the last start, the step before's at the one before.
         let here = self.starts[self.starts.len() - 1];
         if self.order.len() == here {
@@ -219,6 +216,15 @@ impl InnerSteps {
         self.starts.push(self.order.len());
     }
 
+    /// Starts the bookkeeping of the steps at the first one: they grow until a kept
+    /// step does not.
+    fn open(&mut self) {
+        if self.starts.is_empty() {
+            self.starts.push(0);
+            self.growing = true;
+        }
+    }
+
     /// Adds the steps `grid` from `rows`, the series that have values at them, as
     /// [`push`](Self::push) adds the vectors of those steps when each holds its series
     /// in the order of `rows`. New series are numbered in that order, not as first seen:
@@ -226,7 +232,8 @@ impl InnerSteps {
     /// [`growing`](Self::growing) it is that of their numbers either way.
     fn push_rows(&mut self, grid: &[Timestamp], rows: Vec<Row>, delayed: bool) {
         if rows.is_empty() {
-            // No step has a sample (and none is kept).
+            // No step has a sample, and none is kept; steps of nothing grow.
+            self.open();
             return;
         }
         let mut index_of = Vec::with_capacity(rows.len());
@@ -714,6 +721,8 @@ mod tests {
             assert_eq!(evaluated, grid, "{q}: inner steps evaluated");
             assert_eq!(inner.times.len(), kept, "{q}: {:?}", inner.times);
             assert!(inner.starts.windows(2).all(|w| w[0] < w[1]), "{q}: a step without samples");
+            // `a` alone before and after its gap, then `a` and `b`: still in index order.
+            assert!(inner.growing, "{q}: not growing");
             let Value::Matrix(range) = engine.range_query(&st, q, start, end, step).unwrap().value else {
                 panic!("{q}: not a matrix")
             };
