@@ -569,7 +569,7 @@ impl<'a> Evaluator<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::Window;
+    use super::{InnerSteps, Window};
     use crate::eval::{Engine, EngineOptions};
     use crate::labels::Labels;
     use crate::storage::MemoryStore;
@@ -655,24 +655,35 @@ mod tests {
         for t in (0..=40 * 3_600_000).step_by(15_000) {
             st.append(&labels, t, 1.0);
         }
-        let expr = crate::parse("max_over_time(x[1m:15s])").unwrap();
-        let crate::Expr::Call(c) = &expr else { panic!("not a call") };
-        let crate::Expr::Subquery(sq) = &c.args[0] else { panic!("not a subquery") };
+        let (start, step) = (3_600_000, 3_600_000);
+        for (last, sliding, held) in [(32, true, false), (32, false, false), (2, true, true)] {
+            let end = start + (last - 1) * step;
+            let inner = precomputed(&st, "max_over_time(x[1m:15s])", (start, end, step), sliding);
+            assert_eq!(inner.frozen.is_some(), held, "{last} steps, sliding {sliding}");
+        }
+    }
+
+    /// The inner steps that [`Evaluator::precompute_subquery`] evaluates for the
+    /// subquery argument of the call `q` over the steps of `start..=end` every `step`.
+    ///
+    /// [`Evaluator::precompute_subquery`]: super::Evaluator::precompute_subquery
+    fn precomputed(
+        st: &MemoryStore,
+        q: &str,
+        (start, end, step): (i64, i64, i64),
+        sliding: bool,
+    ) -> InnerSteps {
+        let expr = crate::parse(q).unwrap();
+        let crate::Expr::Call(c) = &expr else { panic!("{q}: not a call") };
+        let crate::Expr::Subquery(sq) = &c.args[0] else { panic!("{q}: not a subquery") };
         let engine = Engine::default();
-        let (start, end, step) = (3_600_000, 35 * 3_600_000, 3_600_000);
         let mut ev = engine.evaluator(start, end, step);
         let mut planned = Vec::new();
         ev.plan(&expr, start, end, &mut planned).unwrap();
-        ev.select_all(&st, planned).unwrap();
+        ev.select_all(st, planned).unwrap();
         let steps: Vec<i64> = (start..=end).step_by(step as usize).collect();
-        for (steps, sliding, held) in
-            [(&steps[..32], true, false), (&steps[..32], false, false), (&steps[..2], true, true)]
-        {
-            ev.inner_steps.clear();
-            ev.precompute_subquery(sq, steps, sliding).unwrap();
-            let inner = &ev.inner_steps[&super::node_key(sq)];
-            assert_eq!(inner.frozen.is_some(), held, "{} steps, sliding {sliding}", steps.len());
-        }
+        ev.precompute_subquery(sq, &steps, sliding).unwrap();
+        ev.inner_steps.remove(&super::node_key(sq)).unwrap()
     }
 
     /// Inner steps without samples are not kept: a subquery of nothing keeps no step (a
@@ -707,15 +718,7 @@ mod tests {
             // 525 s on; `b`'s, from 615 s, come at steps kept anyway.
             ("max_over_time(rate(x[1m])[5m:15s])", 15_000, 60, 15 + 26),
         ] {
-            let expr = crate::parse(q).unwrap();
-            let crate::Expr::Call(c) = &expr else { panic!("not a call") };
-            let crate::Expr::Subquery(sq) = &c.args[0] else { panic!("not a subquery") };
-            let mut ev = engine.evaluator(start, end, step);
-            let mut planned = Vec::new();
-            ev.plan(&expr, start, end, &mut planned).unwrap();
-            ev.select_all(&st, planned).unwrap();
-            ev.precompute_subquery(sq, &steps, true).unwrap();
-            let inner = &ev.inner_steps[&super::node_key(sq)];
+            let inner = precomputed(&st, q, (start, end, step), true);
             let evaluated: i64 = inner.runs.iter().map(|&(a, b)| (b - a) / inner_step + 1).sum();
             assert!(inner.frozen.is_some(), "{q}: not held");
             assert_eq!(evaluated, grid, "{q}: inner steps evaluated");
