@@ -139,6 +139,13 @@ fn eval(c: &mut Criterion) {
         range("range_topk_rate", "topk(10, rate(istio_requests_total[1m]))");
         // The gauge's median at each of the same steps: a quantile fused like a sum.
         range("range_quantile_gauge", "quantile(0.5, process_resident_memory_bytes)");
+        // Each step's rates against those pinned at the end: the pinned sum is step
+        // invariant, evaluated once (at each step it would cost an instant query).
+        range(
+            "range_rate_over_pinned",
+            "sum by (destination_workload) (rate(istio_requests_total[1m])) / on (destination_workload) \
+             sum by (destination_workload) (rate(istio_requests_total[1m] @ end()))",
+        );
     }
     g.finish();
 }

@@ -3,7 +3,7 @@
 //!
 //! Evaluation is pure and synchronous. A query first selects, once per selector, the
 //! samples of the whole time span it can touch (the plan); then every step is evaluated
-//! on those samples.
+//! on those samples, but for parts pinned by `@`, which are evaluated once (`invariant`).
 
 mod aggregate;
 mod binary;
@@ -11,6 +11,7 @@ mod extended;
 mod functions;
 mod gomath;
 mod info;
+mod invariant;
 pub(crate) mod kernels;
 mod sliding;
 mod subquery;
@@ -713,6 +714,9 @@ struct Evaluator<'a> {
     relabels: NodeMap<binary::LabelsByAddr<Option<Labels>>>,
     /// Per subquery node, its inner steps evaluated for the current run of steps.
     inner_steps: NodeMap<subquery::InnerSteps>,
+    /// The step-invariant parts of the query ([`invariant`]), by the address of their
+    /// node: each one's value once evaluated at a step.
+    invariant: NodeMap<Option<Arc<V>>>,
     /// Per node (`usize::MAX`: the query's result), the label sets of its output last
     /// found distinct, with whether each name goes at the end ([`check_distinct`]).
     ///
@@ -853,6 +857,9 @@ impl<'a> Evaluator<'a> {
     /// The value of the planned and selected `expr`: at `start` for an instant query,
     /// else at every step.
     fn evaluate(mut self, expr: &Expr) -> EResult<QueryResult> {
+        if self.fast_paths {
+            self.plan_invariant(expr);
+        }
         let value = if self.step == 0 {
             match self.eval(expr, self.start)? {
                 V::Scalar(v) => Value::Scalar { t: self.start, v },
@@ -1023,6 +1030,7 @@ impl<'a> Evaluator<'a> {
             join_labels: NodeMap::default(),
             relabels: NodeMap::default(),
             inner_steps: NodeMap::default(),
+            invariant: NodeMap::default(),
             annotations: Vec::new(),
             deadline: opts.timeout.map(|t| Instant::now() + t),
             samples_selected: 0,
@@ -1038,6 +1046,7 @@ impl<'a> Evaluator<'a> {
         Evaluator {
             selected: self.selected.clone(),
             facts: self.facts.clone(),
+            invariant: self.invariant.clone(),
             deadline: self.deadline,
             samples_selected: self.samples_selected,
             grid_step: self.grid_step,
@@ -1122,6 +1131,16 @@ impl<'a> Evaluator<'a> {
     }
 
     pub(crate) fn eval(&mut self, e: &Expr, t: Timestamp) -> EResult<V> {
+        if !self.invariant.is_empty() {
+            if let Some(v) = self.kept_invariant(e, t) {
+                return v;
+            }
+        }
+        self.eval_uncached(e, t)
+    }
+
+    /// [`eval`](Self::eval) without looking for a kept step-invariant value.
+    fn eval_uncached(&mut self, e: &Expr, t: Timestamp) -> EResult<V> {
         crate::parser::grow_stack(|| self.eval_inner(e, t))
     }
 
@@ -1229,9 +1248,10 @@ impl<'a> Evaluator<'a> {
         grid: i64,
         finish: &(dyn Fn(&mut Evaluator<'a>, Timestamp, V) -> EResult<R> + Sync),
     ) -> EResult<Vec<(Timestamp, R)>> {
+        // A step-invariant expression is evaluated once: split, it would be once a core.
         let work = steps.len() * self.selected.values().map(|s| s.len()).sum::<usize>();
-        let parts =
-            self.over_step_parts(steps, grid, work >= 20_000, &|ev, part| ev.steps(expr, part, finish))?;
+        let split = work >= 20_000 && !self.is_kept_invariant(expr);
+        let parts = self.over_step_parts(steps, grid, split, &|ev, part| ev.steps(expr, part, finish))?;
         Ok(parts.into_iter().flatten().collect())
     }
 
@@ -1259,7 +1279,8 @@ impl<'a> Evaluator<'a> {
             .collect();
         let run = |(mut ev, part): (Evaluator<'a>, &[Timestamp])| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                f(&mut ev, part).map(|r| (r, std::mem::take(&mut ev.annotations)))
+                f(&mut ev, part)
+                    .map(|r| (r, std::mem::take(&mut ev.annotations), std::mem::take(&mut ev.invariant)))
             }))
             .unwrap_or_else(|_| Err(EvalError::Execution("evaluation panicked; please report a bug".into())))
         };
@@ -1274,11 +1295,12 @@ impl<'a> Evaluator<'a> {
         };
         let mut all = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
-            let (part, annotations) = outcome?;
+            let (part, annotations, invariant) = outcome?;
             all.push(part);
             for a in annotations {
                 self.annotate(a.kind, a.message, a.span);
             }
+            self.keep_invariant_values(invariant);
         }
         Ok(all)
     }

@@ -303,7 +303,8 @@ impl Evaluator<'_> {
             return Ok(());
         }
         let mut nodes = Vec::new();
-        collect_nodes(expr, &mut nodes);
+        // Step-invariant parts are evaluated once, not over the steps.
+        collect_nodes(expr, &|e| self.is_kept_invariant(e), &mut nodes);
         for node in nodes {
             let (key, results) = match node {
                 Node::Aggregate(a, input) => match (self.fused_aggregate(a, input, steps)?, input) {
@@ -1349,32 +1350,35 @@ pub(super) fn fused_param(a: &AggregateExpr) -> f64 {
     a.param.as_ref().and_then(|p| number(p)).unwrap_or(f64::NAN)
 }
 
-fn collect_nodes<'e>(e: &'e Expr, out: &mut Vec<Node<'e>>) {
+fn collect_nodes<'e>(e: &'e Expr, skip: &dyn Fn(&Expr) -> bool, out: &mut Vec<Node<'e>>) {
+    if skip(e) {
+        return;
+    }
     match e {
         Expr::Call(c) => {
             out.push(Node::Call(c));
-            c.args.iter().for_each(|a| collect_nodes(a, out));
+            c.args.iter().for_each(|a| collect_nodes(a, skip, out));
         }
         Expr::Aggregate(a) => match Input::of(a) {
             Some(input) if fusable(a) => {
                 out.push(Node::Aggregate(a, input));
                 if let Input::Call(c) = input {
-                    c.args.iter().for_each(|a| collect_nodes(a, out));
+                    c.args.iter().for_each(|a| collect_nodes(a, skip, out));
                 }
             }
             _ => {
                 if let Some(p) = &a.param {
-                    collect_nodes(p, out);
+                    collect_nodes(p, skip, out);
                 }
-                collect_nodes(&a.expr, out);
+                collect_nodes(&a.expr, skip, out);
             }
         },
         Expr::Binary(b) => {
-            collect_nodes(&b.lhs, out);
-            collect_nodes(&b.rhs, out);
+            collect_nodes(&b.lhs, skip, out);
+            collect_nodes(&b.rhs, skip, out);
         }
-        Expr::Paren(p) => collect_nodes(&p.expr, out),
-        Expr::Unary(u) => collect_nodes(&u.expr, out),
+        Expr::Paren(p) => collect_nodes(&p.expr, skip, out),
+        Expr::Unary(u) => collect_nodes(&u.expr, skip, out),
         Expr::VectorSelector(vs) if plain_selector(vs) => out.push(Node::Selector(vs)),
         // Its inner steps are other times than the steps: not looked into.
         Expr::Subquery(sq) => out.push(Node::Subquery(sq)),
