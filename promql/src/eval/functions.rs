@@ -2,6 +2,7 @@
 //! sorting, classic histograms, dates.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ops::Range;
 
 use super::aggregate::GroupPlan;
@@ -265,7 +266,7 @@ impl Evaluator<'_> {
             if !valid_label_name(&c.args[1], &dst) {
                 return exec_error(format!("invalid destination label name in label_replace(): {dst}"));
             }
-            Relabel::Replace { dst, repl, src, re }
+            Relabel::Replace { dst, repl, src, re, expansions: Default::default() }
         } else {
             let sep = self.string_arg(&c.args[2], t)?;
             let mut srcs = Vec::new();
@@ -749,19 +750,42 @@ fn openmetrics_float(v: f64) -> String {
 
 /// A `label_replace` or `label_join` with its arguments read.
 pub(super) enum Relabel {
-    Replace { dst: String, repl: String, src: String, re: std::sync::Arc<regex::Regex> },
-    Join { dst: String, sep: String, srcs: Vec<String> },
+    Replace {
+        dst: String,
+        repl: String,
+        src: String,
+        re: std::sync::Arc<regex::Regex>,
+        /// Per source value seen, the replacement (`None`: no match). Many series share
+        /// a value (the pods of a workload, the workloads of a namespace): the pattern
+        /// runs once a value, not once a series.
+        expansions: std::cell::RefCell<HashMap<Box<str>, Option<Box<str>>>>,
+    },
+    Join {
+        dst: String,
+        sep: String,
+        srcs: Vec<String>,
+    },
 }
 
 impl Relabel {
     /// The new label set, or `None` where `label_replace`'s pattern does not match.
     pub(super) fn labels(&self, labels: &Labels) -> Option<Labels> {
         match self {
-            Relabel::Replace { dst, repl, src, re } => {
-                let caps = re.captures(labels.get(src).unwrap_or(""))?;
-                let mut expanded = String::new();
-                caps.expand(repl, &mut expanded);
-                Some(labels.with(dst, &expanded))
+            Relabel::Replace { dst, repl, src, re, expansions } => {
+                let value = labels.get(src).unwrap_or("");
+                let mut expansions = expansions.borrow_mut();
+                let expanded = match expansions.get(value) {
+                    Some(known) => known,
+                    None => {
+                        let found = re.captures(value).map(|caps| {
+                            let mut expanded = String::new();
+                            caps.expand(repl, &mut expanded);
+                            expanded.into_boxed_str()
+                        });
+                        expansions.entry(value.into()).or_insert(found)
+                    }
+                };
+                expanded.as_deref().map(|e| labels.with(dst, e))
             }
             Relabel::Join { dst, sep, srcs } => {
                 let joined: Vec<&str> = srcs.iter().map(|n| labels.get(n).unwrap_or("")).collect();
@@ -820,5 +844,54 @@ fn elementwise(name: &str) -> fn(f64) -> f64 {
         "deg" => kernels::deg,
         "rad" => kernels::rad,
         _ => kernels::sgn,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::eval::Engine;
+    use crate::labels::Labels;
+    use crate::storage::MemoryStore;
+    use crate::value::Value;
+
+    /// `label_replace` runs its pattern once a source value: the series that share a
+    /// value get the same replacement but keep their other labels, and those whose value
+    /// does not match keep their set, in instant queries, range queries and under an
+    /// aggregation.
+    #[test]
+    fn label_replace_applies_a_values_replacement_to_each_series_with_it() {
+        let mut st = MemoryStore::new();
+        let pods = [("web-1", "200"), ("web-1", "500"), ("db", "200"), ("db", "500"), ("web-2", "200")];
+        for (pod, code) in pods {
+            let labels = Labels::from_pairs([("__name__", "x"), ("pod", pod), ("code", code)]);
+            for t in (0..=60_000).step_by(15_000) {
+                st.append(&labels, t, 1.0);
+            }
+        }
+        let engine = Engine::default();
+        let q = r#"label_replace(x, "app", "$1", "pod", "(.*)-[0-9]+")"#;
+        let want = [
+            r#"{__name__="x", app="web", code="200", pod="web-1"}"#,
+            r#"{__name__="x", app="web", code="200", pod="web-2"}"#,
+            r#"{__name__="x", app="web", code="500", pod="web-1"}"#,
+            r#"{__name__="x", code="200", pod="db"}"#,
+            r#"{__name__="x", code="500", pod="db"}"#,
+        ];
+        let Value::Vector(v) = engine.instant_query(&st, q, 60_000).unwrap().value else { panic!("not a vector") };
+        let mut got: Vec<String> = v.iter().map(|s| s.labels.to_string()).collect();
+        got.sort();
+        assert_eq!(got, want);
+        let Value::Matrix(m) = engine.range_query(&st, q, 0, 60_000, 15_000).unwrap().value else {
+            panic!("not a matrix")
+        };
+        let mut got: Vec<String> = m.iter().map(|s| s.labels.to_string()).collect();
+        got.sort();
+        assert_eq!(got, want);
+        let sum = format!("sum by (app) ({q})");
+        let Value::Matrix(m) = engine.range_query(&st, &sum, 0, 60_000, 15_000).unwrap().value else {
+            panic!("not a matrix")
+        };
+        let got: Vec<(String, f64)> = m.iter().map(|s| (s.labels.to_string(), s.points[0].v)).collect();
+        assert_eq!(got, [("{}".to_string(), 2.0), (r#"{app="web"}"#.to_string(), 3.0)]);
     }
 }
