@@ -4,13 +4,14 @@
 //! step, `sum(rate(x[5m] @ end()))` over an hour at 15 s steps costs 241 instant
 //! queries where Prometheus' costs one.
 //!
-//! Here such a part is kept once evaluated and given again at later steps. Which parts
-//! qualify follows Prometheus' rules but for one: an aggregation is step invariant only
-//! if its parameter is too. Prometheus looks at the input alone, so that in a range
+//! Here such a part is kept once evaluated and given again at later steps, if it reads
+//! samples (a literal or `vector(0)` costs less than looking it up). Which parts
+//! qualify follows Prometheus' rules but for two. An aggregation is step invariant only
+//! if its parameter is too: Prometheus looks at the input alone, so that in a range
 //! query `topk(scalar(y), x @ 300)` takes `y` at the first step only (2.42, measured);
-//! here each step takes its own, as an instant query at that step does. Keeping a value
-//! thus never changes a result: the node-by-node reference, which keeps nothing, gives
-//! the same.
+//! here each step takes its own, as an instant query at that step does. And `info` is
+//! taken as time dependent (below). Keeping a value thus never changes a result: the
+//! node-by-node reference, which keeps nothing, gives the same.
 
 use std::sync::Arc;
 
@@ -19,10 +20,10 @@ use crate::ast::Expr;
 use crate::value::Timestamp;
 
 /// Functions whose value depends on the time they are evaluated at even when their
-/// arguments do not: Prometheus' `AtModifierUnsafeFunctions` (the clock and calendar
-/// functions read the step's time, `predict_linear` extrapolates to it, `timestamp` of
-/// anything but a selector returns it), and `info`, whose info series are read at the
-/// step's time when its first argument selects nothing.
+/// arguments do not: Prometheus' `AtModifierUnsafeFunctions` (the calendar functions
+/// without an argument and `time` read the step's time, `predict_linear` extrapolates
+/// to it, `timestamp` of anything but a selector returns it), and `info`, whose info
+/// series are read at the step's time when its first argument selects nothing.
 const TIME_DEPENDENT: &[&str] = &[
     "time",
     "timestamp",
@@ -53,8 +54,8 @@ fn yields_range(e: &Expr) -> bool {
 /// in `keep`, where `e` is evaluated at many steps (`many`); inside a subquery always.
 /// Returns whether `e` itself is step invariant.
 fn mark(e: &Expr, many: bool, keep: &mut NodeMap<Option<Arc<V>>>) -> bool {
-    let invariant = match e {
-        Expr::Number(_) | Expr::String(_) => return true,
+    match e {
+        Expr::Number(_) | Expr::String(_) => true,
         Expr::VectorSelector(vs) => vs.at.is_some(),
         Expr::MatrixSelector(ms) => ms.selector.at.is_some(),
         Expr::Subquery(sq) => {
@@ -71,22 +72,19 @@ fn mark(e: &Expr, many: bool, keep: &mut NodeMap<Option<Arc<V>>>) -> bool {
         Expr::Aggregate(a) => all_or_parts(a.param.as_deref().into_iter().chain([&*a.expr]), many, keep),
         Expr::Call(c) => {
             let args = all_or_parts(c.args.iter(), many, keep);
-            if args && TIME_DEPENDENT.contains(&c.func.name) {
+            let timed = TIME_DEPENDENT.contains(&c.func.name);
+            if args && timed && many {
                 // Not invariant itself, so its arguments are the largest parts.
-                if many {
-                    c.args.iter().for_each(|a| mark_part(a, keep));
-                }
-                return false;
+                c.args.iter().for_each(|a| mark_part(a, keep));
             }
-            args
+            args && !timed
         }
-    };
-    invariant
+    }
 }
 
 /// Whether all of `children` are step invariant; if not, those that are get marked.
 fn all_or_parts<'e>(
-    children: impl Iterator<Item = &'e Expr> + Clone,
+    children: impl Iterator<Item = &'e Expr>,
     many: bool,
     keep: &mut NodeMap<Option<Arc<V>>>,
 ) -> bool {
@@ -102,11 +100,18 @@ fn all_or_parts<'e>(
     all
 }
 
-/// Marks the step-invariant `e` to be kept, unless it is a literal or a range vector.
+/// Marks the step-invariant `e` to be kept, if it reads samples and is not a range
+/// vector.
 fn mark_part(e: &Expr, keep: &mut NodeMap<Option<Arc<V>>>) {
-    if !matches!(e.unparen(), Expr::Number(_) | Expr::String(_)) && !yields_range(e) {
+    if reads_samples(e) && !yields_range(e) {
         keep.insert(key(e), None);
     }
+}
+
+/// Whether `e` holds a selector or a subquery.
+fn reads_samples(e: &Expr) -> bool {
+    matches!(e, Expr::VectorSelector(_) | Expr::MatrixSelector(_) | Expr::Subquery(_))
+        || e.children().any(reads_samples)
 }
 
 impl<'a> Evaluator<'a> {
@@ -126,20 +131,37 @@ impl<'a> Evaluator<'a> {
         let k = key(e);
         match self.invariant.get(&k)? {
             Some(v) => Some(Ok(V::clone(v))),
-            None => Some(self.eval_uncached(e, t).inspect(|v| {
-                self.invariant.insert(k, Some(Arc::new(v.clone())));
-            })),
+            None => {
+                #[cfg(test)]
+                self.kept_evaluations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(self.eval_uncached(e, t).inspect(|v| {
+                    self.invariant.insert(k, Some(Arc::new(v.clone())));
+                }))
+            }
         }
     }
 
     /// Keeps the values that an evaluator forked from this one found (in a part of the
     /// steps, or in a subquery's inner steps), so that later steps need not find them
-    /// again.
+    /// again. Sound because a fork evaluates the same query over the same `start`,
+    /// `end` and `step` (a subquery's steps change only `grid_step`): a part's value is
+    /// the same in every fork.
     pub(super) fn keep_invariant_values(&mut self, found: NodeMap<Option<Arc<V>>>) {
         for (k, v) in found {
             if let (Some(slot @ None), Some(v)) = (self.invariant.get_mut(&k), v) {
                 *slot = Some(v);
             }
+        }
+    }
+
+    /// Evaluates at `t` the kept parts of `e` (outside subqueries) that are not yet,
+    /// before its steps are split over the cores: each core would evaluate them again.
+    pub(super) fn evaluate_kept_parts(&mut self, e: &Expr, t: Timestamp) -> EResult<()> {
+        match self.invariant.get(&key(e)) {
+            Some(Some(_)) => Ok(()),
+            Some(None) => self.kept_invariant(e, t).map_or(Ok(()), |v| v.map(drop)),
+            None if matches!(e, Expr::Subquery(_)) => Ok(()),
+            None => e.children().try_for_each(|c| self.evaluate_kept_parts(c, t)),
         }
     }
 
@@ -184,7 +206,9 @@ mod tests {
             // Literals and plain selections are evaluated at each step as they are.
             ("x * 2", &[]),
             ("rate(x[5m]) > 1", &[]),
-            ("vector(1) + scalar(sum(y))", &["vector(1)"]),
+            // Parts that read no samples cost less than looking them up.
+            ("vector(1) + scalar(sum(y))", &[]),
+            ("sum(rate(x[5m])) or vector(0)", &[]),
             // Functions of the step's time: only their arguments.
             ("timestamp(sum(x @ 300))", &["sum(x @ 300)"]),
             ("hour(x @ 300)", &["x @ 300"]),
@@ -247,6 +271,7 @@ mod tests {
             "timestamp(sum(x @ 300))",
             "timestamp(x @ 1300)",
             "hour(x @ 300) + minute(x @ 300)",
+            "minute() + on() group_left sum(x @ 300)",
             "predict_linear(x[5m] @ 600, 60)",
             "topk(scalar(max(y)), x @ 1000)",
             "quantile(0.5, x @ 1000) - x",
@@ -281,26 +306,47 @@ mod tests {
         }
     }
 
-    /// Every kept part is evaluated once over a range query and its value held, also
-    /// those inside subqueries.
+    /// Every kept part is evaluated once over a range query, also inside subqueries
+    /// (whose inner steps run in evaluators of their own) and when the steps are split
+    /// over the cores.
     #[test]
     fn kept_parts_are_evaluated_once() {
-        let st = store();
-        let engine = Engine::default();
-        let q = "sum(rate(x[5m] @ 900)) + on() group_left count(y) - timestamp(sum(x @ 300)) \
-                 + on() group_left max(max_over_time((x @ 600)[5m:1m]))";
-        let expr = crate::parse(q).unwrap();
-        let (start, end, step) = (300_000, 1_500_000, 60_000);
-        let mut ev = engine.evaluator(start, end, step);
-        let mut planned = Vec::new();
-        ev.plan(&expr, start, end, &mut planned).unwrap();
-        ev.select_all(&st, planned).unwrap();
-        ev.plan_invariant(&expr);
-        assert_eq!(ev.invariant.len(), 3);
-        assert!(ev.invariant.values().all(Option::is_none));
-        // The steps run in an evaluator of their own, the subquery's inner steps in
-        // others again: what they find comes back.
-        ev.range(&expr).unwrap();
-        assert!(ev.invariant.values().all(Option::is_some));
+        let small = store();
+        let mut large = MemoryStore::new();
+        for i in 0..40 {
+            let x = Labels::from_pairs([("__name__", "x"), ("s", &i.to_string())]);
+            for t in (0..=3_600_000i64).step_by(15_000) {
+                large.append(&x, t, (t / 1000 + i) as f64);
+            }
+        }
+        let engine = Engine::new(EngineOptions { parallel: true, ..EngineOptions::default() });
+        let cases = [
+            (
+                &small,
+                "sum(rate(x[5m] @ 900)) + on() group_left count(y) - timestamp(sum(x @ 300)) \
+                 + on() group_left max(max_over_time((x @ 600)[5m:1m]))",
+                (300_000, 1_500_000, 60_000),
+                3,
+            ),
+            (
+                &large,
+                "x / on() group_left sum(x @ 1800) + on() group_left count(x @ 600)",
+                (0, 3_600_000, 5_000),
+                2,
+            ),
+        ];
+        for (st, q, (start, end, step), parts) in cases {
+            let expr = crate::parse(q).unwrap();
+            let mut ev = engine.evaluator(start, end, step);
+            let mut planned = Vec::new();
+            ev.plan(&expr, start, end, &mut planned).unwrap();
+            ev.select_all(st, planned).unwrap();
+            ev.plan_invariant(&expr);
+            assert_eq!(ev.invariant.len(), parts, "{q}");
+            ev.range(&expr).unwrap();
+            assert!(ev.invariant.values().all(Option::is_some), "{q}");
+            let evaluated = ev.kept_evaluations.load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(evaluated, parts, "{q}");
+        }
     }
 }

@@ -717,6 +717,9 @@ struct Evaluator<'a> {
     /// The step-invariant parts of the query ([`invariant`]), by the address of their
     /// node: each one's value once evaluated at a step.
     invariant: NodeMap<Option<Arc<V>>>,
+    /// How many kept parts were evaluated, over this evaluator and its forks.
+    #[cfg(test)]
+    kept_evaluations: Arc<std::sync::atomic::AtomicUsize>,
     /// Per node (`usize::MAX`: the query's result), the label sets of its output last
     /// found distinct, with whether each name goes at the end ([`check_distinct`]).
     ///
@@ -1031,6 +1034,8 @@ impl<'a> Evaluator<'a> {
             relabels: NodeMap::default(),
             inner_steps: NodeMap::default(),
             invariant: NodeMap::default(),
+            #[cfg(test)]
+            kept_evaluations: Arc::default(),
             annotations: Vec::new(),
             deadline: opts.timeout.map(|t| Instant::now() + t),
             samples_selected: 0,
@@ -1047,6 +1052,8 @@ impl<'a> Evaluator<'a> {
             selected: self.selected.clone(),
             facts: self.facts.clone(),
             invariant: self.invariant.clone(),
+            #[cfg(test)]
+            kept_evaluations: self.kept_evaluations.clone(),
             deadline: self.deadline,
             samples_selected: self.samples_selected,
             grid_step: self.grid_step,
@@ -1248,11 +1255,22 @@ impl<'a> Evaluator<'a> {
         grid: i64,
         finish: &(dyn Fn(&mut Evaluator<'a>, Timestamp, V) -> EResult<R> + Sync),
     ) -> EResult<Vec<(Timestamp, R)>> {
-        // A step-invariant expression is evaluated once: split, it would be once a core.
+        // A step-invariant expression is evaluated once: split, it would be once a core;
+        // so are its kept parts, before the split.
         let work = steps.len() * self.selected.values().map(|s| s.len()).sum::<usize>();
-        let split = work >= 20_000 && !self.is_kept_invariant(expr);
+        let split = self.splits(steps, work >= 20_000 && !self.is_kept_invariant(expr));
+        if let (true, Some(&first)) = (split, steps.first()) {
+            self.evaluate_kept_parts(expr, first)?;
+        }
         let parts = self.over_step_parts(steps, grid, split, &|ev, part| ev.steps(expr, part, finish))?;
         Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// Whether [`over_step_parts`](Self::over_step_parts) splits `steps` that are
+    /// `worth` splitting over the cores.
+    fn splits(&self, steps: &[Timestamp], worth: bool) -> bool {
+        let threads = cores();
+        worth && self.parallel && threads > 1 && steps.len() >= 2 * threads
     }
 
     /// `f` over consecutive parts of `steps` (`grid` apart), each part with an evaluator
@@ -1265,9 +1283,8 @@ impl<'a> Evaluator<'a> {
         split: bool,
         f: &(dyn Fn(&mut Evaluator<'a>, &[Timestamp]) -> EResult<R> + Sync),
     ) -> EResult<Vec<R>> {
-        let threads = cores();
-        let split = split && self.parallel && threads > 1 && steps.len() >= 2 * threads;
-        let chunk = if split { steps.len().div_ceil(threads) } else { steps.len().max(1) };
+        let split = self.splits(steps, split);
+        let chunk = if split { steps.len().div_ceil(cores()) } else { steps.len().max(1) };
         let parts: Vec<(Evaluator<'a>, &[Timestamp])> = steps
             .chunks(chunk)
             .map(|part| {
