@@ -755,16 +755,50 @@ pub(super) enum Relabel {
         repl: String,
         src: String,
         re: std::sync::Arc<regex::Regex>,
-        /// Per source value seen, the replacement (`None`: no match). Many series share
-        /// a value (the pods of a workload, the workloads of a namespace): the pattern
-        /// runs once a value, not once a series.
-        expansions: std::cell::RefCell<HashMap<Box<str>, Option<Box<str>>>>,
+        expansions: std::cell::RefCell<Expansions>,
     },
     Join {
         dst: String,
         sep: String,
         srcs: Vec<String>,
     },
+}
+
+/// `label_replace`'s replacements by source value (`None`: no match), for the series
+/// of one call at one step. Many series share a value (the pods of a workload, the
+/// workloads of a namespace): the pattern then runs once a value, not once a series.
+/// Where values do not repeat (one per series), keeping every one made a query a fifth
+/// slower: past [`Expansions::TRIAL`] lookups, values are kept only while at least half
+/// of the lookups found theirs, and once not, none are looked up any more.
+#[derive(Default)]
+pub(super) struct Expansions {
+    by_value: HashMap<Box<str>, Option<Box<str>>>,
+    looked_up: usize,
+    off: bool,
+}
+
+impl Expansions {
+    const TRIAL: usize = 64;
+
+    fn get(&mut self, value: &str) -> Option<&Option<Box<str>>> {
+        if self.off {
+            return None;
+        }
+        self.looked_up += 1;
+        self.by_value.get(value)
+    }
+
+    fn keep(&mut self, value: &str, expansion: Option<String>) {
+        if self.off {
+            return;
+        }
+        if self.looked_up > Self::TRIAL && self.by_value.len() * 2 > self.looked_up {
+            self.off = true;
+            self.by_value = HashMap::new();
+            return;
+        }
+        self.by_value.insert(value.into(), expansion.map(String::into_boxed_str));
+    }
 }
 
 impl Relabel {
@@ -774,18 +808,17 @@ impl Relabel {
             Relabel::Replace { dst, repl, src, re, expansions } => {
                 let value = labels.get(src).unwrap_or("");
                 let mut expansions = expansions.borrow_mut();
-                let expanded = match expansions.get(value) {
-                    Some(known) => known,
-                    None => {
-                        let found = re.captures(value).map(|caps| {
-                            let mut expanded = String::new();
-                            caps.expand(repl, &mut expanded);
-                            expanded.into_boxed_str()
-                        });
-                        expansions.entry(value.into()).or_insert(found)
-                    }
-                };
-                expanded.as_deref().map(|e| labels.with(dst, e))
+                if let Some(known) = expansions.get(value) {
+                    return known.as_deref().map(|e| labels.with(dst, e));
+                }
+                let found = re.captures(value).map(|caps| {
+                    let mut expanded = String::new();
+                    caps.expand(repl, &mut expanded);
+                    expanded
+                });
+                let out = found.as_deref().map(|e| labels.with(dst, e));
+                expansions.keep(value, found);
+                out
             }
             Relabel::Join { dst, sep, srcs } => {
                 let joined: Vec<&str> = srcs.iter().map(|n| labels.get(n).unwrap_or("")).collect();
@@ -877,7 +910,9 @@ mod tests {
             r#"{__name__="x", code="200", pod="db"}"#,
             r#"{__name__="x", code="500", pod="db"}"#,
         ];
-        let Value::Vector(v) = engine.instant_query(&st, q, 60_000).unwrap().value else { panic!("not a vector") };
+        let Value::Vector(v) = engine.instant_query(&st, q, 60_000).unwrap().value else {
+            panic!("not a vector")
+        };
         let mut got: Vec<String> = v.iter().map(|s| s.labels.to_string()).collect();
         got.sort();
         assert_eq!(got, want);
@@ -893,5 +928,16 @@ mod tests {
         };
         let got: Vec<(String, f64)> = m.iter().map(|s| (s.labels.to_string(), s.points[0].v)).collect();
         assert_eq!(got, [("{}".to_string(), 2.0), (r#"{app="web"}"#.to_string(), 3.0)]);
+        // A value per series: past the trial, nothing is kept, every series still done.
+        let mut st = MemoryStore::new();
+        for i in 0..300 {
+            st.append(&Labels::from_pairs([("__name__", "y"), ("id", &format!("i-{i}"))]), 0, i as f64);
+        }
+        let q = r#"label_replace(y, "n", "$1", "id", "i-(.*)")"#;
+        let Value::Vector(v) = engine.instant_query(&st, q, 0).unwrap().value else { panic!("not a vector") };
+        assert_eq!(v.len(), 300);
+        for s in &v {
+            assert_eq!(s.labels.get("n").map(|n| format!("i-{n}")).as_deref(), s.labels.get("id"));
+        }
     }
 }
