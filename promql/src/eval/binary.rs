@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use super::{exec_error, gomath, Compat, EResult, EvalError, Evaluator, S, V};
 use crate::ast::{BinaryExpr, BinaryOp, GroupSide, VectorMatching};
 use crate::labels::{Labels, LabelsMap, LabelsSet, NAME_LABELS};
-use crate::value::Timestamp;
+use crate::value::{Series, Timestamp};
 
 /// Arithmetic with Go's float semantics (`%` is `math.Mod`, `^` is `math.Pow`).
 pub(crate) fn arith(op: BinaryOp, l: f64, r: f64) -> f64 {
@@ -384,6 +384,31 @@ fn and_unless(
     }
     let sigs: LabelsSet = rhs.iter().map(|s| signature_in(&mut memo, &s.labels, matching)).collect();
     lhs.into_iter().filter(|s| sigs.contains(&signature_in(&mut memo, &s.labels, matching)) == keep).collect()
+}
+
+/// [`and_unless`] over all steps of a range query at once: each left series' points at
+/// the steps where (`keep`: `and`) or where not (`unless`) a right series has its
+/// signature. The series keep their order; those left without points are dropped.
+pub(super) fn and_unless_range(
+    lhs: Vec<Series>,
+    rhs: &[Series],
+    matching: Option<&VectorMatching>,
+    keep: bool,
+) -> Vec<Series> {
+    let mut present: LabelsMap<Vec<Timestamp>> = LabelsMap::default();
+    for s in rhs {
+        present.entry(signature(&s.labels, matching)).or_default().extend(s.points.iter().map(|p| p.t));
+    }
+    for times in present.values_mut() {
+        times.sort_unstable();
+    }
+    lhs.into_iter()
+        .filter_map(|mut s| {
+            let times = present.get(&signature(&s.labels, matching)).map_or(&[][..], Vec::as_slice);
+            s.points.retain(|p| times.binary_search(&p.t).is_ok() == keep);
+            (!s.points.is_empty()).then_some(s)
+        })
+        .collect()
 }
 
 /// `a or b`: all of the left, plus the right elements whose signature is not on the left.

@@ -9,7 +9,9 @@
 
 use super::kernels::{self, CounterKind, Laned};
 use super::{Compat, EResult, Evaluator, S};
-use crate::ast::{AggregateExpr, Call, Expr, MatrixSelector, SubqueryExpr, UnaryOp, VectorSelector};
+use crate::ast::{
+    AggregateExpr, BinaryOp, Call, Expr, MatrixSelector, SubqueryExpr, UnaryOp, VectorSelector,
+};
 use crate::labels::{Labels, LabelsMap, LabelsSet};
 use crate::storage::{partition_point_near, SelectedSeries};
 use crate::value::{is_stale_marker, Point, Series, Timestamp};
@@ -608,8 +610,9 @@ impl Evaluator<'_> {
     }
 
     /// The whole result of a range query of `expr` by one of the series-by-series paths:
-    /// a sliding call, a fused aggregation, a plain selector, or an operation on each
-    /// value of one of those (with a number, a negation, a function such as `abs`).
+    /// a sliding call, a fused aggregation, a plain selector, an operation on each value
+    /// of one of those (with a number, a negation, a function such as `abs`), or `and`
+    /// or `unless` of two of them.
     /// `None` where none applies: the step-by-step path answers.
     pub(super) fn whole_range_result(
         &mut self,
@@ -627,6 +630,14 @@ impl Evaluator<'_> {
             },
             Expr::VectorSelector(vs) => self.selector_range_result(vs, steps),
             Expr::Unary(u) if u.op == UnaryOp::Neg => self.each_value(&u.expr, steps, true, |v| Some(-v)),
+            // The right side first: it is mostly the lighter, and when it has no whole
+            // result the left's is not computed in vain.
+            Expr::Binary(b) if matches!(b.op, BinaryOp::And | BinaryOp::Unless) && !self.delayed => {
+                let Some(rhs) = self.whole_range_result(&b.rhs, steps)? else { return Ok(None) };
+                let Some(lhs) = self.whole_range_result(&b.lhs, steps)? else { return Ok(None) };
+                let keep = b.op == BinaryOp::And;
+                Ok(Some(super::binary::and_unless_range(lhs, &rhs, b.matching.as_ref(), keep)))
+            }
             Expr::Binary(b) if b.op.is_comparison() || super::binary::is_arithmetic(b.op) => {
                 // As `vector_scalar`: arithmetic and `bool` drop the name, a filtering
                 // comparison keeps the vector's value whichever side it is on.
@@ -2035,6 +2046,46 @@ mod tests {
                 assert_eq!(slow.is_empty(), q.contains("3, 1)"), "{q}");
                 assert_eq!(fast, slow, "{q}");
             }
+        }
+    }
+
+    /// `and` and `unless` of two whole results: each left point where a right series
+    /// with its signature has one at that step (or, for `unless`, has none); with `on`,
+    /// `ignoring`, names, offsets, series that come and go, and right sides that are
+    /// empty or have no whole result; the series in the step-by-step path's order.
+    #[test]
+    fn set_filters_of_whole_results_agree_with_the_step_by_step_path() {
+        let st = store();
+        let queries = [
+            "mem_bytes and req_total",
+            "req_total unless mem_bytes",
+            "mem_bytes and on (wl, pod) rate(req_total[30s]) > 0.1",
+            "rate(req_total[1m]) unless ignoring (code) mem_bytes > 2",
+            "mem_bytes unless on (wl) sum by (wl) (req_total) > 20",
+            "req_total and on () count(mem_bytes) > 30",
+            "mem_bytes and on (__name__) req_total",
+            "abs(mem_bytes and on (pod, code, wl) req_total offset 30s) * 2",
+            "mem_bytes and on (wl) nothing",
+            "mem_bytes unless on (wl) nothing",
+            "mem_bytes and on (wl) (req_total or mem_bytes)",
+        ];
+        for opts in each_mode() {
+            for q in queries {
+                let range = (30_000, 600_000, 7_000);
+                let (fast, slow) =
+                    (steps_with(&opts, &st, q, range, true), steps_with(&opts, &st, q, range, false));
+                assert_eq!(fast, slow, "{q}");
+            }
+        }
+        let engine = Engine::new(EngineOptions::default());
+        for q in queries {
+            let expr = crate::parse(q).unwrap();
+            let order =
+                |fast| match engine.eval_with(&st, &expr, (30_000, 600_000, 7_000), fast).unwrap().value {
+                    Value::Matrix(m) => m.iter().map(|s| s.labels.to_string()).collect::<Vec<_>>(),
+                    other => panic!("{q}: {other:?}"),
+                };
+            assert_eq!(order(true), order(false), "{q}");
         }
     }
 
