@@ -1480,6 +1480,21 @@ mod tests {
     /// Each step's output, by labels, values by bit pattern.
     type Steps = BTreeMap<Timestamp, BTreeMap<String, u64>>;
 
+    /// Asserts that each of `queries`, a range query from 30 s to 10 min every 7 s, gives
+    /// the same steps on both paths in every engine mode; `check` looks at each
+    /// step-by-step result too.
+    fn assert_paths_agree(st: &MemoryStore, queries: &[&str], check: impl Fn(&str, &Steps)) {
+        for opts in each_mode() {
+            for &q in queries {
+                let range = (30_000, 600_000, 7_000);
+                let (fast, slow) =
+                    (steps_with(&opts, st, q, range, true), steps_with(&opts, st, q, range, false));
+                check(q, &slow);
+                assert_eq!(fast, slow, "{q}");
+            }
+        }
+    }
+
     /// The result of the range query `q`, each step's output by labels with values by
     /// bit pattern; `fast` chooses between the paths that compute range functions over
     /// all steps at once and the step-by-step reference.
@@ -1702,14 +1717,7 @@ mod tests {
             "quantile by (wl) (0, mem_bytes)",
             "quantile without (pod) (1, mem_bytes offset 10s)",
         ];
-        for opts in each_mode() {
-            for q in queries {
-                let range = (30_000, 600_000, 7_000);
-                let (fast, slow) =
-                    (steps_with(&opts, &st, q, range, true), steps_with(&opts, &st, q, range, false));
-                assert_eq!(fast, slow, "{q}");
-            }
-        }
+        assert_paths_agree(&st, &queries, |_, _| {});
     }
 
     /// An instant query's range functions of a plain selector, computed straight from
@@ -2037,16 +2045,8 @@ mod tests {
             "mem_bytes atan2 0.5",
             "0.5 atan2 mem_bytes",
         ];
-        for opts in each_mode() {
-            for q in queries {
-                let range = (30_000, 600_000, 7_000);
-                let (fast, slow) =
-                    (steps_with(&opts, &st, q, range, true), steps_with(&opts, &st, q, range, false));
-                // Crossed bounds give nothing, at every step.
-                assert_eq!(slow.is_empty(), q.contains("3, 1)"), "{q}");
-                assert_eq!(fast, slow, "{q}");
-            }
-        }
+        // Crossed bounds give nothing, at every step.
+        assert_paths_agree(&st, &queries, |q, slow| assert_eq!(slow.is_empty(), q.contains("3, 1)"), "{q}"));
     }
 
     /// `and` and `unless` of two whole results: each left point where a right series
@@ -2069,14 +2069,7 @@ mod tests {
             "mem_bytes unless on (wl) nothing",
             "mem_bytes and on (wl) (req_total or mem_bytes)",
         ];
-        for opts in each_mode() {
-            for q in queries {
-                let range = (30_000, 600_000, 7_000);
-                let (fast, slow) =
-                    (steps_with(&opts, &st, q, range, true), steps_with(&opts, &st, q, range, false));
-                assert_eq!(fast, slow, "{q}");
-            }
-        }
+        assert_paths_agree(&st, &queries, |_, _| {});
         let engine = Engine::new(EngineOptions::default());
         for q in queries {
             let expr = crate::parse(q).unwrap();
