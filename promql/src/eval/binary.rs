@@ -395,13 +395,7 @@ pub(super) fn and_unless_range(
     matching: Option<&VectorMatching>,
     keep: bool,
 ) -> Vec<Series> {
-    let mut present: LabelsMap<Vec<Timestamp>> = LabelsMap::default();
-    for s in rhs {
-        present.entry(signature(&s.labels, matching)).or_default().extend(s.points.iter().map(|p| p.t));
-    }
-    for times in present.values_mut() {
-        times.sort_unstable();
-    }
+    let present = steps_by_signature(rhs, matching);
     lhs.into_iter()
         .filter_map(|mut s| {
             let times = present.get(&signature(&s.labels, matching)).map_or(&[][..], Vec::as_slice);
@@ -409,6 +403,46 @@ pub(super) fn and_unless_range(
             (!s.points.is_empty()).then_some(s)
         })
         .collect()
+}
+
+/// [`or`] over all steps of a range query at once: every left series, and each right
+/// series' points at the steps where no left series has its signature. A label set on
+/// both sides (at different steps, then) is one series; the series in label order.
+pub(super) fn or_range(
+    mut lhs: Vec<Series>,
+    rhs: Vec<Series>,
+    matching: Option<&VectorMatching>,
+) -> Vec<Series> {
+    let present = steps_by_signature(&lhs, matching);
+    for mut s in rhs {
+        let times = present.get(&signature(&s.labels, matching)).map_or(&[][..], Vec::as_slice);
+        s.points.retain(|p| times.binary_search(&p.t).is_err());
+        if !s.points.is_empty() {
+            lhs.push(s);
+        }
+    }
+    lhs.sort_by(|a, b| a.labels.cmp(&b.labels));
+    lhs.dedup_by(|right, left| {
+        let same = left.labels == right.labels;
+        if same {
+            left.points.append(&mut right.points);
+            left.points.sort_by_key(|p| p.t);
+        }
+        same
+    });
+    lhs
+}
+
+/// The steps at which each signature is in `series`, in order.
+fn steps_by_signature(series: &[Series], matching: Option<&VectorMatching>) -> LabelsMap<Vec<Timestamp>> {
+    let mut present: LabelsMap<Vec<Timestamp>> = LabelsMap::default();
+    for s in series {
+        present.entry(signature(&s.labels, matching)).or_default().extend(s.points.iter().map(|p| p.t));
+    }
+    for times in present.values_mut() {
+        times.sort_unstable();
+    }
+    present
 }
 
 /// `a or b`: all of the left, plus the right elements whose signature is not on the left.

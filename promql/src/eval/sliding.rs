@@ -611,8 +611,8 @@ impl Evaluator<'_> {
 
     /// The whole result of a range query of `expr` by one of the series-by-series paths:
     /// a sliding call, a fused aggregation, a plain selector, an operation on each value
-    /// of one of those (with a number, a negation, a function such as `abs`), or `and`
-    /// or `unless` of two of them.
+    /// of one of those (with a number, a negation, a function such as `abs`), a
+    /// literal's `vector`, or a set operation (`and`, `or`, `unless`) of two of them.
     /// `None` where none applies: the step-by-step path answers.
     pub(super) fn whole_range_result(
         &mut self,
@@ -632,11 +632,14 @@ impl Evaluator<'_> {
             Expr::Unary(u) if u.op == UnaryOp::Neg => self.each_value(&u.expr, steps, true, |v| Some(-v)),
             // The right side first: it is mostly the lighter, and when it has no whole
             // result the left's is not computed in vain.
-            Expr::Binary(b) if matches!(b.op, BinaryOp::And | BinaryOp::Unless) && !self.delayed => {
+            Expr::Binary(b) if b.op.is_set_operator() && !self.delayed => {
                 let Some(rhs) = self.whole_range_result(&b.rhs, steps)? else { return Ok(None) };
                 let Some(lhs) = self.whole_range_result(&b.lhs, steps)? else { return Ok(None) };
-                let keep = b.op == BinaryOp::And;
-                Ok(Some(super::binary::and_unless_range(lhs, &rhs, b.matching.as_ref(), keep)))
+                let matching = b.matching.as_ref();
+                Ok(Some(match b.op {
+                    BinaryOp::Or => super::binary::or_range(lhs, rhs, matching),
+                    op => super::binary::and_unless_range(lhs, &rhs, matching, op == BinaryOp::And),
+                }))
             }
             Expr::Binary(b) if b.op.is_comparison() || super::binary::is_arithmetic(b.op) => {
                 // As `vector_scalar`: arithmetic and `bool` drop the name, a filtering
@@ -661,6 +664,11 @@ impl Evaluator<'_> {
     /// the one-argument math functions, `clamp`, `clamp_min`, `clamp_max`, `round`,
     /// `label_replace` and `label_join`.
     fn each_value_call(&mut self, c: &Call, steps: &[Timestamp]) -> EResult<Option<Vec<Series>>> {
+        if let ("vector", Some(v)) = (c.func.name, c.args.first().and_then(number)) {
+            // A literal's vector (`or vector(0)`): one series without labels, every step.
+            let points = steps.iter().map(|&t| Point { t, v }).collect();
+            return Ok(Some(vec![Series { labels: Labels::empty(), points }]));
+        }
         if let Some(f) = super::functions::elementwise_call(c) {
             return self.each_value(&c.args[0], steps, true, |v| Some(f(v)));
         }
@@ -2049,12 +2057,14 @@ mod tests {
         assert_paths_agree(&st, &queries, |q, slow| assert_eq!(slow.is_empty(), q.contains("3, 1)"), "{q}"));
     }
 
-    /// `and` and `unless` of two whole results: each left point where a right series
-    /// with its signature has one at that step (or, for `unless`, has none); with `on`,
-    /// `ignoring`, names, offsets, series that come and go, and right sides that are
-    /// empty or have no whole result; the series in the step-by-step path's order.
+    /// Set operations of two whole results: each left point where a right series with
+    /// its signature has one at that step (`and`) or has none (`unless`), and for `or`
+    /// the right points where no left series has theirs, a label set on both sides one
+    /// series; with `on`, `ignoring`, names, offsets, `vector` of a literal, series that
+    /// come and go, and right sides that are empty or have no whole result; the series
+    /// in the step-by-step path's order.
     #[test]
-    fn set_filters_of_whole_results_agree_with_the_step_by_step_path() {
+    fn set_operations_of_whole_results_agree_with_the_step_by_step_path() {
         let st = store();
         let queries = [
             "mem_bytes and req_total",
@@ -2068,6 +2078,15 @@ mod tests {
             "mem_bytes and on (wl) nothing",
             "mem_bytes unless on (wl) nothing",
             "mem_bytes and on (wl) (req_total or mem_bytes)",
+            "mem_bytes or req_total",
+            "mem_bytes or on (wl) req_total",
+            "rate(req_total[1m]) > 0.2 or ignoring (code) mem_bytes > 5",
+            "(mem_bytes > 3 or mem_bytes < 1) * 2",
+            "sum(mem_bytes) or vector(0)",
+            "sum(nothing) or vector(-1)",
+            "vector(2) or sum by (wl) (req_total)",
+            "req_total or req_total offset 1m",
+            "vector(1)",
         ];
         assert_paths_agree(&st, &queries, |_, _| {});
         let engine = Engine::new(EngineOptions::default());
