@@ -139,6 +139,9 @@ fn eval(c: &mut Criterion) {
         range("range_topk_rate", "topk(10, rate(istio_requests_total[1m]))");
         // The gauge's median at each of the same steps: a quantile fused like a sum.
         range("range_quantile_gauge", "quantile(0.5, process_resident_memory_bytes)");
+        // The HPA idiom: a sum that defaults to 0 where nothing matched, from the sum's
+        // whole result and the literal's (set operations are not step by step).
+        range("range_sum_rate_or_vector", "sum(rate(istio_requests_total[1m])) or vector(0)");
         // Each step's rates against those pinned at the end: the pinned sum is step
         // invariant, evaluated once (at each step it would cost an instant query).
         range(

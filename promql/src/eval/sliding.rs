@@ -666,8 +666,9 @@ impl Evaluator<'_> {
     fn each_value_call(&mut self, c: &Call, steps: &[Timestamp]) -> EResult<Option<Vec<Series>>> {
         if let ("vector", Some(v)) = (c.func.name, c.args.first().and_then(number)) {
             // A literal's vector (`or vector(0)`): one series without labels, every step.
-            let points = steps.iter().map(|&t| Point { t, v }).collect();
-            return Ok(Some(vec![Series { labels: Labels::empty(), points }]));
+            let points: Vec<Point> = steps.iter().map(|&t| Point { t, v }).collect();
+            let series = (!points.is_empty()).then_some(Series { labels: Labels::empty(), points });
+            return Ok(Some(series.into_iter().collect()));
         }
         if let Some(f) = super::functions::elementwise_call(c) {
             return self.each_value(&c.args[0], steps, true, |v| Some(f(v)));
