@@ -2253,4 +2253,29 @@ mod tests {
             }
         }
     }
+
+    /// A selection holds the series with samples in its window, and only those: one
+    /// before, between or after a series' samples leaves it out.
+    #[test]
+    fn selections_leave_out_series_without_samples_in_the_window() {
+        let mut st = MemoryStore::new();
+        for (pod, times) in [("early", [0, 10]), ("late", [100, 110])] {
+            for t in times {
+                st.append(&Labels::from_pairs([("__name__", "x"), ("pod", pod)]), t, 1.0);
+            }
+        }
+        let ms = [LabelMatcher::new("__name__", MatchOp::Equal, "x").unwrap()];
+        for ((start, end), want) in [
+            ((0, 110), &["early", "late"][..]),
+            ((10, 100), &["early", "late"]),
+            ((11, 99), &[]),
+            ((-50, -1), &[]),
+            ((105, 200), &["late"]),
+        ] {
+            let found = st.select_shared(&Selection { matchers: &ms, start, end }).unwrap();
+            let pods: Vec<_> = found.iter().map(|s| s.labels.get("pod").unwrap_or("")).collect();
+            assert_eq!(pods, want, "{start}..={end}");
+            assert!(found.iter().all(|s| !s.points.is_empty()));
+        }
+    }
 }
