@@ -19,6 +19,10 @@ use crate::storage::SelectedSeries;
 use crate::value::{Point, Timestamp};
 use std::sync::Arc;
 
+/// Most inner points (series × inner steps) held for a run of windows that tile the
+/// steps ([`Evaluator::precompute_subquery`]): 16 MB of points.
+const TILED_POINTS: i128 = 1 << 20;
+
 /// A subquery's window at one outer time: `(start, end]`, inner steps `first`,
 /// `first + step`, … up to `end`.
 #[derive(Debug, Clone, Copy)]
@@ -546,7 +550,19 @@ impl<'a> Evaluator<'a> {
         // where they barely overlap): only worth it when it at least halves the work, or,
         // to slide over, when it holds at most twice a window (the step-by-step path holds
         // one; a last block of two steps, say, halves nothing).
-        let worth = total * 2 <= each || (sliding && total <= 2 * widest);
+        // Windows that tile the steps (a minute every minute) make one run and save no
+        // inner step, but held, a range function slides over them instead of building
+        // a row per series and window: a plain selector's are, within a budget.
+        let tiled = sliding
+            && runs.len() == 1
+            && match sq.expr.unparen() {
+                Expr::VectorSelector(vs) => {
+                    i128::try_from(self.selected(vs).len()).unwrap_or(i128::MAX).saturating_mul(total)
+                        <= TILED_POINTS
+                }
+                _ => false,
+            };
+        let worth = total * 2 <= each || (sliding && total <= 2 * widest) || tiled;
         if !worth || total > self.opts.max_samples as i128 {
             return Ok(());
         }
@@ -660,6 +676,37 @@ mod tests {
             let end = start + (last - 1) * step;
             let inner = precomputed(&st, "max_over_time(x[1m:15s])", (start, end, step), sliding);
             assert_eq!(inner.frozen.is_some(), held, "{last} steps, sliding {sliding}");
+        }
+    }
+
+    /// Windows that tile the steps (a minute every minute) save no inner step, but a
+    /// plain selector's are held for a range function to slide over, with the answers
+    /// of the step-by-step path; not to cut from, nor for other expressions.
+    #[test]
+    fn windows_that_tile_the_steps_are_held_to_slide_over() {
+        let mut st = MemoryStore::new();
+        for s in ["a", "b", "c"] {
+            let labels = Labels::from_pairs([("__name__", "x"), ("s", s)]);
+            for t in (0..=7_200_000).step_by(15_000) {
+                // A reset every 20 minutes, at another time per series.
+                let v = ((t + s.len() as i64 * 400_000) % 1_200_000) as f64 / 1000.0;
+                st.append(&labels, t, v);
+            }
+        }
+        let (start, end, step) = (600_000, 6_600_000, 60_000);
+        for (q, sliding, held) in [
+            ("rate(x[1m:15s])", true, true),
+            ("rate(x[1m:15s])", false, false),
+            ("max_over_time(rate(x[1m])[1m:15s])", true, false),
+        ] {
+            let inner = precomputed(&st, q, (start, end, step), sliding);
+            assert_eq!(inner.frozen.is_some(), held, "{q}, sliding {sliding}");
+        }
+        let engine = Engine::new(EngineOptions::default());
+        for q in ["sum(rate(x[1m:15s]))", "rate(x[1m:15s] offset 30s)", "max_over_time(x[2m:1m])"] {
+            let expr = crate::parse(q).unwrap();
+            let answer = |fast| engine.eval_with(&st, &expr, (start, end, step), fast).map(|r| r.value);
+            assert_eq!(format!("{:?}", answer(true)), format!("{:?}", answer(false)), "{q}");
         }
     }
 
