@@ -550,9 +550,10 @@ impl<'a> Evaluator<'a> {
         // where they barely overlap): only worth it when it at least halves the work, or,
         // to slide over, when it holds at most twice a window (the step-by-step path holds
         // one; a last block of two steps, say, halves nothing).
-        // Windows that tile the steps (a minute every minute) make one run and save no
-        // inner step, but held, a range function slides over them instead of building
-        // a row per series and window: a plain selector's are, within a budget.
+        // Windows that tile the steps (a minute every minute) or barely overlap make one
+        // run and save few inner steps or none, but held, a range function slides over
+        // them instead of building a row per series and window: a plain selector's are
+        // held, within a budget.
         let tiled = sliding
             && runs.len() == 1
             && match sq.expr.unparen() {
