@@ -620,6 +620,7 @@ impl Evaluator<'_> {
         steps: &[Timestamp],
     ) -> EResult<Option<Vec<Series>>> {
         match expr.unparen() {
+            Expr::Call(c) if c.func.name == "vector" => Ok(literal_vector(c, steps)),
             Expr::Call(c) => match self.sliding_range_result(c, steps)? {
                 Some(series) => Ok(Some(series)),
                 None => self.each_value_call(c, steps),
@@ -664,12 +665,6 @@ impl Evaluator<'_> {
     /// the one-argument math functions, `clamp`, `clamp_min`, `clamp_max`, `round`,
     /// `label_replace` and `label_join`.
     fn each_value_call(&mut self, c: &Call, steps: &[Timestamp]) -> EResult<Option<Vec<Series>>> {
-        if let ("vector", Some(v)) = (c.func.name, c.args.first().and_then(number)) {
-            // A literal's vector (`or vector(0)`): one series without labels, every step.
-            let points: Vec<Point> = steps.iter().map(|&t| Point { t, v }).collect();
-            let series = (!points.is_empty()).then_some(Series { labels: Labels::empty(), points });
-            return Ok(Some(series.into_iter().collect()));
-        }
         if let Some(f) = super::functions::elementwise_call(c) {
             return self.each_value(&c.args[0], steps, true, |v| Some(f(v)));
         }
@@ -1368,6 +1363,14 @@ fn fused_block(series: usize) -> usize {
 /// The parameter of a [`fusable`] aggregation: its literal quantile, else NaN.
 pub(super) fn fused_param(a: &AggregateExpr) -> f64 {
     a.param.as_ref().and_then(|p| number(p)).unwrap_or(f64::NAN)
+}
+
+/// The whole result of `vector` of a literal (`or vector(0)`): one series without
+/// labels, at every step. `None` for `vector` of anything else.
+fn literal_vector(c: &Call, steps: &[Timestamp]) -> Option<Vec<Series>> {
+    let v = c.args.first().and_then(number)?;
+    let points: Vec<Point> = steps.iter().map(|&t| Point { t, v }).collect();
+    Some((!points.is_empty()).then_some(Series { labels: Labels::empty(), points }).into_iter().collect())
 }
 
 fn collect_nodes<'e>(e: &'e Expr, skip: &dyn Fn(&Expr) -> bool, out: &mut Vec<Node<'e>>) {
