@@ -943,6 +943,9 @@ impl<'a> Evaluator<'a> {
             .map_while(|i: i64| i.checked_mul(self.step).and_then(|d| self.start.checked_add(d)))
             .take_while(|&t| t <= self.end)
             .collect();
+        if let Some(values) = self.scalar_steps(expr, &steps)? {
+            return Ok(Value::Matrix(sliding::scalar_series(&steps, values).into_iter().collect()));
+        }
         if let Some(series) = self.whole_range_result(expr, &steps)? {
             return Ok(Value::Matrix(series));
         }

@@ -611,8 +611,9 @@ impl Evaluator<'_> {
 
     /// The whole result of a range query of `expr` by one of the series-by-series paths:
     /// a sliding call, a fused aggregation, a plain selector, an operation on each value
-    /// of one of those (with a number, a negation, a function such as `abs`), a
-    /// literal's `vector`, or a set operation (`and`, `or`, `unless`) of two of them.
+    /// of one of those (with a scalar of [`scalar_form`], a negation, a function such as
+    /// `abs`), `vector` of such a scalar, or a set operation (`and`, `or`, `unless`) of
+    /// two of them.
     /// `None` where none applies: the step-by-step path answers.
     pub(super) fn whole_range_result(
         &mut self,
@@ -620,7 +621,7 @@ impl Evaluator<'_> {
         steps: &[Timestamp],
     ) -> EResult<Option<Vec<Series>>> {
         match expr.unparen() {
-            Expr::Call(c) if c.func.name == "vector" => Ok(literal_vector(c, steps)),
+            Expr::Call(c) if c.func.name == "vector" => self.vector_range_result(c, steps),
             Expr::Call(c) => match self.sliding_range_result(c, steps)? {
                 Some(series) => Ok(Some(series)),
                 None => self.each_value_call(c, steps),
@@ -650,14 +651,72 @@ impl Evaluator<'_> {
                 let value = move |l: f64, r: f64, v: f64| {
                     super::binary::elem(b.op, l, r, b.return_bool).map(|x| if keep_value { v } else { x })
                 };
-                match (number(&b.lhs), number(&b.rhs)) {
-                    (None, Some(r)) => self.each_value(&b.lhs, steps, drop, |v| value(v, r, v)),
-                    (Some(l), None) => self.each_value(&b.rhs, steps, drop, |v| value(l, v, v)),
-                    _ => Ok(None),
-                }
+                // One side a scalar, the other not: a scalar here is never a whole
+                // result, so the other is the vector or has none.
+                let scalar_left = match (scalar_form(&b.lhs), scalar_form(&b.rhs)) {
+                    (true, false) => true,
+                    (false, true) => false,
+                    _ => return Ok(None),
+                };
+                let (vector, scalar) = if scalar_left { (&b.rhs, &b.lhs) } else { (&b.lhs, &b.rhs) };
+                let Some(scalars) = self.scalar_steps(scalar, steps)? else { return Ok(None) };
+                self.each_value_at(vector, steps, drop, |i, v| match scalar_left {
+                    true => value(scalars[i], v, v),
+                    false => value(v, scalars[i], v),
+                })
             }
             _ => Ok(None),
         }
+    }
+
+    /// The whole result of `vector` of a [`scalar_form`] (`or vector(0)`): one series
+    /// without labels, at every step.
+    fn vector_range_result(&mut self, c: &Call, steps: &[Timestamp]) -> EResult<Option<Vec<Series>>> {
+        let Some(values) = self.scalar_steps(&c.args[0], steps)? else { return Ok(None) };
+        Ok(Some(scalar_series(steps, values).into_iter().collect()))
+    }
+
+    /// The value of a [`scalar_form`] `e` at each of `steps`, without a step-by-step
+    /// evaluation (`None` where a vector in it has no whole result, or `e` is of
+    /// another form).
+    pub(super) fn scalar_steps(&mut self, e: &Expr, steps: &[Timestamp]) -> EResult<Option<Vec<f64>>> {
+        if !self.fast_paths || !scalar_form(e) {
+            return Ok(None);
+        }
+        self.scalar_values(e, steps)
+    }
+
+    fn scalar_values(&mut self, e: &Expr, steps: &[Timestamp]) -> EResult<Option<Vec<f64>>> {
+        Ok(match e.unparen() {
+            Expr::Number(n) => Some(vec![n.value; steps.len()]),
+            Expr::Unary(u) => {
+                let values = self.scalar_values(&u.expr, steps)?;
+                match u.op {
+                    UnaryOp::Neg => values.map(|v| v.into_iter().map(|v| -v).collect()),
+                    UnaryOp::Pos => values,
+                }
+            }
+            Expr::Binary(b) => {
+                let Some(mut l) = self.scalar_values(&b.lhs, steps)? else { return Ok(None) };
+                let Some(r) = self.scalar_values(&b.rhs, steps)? else { return Ok(None) };
+                for (l, r) in l.iter_mut().zip(r) {
+                    *l = super::binary::elem(b.op, *l, r, b.return_bool).unwrap_or(f64::NAN);
+                }
+                Some(l)
+            }
+            Expr::Call(c) => match c.func.name {
+                "time" => Some(steps.iter().map(|&t| t as f64 / 1000.0).collect()),
+                "pi" => Some(vec![std::f64::consts::PI; steps.len()]),
+                // With names removed at the end, a step's vector may hold what the
+                // whole result merges.
+                "scalar" if !self.delayed => match self.whole_range_result(&c.args[0], steps)? {
+                    Some(series) => scalar_of(&series, steps),
+                    None => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        })
     }
 
     /// [`whole_range_result`](Self::whole_range_result) of a call that works on each
@@ -694,7 +753,7 @@ impl Evaluator<'_> {
                 // An invalid pattern or name: the step-by-step path fails as it should.
                 let Ok(relabel) = self.relabel(c, steps[0]) else { return Ok(None) };
                 let labels = |l: Labels| relabel.labels(&l).unwrap_or(l);
-                self.each_series(vector, steps, Some(&labels), Some)
+                self.each_series(vector, steps, Some(&labels), |_, v| Some(v))
             }
             _ => Ok(None),
         }
@@ -709,20 +768,33 @@ impl Evaluator<'_> {
         drop: bool,
         f: impl Fn(f64) -> Option<f64>,
     ) -> EResult<Option<Vec<Series>>> {
+        self.each_value_at(inner, steps, drop, |_, v| f(v))
+    }
+
+    /// [`each_value`](Self::each_value) with `f` also given the position of the value's
+    /// step in `steps`.
+    fn each_value_at(
+        &mut self,
+        inner: &Expr,
+        steps: &[Timestamp],
+        drop: bool,
+        f: impl Fn(usize, f64) -> Option<f64>,
+    ) -> EResult<Option<Vec<Series>>> {
         let without_name = |l: Labels| l.without_metric_name();
         self.each_series(inner, steps, drop.then_some(&without_name), f)
     }
 
-    /// The whole result of `inner` with `f` applied to each value (`None` drops the
-    /// point) and `relabel`, if any, to each label set. `None` when `inner` has no whole
-    /// result, names are removed only at the end, or two series come to share their
-    /// labels (an error or a merge, which the step-by-step path decides step by step).
+    /// The whole result of `inner` with `f` applied to each value (with the position of
+    /// its step; `None` drops the point) and `relabel`, if any, to each label set. `None`
+    /// when `inner` has no whole result, names are removed only at the end, or two
+    /// series come to share their labels (an error or a merge, which the step-by-step
+    /// path decides step by step).
     fn each_series(
         &mut self,
         inner: &Expr,
         steps: &[Timestamp],
         relabel: Option<&dyn Fn(Labels) -> Labels>,
-        f: impl Fn(f64) -> Option<f64>,
+        f: impl Fn(usize, f64) -> Option<f64>,
     ) -> EResult<Option<Vec<Series>>> {
         if self.delayed {
             return Ok(None);
@@ -730,8 +802,15 @@ impl Evaluator<'_> {
         let Some(series) = self.whole_range_result(inner, steps)? else { return Ok(None) };
         let mut out = Vec::with_capacity(series.len());
         for s in series {
-            let points: Vec<Point> =
-                s.points.iter().filter_map(|p| f(p.v).map(|v| Point { t: p.t, v })).collect();
+            let mut points = Vec::with_capacity(s.points.len());
+            let at_steps = at_steps(steps, &s.points, |i, p| {
+                if let Some(v) = f(i, p.v) {
+                    points.push(Point { t: p.t, v });
+                }
+            });
+            if at_steps.is_none() {
+                return Ok(None);
+            }
             if !points.is_empty() {
                 let labels = match relabel {
                     Some(relabel) => relabel(s.labels),
@@ -1365,12 +1444,59 @@ pub(super) fn fused_param(a: &AggregateExpr) -> f64 {
     a.param.as_ref().and_then(|p| number(p)).unwrap_or(f64::NAN)
 }
 
-/// The whole result of `vector` of a literal (`or vector(0)`): one series without
-/// labels, at every step. `None` for `vector` of anything else.
-fn literal_vector(c: &Call, steps: &[Timestamp]) -> Option<Vec<Series>> {
-    let v = c.args.first().and_then(number)?;
-    let points: Vec<Point> = steps.iter().map(|&t| Point { t, v }).collect();
-    Some((!points.is_empty()).then_some(Series { labels: Labels::empty(), points }).into_iter().collect())
+/// Whether `e` is a scalar whose value at each step [`Evaluator::scalar_steps`] finds:
+/// a number, `time()`, `pi()`, `scalar` of a vector, or a negation or an operation of
+/// those. Asked before any of it is evaluated, so that a vector beside it is not
+/// evaluated in vain.
+pub(super) fn scalar_form(e: &Expr) -> bool {
+    match e.unparen() {
+        Expr::Number(_) => true,
+        Expr::Call(c) => matches!(c.func.name, "time" | "pi" | "scalar"),
+        Expr::Unary(u) => scalar_form(&u.expr),
+        Expr::Binary(b) => scalar_form(&b.lhs) && scalar_form(&b.rhs),
+        _ => false,
+    }
+}
+
+/// Calls `f` with each of `points` and the position of its step in `steps`. A whole
+/// result's points are at its steps, in order; `None` if one is not.
+fn at_steps(steps: &[Timestamp], points: &[Point], mut f: impl FnMut(usize, &Point)) -> Option<()> {
+    let mut next = 0;
+    for p in points {
+        // Mostly the next step; a sparse series skips some.
+        let i = match steps.get(next) {
+            Some(&t) if t == p.t => next,
+            _ => next + steps.get(next..)?.binary_search(&p.t).ok()?,
+        };
+        f(i, p);
+        next = i + 1;
+    }
+    Some(())
+}
+
+/// `scalar` of a vector whose whole result is `series`, at each of `steps`: the value
+/// of the one series with a point there, else NaN. `None` if a point is off the steps.
+fn scalar_of(series: &[Series], steps: &[Timestamp]) -> Option<Vec<f64>> {
+    let mut values = vec![f64::NAN; steps.len()];
+    let mut found = vec![0u8; steps.len()];
+    for s in series {
+        at_steps(steps, &s.points, |i, p| {
+            found[i] = found[i].saturating_add(1);
+            values[i] = p.v;
+        })?;
+    }
+    for (v, n) in values.iter_mut().zip(found) {
+        if n != 1 {
+            *v = f64::NAN;
+        }
+    }
+    Some(values)
+}
+
+/// A series without labels of `values` at `steps`; none without steps.
+pub(super) fn scalar_series(steps: &[Timestamp], values: Vec<f64>) -> Option<Series> {
+    let points: Vec<Point> = steps.iter().zip(values).map(|(&t, v)| Point { t, v }).collect();
+    (!points.is_empty()).then_some(Series { labels: Labels::empty(), points })
 }
 
 fn collect_nodes<'e>(e: &'e Expr, skip: &dyn Fn(&Expr) -> bool, out: &mut Vec<Node<'e>>) {
@@ -1487,6 +1613,20 @@ mod tests {
             }
         }
         st
+    }
+
+    /// An evaluator of `expr` over `range` with its selections made in `st`.
+    fn selected<'e>(
+        engine: &'e Engine,
+        st: &MemoryStore,
+        expr: &crate::Expr,
+        (start, end, step): (Timestamp, Timestamp, i64),
+    ) -> crate::eval::Evaluator<'e> {
+        let mut ev = engine.evaluator(start, end, step);
+        let mut planned = Vec::new();
+        ev.plan(expr, start, end, &mut planned).unwrap();
+        ev.select_all(st, planned).unwrap();
+        ev
     }
 
     /// Each step's output, by labels, values by bit pattern.
@@ -1929,10 +2069,7 @@ mod tests {
             let expr = crate::parse(q).unwrap();
             let crate::Expr::Call(c) = &expr else { panic!("{q}: not a call") };
             let engine = Engine::default();
-            let mut ev = engine.evaluator(range.0, range.1, range.2);
-            let mut planned = Vec::new();
-            ev.plan(&expr, range.0, range.1, &mut planned).unwrap();
-            ev.select_all(&st, planned).unwrap();
+            let mut ev = selected(&engine, &st, &expr, range);
             let steps: Vec<Timestamp> = (range.0..=range.1).step_by(range.2 as usize).collect();
             let series = ev.slide_subquery_series(c, &steps, 5).unwrap().expect("slides");
             let mut names: Vec<String> = series.iter().map(|(_, s)| s.labels.to_string()).collect();
@@ -1981,10 +2118,7 @@ mod tests {
         let expr = crate::parse("sum_over_time(g[1m])").unwrap();
         let crate::Expr::Call(c) = &expr else { panic!() };
         let engine = Engine::default();
-        let mut ev = engine.evaluator(0, 290_000, 10_000);
-        let mut planned = Vec::new();
-        ev.plan(&expr, 0, 290_000, &mut planned).unwrap();
-        ev.select_all(&st, planned).unwrap();
+        let mut ev = selected(&engine, &st, &expr, (0, 290_000, 10_000));
         let steps: Vec<Timestamp> = (0..30).map(|i| i * 10_000).collect();
         // Two blocks of steps: the second resumes where the first stopped.
         let mut emitted = 0;
@@ -2102,6 +2236,58 @@ mod tests {
                     other => panic!("{q}: {other:?}"),
                 };
             assert_eq!(order(true), order(false), "{q}");
+        }
+    }
+
+    /// Scalars over a range (`time()`, `scalar` of a whole result, operations of them)
+    /// and vectors beside them are computed over all steps at once, with the
+    /// step-by-step path's answers bit for bit.
+    #[test]
+    fn scalars_over_a_range_agree_with_the_step_by_step_path() {
+        let st = store();
+        let scalars = [
+            "time()",
+            "-time() / 60 + pi()",
+            "2 ^ 3",
+            "scalar(sum(mem_bytes))",
+            "scalar(mem_bytes)",
+            "scalar(mem_bytes{wl=\"b\",code=\"200\",pod=\"1\"})",
+            "scalar(rate(req_total{wl=\"a\"}[1m]))",
+            "time() > bool scalar(sum(req_total))",
+            "+(time() % 7) - scalar(nothing)",
+        ];
+        let vectors = [
+            "vector(time())",
+            "vector(scalar(max(mem_bytes)) * 2)",
+            "time() - mem_bytes",
+            "mem_bytes / scalar(sum(mem_bytes))",
+            "rate(req_total[1m]) > scalar(avg(rate(req_total[1m])))",
+            "scalar(count(mem_bytes)) < bool mem_bytes",
+            "abs(req_total - time() / 10)",
+            // Series with gaps between their steps.
+            "(mem_bytes > 3) - time() + scalar(req_total{wl=\"a\",code=\"200\"} > 4)",
+            "sum by (wl) (mem_bytes) * scalar(mem_bytes{wl=\"c\",code=\"500\",pod=\"2\"}) or vector(time())",
+        ];
+        let whole: Vec<&str> = scalars.iter().chain(&vectors).copied().collect();
+        assert_paths_agree(&st, &whole, |_, _| {});
+        let range = (30_000, 600_000, 7_000);
+        let steps: Vec<Timestamp> = (range.0..=range.1).step_by(range.2 as usize).collect();
+        let engine = Engine::default();
+        let has_whole = |q: &str| {
+            let expr = crate::parse(q).unwrap();
+            let mut ev = selected(&engine, &st, &expr, range);
+            let scalar = ev.scalar_steps(&expr, &steps).unwrap().is_some();
+            (scalar, ev.whole_range_result(&expr, &steps).unwrap().is_some())
+        };
+        for q in scalars {
+            assert_eq!(has_whole(q), (true, false), "{q}");
+        }
+        for q in vectors {
+            assert_eq!(has_whole(q), (false, true), "{q}");
+        }
+        // A scalar of a vector without a whole result, or a scalar of another form.
+        for q in ["scalar(mem_bytes * on (wl, code, pod) req_total)", "time() - timestamp(mem_bytes)"] {
+            assert_eq!(has_whole(q), (false, false), "{q}");
         }
     }
 
