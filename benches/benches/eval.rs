@@ -142,6 +142,12 @@ fn eval(c: &mut Criterion) {
         // The HPA idiom: a sum that defaults to 0 where nothing matched, from the sum's
         // whole result and the literal's (set operations are not step by step).
         range("range_sum_rate_or_vector", "sum(rate(istio_requests_total[1m])) or vector(0)");
+        // The 5xx ratio of each workload: two fused sums, joined series by series.
+        range(
+            "range_error_ratio",
+            "sum by (destination_workload) (rate(istio_requests_total{response_code=~\"5..\"}[1m])) \
+             / sum by (destination_workload) (rate(istio_requests_total[1m]))",
+        );
         // Each step's rates against those pinned at the end: the pinned sum is step
         // invariant, evaluated once (at each step it would cost an instant query).
         range(

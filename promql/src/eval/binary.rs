@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use super::{exec_error, gomath, Compat, EResult, EvalError, Evaluator, S, V};
 use crate::ast::{BinaryExpr, BinaryOp, GroupSide, VectorMatching};
 use crate::labels::{Labels, LabelsMap, LabelsSet, NAME_LABELS};
-use crate::value::{Series, Timestamp};
+use crate::value::{Point, Series, Timestamp};
 
 /// Arithmetic with Go's float semantics (`%` is `math.Mod`, `^` is `math.Pow`).
 pub(crate) fn arith(op: BinaryOp, l: f64, r: f64) -> f64 {
@@ -431,6 +431,123 @@ pub(super) fn or_range(
         same
     });
     lhs
+}
+
+/// An arithmetic operation or a comparison between two vectors ([`Evaluator::join`])
+/// over all steps of a range query at once, from the whole results of its sides: each
+/// pair of series matched by signature gives the values at the steps where both have
+/// one, under its result labels (pairs at different steps may share them, as a series
+/// that comes back under new labels does). `None` where a step might fail or merge,
+/// which the step-by-step path decides: two series of one signature at one step on
+/// the "one" side, two pairs of the same result labels at one step (one-to-one, two
+/// of a signature on the "many" side: their labels are the signature), or `fill`.
+pub(super) fn join_range(
+    b: &BinaryExpr,
+    lhs: &[Series],
+    rhs: &[Series],
+    compat: Compat,
+) -> Option<Vec<Series>> {
+    if b.fill.is_some() {
+        return None;
+    }
+    let matching = b.matching.as_ref();
+    let group = matching.and_then(|m| m.group.as_ref());
+    let one_to_many = matches!(group, Some((GroupSide::Right, _)));
+    let (many, one) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
+    let mut one_by_sig: LabelsMap<Vec<&Series>> = LabelsMap::default();
+    for s in one {
+        one_by_sig.entry(signature(&s.labels, matching)).or_default().push(s);
+    }
+    if one_by_sig.values().any(|group| meet(group)) {
+        return None;
+    }
+    let drops = drops_name(b.op, compat);
+    let join = Join {
+        b,
+        matching,
+        group,
+        one_to_many,
+        compat,
+        drops,
+        matched: LabelsMap::default(),
+        out: Vec::new(),
+    };
+    // Each result series with the steps its pairs were at, whether a comparison kept
+    // the values or not (Prometheus 3 finds a clash before it filters).
+    let mut out: Vec<(Series, Vec<Timestamp>)> = Vec::new();
+    let mut by_labels: LabelsMap<usize> = LabelsMap::default();
+    for ms in many {
+        let sig = signature(&ms.labels, matching);
+        let Some(ones) = one_by_sig.get(&sig) else { continue };
+        for os in ones {
+            let mut labels = join.result_labels(&ms.labels, &os.labels, &sig);
+            if b.return_bool {
+                labels = labels.without_metric_name();
+            }
+            let (points, at) = paired_points(&ms.points, &os.points, |m, o| {
+                let (l, r) = if one_to_many { (o, m) } else { (m, o) };
+                elem(b.op, l, r, b.return_bool)
+            });
+            if at.is_empty() {
+                continue;
+            }
+            match by_labels.entry(labels) {
+                Entry::Vacant(e) => {
+                    out.push((Series { labels: e.key().clone(), points }, at));
+                    e.insert(out.len() - 1);
+                }
+                Entry::Occupied(e) => {
+                    let (series, steps) = &mut out[*e.get()];
+                    steps.extend(at);
+                    steps.sort_unstable();
+                    if steps.windows(2).any(|w| w[0] == w[1]) {
+                        return None;
+                    }
+                    series.points.extend(points);
+                    series.points.sort_by_key(|p| p.t);
+                }
+            }
+        }
+    }
+    let mut out: Vec<Series> = out.into_iter().map(|(s, _)| s).filter(|s| !s.points.is_empty()).collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Some(out)
+}
+
+/// Whether two of `series` have a point at the same time.
+fn meet(series: &[&Series]) -> bool {
+    if series.len() < 2 {
+        return false;
+    }
+    let mut times: Vec<Timestamp> = series.iter().flat_map(|s| s.points.iter().map(|p| p.t)).collect();
+    times.sort_unstable();
+    times.windows(2).any(|w| w[0] == w[1])
+}
+
+/// `f` of the values of `a` and `b` at each time both have a point (`None` drops it),
+/// and those times.
+fn paired_points(
+    a: &[Point],
+    b: &[Point],
+    f: impl Fn(f64, f64) -> Option<f64>,
+) -> (Vec<Point>, Vec<Timestamp>) {
+    let mut out = Vec::with_capacity(a.len().min(b.len()));
+    let mut at = Vec::with_capacity(a.len().min(b.len()));
+    let (mut i, mut j) = (0, 0);
+    while let (Some(p), Some(q)) = (a.get(i), b.get(j)) {
+        match p.t.cmp(&q.t) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                if let Some(v) = f(p.v, q.v) {
+                    out.push(Point { t: p.t, v });
+                }
+                at.push(p.t);
+                (i, j) = (i + 1, j + 1);
+            }
+        }
+    }
+    (out, at)
 }
 
 /// The steps at which each signature is in `series`, in order.

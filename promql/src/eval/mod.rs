@@ -594,6 +594,10 @@ pub(crate) enum V {
 
 pub(crate) type EResult<T> = Result<T, EvalError>;
 
+/// How many steps of selected series ([`Evaluator::worth_splitting`]) make a range
+/// query's steps worth splitting over the cores.
+const SPLIT_STEP_WORK: usize = 20_000;
+
 /// How many series an instant selection needs before its windows and functions are
 /// computed on two threads or more ([`Evaluator::map_series`]).
 const PARALLEL_SERIES: usize = 16_384;
@@ -1260,13 +1264,18 @@ impl<'a> Evaluator<'a> {
     ) -> EResult<Vec<(Timestamp, R)>> {
         // A step-invariant expression is evaluated once: split, it would be once a core;
         // so are its kept parts, before the split.
-        let work = steps.len() * self.selected.values().map(|s| s.len()).sum::<usize>();
-        let split = self.splits(steps, work >= 20_000 && !self.is_kept_invariant(expr));
+        let split = self.splits(steps, self.worth_splitting(steps) && !self.is_kept_invariant(expr));
         if let (true, Some(&first)) = (split, steps.first()) {
             self.evaluate_kept_parts(expr, first)?;
         }
         let parts = self.over_step_parts(steps, grid, split, &|ev, part| ev.steps(expr, part, finish))?;
         Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// Whether the steps of an expression of this evaluator's selections make enough
+    /// work to split over the cores: a step of each selected series counts one.
+    pub(super) fn worth_splitting(&self, steps: &[Timestamp]) -> bool {
+        steps.len() * self.selected.values().map(|s| s.len()).sum::<usize>() >= SPLIT_STEP_WORK
     }
 
     /// Whether [`over_step_parts`](Self::over_step_parts) splits `steps` that are

@@ -10,7 +10,7 @@
 use super::kernels::{self, CounterKind, Laned};
 use super::{Compat, EResult, Evaluator, S};
 use crate::ast::{
-    AggregateExpr, BinaryOp, Call, Expr, MatrixSelector, SubqueryExpr, UnaryOp, VectorSelector,
+    AggregateExpr, BinaryExpr, BinaryOp, Call, Expr, MatrixSelector, SubqueryExpr, UnaryOp, VectorSelector,
 };
 use crate::labels::{Labels, LabelsMap, LabelsSet};
 use crate::storage::{partition_point_near, SelectedSeries};
@@ -656,6 +656,7 @@ impl Evaluator<'_> {
                 let scalar_left = match (scalar_form(&b.lhs), scalar_form(&b.rhs)) {
                     (true, false) => true,
                     (false, true) => false,
+                    (false, false) if !self.delayed => return self.join_range_result(b, steps),
                     _ => return Ok(None),
                 };
                 let (vector, scalar) = if scalar_left { (&b.rhs, &b.lhs) } else { (&b.lhs, &b.rhs) };
@@ -667,6 +668,32 @@ impl Evaluator<'_> {
             }
             _ => Ok(None),
         }
+    }
+
+    /// The whole result of an arithmetic operation or a comparison between two vectors
+    /// ([`join_range`](super::binary::join_range)), over the cores in parts of the steps
+    /// where the step-by-step path would split them too: each side's own split would
+    /// leave a core idle while the other side is computed, or not split where the two
+    /// together would.
+    fn join_range_result(&mut self, b: &BinaryExpr, steps: &[Timestamp]) -> EResult<Option<Vec<Series>>> {
+        let parts = self.over_step_parts(steps, self.step, self.worth_splitting(steps), &|ev, part| {
+            // As for set operations, the right side first.
+            let Some(rhs) = ev.whole_range_result(&b.rhs, part)? else { return Ok(None) };
+            let Some(lhs) = ev.whole_range_result(&b.lhs, part)? else { return Ok(None) };
+            Ok(super::binary::join_range(b, &lhs, &rhs, ev.opts.compat))
+        })?;
+        if parts.len() == 1 {
+            return Ok(parts.into_iter().next().flatten());
+        }
+        let mut merged = ByLabels::default();
+        for part in parts {
+            let Some(part) = part else { return Ok(None) };
+            // A part's series have labels of their own (`join_range`).
+            merged.add(part.into_iter().map(|s| (0, s)).collect());
+        }
+        let mut out = merged.series;
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(Some(out))
     }
 
     /// The whole result of `vector` of a [`scalar_form`] (`or vector(0)`): one series
@@ -1629,6 +1656,18 @@ mod tests {
         ev
     }
 
+    /// Whether `q`, a range query from 30 s to 10 min every 7 s, is a scalar with values
+    /// for all steps at once, and whether it has a whole result.
+    fn whole_paths(st: &MemoryStore, q: &str) -> (bool, bool) {
+        let range = (30_000, 600_000, 7_000);
+        let steps: Vec<Timestamp> = (range.0..=range.1).step_by(range.2 as usize).collect();
+        let engine = Engine::default();
+        let expr = crate::parse(q).unwrap();
+        let mut ev = selected(&engine, st, &expr, range);
+        let scalar = ev.scalar_steps(&expr, &steps).unwrap().is_some();
+        (scalar, ev.whole_range_result(&expr, &steps).unwrap().is_some())
+    }
+
     /// Each step's output, by labels, values by bit pattern.
     type Steps = BTreeMap<Timestamp, BTreeMap<String, u64>>;
 
@@ -2092,11 +2131,22 @@ mod tests {
         let st = store();
         let serial = Engine::new(EngineOptions { parallel: false, ..EngineOptions::default() });
         let pool = Engine::default();
-        for q in ["rate(req_total[1m])", "sum by (wl) (rate(req_total[1m]))", "max_over_time(mem_bytes[1m])"]
-        {
+        let queries = [
+            "rate(req_total[1m])",
+            "sum by (wl) (rate(req_total[1m]))",
+            "max_over_time(mem_bytes[1m])",
+            // Joined in parts of the steps, one a core, the parts met by labels.
+            "sum by (wl) (rate(req_total[1m])) / sum by (wl) (mem_bytes)",
+            "mem_bytes > on (wl, code, pod) group_left rate(req_total[1m])",
+        ];
+        for q in queries {
             let run =
                 |e: &Engine| e.range_query(&st, q, 30_000, 600_000, 50).map(|r| format!("{:?}", r.value));
             assert_eq!(run(&serial), run(&pool), "{q}");
+            assert_eq!(
+                steps_of(&st, q, (30_000, 600_000, 50), true),
+                steps_of(&st, q, (30_000, 600_000, 50), false)
+            );
         }
     }
 
@@ -2270,15 +2320,7 @@ mod tests {
         ];
         let whole: Vec<&str> = scalars.iter().chain(&vectors).copied().collect();
         assert_paths_agree(&st, &whole, |_, _| {});
-        let range = (30_000, 600_000, 7_000);
-        let steps: Vec<Timestamp> = (range.0..=range.1).step_by(range.2 as usize).collect();
-        let engine = Engine::default();
-        let has_whole = |q: &str| {
-            let expr = crate::parse(q).unwrap();
-            let mut ev = selected(&engine, &st, &expr, range);
-            let scalar = ev.scalar_steps(&expr, &steps).unwrap().is_some();
-            (scalar, ev.whole_range_result(&expr, &steps).unwrap().is_some())
-        };
+        let has_whole = |q: &str| whole_paths(&st, q);
         for q in scalars {
             assert_eq!(has_whole(q), (true, false), "{q}");
         }
@@ -2286,8 +2328,82 @@ mod tests {
             assert_eq!(has_whole(q), (false, true), "{q}");
         }
         // A scalar of a vector without a whole result, or a scalar of another form.
-        for q in ["scalar(mem_bytes * on (wl, code, pod) req_total)", "time() - timestamp(mem_bytes)"] {
+        for q in ["scalar(sort(mem_bytes))", "time() - timestamp(mem_bytes)"] {
             assert_eq!(has_whole(q), (false, false), "{q}");
+        }
+    }
+
+    /// Arithmetic and comparisons between two vectors with whole results are joined
+    /// series by series over the range, with the step-by-step path's answers bit for
+    /// bit, and its errors where a step fails; where one might, the step-by-step path
+    /// answers.
+    #[test]
+    fn joins_of_whole_results_agree_with_the_step_by_step_path() {
+        let mut st = store();
+        // Series that come back under new labels: two of a signature at different steps
+        // (a sample stays five minutes), on either side; and two at the same steps.
+        let series = [
+            ("one", "", 0..61),
+            ("old", "1", 0..11),
+            ("old", "2", 45..61),
+            ("twice", "1", 0..11),
+            ("twice", "2", 45..61),
+            ("dup", "1", 0..61),
+            ("dup", "2", 20..61),
+        ];
+        for (name, x, scrapes) in series {
+            // An empty value is no label.
+            let labels = Labels::from_pairs([
+                ("__name__", name),
+                ("job", "a"),
+                (if name == "old" { "v" } else { "x" }, x),
+            ]);
+            for i in scrapes {
+                st.append(&labels, i * 10_000, (i * i % 17) as f64);
+            }
+        }
+        let whole = [
+            "mem_bytes / req_total",
+            "mem_bytes > req_total",
+            "mem_bytes >= bool req_total",
+            "rate(req_total[1m]) / on (wl, code, pod) mem_bytes",
+            "mem_bytes % ignoring (code) group_left sum without (code) (mem_bytes)",
+            "sum by (wl) (mem_bytes) - on (wl) group_right sum by (wl, code) (req_total)",
+            "sum by (wl) (rate(req_total[1m])) / sum by (wl) (mem_bytes) < 1",
+            "mem_bytes * on (wl, code, pod) group_left (x) label_replace(req_total, \"x\", \"$1\", \"pod\", \"(.*)\")",
+            "mem_bytes atan2 req_total",
+            "(mem_bytes ^ on (wl, pod, code) req_total) == bool 1",
+            "old / on (job) one",
+            "old / ignoring (v) one",
+            "one / on (job) old",
+            "one != on (job) old",
+            "one * on (job) group_left (x) twice",
+            "twice - on (job) group_right one",
+            "dup / on (job) group_left one",
+            "dup > on (job) group_left one",
+            "mem_bytes / nothing",
+        ];
+        assert_paths_agree(&st, &whole, |_, _| {});
+        // Two of a signature at a step on the "one" side, or one-to-one on either: an
+        // error where the step-by-step path meets them.
+        let steps_decide = [
+            "one / on (job) dup",
+            "dup / on (job) one",
+            "old + on (job) group_left dup",
+            "one + on (job) group_left (x) dup",
+        ];
+        in_each_mode(|engine| {
+            for q in steps_decide.iter().chain(&whole) {
+                let [fast, slow] = both_paths(engine, &st, q, (30_000, 600_000, 7_000));
+                assert_eq!(fast, slow, "{q}");
+            }
+        });
+        let has_whole = |q: &str| whole_paths(&st, q).1;
+        for q in whole {
+            assert!(has_whole(q), "{q}");
+        }
+        for q in steps_decide {
+            assert!(!has_whole(q), "{q}");
         }
     }
 
