@@ -439,8 +439,11 @@ pub(super) fn or_range(
 /// one, under its result labels (pairs at different steps may share them, as a series
 /// that comes back under new labels does). `None` where a step might fail or merge,
 /// which the step-by-step path decides: two series of one signature at one step on
-/// the "one" side, two pairs of the same result labels at one step (one-to-one, two
-/// of a signature on the "many" side: their labels are the signature), or `fill`.
+/// the "one" side; one-to-one, two pairs of one signature at one step (a second match,
+/// whether their result labels differ, as names kept make them, or not); two pairs of
+/// the same result labels at one step; or `fill`. Pairs count whether a comparison
+/// keeps their values or not: Prometheus 3 finds a clash before it filters (2 after,
+/// where the step-by-step path answers, then, as 2 did).
 pub(super) fn join_range(
     b: &BinaryExpr,
     lhs: &[Series],
@@ -472,17 +475,16 @@ pub(super) fn join_range(
         matched: LabelsMap::default(),
         out: Vec::new(),
     };
-    // Each result series with the steps its pairs were at, whether a comparison kept
-    // the values or not (Prometheus 3 finds a clash before it filters).
-    let mut out: Vec<(Series, Vec<Timestamp>)> = Vec::new();
-    let mut by_labels: LabelsMap<usize> = LabelsMap::default();
+    // The steps each match group (one-to-one) and each result label set was paired
+    // at, and the result series.
+    let mut group_steps: LabelsMap<PairedSteps> = LabelsMap::default();
+    let mut by_labels: LabelsMap<(Vec<Point>, PairedSteps)> = LabelsMap::default();
     for ms in many {
         let sig = signature(&ms.labels, matching);
         let Some(ones) = one_by_sig.get(&sig) else { continue };
         for os in ones {
-            let mut labels = join.result_labels(&ms.labels, &os.labels, &sig);
-            if b.return_bool {
-                labels = labels.without_metric_name();
+            if !overlap(&ms.points, &os.points) {
+                continue;
             }
             let (points, at) = paired_points(&ms.points, &os.points, |m, o| {
                 let (l, r) = if one_to_many { (o, m) } else { (m, o) };
@@ -491,27 +493,64 @@ pub(super) fn join_range(
             if at.is_empty() {
                 continue;
             }
-            match by_labels.entry(labels) {
-                Entry::Vacant(e) => {
-                    out.push((Series { labels: e.key().clone(), points }, at));
-                    e.insert(out.len() - 1);
-                }
-                Entry::Occupied(e) => {
-                    let (series, steps) = &mut out[*e.get()];
-                    steps.extend(at);
-                    steps.sort_unstable();
-                    if steps.windows(2).any(|w| w[0] == w[1]) {
-                        return None;
-                    }
-                    series.points.extend(points);
-                    series.points.sort_by_key(|p| p.t);
-                }
+            if group.is_none() {
+                group_steps.entry(sig.clone()).or_default().add(&at);
             }
+            let mut labels = join.result_labels(&ms.labels, &os.labels, &sig);
+            if b.return_bool {
+                labels = labels.without_metric_name();
+            }
+            let (series, steps) = by_labels.entry(labels).or_default();
+            series.extend(points);
+            steps.add(&at);
         }
     }
-    let mut out: Vec<Series> = out.into_iter().map(|(s, _)| s).filter(|s| !s.points.is_empty()).collect();
+    if group_steps.values_mut().any(PairedSteps::clash) || by_labels.values_mut().any(|(_, at)| at.clash()) {
+        return None;
+    }
+    let mut out: Vec<Series> = by_labels
+        .into_iter()
+        .filter(|(_, (points, _))| !points.is_empty())
+        .map(|(labels, (mut points, at))| {
+            if at.pairs > 1 {
+                points.sort_by_key(|p| p.t);
+            }
+            Series { labels, points }
+        })
+        .collect();
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     Some(out)
+}
+
+/// The steps at which some pairs of series of [`join_range`] were both there.
+#[derive(Default)]
+struct PairedSteps {
+    times: Vec<Timestamp>,
+    pairs: usize,
+}
+
+impl PairedSteps {
+    fn add(&mut self, at: &[Timestamp]) {
+        self.times.extend_from_slice(at);
+        self.pairs += 1;
+    }
+
+    /// Whether two of the pairs were there at one step.
+    fn clash(&mut self) -> bool {
+        if self.pairs < 2 {
+            return false;
+        }
+        self.times.sort_unstable();
+        self.times.windows(2).any(|w| w[0] == w[1])
+    }
+}
+
+/// Whether the spans of `a` and `b` overlap: else they have no time in common.
+fn overlap(a: &[Point], b: &[Point]) -> bool {
+    match (a.first(), a.last(), b.first(), b.last()) {
+        (Some(a0), Some(a1), Some(b0), Some(b1)) => a0.t <= b1.t && b0.t <= a1.t,
+        _ => false,
+    }
 }
 
 /// Whether two of `series` have a point at the same time.

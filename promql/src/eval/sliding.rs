@@ -676,10 +676,14 @@ impl Evaluator<'_> {
     /// leave a core idle while the other side is computed, or not split where the two
     /// together would.
     fn join_range_result(&mut self, b: &BinaryExpr, steps: &[Timestamp]) -> EResult<Option<Vec<Series>>> {
+        if !self.fast_paths {
+            return Ok(None);
+        }
         let parts = self.over_step_parts(steps, self.step, self.worth_splitting(steps), &|ev, part| {
             // As for set operations, the right side first.
             let Some(rhs) = ev.whole_range_result(&b.rhs, part)? else { return Ok(None) };
             let Some(lhs) = ev.whole_range_result(&b.lhs, part)? else { return Ok(None) };
+            ev.check_deadline()?;
             Ok(super::binary::join_range(b, &lhs, &rhs, ev.opts.compat))
         })?;
         if parts.len() == 1 {
@@ -688,8 +692,10 @@ impl Evaluator<'_> {
         let mut merged = ByLabels::default();
         for part in parts {
             let Some(part) = part else { return Ok(None) };
-            // A part's series have labels of their own (`join_range`).
-            merged.add(part.into_iter().map(|s| (0, s)).collect());
+            // A part's series have labels of their own (`join_range`): never false.
+            if !merged.add(part.into_iter().map(|s| (0, s)).collect()) {
+                return Ok(None);
+            }
         }
         let mut out = merged.series;
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -710,6 +716,7 @@ impl Evaluator<'_> {
         if !self.fast_paths || !scalar_form(e) {
             return Ok(None);
         }
+        self.check_deadline()?;
         self.scalar_values(e, steps)
     }
 
@@ -1473,14 +1480,19 @@ pub(super) fn fused_param(a: &AggregateExpr) -> f64 {
 
 /// Whether `e` is a scalar whose value at each step [`Evaluator::scalar_steps`] finds:
 /// a number, `time()`, `pi()`, `scalar` of a vector, or a negation or an operation of
-/// those. Asked before any of it is evaluated, so that a vector beside it is not
-/// evaluated in vain.
+/// those (not the trim operators, which the step-by-step path refuses). Known from the
+/// expression alone: which side of an operation is the scalar is asked before either
+/// is evaluated.
 pub(super) fn scalar_form(e: &Expr) -> bool {
     match e.unparen() {
         Expr::Number(_) => true,
         Expr::Call(c) => matches!(c.func.name, "time" | "pi" | "scalar"),
         Expr::Unary(u) => scalar_form(&u.expr),
-        Expr::Binary(b) => scalar_form(&b.lhs) && scalar_form(&b.rhs),
+        Expr::Binary(b) => {
+            !matches!(b.op, BinaryOp::TrimUpper | BinaryOp::TrimLower)
+                && scalar_form(&b.lhs)
+                && scalar_form(&b.rhs)
+        }
         _ => false,
     }
 }
@@ -2327,8 +2339,9 @@ mod tests {
         for q in vectors {
             assert_eq!(has_whole(q), (false, true), "{q}");
         }
-        // A scalar of a vector without a whole result, or a scalar of another form.
-        for q in ["scalar(sort(mem_bytes))", "time() - timestamp(mem_bytes)"] {
+        // A scalar of a vector without a whole result, or a scalar of another form (the
+        // trim operators are refused step by step).
+        for q in ["scalar(sort(mem_bytes))", "time() - timestamp(mem_bytes)", "mem_bytes * (time() </ 1)"] {
             assert_eq!(has_whole(q), (false, false), "{q}");
         }
     }
@@ -2382,11 +2395,16 @@ mod tests {
             "dup / on (job) group_left one",
             "dup > on (job) group_left one",
             "mem_bytes / nothing",
+            // Grouped, the names kept tell the matches apart.
+            "{__name__=~\"mem_bytes|req_total\"} >= ignoring (code) group_left sum without (code) (mem_bytes)",
         ];
         assert_paths_agree(&st, &whole, |_, _| {});
         // Two of a signature at a step on the "one" side, or one-to-one on either: an
         // error where the step-by-step path meets them.
         let steps_decide = [
+            // Names kept make the two matches' labels differ.
+            "{__name__=~\"mem_bytes|req_total\"} > mem_bytes",
+            "{__name__=~\"mem_bytes|req_total\"} < ignoring (code) sum without (code) (mem_bytes)",
             "one / on (job) dup",
             "dup / on (job) one",
             "old + on (job) group_left dup",
