@@ -635,6 +635,9 @@ impl Evaluator<'_> {
             // The right side first: it is mostly the lighter, and when it has no whole
             // result the left's is not computed in vain.
             Expr::Binary(b) if b.op.is_set_operator() && !self.delayed => {
+                if !may_have_whole(expr) {
+                    return Ok(None);
+                }
                 let Some(rhs) = self.whole_range_result(&b.rhs, steps)? else { return Ok(None) };
                 let Some(lhs) = self.whole_range_result(&b.lhs, steps)? else { return Ok(None) };
                 let matching = b.matching.as_ref();
@@ -651,6 +654,9 @@ impl Evaluator<'_> {
                 let value = move |l: f64, r: f64, v: f64| {
                     super::binary::elem(b.op, l, r, b.return_bool).map(|x| if keep_value { v } else { x })
                 };
+                if !may_have_whole(expr) {
+                    return Ok(None);
+                }
                 // One side a scalar, the other not: a scalar here is never a whole
                 // result, so the other is the vector or has none.
                 let scalar_left = match (scalar_form(&b.lhs), scalar_form(&b.rhs)) {
@@ -1486,13 +1492,46 @@ pub(super) fn fused_param(a: &AggregateExpr) -> f64 {
 pub(super) fn scalar_form(e: &Expr) -> bool {
     match e.unparen() {
         Expr::Number(_) => true,
-        Expr::Call(c) => matches!(c.func.name, "time" | "pi" | "scalar"),
+        Expr::Call(c) => match c.func.name {
+            "time" | "pi" => true,
+            "scalar" => c.args.first().is_some_and(may_have_whole),
+            _ => false,
+        },
         Expr::Unary(u) => scalar_form(&u.expr),
         Expr::Binary(b) => {
             !matches!(b.op, BinaryOp::TrimUpper | BinaryOp::TrimLower)
                 && scalar_form(&b.lhs)
                 && scalar_form(&b.rhs)
         }
+        _ => false,
+    }
+}
+
+/// Whether `e` is of a form that [`Evaluator::whole_range_result`] may answer (whether
+/// it does is known once evaluated): asked of both sides of an operation before either
+/// is computed, so that one is not computed in vain when the other has no whole result.
+fn may_have_whole(e: &Expr) -> bool {
+    match e.unparen() {
+        Expr::Call(c) if c.func.name == "vector" => c.args.first().is_some_and(scalar_form),
+        Expr::Call(c) if range_arg(c).is_some() => kind(c, Compat::Prometheus3).is_some(),
+        Expr::Call(c) => {
+            let each_value = super::functions::elementwise_call(c).is_some()
+                || matches!(
+                    c.func.name,
+                    "clamp" | "clamp_min" | "clamp_max" | "round" | "label_replace" | "label_join"
+                );
+            each_value && c.args.first().is_some_and(may_have_whole)
+        }
+        Expr::Aggregate(a) => Input::of(a).is_some(),
+        Expr::VectorSelector(_) => true,
+        Expr::Unary(u) => u.op == UnaryOp::Neg && may_have_whole(&u.expr),
+        Expr::Binary(b) if b.op.is_set_operator() => may_have_whole(&b.lhs) && may_have_whole(&b.rhs),
+        Expr::Binary(b) => match (scalar_form(&b.lhs), scalar_form(&b.rhs)) {
+            (true, true) => false,
+            (true, false) => may_have_whole(&b.rhs),
+            (false, true) => may_have_whole(&b.lhs),
+            (false, false) => may_have_whole(&b.lhs) && may_have_whole(&b.rhs),
+        },
         _ => false,
     }
 }
@@ -1677,7 +1716,10 @@ mod tests {
         let expr = crate::parse(q).unwrap();
         let mut ev = selected(&engine, st, &expr, range);
         let scalar = ev.scalar_steps(&expr, &steps).unwrap().is_some();
-        (scalar, ev.whole_range_result(&expr, &steps).unwrap().is_some())
+        let whole = ev.whole_range_result(&expr, &steps).unwrap().is_some();
+        // The check before evaluating never turns a whole result away.
+        assert!(!whole || super::may_have_whole(&expr), "{q}");
+        (scalar, whole)
     }
 
     /// Each step's output, by labels, values by bit pattern.
