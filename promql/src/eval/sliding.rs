@@ -2372,7 +2372,14 @@ mod tests {
             "(mem_bytes > 3) - time() + scalar(req_total{wl=\"a\",code=\"200\"} > 4)",
             "sum by (wl) (mem_bytes) * scalar(mem_bytes{wl=\"c\",code=\"500\",pod=\"2\"}) or vector(time())",
         ];
-        let whole: Vec<&str> = scalars.iter().chain(&vectors).copied().collect();
+        // Inside subqueries, whose inner steps (shifted by offsets) go step by step.
+        let inner = [
+            "max_over_time(vector(time())[5m:1m] offset 1m)",
+            "avg_over_time((time() - mem_bytes)[2m:30s])",
+            "sum_over_time((mem_bytes / scalar(sum(req_total)))[1m:7s] offset -20s)",
+            "last_over_time((rate(req_total[1m]) > bool scalar(max(rate(req_total[1m]))) / 2)[90s:])",
+        ];
+        let whole: Vec<&str> = scalars.iter().chain(&vectors).chain(&inner).copied().collect();
         assert_paths_agree(&st, &whole, |_, _| {});
         let has_whole = |q: &str| whole_paths(&st, q);
         for q in scalars {
