@@ -280,6 +280,41 @@ struct GroupKeys {
     address_hits: usize,
 }
 
+/// `count` or `group` (`a`, without a parameter) over all steps of a range query at
+/// once, from `inner`, the whole result of its argument: how many of its series (or
+/// whether any) each group has at each step. Neither depends on the order in which the
+/// series come, which a whole result does not keep (the step-by-step path's vectors
+/// set it, and a sum's last bits follow it). `None` if a point is off the steps.
+pub(super) fn count_range(a: &AggregateExpr, inner: &[Series], steps: &[Timestamp]) -> Option<Vec<Series>> {
+    let mut keys = GroupKeys::default();
+    let mut counts: Vec<Vec<u32>> = Vec::new();
+    for s in inner {
+        let (g, new) = keys.find_or_add(&s.labels, a.grouping.as_ref());
+        if new {
+            counts.push(vec![0; steps.len()]);
+        }
+        let group = &mut counts[g];
+        super::sliding::at_steps(steps, &s.points, |i, _| group[i] += 1)?;
+    }
+    let only_whether = a.op == AggregateOp::Group;
+    let mut out: Vec<Series> = keys
+        .keys
+        .into_iter()
+        .zip(counts)
+        .filter_map(|(labels, counts)| {
+            let points: Vec<Point> = steps
+                .iter()
+                .zip(counts)
+                .filter(|&(_, n)| n > 0)
+                .map(|(&t, n)| Point { t, v: if only_whether { 1.0 } else { f64::from(n) } })
+                .collect();
+            (!points.is_empty()).then_some(Series { labels, points })
+        })
+        .collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Some(out)
+}
+
 /// `by`'s listed values of one element, as the strings its label set holds.
 type AddressKey = Box<[Option<Arc<str>>]>;
 

@@ -628,6 +628,7 @@ impl Evaluator<'_> {
             },
             Expr::Aggregate(a) => match self.fused_range_result(a, steps)? {
                 Some(series) => Ok(Some(series)),
+                None if counts_any(a) => self.count_range_result(a, steps),
                 None => self.top_bottom_range_result(a, steps),
             },
             Expr::VectorSelector(vs) => self.selector_range_result(vs, steps),
@@ -706,6 +707,17 @@ impl Evaluator<'_> {
         let mut out = merged.series;
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Some(out))
+    }
+
+    /// The whole result of `count` or `group` of an expression with one, not fused
+    /// ([`aggregate::count_range`](super::aggregate::count_range)). Not where names are
+    /// removed only at the end: a step's series may then differ only by name.
+    fn count_range_result(&mut self, a: &AggregateExpr, steps: &[Timestamp]) -> EResult<Option<Vec<Series>>> {
+        if self.delayed || !self.fast_paths || !may_have_whole(&a.expr) {
+            return Ok(None);
+        }
+        let Some(inner) = self.whole_range_result(&a.expr, steps)? else { return Ok(None) };
+        Ok(super::aggregate::count_range(a, &inner, steps))
     }
 
     /// The whole result of `vector` of a [`scalar_form`] (`or vector(0)`): one series
@@ -1522,7 +1534,7 @@ fn may_have_whole(e: &Expr) -> bool {
                 );
             each_value && c.args.first().is_some_and(may_have_whole)
         }
-        Expr::Aggregate(a) => Input::of(a).is_some(),
+        Expr::Aggregate(a) => Input::of(a).is_some() || (counts_any(a) && may_have_whole(&a.expr)),
         Expr::VectorSelector(_) => true,
         Expr::Unary(u) => u.op == UnaryOp::Neg && may_have_whole(&u.expr),
         Expr::Binary(b) if b.op.is_set_operator() => may_have_whole(&b.lhs) && may_have_whole(&b.rhs),
@@ -1536,9 +1548,21 @@ fn may_have_whole(e: &Expr) -> bool {
     }
 }
 
+/// Whether `a` is `count` or `group` (no parameter), which [`aggregate::count_range`]
+/// computes from any whole result.
+///
+/// [`aggregate::count_range`]: super::aggregate::count_range
+fn counts_any(a: &AggregateExpr) -> bool {
+    matches!(a.op, crate::ast::AggregateOp::Count | crate::ast::AggregateOp::Group) && a.param.is_none()
+}
+
 /// Calls `f` with each of `points` and the position of its step in `steps`. A whole
 /// result's points are at its steps, in order; `None` if one is not.
-fn at_steps(steps: &[Timestamp], points: &[Point], mut f: impl FnMut(usize, &Point)) -> Option<()> {
+pub(super) fn at_steps(
+    steps: &[Timestamp],
+    points: &[Point],
+    mut f: impl FnMut(usize, &Point),
+) -> Option<()> {
     let mut next = 0;
     for p in points {
         // Mostly the next step; a sparse series skips some.
@@ -2471,6 +2495,35 @@ mod tests {
         }
         for q in steps_decide {
             assert!(!has_whole(q), "{q}");
+        }
+    }
+
+    /// `count` and `group` of any whole result count its series group by group at each
+    /// step, with the step-by-step path's answers; other aggregations of such inputs
+    /// (whose sums follow the order of a step's vector) are left to it.
+    #[test]
+    fn counts_of_whole_results_agree_with_the_step_by_step_path() {
+        let st = store();
+        let whole = [
+            "count(count by (pod) (mem_bytes))",
+            "count by (wl) (rate(req_total[1m]) > 0.2)",
+            "group by (code) (mem_bytes / req_total)",
+            "count without (pod) (mem_bytes > 2)",
+            "count(sum by (wl, code) (req_total) > 5) or vector(0)",
+            "count(nothing > 1)",
+            "count by (__name__) ({__name__=~\"mem_bytes|req_total\"} > 1)",
+            "sum(rate(req_total[1m])) / scalar(count(count by (pod) (req_total)))",
+        ];
+        assert_paths_agree(&st, &whole, |_, _| {});
+        for q in whole {
+            assert!(whole_paths(&st, q).1, "{q}");
+        }
+        for q in [
+            "sum(count by (pod) (mem_bytes))",
+            "count(sort(mem_bytes))",
+            "count_values(\"v\", mem_bytes > 1)",
+        ] {
+            assert!(!whole_paths(&st, q).1, "{q}");
         }
     }
 
