@@ -612,9 +612,9 @@ impl Evaluator<'_> {
     /// The whole result of a range query of `expr` by one of the series-by-series paths:
     /// a sliding call, a fused aggregation, a plain selector, an operation on each value
     /// of one of those (with a scalar of [`scalar_form`], a negation, a function such as
-    /// `abs`), `vector` of such a scalar, or a set operation (`and`, `or`, `unless`) of
-    /// two of them.
-    /// `None` where none applies: the step-by-step path answers.
+    /// `abs`), `vector` of such a scalar, or, of two of them, a set operation (`and`,
+    /// `or`, `unless`), an arithmetic operation or a comparison; `count` or `group` of
+    /// any of them. `None` where none applies: the step-by-step path answers.
     pub(super) fn whole_range_result(
         &mut self,
         expr: &Expr,
@@ -1497,10 +1497,10 @@ pub(super) fn fused_param(a: &AggregateExpr) -> f64 {
 }
 
 /// Whether `e` is a scalar whose value at each step [`Evaluator::scalar_steps`] finds:
-/// a number, `time()`, `pi()`, `scalar` of a vector, or a negation or an operation of
-/// those (not the trim operators, which the step-by-step path refuses). Known from the
-/// expression alone: which side of an operation is the scalar is asked before either
-/// is evaluated.
+/// a number, `time()`, `pi()`, `scalar` of a vector that [`may_have_whole`], or a
+/// negation or an operation of those (not the trim operators, which the step-by-step
+/// path refuses). Known from the expression alone: which side of an operation is the
+/// scalar is asked before either is evaluated.
 pub(super) fn scalar_form(e: &Expr) -> bool {
     match e.unparen() {
         Expr::Number(_) => true,
