@@ -633,65 +633,70 @@ impl Evaluator<'_> {
             },
             Expr::VectorSelector(vs) => self.selector_range_result(vs, steps),
             Expr::Unary(u) if u.op == UnaryOp::Neg => self.each_value(&u.expr, steps, true, |v| Some(-v)),
-            // The right side first: it is mostly the lighter, and when it has no whole
-            // result the left's is not computed in vain.
-            Expr::Binary(b) if b.op.is_set_operator() && !self.delayed => {
+            Expr::Binary(b)
+                if b.op.is_set_operator() || b.op.is_comparison() || super::binary::is_arithmetic(b.op) =>
+            {
                 if !may_have_whole(expr) {
                     return Ok(None);
                 }
-                let Some(rhs) = self.whole_range_result(&b.rhs, steps)? else { return Ok(None) };
-                let Some(lhs) = self.whole_range_result(&b.lhs, steps)? else { return Ok(None) };
-                let matching = b.matching.as_ref();
-                Ok(Some(match b.op {
-                    BinaryOp::Or => super::binary::or_range(lhs, rhs, matching),
-                    op => super::binary::and_unless_range(lhs, &rhs, matching, op == BinaryOp::And),
-                }))
-            }
-            Expr::Binary(b) if b.op.is_comparison() || super::binary::is_arithmetic(b.op) => {
-                // As `vector_scalar`: arithmetic and `bool` drop the name, a filtering
-                // comparison keeps the vector's value whichever side it is on.
-                let drop = super::binary::drops_name(b.op, self.opts.compat) || b.return_bool;
-                let keep_value = b.op.is_comparison() && !b.return_bool;
-                let value = move |l: f64, r: f64, v: f64| {
-                    super::binary::elem(b.op, l, r, b.return_bool).map(|x| if keep_value { v } else { x })
-                };
-                if !may_have_whole(expr) {
-                    return Ok(None);
+                match (scalar_form(&b.lhs), scalar_form(&b.rhs)) {
+                    (false, false) if !self.delayed => self.vectors_range_result(b, steps),
+                    (true, false) => self.scalar_vector_range_result(b, steps, true),
+                    (false, true) => self.scalar_vector_range_result(b, steps, false),
+                    _ => Ok(None),
                 }
-                // One side a scalar, the other not: a scalar here is never a whole
-                // result, so the other is the vector or has none.
-                let scalar_left = match (scalar_form(&b.lhs), scalar_form(&b.rhs)) {
-                    (true, false) => true,
-                    (false, true) => false,
-                    (false, false) if !self.delayed => return self.join_range_result(b, steps),
-                    _ => return Ok(None),
-                };
-                let (vector, scalar) = if scalar_left { (&b.rhs, &b.lhs) } else { (&b.lhs, &b.rhs) };
-                let Some(scalars) = self.scalar_steps(scalar, steps)? else { return Ok(None) };
-                self.each_value_at(vector, steps, drop, |i, v| match scalar_left {
-                    true => value(scalars[i], v, v),
-                    false => value(v, scalars[i], v),
-                })
             }
             _ => Ok(None),
         }
     }
 
-    /// The whole result of an arithmetic operation or a comparison between two vectors
-    /// ([`join_range`](super::binary::join_range)), over the cores in parts of the steps
-    /// where the step-by-step path would split them too: each side's own split would
-    /// leave a core idle while the other side is computed, or not split where the two
-    /// together would.
-    fn join_range_result(&mut self, b: &BinaryExpr, steps: &[Timestamp]) -> EResult<Option<Vec<Series>>> {
+    /// The whole result of an operation between a vector and a scalar of
+    /// [`scalar_form`] (`scalar_left`: the scalar is the left operand), value by value.
+    fn scalar_vector_range_result(
+        &mut self,
+        b: &BinaryExpr,
+        steps: &[Timestamp],
+        scalar_left: bool,
+    ) -> EResult<Option<Vec<Series>>> {
+        // As `vector_scalar`: arithmetic and `bool` drop the name, a filtering
+        // comparison keeps the vector's value whichever side it is on.
+        let drop = super::binary::drops_name(b.op, self.opts.compat) || b.return_bool;
+        let keep_value = b.op.is_comparison() && !b.return_bool;
+        let value = |l: f64, r: f64, v: f64| {
+            super::binary::elem(b.op, l, r, b.return_bool).map(|x| if keep_value { v } else { x })
+        };
+        let (vector, scalar) = if scalar_left { (&b.rhs, &b.lhs) } else { (&b.lhs, &b.rhs) };
+        let Some(scalars) = self.scalar_steps(scalar, steps)? else { return Ok(None) };
+        self.each_value_at(vector, steps, drop, |i, v| match scalar_left {
+            true => value(scalars[i], v, v),
+            false => value(v, scalars[i], v),
+        })
+    }
+
+    /// The whole result of an operation between two vectors: a set operation
+    /// ([`or_range`](super::binary::or_range),
+    /// [`and_unless_range`](super::binary::and_unless_range)), or an arithmetic operation
+    /// or a comparison ([`join_range`](super::binary::join_range)). Over the cores in
+    /// parts of the steps where the step-by-step path would split them too: each side's
+    /// own split would leave a core idle while the other side is computed, or not split
+    /// where the two together would.
+    fn vectors_range_result(&mut self, b: &BinaryExpr, steps: &[Timestamp]) -> EResult<Option<Vec<Series>>> {
         if !self.fast_paths {
             return Ok(None);
         }
         let parts = self.over_step_parts(steps, self.step, self.worth_splitting(steps), &|ev, part| {
-            // As for set operations, the right side first.
+            // The right side first: it is mostly the lighter (`or vector(0)`).
             let Some(rhs) = ev.whole_range_result(&b.rhs, part)? else { return Ok(None) };
             let Some(lhs) = ev.whole_range_result(&b.lhs, part)? else { return Ok(None) };
             ev.check_deadline()?;
-            Ok(super::binary::join_range(b, &lhs, &rhs, ev.opts.compat))
+            let matching = b.matching.as_ref();
+            Ok(match b.op {
+                BinaryOp::Or => Some(super::binary::or_range(lhs, rhs, matching)),
+                BinaryOp::And | BinaryOp::Unless => {
+                    Some(super::binary::and_unless_range(lhs, &rhs, matching, b.op == BinaryOp::And))
+                }
+                _ => super::binary::join_range(b, &lhs, &rhs, ev.opts.compat),
+            })
         })?;
         if parts.len() == 1 {
             return Ok(parts.into_iter().next().flatten());
@@ -699,7 +704,7 @@ impl Evaluator<'_> {
         let mut merged = ByLabels::default();
         for part in parts {
             let Some(part) = part else { return Ok(None) };
-            // A part's series have labels of their own (`join_range`): never false.
+            // A part's series have labels of their own: never false.
             if !merged.add(part.into_iter().map(|s| (0, s)).collect()) {
                 return Ok(None);
             }
