@@ -684,7 +684,7 @@ impl Evaluator<'_> {
         if !self.fast_paths {
             return Ok(None);
         }
-        let parts = self.over_step_parts(steps, self.step, self.worth_splitting(steps), &|ev, part| {
+        let both = |ev: &mut Evaluator<'_>, part: &[Timestamp]| -> EResult<Option<Vec<Series>>> {
             // The right side first: it is mostly the lighter (`or vector(0)`).
             let Some(rhs) = ev.whole_range_result(&b.rhs, part)? else { return Ok(None) };
             let Some(lhs) = ev.whole_range_result(&b.lhs, part)? else { return Ok(None) };
@@ -697,10 +697,12 @@ impl Evaluator<'_> {
                 }
                 _ => super::binary::join_range(b, &lhs, &rhs, ev.opts.compat),
             })
-        })?;
-        if parts.len() == 1 {
-            return Ok(parts.into_iter().next().flatten());
+        };
+        // Not split, no evaluator of its own: a fork costs more than a small query.
+        if !self.splits(steps, self.worth_splitting(steps)) {
+            return both(self, steps);
         }
+        let parts = self.over_step_parts(steps, self.step, true, &both)?;
         let mut merged = ByLabels::default();
         for part in parts {
             let Some(part) = part else { return Ok(None) };
