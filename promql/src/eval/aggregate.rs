@@ -438,9 +438,9 @@ impl Evaluator<'_> {
 
     /// `a` (a value aggregation without parameter, or `quantile` of a literal in [0, 1];
     /// [`value_aggregation`]) of its `input` (a sliding range function call or a plain
-    /// instant selector) at each of `steps`, the input's values going straight into
-    /// their groups instead of into a vector per step. `None` when the input cannot be
-    /// computed so.
+    /// instant selector, maybe through operations on each value) at each of `steps`, the
+    /// input's values going straight into their groups instead of into a vector per
+    /// step. `None` when the input cannot be computed so.
     ///
     /// Within a step, groups come out in the order of their first element in the input's
     /// output, as [`value_aggregation`] gives them, and take their elements in the same
@@ -521,6 +521,7 @@ impl Evaluator<'_> {
         if !self.distinct_input(input, steps)? {
             return Ok(None);
         }
+        let Some(chain) = self.input_chain(a, input, steps)? else { return Ok(None) };
         // Per series of the selection, its group once seen; kept for the next block of
         // steps, which then finds the groups without reading a label (where the series
         // keep their positions).
@@ -539,10 +540,7 @@ impl Evaluator<'_> {
             pending: Vec::with_capacity(steps.len()),
             current: None,
         };
-        let slid = match input {
-            Input::Call(c) => self.slide_each(c, steps, true, |s, i, v| folding.take(s, i, v))?,
-            Input::Selector(vs) => self.latest_each(vs, steps, |s, i, p| folding.take(s, i, p.v))?,
-        };
+        let slid = self.input_each(input, &chain, steps, |s, i, v| folding.take(s, i, v))?;
         folding.fold();
         let Folding { cells, found, drop_names, .. } = folding;
         self.fused_groups.insert(node_key(a), found);
@@ -652,6 +650,8 @@ impl Evaluator<'_> {
         let mut heaps: Vec<Vec<(f64, usize)>> = Vec::new();
         for block in steps.chunks(block.max(1)) {
             self.check_deadline()?;
+            // Its scalars are given at the block's steps.
+            let Some(chain) = self.input_chain(a, input, block)? else { return Ok(None) };
             // Per step, the values with their series' positions, series by series.
             let mut at: Vec<Vec<(usize, f64)>> = vec![Vec::new(); block.len()];
             // Values come series by series: a series is placed once a block.
@@ -669,11 +669,7 @@ impl Evaluator<'_> {
                 }
                 at[i].push((s.n, v));
             };
-            let found = match input {
-                Input::Call(c) => self.slide_each(c, block, true, &mut take)?,
-                Input::Selector(vs) => self.latest_each(vs, block, |s, i, p| take(s, i, p.v))?,
-            };
-            if !found {
+            if !self.input_each(input, &chain, block, &mut take)? {
                 return Ok(None);
             }
             if keep.k == 0 {

@@ -7,6 +7,7 @@
 
 mod aggregate;
 mod binary;
+mod each_value;
 mod extended;
 mod functions;
 mod gomath;

@@ -7,6 +7,7 @@
 //! they are evaluated, or, when such a call or selector (or an aggregation of one) is
 //! the whole query, become its series directly.
 
+use super::each_value::ValueChain;
 use super::kernels::{self, CounterKind, Laned};
 use super::{Compat, EResult, Evaluator, S};
 use crate::ast::{
@@ -19,7 +20,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 /// The value of a number literal, negated or not, in parentheses or not.
-fn number(e: &Expr) -> Option<f64> {
+pub(super) fn number(e: &Expr) -> Option<f64> {
     match e.unparen() {
         Expr::Number(n) => Some(n.value),
         Expr::Unary(u) if u.op == UnaryOp::Neg => number(&u.expr).map(|v| -v),
@@ -136,6 +137,7 @@ pub(super) struct SelectionFacts {
 pub(super) type Cursor = (usize, usize, usize, Option<i64>);
 
 /// A series whose values [`Evaluator::slide_each`] emits.
+#[derive(Clone, Copy)]
 pub(super) struct SlidSeries<'s> {
     /// Its position in the selection.
     pub(super) n: usize,
@@ -155,6 +157,11 @@ impl SlidSeries<'_> {
         } else {
             self.labels.clone()
         }
+    }
+
+    /// The series with its output's name dropped too if `drop`.
+    fn unnamed_if(self, drop: bool) -> Self {
+        SlidSeries { unnamed: self.unnamed || drop, ..self }
     }
 }
 
@@ -257,7 +264,9 @@ fn distinct_without_names(series: &[SelectedSeries]) -> bool {
 
 /// What an aggregation takes its values from over many steps at once: a sliding call,
 /// or a plain instant selector (no `@`, no anchoring), whose value at each step
-/// [`Evaluator::latest_each`] finds with a cursor.
+/// [`Evaluator::latest_each`] finds with a cursor; maybe through operations on each
+/// value ([`each_value::operand`](super::each_value::operand) with constant scalars:
+/// `sum(rate(m[5m]) * 8)`), which [`Evaluator::input_each`] applies.
 #[derive(Clone, Copy)]
 pub(super) enum Input<'e> {
     Call(&'e Call),
@@ -267,7 +276,11 @@ pub(super) enum Input<'e> {
 impl<'e> Input<'e> {
     /// The input of `a`, when it is one.
     pub(super) fn of(a: &'e AggregateExpr) -> Option<Self> {
-        match a.expr.unparen() {
+        let mut e = a.expr.unparen();
+        while let Some(inner) = super::each_value::operand(e, true) {
+            e = inner.unparen();
+        }
+        match e {
             Expr::Call(c) => Some(Input::Call(c)),
             Expr::VectorSelector(vs) if plain_selector(vs) => Some(Input::Selector(vs)),
             _ => None,
@@ -315,7 +328,11 @@ impl Evaluator<'_> {
                         Some(results) => (node_key(c), results),
                         None => continue,
                     },
-                    (None, Input::Selector(_)) => continue,
+                    // Where a name dropped on the way could make two series one.
+                    (None, Input::Selector(vs)) => match self.latest_steps(vs, steps)? {
+                        Some(results) => (node_key(vs), results),
+                        None => continue,
+                    },
                 },
                 Node::Call(c) => match self.slide(c, steps)? {
                     Some(results) => (node_key(c), results),
@@ -387,6 +404,72 @@ impl Evaluator<'_> {
         match input {
             Input::Call(c) => self.distinct_outputs(c, steps),
             Input::Selector(_) => Ok(true),
+        }
+    }
+
+    /// The operations on each value between `a` and its `input` at `steps`
+    /// ([`value_chain`](Self::value_chain)); `None` where one drops a name that can make
+    /// two of the input's series one at a step (an error of the step-by-step path; with
+    /// names removed at the end, not known before).
+    pub(super) fn input_chain(
+        &mut self,
+        a: &AggregateExpr,
+        input: Input<'_>,
+        steps: &[Timestamp],
+    ) -> EResult<Option<ValueChain>> {
+        let Some(chain) = self.value_chain(&a.expr, steps)? else { return Ok(None) };
+        if chain.drops_name && (self.delayed || !self.distinct_unnamed(input, steps)?) {
+            return Ok(None);
+        }
+        Ok(Some(chain))
+    }
+
+    /// Whether no two of the series `input`'s values come from are equal once their names
+    /// are dropped.
+    fn distinct_unnamed(&mut self, input: Input<'_>, steps: &[Timestamp]) -> EResult<bool> {
+        let vs = match input {
+            Input::Selector(vs) => vs,
+            Input::Call(c) => match range_arg(c) {
+                Some(RangeArg::Selector(ms)) => &ms.selector,
+                Some(RangeArg::Subquery(sq)) => {
+                    return Ok(self
+                        .subquery_source(sq, steps)?
+                        .is_some_and(|s| distinct_without_names(&s.series)));
+                }
+                None => return Ok(false),
+            },
+        };
+        Ok(self.selection_facts(vs).distinct_without_names)
+    }
+
+    /// The values of `input` under `chain` at each of `steps`, passed to `emit` as
+    /// [`slide_each`](Self::slide_each) (in order) or
+    /// [`latest_each`](Self::latest_each) pass them, each series' output labels without
+    /// the name where the chain drops it. False, and nothing emitted, where the input
+    /// cannot be computed so.
+    pub(super) fn input_each(
+        &mut self,
+        input: Input<'_>,
+        chain: &ValueChain,
+        steps: &[Timestamp],
+        mut emit: impl FnMut(&SlidSeries<'_>, usize, f64),
+    ) -> EResult<bool> {
+        // Without operations, nothing between the windows and `emit`.
+        if chain.is_empty() {
+            return match input {
+                Input::Call(c) => self.slide_each(c, steps, true, emit),
+                Input::Selector(vs) => self.latest_each(vs, steps, |s, i, p| emit(s, i, p.v)),
+            };
+        }
+        let drop = chain.drops_name;
+        let mut each = |s: &SlidSeries<'_>, i: usize, v: f64| {
+            if let Some(v) = chain.apply(i, v) {
+                emit(&s.unnamed_if(drop), i, v);
+            }
+        };
+        match input {
+            Input::Call(c) => self.slide_each(c, steps, true, each),
+            Input::Selector(vs) => self.latest_each(vs, steps, |s, i, p| each(s, i, p.v)),
         }
     }
 
@@ -624,7 +707,10 @@ impl Evaluator<'_> {
             Expr::Call(c) if c.func.name == "vector" => self.vector_range_result(c, steps),
             Expr::Call(c) => match self.sliding_range_result(c, steps)? {
                 Some(series) => Ok(Some(series)),
-                None => self.each_value_call(c, steps),
+                None if matches!(c.func.name, "label_replace" | "label_join") => {
+                    self.relabel_range_result(c, steps)
+                }
+                None => self.value_op_range_result(expr, steps),
             },
             Expr::Aggregate(a) => match self.fused_range_result(a, steps)? {
                 Some(series) => Ok(Some(series)),
@@ -632,7 +718,7 @@ impl Evaluator<'_> {
                 None => self.top_bottom_range_result(a, steps),
             },
             Expr::VectorSelector(vs) => self.selector_range_result(vs, steps),
-            Expr::Unary(u) if u.op == UnaryOp::Neg => self.each_value(&u.expr, steps, true, |v| Some(-v)),
+            Expr::Unary(u) if u.op == UnaryOp::Neg => self.value_op_range_result(expr, steps),
             Expr::Binary(b)
                 if b.op.is_set_operator() || b.op.is_comparison() || super::binary::is_arithmetic(b.op) =>
             {
@@ -641,8 +727,7 @@ impl Evaluator<'_> {
                 }
                 match (scalar_form(&b.lhs), scalar_form(&b.rhs)) {
                     (false, false) if !self.delayed => self.vectors_range_result(b, steps),
-                    (true, false) => self.scalar_vector_range_result(b, steps, true),
-                    (false, true) => self.scalar_vector_range_result(b, steps, false),
+                    (true, false) | (false, true) => self.value_op_range_result(expr, steps),
                     _ => Ok(None),
                 }
             }
@@ -650,27 +735,12 @@ impl Evaluator<'_> {
         }
     }
 
-    /// The whole result of an operation between a vector and a scalar of
-    /// [`scalar_form`] (`scalar_left`: the scalar is the left operand), value by value.
-    fn scalar_vector_range_result(
-        &mut self,
-        b: &BinaryExpr,
-        steps: &[Timestamp],
-        scalar_left: bool,
-    ) -> EResult<Option<Vec<Series>>> {
-        // As `vector_scalar`: arithmetic and `bool` drop the name, a filtering
-        // comparison keeps the vector's value whichever side it is on.
-        let drop = super::binary::drops_name(b.op, self.opts.compat) || b.return_bool;
-        let keep_value = b.op.is_comparison() && !b.return_bool;
-        let value = |l: f64, r: f64, v: f64| {
-            super::binary::elem(b.op, l, r, b.return_bool).map(|x| if keep_value { v } else { x })
-        };
-        let (vector, scalar) = if scalar_left { (&b.rhs, &b.lhs) } else { (&b.lhs, &b.rhs) };
-        let Some(scalars) = self.scalar_steps(scalar, steps)? else { return Ok(None) };
-        self.each_value_at(vector, steps, drop, |i, v| match scalar_left {
-            true => value(scalars[i], v, v),
-            false => value(v, scalars[i], v),
-        })
+    /// The whole result of an operation on each value of a vector
+    /// ([`value_op`](Self::value_op)), value by value.
+    fn value_op_range_result(&mut self, e: &Expr, steps: &[Timestamp]) -> EResult<Option<Vec<Series>>> {
+        let Some((op, vector)) = self.value_op(e, steps)? else { return Ok(None) };
+        let drop = op.drops_name(self.opts.compat);
+        self.each_value_at(vector, steps, drop, |i, v| op.apply(i, v))
     }
 
     /// The whole result of an operation between two vectors: a set operation
@@ -778,60 +848,21 @@ impl Evaluator<'_> {
         })
     }
 
-    /// [`whole_range_result`](Self::whole_range_result) of a call that works on each
-    /// value or on each label set alone, with literal arguments besides its vector:
-    /// the one-argument math functions, `clamp`, `clamp_min`, `clamp_max`, `round`,
-    /// `label_replace` and `label_join`.
-    fn each_value_call(&mut self, c: &Call, steps: &[Timestamp]) -> EResult<Option<Vec<Series>>> {
-        if let Some(f) = super::functions::elementwise_call(c) {
-            return self.each_value(&c.args[0], steps, true, |v| Some(f(v)));
-        }
+    /// [`whole_range_result`](Self::whole_range_result) of `label_replace` or
+    /// `label_join` with literal arguments besides its vector, label set by label set.
+    fn relabel_range_result(&mut self, c: &Call, steps: &[Timestamp]) -> EResult<Option<Vec<Series>>> {
         let Some(vector) = c.args.first() else { return Ok(None) };
-        let numbers: Option<Vec<f64>> = c.args[1..].iter().map(number).collect();
-        let strings = c.args[1..].iter().all(|a| matches!(a.unparen(), Expr::String(_)));
-        match (c.func.name, numbers.as_deref()) {
-            // Prometheus' empty result when the bounds cross.
-            ("clamp", Some(&[lo, hi])) => self.each_value(vector, steps, true, |v| {
-                if hi < lo {
-                    None
-                } else {
-                    Some(kernels::clamp(v, lo, hi))
-                }
-            }),
-            ("clamp_min", Some(&[lo])) => {
-                self.each_value(vector, steps, true, |v| Some(kernels::clamp(v, lo, f64::INFINITY)))
-            }
-            ("clamp_max", Some(&[hi])) => {
-                self.each_value(vector, steps, true, |v| Some(kernels::clamp(v, f64::NEG_INFINITY, hi)))
-            }
-            ("round", Some(to)) if to.len() <= 1 => {
-                let to = to.first().copied().unwrap_or(1.0);
-                self.each_value(vector, steps, true, |v| Some(kernels::go_round(v, to)))
-            }
-            ("label_replace" | "label_join", _) if strings => {
-                // An invalid pattern or name: the step-by-step path fails as it should.
-                let Ok(relabel) = self.relabel(c, steps[0]) else { return Ok(None) };
-                let labels = |l: Labels| relabel.labels(&l).unwrap_or(l);
-                self.each_series(vector, steps, Some(&labels), |_, v| Some(v))
-            }
-            _ => Ok(None),
+        if !c.args[1..].iter().all(|a| matches!(a.unparen(), Expr::String(_))) {
+            return Ok(None);
         }
+        // An invalid pattern or name: the step-by-step path fails as it should.
+        let Ok(relabel) = self.relabel(c, steps[0]) else { return Ok(None) };
+        let labels = |l: Labels| relabel.labels(&l).unwrap_or(l);
+        self.each_series(vector, steps, Some(&labels), |_, v| Some(v))
     }
 
-    /// The whole result of `inner` with `f` applied to each value (`None` drops the
-    /// point), the metric name dropped if `drop`.
-    fn each_value(
-        &mut self,
-        inner: &Expr,
-        steps: &[Timestamp],
-        drop: bool,
-        f: impl Fn(f64) -> Option<f64>,
-    ) -> EResult<Option<Vec<Series>>> {
-        self.each_value_at(inner, steps, drop, |_, v| f(v))
-    }
-
-    /// [`each_value`](Self::each_value) with `f` also given the position of the value's
-    /// step in `steps`.
+    /// The whole result of `inner` with `f` applied to each value, given the position of
+    /// its step in `steps` (`None` drops the point), the metric name dropped if `drop`.
     fn each_value_at(
         &mut self,
         inner: &Expr,
@@ -1534,11 +1565,8 @@ fn may_have_whole(e: &Expr) -> bool {
         Expr::Call(c) if c.func.name == "vector" => c.args.first().is_some_and(scalar_form),
         Expr::Call(c) if range_arg(c).is_some() => kind(c, Compat::Prometheus3).is_some(),
         Expr::Call(c) => {
-            let each_value = super::functions::elementwise_call(c).is_some()
-                || matches!(
-                    c.func.name,
-                    "clamp" | "clamp_min" | "clamp_max" | "round" | "label_replace" | "label_join"
-                );
+            let each_value = super::each_value::call_op(c).is_some()
+                || matches!(c.func.name, "label_replace" | "label_join");
             each_value && c.args.first().is_some_and(may_have_whole)
         }
         Expr::Aggregate(a) => Input::of(a).is_some() || (counts_any(a) && may_have_whole(&a.expr)),
@@ -2531,6 +2559,84 @@ mod tests {
             "count_values(\"v\", mem_bytes > 1)",
         ] {
             assert!(!whole_paths(&st, q).1, "{q}");
+        }
+    }
+
+    /// Aggregations of operations on each value of a sliding call or a selector
+    /// (`sum(rate(m[5m]) * 8)`) are fused through the operations, at the top of a range
+    /// query, in the steps of an expression and of a subquery, bit for bit: values
+    /// folded in the step-by-step path's order, names kept or dropped per operation and
+    /// compat mode, filtered values left out, scalars that change over the steps. Where
+    /// a dropped name makes two series one, the step-by-step path answers with its
+    /// error; a scalar with a vector in it is not fused.
+    #[test]
+    fn aggregations_through_operations_on_each_value_agree_with_the_step_by_step_path() {
+        let st = store();
+        let fused = [
+            "sum(rate(req_total[1m]) * 8)",
+            "sum by (wl) (-mem_bytes)",
+            "avg by (code) (1 - mem_bytes / 10)",
+            "max by (wl) (abs(mem_bytes - 3))",
+            "min(clamp(mem_bytes, 1, 3))",
+            "sum(clamp(mem_bytes, 3, 1))",
+            "count by (wl) (mem_bytes > 2)",
+            "sum by (__name__) (mem_bytes > 2)",
+            "sum by (__name__) (mem_bytes > bool 2)",
+            "sum by (__name__) (mem_bytes atan2 0.5)",
+            "stddev(round(rate(req_total[1m]) * 100, 0.5))",
+            "quantile(0.5, time() - mem_bytes)",
+            "sum(ln(rate(req_total[1m])))",
+            "sum(-(mem_bytes offset 20s))",
+            "sum by (wl) (mem_bytes % 3 == 1)",
+            "sum by (wl) (2 < mem_bytes)",
+            "avg(max_over_time(mem_bytes[1m]) * 2)",
+            "sum by (__name__) (last_over_time(mem_bytes[1m]) * -(2 * pi()))",
+            "sum without (pod) ({__name__=~\"mem_bytes|req_total\"} > 2)",
+            "topk(2, rate(req_total[1m]) * 2)",
+            "bottomk by (wl) (1, -mem_bytes)",
+        ];
+        let stepped = [
+            "sort(sum by (wl) (rate(req_total[1m]) * 8))",
+            "sort(avg by (code) (time() - mem_bytes))",
+            "max_over_time(sum(rate(req_total[1m]) * 2)[2m:10s])",
+            "sum(mem_bytes * scalar(sum(req_total)))",
+        ];
+        let queries: Vec<&str> = fused.iter().chain(&stepped).copied().collect();
+        assert_paths_agree(&st, &queries, |_, _| {});
+        for q in fused {
+            assert!(whole_paths(&st, q).1, "{q}");
+        }
+        assert!(!whole_paths(&st, stepped[3]).1);
+        // A scalar that changes over more steps than a block of the aggregation takes.
+        for q in ["topk(2, time() - mem_bytes)", "quantile(0.5, time() - mem_bytes)"] {
+            let span = (30_000, 600_000, 40);
+            assert_eq!(steps_of(&st, q, span, true), steps_of(&st, q, span, false), "{q}");
+        }
+        // Both metrics of a workload lose their names: an error at the first step with
+        // both, said alike by both paths. With names removed at the end, only where the
+        // aggregation keeps the names apart until then, as it does two metrics whose
+        // series differ without their names too (`big`, `mem_bytes`).
+        let st = store_with_big();
+        for opts in each_mode() {
+            let engine = Engine::new(opts.clone());
+            let delayed = opts.features.is_enabled(crate::features::Feature::DelayedNameRemoval);
+            // Each query, whether it fails with names dropped at once, and at the end.
+            for (q, fails_at_once, fails_at_end) in [
+                ("sum(-{wl=\"a\"})", true, false),
+                ("sum by (pod) ({wl=\"a\"} * 2)", true, false),
+                ("sort(sum(abs({wl=\"a\"})))", true, false),
+                ("topk(1, {wl=\"a\"} > bool 1)", true, false),
+                ("sum by (__name__) ({wl=\"a\"} > bool 1)", true, true),
+                ("sum by (__name__) ({__name__=~\"big|mem_bytes\"} > bool 1)", false, true),
+            ] {
+                let [fast, slow] = both_paths(&engine, &st, q, (30_000, 600_000, 7_000));
+                assert_eq!(
+                    slow.is_err(),
+                    if delayed { fails_at_end } else { fails_at_once },
+                    "{q}: {slow:?}"
+                );
+                assert_eq!(fast, slow, "{q}");
+            }
         }
     }
 
