@@ -629,8 +629,9 @@ impl Evaluator<'_> {
             .collect()
     }
 
-    /// What `keep` keeps of `input` at each of `steps` of a range query, block by block
-    /// of `block` steps: the input's values at a step go into their
+    /// What `keep` keeps of `input` (through the operations on each value between it and
+    /// `a`, their scalars taken at each block's steps) at each of `steps` of a range
+    /// query, block by block of `block` steps: the input's values at a step go into their
     /// group's heap as values and series positions, in the step-by-step path's order (so
     /// that the same of equal values stay), instead of into a vector of label sets per
     /// step, and those kept become points of their series (a range result's order within

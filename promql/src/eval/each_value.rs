@@ -83,17 +83,16 @@ impl ValueChain {
 }
 
 /// The vector operand of `e` when `e` is an operation on each of its values that
-/// [`Evaluator::value_op`] computes. With `constant_scalars`, only where the scalar of
-/// an operation holds no vector (a number, `time()`, `pi()`, operations of those): one
-/// that costs nothing to compute for any block of steps.
-pub(super) fn operand(e: &Expr, constant_scalars: bool) -> Option<&Expr> {
+/// [`Evaluator::value_op`] computes (the same operand) with a scalar, if any, that holds
+/// no vector (a number, `time()`, `pi()`, operations of those): one that costs nothing
+/// to compute for any block of steps.
+pub(super) fn operand(e: &Expr) -> Option<&Expr> {
     match e.unparen() {
         Expr::Unary(u) if u.op == UnaryOp::Neg => Some(&u.expr),
         Expr::Binary(b) if b.op.is_comparison() || is_arithmetic(b.op) => {
-            let fits = |s: &Expr| !constant_scalars || constant_scalar(s);
             match (scalar_form(&b.lhs), scalar_form(&b.rhs)) {
-                (true, false) if fits(&b.lhs) => Some(&b.rhs),
-                (false, true) if fits(&b.rhs) => Some(&b.lhs),
+                (true, false) if constant_scalar(&b.lhs) => Some(&b.rhs),
+                (false, true) if constant_scalar(&b.rhs) => Some(&b.lhs),
                 _ => None,
             }
         }
@@ -119,9 +118,12 @@ pub(super) fn call_op(c: &Call) -> Option<ValueOp> {
     if let Some(f) = super::functions::elementwise_call(c) {
         return Some(ValueOp::Math(f));
     }
-    c.args.first()?;
-    let numbers: Vec<f64> = c.args[1..].iter().map(number).collect::<Option<_>>()?;
-    Some(match (c.func.name, numbers.as_slice()) {
+    let rest = c.args.get(1..).filter(|rest| rest.len() <= 2)?;
+    let mut numbers = [0.0; 2];
+    for (n, arg) in numbers.iter_mut().zip(rest) {
+        *n = number(arg)?;
+    }
+    Some(match (c.func.name, &numbers[..rest.len()]) {
         // Not `hi >= lo`: NaN bounds clamp (to NaN).
         ("clamp", &[lo, hi]) => ValueOp::Clamp(if hi < lo { None } else { Some((lo, hi)) }),
         ("clamp_min", &[lo]) => ValueOp::Clamp(Some((lo, f64::INFINITY))),
@@ -157,11 +159,11 @@ impl Evaluator<'_> {
     }
 
     /// The operations on each value of `e` down to its first operand that is none
-    /// ([`operand`] with constant scalars), at `steps`.
+    /// ([`operand`], as [`Input::of`](super::sliding::Input::of) walks), at `steps`.
     pub(super) fn value_chain(&mut self, mut e: &Expr, steps: &[Timestamp]) -> EResult<Option<ValueChain>> {
         let mut ops = Vec::new();
-        while operand(e, true).is_some() {
-            let Some((op, inner)) = self.value_op(e, steps)? else { return Ok(None) };
+        while let Some(inner) = operand(e) {
+            let Some((op, _)) = self.value_op(e, steps)? else { return Ok(None) };
             ops.push(op);
             e = inner;
         }

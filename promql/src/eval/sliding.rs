@@ -4,8 +4,8 @@
 //! windows that slide forward over each series instead of a search and a window per
 //! step. Plain instant selectors likewise find each series' latest sample at every
 //! step with a cursor that only moves forward. The results are taken by the steps as
-//! they are evaluated, or, when such a call or selector (or an aggregation of one) is
-//! the whole query, become its series directly.
+//! they are evaluated, or, when such a call or selector (or an aggregation of one, maybe
+//! through operations on each value) is the whole query, become its series directly.
 
 use super::each_value::ValueChain;
 use super::kernels::{self, CounterKind, Laned};
@@ -274,10 +274,11 @@ pub(super) enum Input<'e> {
 }
 
 impl<'e> Input<'e> {
-    /// The input of `a`, when it is one.
+    /// The input of `a`, when it is one, under the operations on each value between
+    /// them ([`Evaluator::value_chain`] walks the same way).
     pub(super) fn of(a: &'e AggregateExpr) -> Option<Self> {
         let mut e = a.expr.unparen();
-        while let Some(inner) = super::each_value::operand(e, true) {
+        while let Some(inner) = super::each_value::operand(e) {
             e = inner.unparen();
         }
         match e {
@@ -310,9 +311,10 @@ fn plain_selector(vs: &VectorSelector) -> bool {
 }
 
 impl Evaluator<'_> {
-    /// Computes every eligible call of `expr` for `steps` (not inside subqueries, whose
-    /// inner steps are other times), and every aggregation of such a call whose groups
-    /// can be filled directly.
+    /// Computes every eligible call and plain selector of `expr` for `steps` (not inside
+    /// subqueries, whose inner steps are other times), and every aggregation of such a
+    /// call or selector (maybe through operations on each value) whose groups can be
+    /// filled directly; where one cannot, its call or selector.
     pub(super) fn precompute(&mut self, expr: &Expr, steps: &[Timestamp]) -> EResult<()> {
         if !self.fast_paths {
             return Ok(());
@@ -542,8 +544,9 @@ impl Evaluator<'_> {
         }
     }
 
-    /// The result of a range query that is an aggregation fused with a sliding call
-    /// (`sum by (pod) (rate(m[5m]))`): block by block of steps, each group's values go
+    /// The result of a range query that is an aggregation fused with a sliding call or
+    /// a plain selector, maybe through operations on each value (`sum by (pod)
+    /// (rate(m[5m]))`, `sum(rate(m[5m]) * 8)`): block by block of steps, each group's values go
     /// straight into its series, without the step-by-step path's vector per step (a
     /// third of `r_rps_one_15s`'s evaluation). Over the cores when there are enough
     /// windows. `None` when the aggregation cannot be fused.
@@ -607,7 +610,8 @@ impl Evaluator<'_> {
     }
 
     /// The result of a range query that is `topk` or `bottomk` with a literal `k` of a
-    /// sliding call or a plain selector (`topk(5, rate(m[5m]))`), series by series
+    /// sliding call or a plain selector, maybe through operations on each value
+    /// (`topk(5, rate(m[5m]))`, `topk(5, -m)`), series by series
     /// ([`top_bottom_series`](Self::top_bottom_series)) over the cores when there are
     /// enough values. `None` where it does not apply.
     pub(super) fn top_bottom_range_result(
@@ -1503,7 +1507,8 @@ enum Node<'e> {
     /// A range function call.
     Call(&'e Call),
     /// A value aggregation without parameter (or a literal quantile) of a range function
-    /// call or of a plain instant selector (its input).
+    /// call or of a plain instant selector (its input), maybe through operations on each
+    /// value.
     Aggregate(&'e AggregateExpr, Input<'e>),
     /// A plain instant selector elsewhere.
     Selector(&'e VectorSelector),
@@ -1511,7 +1516,7 @@ enum Node<'e> {
     Subquery(&'e SubqueryExpr),
 }
 
-/// Whether an aggregation's groups can be filled from a sliding call directly.
+/// Whether an aggregation's groups can be filled from its [`Input`] directly.
 fn fusable(a: &AggregateExpr) -> bool {
     use crate::ast::AggregateOp::*;
     match (a.op, &a.param) {
