@@ -113,6 +113,12 @@ fn eval(c: &mut Criterion) {
         );
         let mut range = |name: &str, q: &str| range_of(&engine, name, q);
         range("range_sum_by_rate", QUERIES[1].1);
+        // The same sums through an operation on each value (bytes to bits, say): fused
+        // as well, each window's rate multiplied on its way into its group.
+        range(
+            "range_sum_by_rate_times",
+            "sum by (destination_workload) (rate(istio_requests_total[1m]) * 8)",
+        );
         // The same windows' rates, each series its own result.
         range("range_rate", QUERIES[0].1);
         // A gauge's windows over the same steps (a tenth as many series).
