@@ -537,12 +537,14 @@ impl PairedSteps {
 
     /// Whether two of the pairs were there at one step.
     fn clash(&mut self) -> bool {
-        if self.pairs < 2 {
-            return false;
-        }
-        self.times.sort_unstable();
-        self.times.windows(2).any(|w| w[0] == w[1])
+        self.pairs > 1 && repeats(&mut self.times)
     }
+}
+
+/// Whether a time comes twice in `times` (sorted on the way).
+fn repeats(times: &mut [Timestamp]) -> bool {
+    times.sort_unstable();
+    times.windows(2).any(|w| w[0] == w[1])
 }
 
 /// Whether the spans of `a` and `b` overlap: else they have no time in common.
@@ -559,8 +561,7 @@ fn meet(series: &[&Series]) -> bool {
         return false;
     }
     let mut times: Vec<Timestamp> = series.iter().flat_map(|s| s.points.iter().map(|p| p.t)).collect();
-    times.sort_unstable();
-    times.windows(2).any(|w| w[0] == w[1])
+    repeats(&mut times)
 }
 
 /// `f` of the values of `a` and `b` at each time both have a point (`None` drops it),

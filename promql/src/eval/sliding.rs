@@ -743,8 +743,9 @@ impl Evaluator<'_> {
     /// ([`value_op`](Self::value_op)), value by value.
     fn value_op_range_result(&mut self, e: &Expr, steps: &[Timestamp]) -> EResult<Option<Vec<Series>>> {
         let Some((op, vector)) = self.value_op(e, steps)? else { return Ok(None) };
-        let drop = op.drops_name(self.opts.compat);
-        self.each_value_at(vector, steps, drop, |i, v| op.apply(i, v))
+        let without_name = |l: Labels| l.without_metric_name();
+        let relabel = op.drops_name(self.opts.compat).then_some(&without_name as &dyn Fn(Labels) -> Labels);
+        self.each_series(vector, steps, relabel, |i, v| op.apply(i, v))
     }
 
     /// The whole result of an operation between two vectors: a set operation
@@ -863,19 +864,6 @@ impl Evaluator<'_> {
         let Ok(relabel) = self.relabel(c, steps[0]) else { return Ok(None) };
         let labels = |l: Labels| relabel.labels(&l).unwrap_or(l);
         self.each_series(vector, steps, Some(&labels), |_, v| Some(v))
-    }
-
-    /// The whole result of `inner` with `f` applied to each value, given the position of
-    /// its step in `steps` (`None` drops the point), the metric name dropped if `drop`.
-    fn each_value_at(
-        &mut self,
-        inner: &Expr,
-        steps: &[Timestamp],
-        drop: bool,
-        f: impl Fn(usize, f64) -> Option<f64>,
-    ) -> EResult<Option<Vec<Series>>> {
-        let without_name = |l: Labels| l.without_metric_name();
-        self.each_series(inner, steps, drop.then_some(&without_name), f)
     }
 
     /// The whole result of `inner` with `f` applied to each value (with the position of
